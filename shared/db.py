@@ -1,0 +1,80 @@
+"""Database plumbing shared by the stateful services: engines, sessions, Alembic migrations.
+
+The same code runs on SQLite (embedded default, via aiosqlite) and PostgreSQL (production, via asyncpg).
+Schema changes go through each service's Alembic migrations, which run at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and foreign keys so several processes can share it."""
+    if is_sqlite(url):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"timeout": 30})
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite(url):
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+def alembic_config(script_location: Path, url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def migrate(script_location: Path, url: str) -> None:
+    """Bring the database to the newest schema (``alembic upgrade head``).
+
+    Alembic's command API is synchronous and its env.py runs its own event loop, so it runs in a thread.
+    """
+    cfg = alembic_config(script_location, url)
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+
+
+# Tables every stateful service has (inbox for dedupe, outbox for publishing). Each service's Alembic
+# migrations create them alongside its own tables: pass ``[service_metadata, MESSAGING_METADATA]``.
+from sqlalchemy import MetaData  # noqa: E402
+
+MESSAGING_METADATA = MetaData()

@@ -1,0 +1,460 @@
+"""Event contracts exchanged between the services.
+
+Every event travels as a CloudEvents 1.0 structured JSON envelope. The schema version lives in the
+``type`` (``switchboard.contact.requested.v1``); within a version only additive changes are allowed.
+Every payload carries ``tenant_id`` so tenants can come later without breaking contracts; the envelope
+mirrors it in the ``tenantid`` extension so a consumer can route without parsing the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+DEFAULT_TENANT = "default"
+DEFAULT_SITE = "main"
+SCHEMA_BASE = "https://switchboard.dev/schemas"
+# Namespace for deterministic ids (UUIDv5): a retried request maps to the same id everywhere.
+ID_NAMESPACE = uuid.UUID("6f1c2a52-8d5e-4f43-9a53-5b7f0c6a1e01")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def deterministic_id(*parts: str) -> str:
+    """UUIDv5 over the parts: the same inputs always give the same id (idempotency across retries)."""
+    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+
+
+def contact_id_for(tenant_id: str, source: str, external_id: str) -> str:
+    return deterministic_id("contact", tenant_id, source, external_id)
+
+
+class Channel(StrEnum):
+    VOICE = "voice"
+    CHAT = "chat"
+    EMAIL = "email"
+    WEB_CALLBACK = "web_callback"
+
+
+class Tier(StrEnum):
+    STANDARD = "standard"
+    PREMIUM = "premium"
+    VIP = "vip"
+
+
+class Intent(StrEnum):
+    QUESTION = "question"
+    SUPPORT = "support"
+    PURCHASE = "purchase"
+    COMPLAINT = "complaint"
+    CANCELLATION = "cancellation"
+    BILLING = "billing"
+    OTHER = "other"
+
+
+class Role(StrEnum):
+    SERVICE = "service"
+    SALES = "sales"
+    BRAND_AMBASSADOR = "brand_ambassador"
+
+
+class AgentStatus(StrEnum):
+    AVAILABLE = "available"
+    BUSY = "busy"
+    WRAP_UP = "wrap_up"
+    BREAK = "break"
+    OFFLINE = "offline"
+
+
+class AttemptResult(StrEnum):
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+    WRONG_NUMBER = "wrong_number"
+
+
+class CallbackOrigin(StrEnum):
+    ROUTER_POLICY = "router_policy"
+    WEB_FORM = "web_form"
+    AGENT_PROMISE = "agent_promise"
+    API = "api"
+    CUSTOMER_REQUEST = "customer_request"
+
+
+# --------------------------------------------------------------------------------------------------
+# Value objects shared by several events
+# --------------------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Customer(_Model):
+    id: str
+    phone: str | None = None  # E.164, validated at the edge (intake)
+    name: str | None = None
+    tier: Tier = Tier.STANDARD
+    language: str = "en"
+    timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"
+
+
+class TimeWindow(_Model):
+    start: datetime
+    end: datetime
+
+
+class Outcome(_Model):
+    resolved: bool = False
+    sold: bool = False
+    goodwill_amount: float = 0.0
+    callback_promised: bool = False
+    callback_window: TimeWindow | None = None
+    notes: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Event payloads
+# --------------------------------------------------------------------------------------------------
+
+
+class EventData(_Model):
+    """Base of every payload. ``event_type`` is the CloudEvents type, schema version included."""
+
+    event_type: ClassVar[str]
+    tenant_id: str = DEFAULT_TENANT
+
+    def subject(self) -> str | None:
+        """The CloudEvents subject: the entity the event is about."""
+        return None
+
+
+class ContactRequested(EventData):
+    event_type: ClassVar[str] = "switchboard.contact.requested.v1"
+    contact_id: str
+    site: str = DEFAULT_SITE
+    source: str
+    external_id: str
+    channel: Channel
+    customer: Customer
+    intent: Intent | None = None
+    summary: str | None = None
+    ivr_selections: list[str] = Field(default_factory=list)
+    callback_requested: bool = False
+    preferred_window: TimeWindow | None = None
+    expected_handling_seconds: int | None = None
+    customer_local_time: datetime | None = None
+    within_business_hours: bool | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class ContactAbandoned(EventData):
+    event_type: ClassVar[str] = "switchboard.contact.abandoned.v1"
+    contact_id: str
+    site: str = DEFAULT_SITE
+    reason: str = "caller_hung_up"
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class OfferMade(EventData):
+    event_type: ClassVar[str] = "switchboard.offer.made.v1"
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    expires_at: datetime
+    rule: str  # which strategy rule made this agent eligible
+    score: float  # why this agent: the fit score that won
+    explanation: dict[str, Any] = Field(default_factory=dict)
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class OfferAccepted(EventData):
+    event_type: ClassVar[str] = "switchboard.offer.accepted.v1"
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class OfferDeclined(EventData):
+    event_type: ClassVar[str] = "switchboard.offer.declined.v1"
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    reason: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class OfferTimedOut(EventData):
+    event_type: ClassVar[str] = "switchboard.offer.timed_out.v1"
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class AssignmentCompleted(EventData):
+    event_type: ClassVar[str] = "switchboard.assignment.completed.v1"
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    customer: Customer | None = None
+    callback_id: str | None = None  # set when the completed work was a callback
+    outcome: Outcome = Field(default_factory=Outcome)
+    handled_seconds: float | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.contact_id
+
+
+class AgentStatusChanged(EventData):
+    event_type: ClassVar[str] = "switchboard.agent.status_changed.v1"
+    agent_id: str
+    site: str = DEFAULT_SITE
+    status: AgentStatus
+    previous: AgentStatus | None = None
+    reason: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.agent_id
+
+
+class CallbackRequested(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.requested.v1"
+    request_id: str  # deterministic per origin, so a redelivered request merges
+    customer: Customer
+    site: str = DEFAULT_SITE
+    origin: CallbackOrigin
+    contact_id: str | None = None
+    intent: Intent | None = None
+    channel: Channel = Channel.VOICE
+    preferred_window: TimeWindow | None = None
+    promised_by_agent_id: str | None = None
+    reason: str | None = None
+    # The customer's original place in line: a callback neither jumps the queue nor loses its place.
+    virtual_start_time: datetime | None = None
+    requested_at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.customer.id
+
+
+class CallbackScheduled(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.scheduled.v1"
+    callback_id: str
+    customer: Customer
+    site: str = DEFAULT_SITE
+    deadline: datetime
+    window: TimeWindow | None = None
+    next_business_day: bool = False
+    promise_text: str | None = None  # what we honestly told the customer
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.callback_id
+
+
+class CallbackDue(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.due.v1"
+    callback_id: str
+    customer: Customer
+    site: str = DEFAULT_SITE
+    contact_id: str | None = None
+    intent: Intent | None = None
+    channel: Channel = Channel.VOICE
+    deadline: datetime
+    attempt: int = 1
+    priority_boost: float = 0.0  # rises as the deadline approaches
+    at_risk: bool = False
+    widen_roles: bool = False
+    preferred_agent_id: str | None = None
+    virtual_start_time: datetime | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.callback_id
+
+
+class CallbackAtRisk(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.at_risk.v1"
+    callback_id: str
+    customer: Customer
+    site: str = DEFAULT_SITE
+    deadline: datetime
+    slack_seconds: float
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.callback_id
+
+
+class CallbackAttempted(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.attempted.v1"
+    callback_id: str
+    customer: Customer
+    site: str = DEFAULT_SITE
+    agent_id: str | None = None
+    result: AttemptResult
+    notes: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.callback_id
+
+
+class CallbackFulfilled(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.fulfilled.v1"
+    callback_id: str
+    customer: Customer
+    site: str = DEFAULT_SITE
+    agent_id: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.callback_id
+
+
+class CallbackBreached(EventData):
+    event_type: ClassVar[str] = "switchboard.callback.breached.v1"
+    callback_id: str
+    customer: Customer
+    site: str = DEFAULT_SITE
+    deadline: datetime
+    attempts: int = 0
+    reason: str = "deadline_passed"
+    at: datetime = Field(default_factory=utcnow)
+
+    def subject(self) -> str:
+        return self.callback_id
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.event_type: cls
+    for cls in (
+        ContactRequested,
+        ContactAbandoned,
+        OfferMade,
+        OfferAccepted,
+        OfferDeclined,
+        OfferTimedOut,
+        AssignmentCompleted,
+        AgentStatusChanged,
+        CallbackRequested,
+        CallbackScheduled,
+        CallbackDue,
+        CallbackAtRisk,
+        CallbackAttempted,
+        CallbackFulfilled,
+        CallbackBreached,
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The envelope
+# --------------------------------------------------------------------------------------------------
+
+
+class MalformedEvent(ValueError):
+    """Bytes that are not a valid Switchboard CloudEvent. Such events go to the dead-letter topic."""
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0 structured-mode envelope (JSON)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = None
+    tenantid: str = DEFAULT_TENANT
+    data: dict[str, Any]
+
+    _payload: EventData | None = PrivateAttr(default=None)
+
+    @property
+    def payload(self) -> EventData:
+        """The typed payload, validated against the registered contract for ``type``."""
+        if self._payload is None:
+            cls = EVENT_TYPES.get(self.type)
+            if cls is None:
+                raise MalformedEvent(f"unknown event type {self.type!r}")
+            try:
+                self._payload = cls.model_validate(self.data)
+            except ValidationError as exc:
+                raise MalformedEvent(f"invalid {self.type} payload: {exc}") from exc
+        return self._payload
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def make_event(
+    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
+) -> Envelope:
+    """Wrap a payload in an envelope. Pass ``event_id`` to make a re-emitted event deduplicable."""
+    env = Envelope(
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        type=data.event_type,
+        time=time or utcnow(),
+        subject=data.subject(),
+        dataschema=f"{SCHEMA_BASE}/{data.event_type}.json",
+        tenantid=data.tenant_id,
+        data=data.model_dump(mode="json"),
+    )
+    env._payload = data
+    return env
+
+
+def decode_event(raw: bytes) -> Envelope:
+    """Parse and fully validate an event; raise :class:`MalformedEvent` with the reason otherwise."""
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedEvent("event is not a JSON object")
+    try:
+        env = Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise MalformedEvent(f"not a CloudEvents 1.0 envelope: {exc}") from exc
+    _ = env.payload  # validate the payload against its contract now, not deep inside a handler
+    return env

@@ -1,0 +1,46 @@
+"""The inbox: which events a consumer has already handled.
+
+Delivery is at-least-once; effects must be exactly-once. A handler records the event id in the same
+transaction as its state change; a redelivered event finds its id and is skipped.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, String, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import MESSAGING_METADATA
+from shared.events import utcnow
+
+processed_events = Table(
+    "processed_events",
+    MESSAGING_METADATA,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", String(100), primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)
+
+
+async def first_time(session: AsyncSession, consumer: str, event_id: str) -> bool:
+    """Mark ``event_id`` handled by ``consumer`` in the caller's transaction.
+
+    True the first time; False when it was already handled (the caller then skips its effect).
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    values = {"consumer": consumer, "event_id": event_id, "processed_at": utcnow()}
+    if dialect == "postgresql":
+        stmt = postgresql.insert(processed_events).values(values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(processed_events).values(values).on_conflict_do_nothing()
+    result = await session.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def was_processed(session: AsyncSession, consumer: str, event_id: str) -> bool:
+    row = await session.execute(
+        select(processed_events.c.event_id).where(
+            processed_events.c.consumer == consumer, processed_events.c.event_id == event_id
+        )
+    )
+    return row.first() is not None

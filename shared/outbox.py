@@ -1,0 +1,123 @@
+"""The transactional outbox: events a service emits are written in the same transaction as its state.
+
+A relay task publishes outbox rows to the bus in order and deletes them once the bus acknowledged.
+A crash between publish and delete publishes the row again after restart; the event id is unchanged,
+so consumers drop the copy (see :mod:`shared.inbox`). Nothing is emitted that was not committed, and
+nothing committed is never emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, String, Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.bus.base import BusUnavailable, EventBus
+from shared.db import MESSAGING_METADATA
+from shared.events import Envelope, EventData, make_event, utcnow
+from shared.topics import route
+
+log = structlog.get_logger(__name__)
+
+outbox = Table(
+    "outbox",
+    MESSAGING_METADATA,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("topic", String(200), nullable=False),
+    Column("key", String(300), nullable=True),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+async def stage(session: AsyncSession, data: EventData, *, source: str, event_id: str | None = None) -> Envelope:
+    """Insert ``data`` into the outbox within the caller's transaction."""
+    envelope = make_event(data, source=source, event_id=event_id)
+    topic, key = route(data)
+    await session.execute(
+        outbox.insert().values(topic=topic, key=key, payload=envelope.to_bytes(), created_at=utcnow())
+    )
+    return envelope
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to the bus, oldest first. Call :meth:`notify` after a commit."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        *,
+        idle_interval: float = 0.25,
+        batch: int = 200,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._bus = bus
+        self._idle = idle_interval
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drain(self) -> int:
+        """Publish everything currently committed; return how many events went out."""
+        sent = 0
+        while True:
+            n = await self._relay_batch()
+            sent += n
+            if n < self._batch:
+                return sent
+
+    async def _relay_batch(self) -> int:
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(select(outbox).order_by(outbox.c.seq).limit(self._batch))
+            ).all()
+            if not rows:
+                return 0
+            done: list[int] = []
+            try:
+                for row in rows:
+                    await self._bus.publish_raw(row.topic, row.key, row.payload)
+                    done.append(row.seq)
+            finally:
+                if done:
+                    await session.execute(delete(outbox).where(outbox.c.seq.in_(done)))
+                    await session.commit()
+            return len(rows)
+
+    async def _run(self) -> None:
+        backoff = self._idle
+        while not self._stopping:
+            try:
+                await self.drain()
+                backoff = self._idle
+            except BusUnavailable as exc:
+                log.warning("outbox.bus_unavailable", error=str(exc))
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("outbox.relay_failed")
+                backoff = min(backoff * 2, 5.0)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+        with contextlib.suppress(Exception):
+            await self.drain()

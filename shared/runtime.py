@@ -1,0 +1,80 @@
+"""What every service's lifespan owns: the bus, the database, the outbox relay, and their shutdown.
+
+A service builds one :class:`ServiceRuntime` in its FastAPI lifespan, starts it, registers consumers,
+and stops it on shutdown (stop consuming first, then flush the outbox, then close the bus and the pool).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared import db
+from shared.bus import EventBus, Handler, Subscription, create_bus
+from shared.observability import Check
+from shared.outbox import OutboxRelay
+from shared.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        common: CommonSettings,
+        *,
+        database_url: str | None = None,
+        migrations: Path | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.name = name
+        self.common = common
+        self.source = f"switchboard/{name}"
+        self.bus = bus or create_bus(common)
+        self.database_url = common.database_url_for(name, database_url) if migrations else None
+        self.migrations = migrations
+        self.engine: AsyncEngine | None = None
+        self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self.relay: OutboxRelay | None = None
+        self.subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        self.common.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.migrations is not None and self.database_url is not None:
+            await db.migrate(self.migrations, self.database_url)
+            self.engine = db.make_engine(self.database_url)
+            self.sessionmaker = db.make_sessionmaker(self.engine)
+        await self.bus.start()
+        if self.sessionmaker is not None:
+            self.relay = OutboxRelay(self.sessionmaker, self.bus)
+            await self.relay.start()
+        log.info("service.started", service=self.name, bus=self.common.bus, database=self.database_url)
+
+    async def consume(
+        self, topics: Sequence[str], handler: Handler, *, group: str | None = None
+    ) -> Subscription:
+        sub = await self.bus.subscribe(list(topics), group or self.name, handler)
+        self.subscriptions.append(sub)
+        return sub
+
+    async def stop(self) -> None:
+        for sub in self.subscriptions:
+            await sub.stop()
+        self.subscriptions.clear()
+        if self.relay is not None:
+            await self.relay.stop()
+        await self.bus.stop()
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("service.stopped", service=self.name)
+
+    def checks(self) -> dict[str, Check]:
+        checks: dict[str, Check] = {"bus": self.bus.ping}
+        if self.engine is not None:
+            engine = self.engine
+            checks["database"] = lambda: db.ping(engine)
+        return checks

@@ -1,0 +1,39 @@
+"""Settings common to every service, read from ``SWITCHBOARD_*`` environment variables.
+
+Each service adds its own settings class with a narrower prefix (``SWITCHBOARD_ROUTER_*``...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".switchboard"), description="Where the embedded bus and databases live.")
+    bus: Literal["embedded", "kafka"] = Field("embedded", description="Which event bus to use.")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka brokers (bus=kafka).")
+    kafka_partitions: int = Field(6, description="Partitions per topic when the bus creates topics.")
+    kafka_replication_factor: int = Field(1, description="Replication factor for created topics.")
+    embedded_partitions: int = Field(4, description="Partitions per topic on the embedded bus.")
+    topic_prefix: str = Field("", description="Prefix of every topic name (isolates environments).")
+    max_delivery_attempts: int = Field(5, description="Handler attempts before an event goes to the DLQ.")
+    tenant_id: str = Field("default", description="Tenant of this deployment.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
+    docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+
+    @property
+    def embedded_bus_path(self) -> Path:
+        return self.data_dir / "bus.sqlite3"
+
+    def database_url_for(self, service: str, override: str | None) -> str:
+        """The service's own database: explicit URL if given, else an SQLite file in the data dir."""
+        if override:
+            return override
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.sqlite3').resolve()}"

@@ -1,0 +1,86 @@
+"""Topic names and partition keys, defined in one place.
+
+| topic       | events                                                   | key             |
+|-------------|----------------------------------------------------------|-----------------|
+| `contacts`  | contact.requested / abandoned, callback.due              | routing domain  |
+| `routing`   | offer.*, assignment.*, agent.status_changed              | routing domain  |
+| `callbacks` | callback.requested / scheduled / at_risk / attempted /   | customer id     |
+|             | fulfilled / breached                                     |                 |
+| `<t>.dlq`   | anything that could not be handled, with the error       | original key    |
+
+The routing domain (tenant/site) is the unit one router instance owns: it needs every contact *and*
+every agent of its domain to match. ``callback.due`` therefore travels on ``contacts`` keyed by domain,
+so it reaches the router that owns the customer's site. Callback lifecycle events are keyed by customer
+so that duplicate promises to one customer stay in order and can be merged.
+"""
+
+from __future__ import annotations
+
+from shared.events import (
+    AgentStatusChanged,
+    AssignmentCompleted,
+    CallbackAtRisk,
+    CallbackAttempted,
+    CallbackBreached,
+    CallbackDue,
+    CallbackFulfilled,
+    CallbackRequested,
+    CallbackScheduled,
+    ContactAbandoned,
+    ContactRequested,
+    EventData,
+    OfferAccepted,
+    OfferDeclined,
+    OfferMade,
+    OfferTimedOut,
+)
+
+CONTACTS = "contacts"
+ROUTING = "routing"
+CALLBACKS = "callbacks"
+ALL_TOPICS = (CONTACTS, ROUTING, CALLBACKS)
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq(topic: str) -> str:
+    return topic + DLQ_SUFFIX
+
+
+def routing_domain(tenant_id: str, site: str) -> str:
+    return f"{tenant_id}/{site}"
+
+
+_TOPIC_OF: dict[type[EventData], str] = {
+    ContactRequested: CONTACTS,
+    ContactAbandoned: CONTACTS,
+    CallbackDue: CONTACTS,
+    OfferMade: ROUTING,
+    OfferAccepted: ROUTING,
+    OfferDeclined: ROUTING,
+    OfferTimedOut: ROUTING,
+    AssignmentCompleted: ROUTING,
+    AgentStatusChanged: ROUTING,
+    CallbackRequested: CALLBACKS,
+    CallbackScheduled: CALLBACKS,
+    CallbackAtRisk: CALLBACKS,
+    CallbackAttempted: CALLBACKS,
+    CallbackFulfilled: CALLBACKS,
+    CallbackBreached: CALLBACKS,
+}
+
+
+def topic_for(data: EventData) -> str:
+    return _TOPIC_OF[type(data)]
+
+
+def key_for(data: EventData) -> str:
+    """The partition key: routing domain for contacts/routing, customer id for callbacks."""
+    topic = topic_for(data)
+    if topic == CALLBACKS:
+        return f"{data.tenant_id}/{data.customer.id}"  # type: ignore[attr-defined]
+    return routing_domain(data.tenant_id, data.site)  # type: ignore[attr-defined]
+
+
+def route(data: EventData) -> tuple[str, str]:
+    """(topic, key) for a payload."""
+    return topic_for(data), key_for(data)
