@@ -1,0 +1,36 @@
+"""Router settings, read from ``SWITCHBOARD_ROUTER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ROUTER_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default: an SQLite file router.sqlite3 in the data dir."
+    )
+    admin_token: str = Field(
+        "change-me", description="Bearer token for admin endpoints (agents, strategy reload). Set it!"
+    )
+    strategy_path: Path | None = Field(
+        None, description="Strategy file (YAML/TOML); default: the shipped default strategy."
+    )
+    offer_timeout_seconds: float | None = Field(
+        None, gt=0, description="Overrides the strategy's offer timeout (seconds an offer stays open)."
+    )
+    presence_grace_seconds: float = Field(
+        10.0, ge=0, description="How long an agent's stream may be disconnected before it gets no offers."
+    )
+    tick_interval_seconds: float = Field(
+        0.25, gt=0, description="Period of the loop that expires offers, ends wrap-up and routes."
+    )
+    heartbeat_seconds: float = Field(5.0, gt=0, description="SSE heartbeat (ping) interval.")
+    service_level_window_seconds: float = Field(
+        900.0, gt=0, description="Recent window over which /v1/stats computes service level and abandonment."
+    )
+    consumer_group: str = Field("router", description="Consumer group on the `contacts` topic.")
