@@ -1,0 +1,1452 @@
+"""The router service: the pure matching engine wrapped in durable, transactional state changes.
+
+One :class:`RouterService` owns one routing domain's state. Every state change runs under one asyncio
+lock (one writer per domain; Kafka gives one router per partition of ``contacts``) and as one database
+transaction that also records the timeline and stages the emitted events in the outbox. The in-memory
+engine is an index of the database: it is rebuilt from the database on start, and again whenever a
+transaction fails after the engine was already changed, so the two never drift apart.
+
+Self-healing reservations: an offer is a lease with ``expires_at`` stored in the database. The tick loop
+times out expired leases and requeues their contacts; after a crash the same happens at start-up, before
+any new event is consumed. Presence is an open agent stream; an agent gone longer than the grace period
+gets no offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.router import metrics
+from services.router.auth import Principal, hash_token, new_token
+from services.router.errors import Conflict, Forbidden, Invalid, NotFound
+from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
+from services.router.settings import RouterSettings
+from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
+from services.router.strategy import GoodwillLedger, Strategy, load_strategy
+from services.router.streams import Presence, StreamHub
+from shared.events import (
+    AgentStatus,
+    AgentStatusChanged,
+    AssignmentCompleted,
+    AttemptResult,
+    CallbackAttempted,
+    CallbackDue,
+    CallbackOrigin,
+    CallbackRequested,
+    Channel,
+    ContactAbandoned,
+    ContactRequested,
+    Customer,
+    Envelope,
+    EventData,
+    Intent,
+    OfferAccepted,
+    OfferDeclined,
+    OfferMade,
+    OfferTimedOut,
+    Outcome,
+    Role,
+    Tier,
+    TimeWindow,
+    deterministic_id,
+)
+from shared.inbox import first_time
+from shared.outbox import stage
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+
+# An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
+ON_CONTACT = "on_contact"
+MISSED_OFFERS = "missed_offers"
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def to_ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def period_of(ts: float) -> str:
+    return to_datetime(ts).strftime("%Y-%m-%d")
+
+
+@dataclass(slots=True)
+class PendingOffer:
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    expires_at: float
+
+
+@dataclass
+class AgentProfile:
+    """What an admin registers or updates about an agent (validated by the API layer)."""
+
+    name: str
+    roles: list[Role]
+    primary_role: Role
+    skills: dict[str, int]
+    languages: list[str]
+    capacity: dict[Channel, int]
+    site: str
+    team: str | None = None
+
+
+@dataclass
+class _Tx:
+    """One unit of work: the session, plus what to do once (and only if) it committed."""
+
+    session: AsyncSession
+    source: str
+    now: float
+    pushes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    emitted: int = 0
+
+    async def emit(self, data: EventData, event_id: str | None = None) -> Envelope:
+        self.emitted += 1
+        return await stage(self.session, data, source=self.source, event_id=event_id)
+
+    async def note(self, contact_id: str, kind: str, agent_id: str | None = None, **detail: Any) -> None:
+        await self.session.execute(
+            timeline.insert().values(
+                contact_id=contact_id, at=self.now, kind=kind, agent_id=agent_id, detail=detail
+            )
+        )
+
+    def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        self.pushes.append((agent_id, event, data))
+
+
+class RouterService:
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: RouterSettings,
+        strategy: Strategy,
+        source: str = "switchboard/router",
+        tenant_id: str = "default",
+        notify: Callable[[], None] = lambda: None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self.settings = settings
+        self.strategy = strategy
+        self.source = source
+        self.tenant_id = tenant_id
+        self._notify = notify
+        self.clock = clock
+        self.hub = StreamHub()
+        self.presence = Presence(settings.presence_grace_seconds)
+        self.engine = MatchingEngine(strategy)
+        self.goodwill = GoodwillLedger(strategy.goodwill)
+        self.sales = strategy.new_sales_tracker()
+        self._lock = asyncio.Lock()
+        self._pending: dict[str, PendingOffer] = {}
+        self._offer_of_contact: dict[str, str] = {}
+        self._wrap_until: dict[str, float] = {}
+        self._absent: set[str] = set()  # agents the engine was told are not connected
+        # Contacts whose reservation the engine does not hold (restored offers and assignments after a
+        # restart): their load is given to the engine through the agent's ``load``.
+        self._detached: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.consumer_name = settings.consumer_group
+
+    # ------------------------------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def offer_timeout(self) -> float:
+        return self.settings.offer_timeout_seconds or self.strategy.offer_timeout_seconds
+
+    async def start(self) -> None:
+        """Rebuild from the database, heal what a crash left behind, then start the tick loop."""
+        async with self._lock:
+            await self._rebuild()
+        await self.tick()  # expired leases are timed out and requeued before anything else happens
+        self._task = asyncio.create_task(self._run(), name="router-tick")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.hub.shutdown()
+
+    def wake(self) -> None:
+        """Route now rather than at the next tick (a contact arrived, an agent became free)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        interval = self.settings.tick_interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("router.tick_failed")
+                await asyncio.sleep(interval)
+
+    async def _rebuild(self) -> None:
+        """Load the engine and the lease index from the database (the truth)."""
+        now = self.clock()
+        engine = MatchingEngine(self.strategy)
+        self._pending.clear()
+        self._offer_of_contact.clear()
+        self._wrap_until.clear()
+        self._detached.clear()
+        async with self._sessionmaker() as session:
+            loads = await self._loads(session)
+            for row in (await session.execute(select(agents))).all():
+                self.presence.track(row.agent_id, now)
+                engine.upsert_agent(self._agent_state(row, loads.get(row.agent_id, {}), now))
+                if row.status == AgentStatus.WRAP_UP and row.wrap_up_until is not None:
+                    self._wrap_until[row.agent_id] = row.wrap_up_until
+            rows = (
+                await session.execute(
+                    select(contacts)
+                    .where(contacts.c.state.in_(ContactState.LIVE))
+                    .order_by(contacts.c.virtual_start)
+                )
+            ).all()
+            for row in rows:
+                if row.state == ContactState.WAITING:
+                    engine.enqueue(self._waiting(row))
+                else:
+                    self._detached.add(row.contact_id)
+            pending = (
+                await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))
+            ).all()
+            for o in pending:
+                self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
+            await self._rebuild_counters(session, now)
+        self.engine = engine
+        log.info(
+            "router.rebuilt",
+            agents=len(loads),
+            live_contacts=len(rows),
+            pending_offers=len(self._pending),
+            strategy=self.strategy.version,
+        )
+
+    async def _rebuild_counters(self, session: AsyncSession, now: float) -> None:
+        """Replay the rolling sales-share and goodwill windows from durable offers and completions."""
+        self.sales = self.strategy.new_sales_tracker()
+        self.goodwill = GoodwillLedger(self.strategy.goodwill)
+        since = now - self.strategy.sales_share.period_seconds
+        rows = (
+            await session.execute(
+                select(offers.c.contact_id, offers.c.made_at, offers.c.explanation)
+                .where(offers.c.made_at > since)
+                .order_by(offers.c.made_at)
+            )
+        ).all()
+        for row in rows:
+            role = _role_of(row.explanation)
+            if role is not None:
+                self.sales.record_offer(row.contact_id, role, row.made_at)
+        since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
+        done = (
+            await session.execute(
+                select(contacts.c.ended_at, contacts.c.outcome)
+                .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
+                .order_by(contacts.c.ended_at)
+            )
+        ).all()
+        for row in done:
+            outcome = row.outcome or {}
+            self.goodwill.record(float(outcome.get("goodwill_amount") or 0.0), row.ended_at)
+            self.sales.record_completion(bool(outcome.get("sold")), row.ended_at)
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_Tx]:
+        """A transaction; on failure the engine is rebuilt from the database (it may hold the change)."""
+        async with self._sessionmaker() as session:
+            tx = _Tx(session=session, source=self.source, now=self.clock())
+            try:
+                async with session.begin():
+                    yield tx
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._rebuild()
+                raise
+        if tx.emitted:
+            self._notify()
+        for agent_id, event, data in tx.pushes:
+            self.hub.publish(agent_id, event, data)
+
+    # ------------------------------------------------------------------------------------------
+    # Converting rows
+    # ------------------------------------------------------------------------------------------
+
+    def _engine_status(self, status: str, reason: str | None) -> AgentStatus:
+        # ``busy`` set by the router means "working, take more within capacity": capacity, load and
+        # channel blending are the engine's call. A ``busy`` the agent chose means "no new work".
+        if status == AgentStatus.BUSY and reason == ON_CONTACT:
+            return AgentStatus.AVAILABLE
+        return AgentStatus(status)
+
+    def _agent_state(self, row: Any, load: dict[Channel, int], now: float) -> AgentState:
+        roles = [Role(row.primary_role)] + [Role(r) for r in row.roles if r != row.primary_role]
+        return AgentState(
+            agent_id=row.agent_id,
+            site=row.site,
+            roles=roles,
+            skills=dict(row.skills),
+            languages=set(row.languages),
+            capacity={Channel(k): int(v) for k, v in row.capacity.items()},
+            status=self._engine_status(row.status, row.status_reason),
+            load=dict(load),
+            idle_since=row.status_since,
+            connected=row.agent_id not in self._absent,
+        )
+
+    @staticmethod
+    def _waiting(row: Any) -> WaitingContact:
+        customer = row.customer or {}
+        return WaitingContact(
+            contact_id=row.contact_id,
+            site=row.site,
+            channel=Channel(row.channel),
+            intent=Intent(row.intent) if row.intent else None,
+            tier=Tier(customer.get("tier", Tier.STANDARD)),
+            language=customer.get("language", "en"),
+            enqueued_at=row.virtual_start,
+            expected_handling_seconds=row.expected_handling_seconds,
+            priority_boost=row.priority_boost,
+            preferred_agent_id=row.preferred_agent_id,
+            widen_roles=row.widen_roles,
+            callback_id=row.callback_id,
+        )
+
+    @staticmethod
+    async def _loads(session: AsyncSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
+        """Reserved + assigned contacts per agent and channel, as the database knows them."""
+        stmt = (
+            select(contacts.c.agent_id, contacts.c.channel, func.count())
+            .where(contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)))
+            .group_by(contacts.c.agent_id, contacts.c.channel)
+        )
+        if agent_id is not None:
+            stmt = stmt.where(contacts.c.agent_id == agent_id)
+        loads: dict[str, dict[Channel, int]] = {}
+        for aid, channel, count in (await session.execute(stmt)).all():
+            if aid is not None:
+                loads.setdefault(aid, {})[Channel(channel)] = int(count)
+        return loads
+
+    async def _resync_agent(self, tx: _Tx, agent_id: str) -> None:
+        """Give the engine the agent as the database has it (profile, status, load)."""
+        row = (await tx.session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+        if row is None:
+            return
+        loads = await self._loads(tx.session, agent_id)
+        self.engine.upsert_agent(self._agent_state(row, loads.get(agent_id, {}), tx.now))
+
+    def _track_offer(self, offer: PendingOffer) -> None:
+        self._pending[offer.offer_id] = offer
+        self._offer_of_contact[offer.contact_id] = offer.offer_id
+
+    def _untrack_offer(self, offer_id: str) -> PendingOffer | None:
+        offer = self._pending.pop(offer_id, None)
+        if offer is not None and self._offer_of_contact.get(offer.contact_id) == offer_id:
+            del self._offer_of_contact[offer.contact_id]
+        return offer
+
+    # ------------------------------------------------------------------------------------------
+    # Agents
+    # ------------------------------------------------------------------------------------------
+
+    async def register_agent(
+        self, agent_id: str | None, profile: AgentProfile, status: AgentStatus
+    ) -> tuple[dict[str, Any], str]:
+        """Create an agent; returns it and its bearer token (shown once, only its hash is kept)."""
+        if status in (AgentStatus.BUSY, AgentStatus.WRAP_UP):
+            raise Invalid("an agent starts as available, break or offline")
+        agent_id = agent_id or str(uuid.uuid4())
+        token = new_token()
+        async with self._lock, self._tx() as tx:
+            exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
+            if exists.first() is not None:
+                raise Conflict(f"agent {agent_id!r} already exists")
+            await tx.session.execute(
+                agents.insert().values(
+                    agent_id=agent_id,
+                    tenant_id=self.tenant_id,
+                    site=profile.site,
+                    team=profile.team,
+                    name=profile.name,
+                    roles=[r.value for r in profile.roles],
+                    primary_role=profile.primary_role.value,
+                    skills=profile.skills,
+                    languages=profile.languages,
+                    capacity={c.value: n for c, n in profile.capacity.items()},
+                    status=status.value,
+                    status_since=tx.now,
+                    status_reason="registered",
+                    wrap_up_until=None,
+                    missed_offers=0,
+                    token_hash=hash_token(token),
+                    created_at=tx.now,
+                    updated_at=tx.now,
+                )
+            )
+            self.presence.track(agent_id, tx.now)
+            await self._resync_agent(tx, agent_id)
+            await tx.emit(
+                AgentStatusChanged(
+                    tenant_id=self.tenant_id,
+                    agent_id=agent_id,
+                    site=profile.site,
+                    status=status,
+                    previous=None,
+                    reason="registered",
+                    at=to_datetime(tx.now),
+                )
+            )
+            metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
+        self.wake()
+        return await self.get_agent(agent_id), token
+
+    async def update_agent(self, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
+        async with self._lock, self._tx() as tx:
+            row = await self._agent_row(tx.session, agent_id)
+            if profile.site != row.site and await self._has_work(tx.session, agent_id):
+                raise Conflict("an agent cannot change site while it has offers or assignments")
+            await tx.session.execute(
+                update(agents)
+                .where(agents.c.agent_id == agent_id)
+                .values(
+                    name=profile.name,
+                    roles=[r.value for r in profile.roles],
+                    primary_role=profile.primary_role.value,
+                    skills=profile.skills,
+                    languages=profile.languages,
+                    capacity={c.value: n for c, n in profile.capacity.items()},
+                    site=profile.site,
+                    team=profile.team,
+                    updated_at=tx.now,
+                )
+            )
+            await self._resync_agent(tx, agent_id)
+        self.wake()
+        return await self.get_agent(agent_id)
+
+    async def rotate_token(self, agent_id: str) -> str:
+        token = new_token()
+        async with self._lock, self._tx() as tx:
+            await self._agent_row(tx.session, agent_id)
+            await tx.session.execute(
+                update(agents)
+                .where(agents.c.agent_id == agent_id)
+                .values(token_hash=hash_token(token), updated_at=tx.now)
+            )
+        return token
+
+    async def agent_token_hash(self, agent_id: str) -> str | None:
+        async with self._sessionmaker() as session:
+            return (
+                await session.execute(select(agents.c.token_hash).where(agents.c.agent_id == agent_id))
+            ).scalar_one_or_none()
+
+    async def _agent_row(self, session: AsyncSession, agent_id: str) -> Any:
+        row = (await session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+        if row is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return row
+
+    async def _has_work(self, session: AsyncSession, agent_id: str) -> bool:
+        n = (
+            await session.execute(
+                select(func.count())
+                .select_from(contacts)
+                .where(
+                    contacts.c.agent_id == agent_id,
+                    contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)),
+                )
+            )
+        ).scalar_one()
+        return n > 0
+
+    def _agent_view(self, row: Any, load: dict[Channel, int], now: float) -> dict[str, Any]:
+        return {
+            "agent_id": row.agent_id,
+            "name": row.name,
+            "site": row.site,
+            "team": row.team,
+            "roles": list(row.roles),
+            "primary_role": row.primary_role,
+            "skills": dict(row.skills),
+            "languages": list(row.languages),
+            "capacity": dict(row.capacity),
+            "status": row.status,
+            "status_reason": row.status_reason,
+            "status_since": to_datetime(row.status_since),
+            "wrap_up_until": to_datetime(row.wrap_up_until) if row.wrap_up_until else None,
+            "missed_offers": row.missed_offers,
+            "load": {c.value: n for c, n in load.items()},
+            "connected": self.presence.is_online(row.agent_id),
+            "present": self.presence.is_present(row.agent_id, now),
+        }
+
+    async def get_agent(self, agent_id: str) -> dict[str, Any]:
+        async with self._sessionmaker() as session:
+            row = await self._agent_row(session, agent_id)
+            loads = await self._loads(session, agent_id)
+        return self._agent_view(row, loads.get(agent_id, {}), self.clock())
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(select(agents).order_by(agents.c.agent_id))).all()
+            loads = await self._loads(session)
+        now = self.clock()
+        return [self._agent_view(r, loads.get(r.agent_id, {}), now) for r in rows]
+
+    async def change_status(self, agent_id: str, status: AgentStatus, reason: str | None) -> dict[str, Any]:
+        """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
+        if status is AgentStatus.WRAP_UP:
+            raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
+        async with self._lock, self._tx() as tx:
+            row = await self._agent_row(tx.session, agent_id)
+            if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
+                pass  # already taking work
+            else:
+                await self._set_status(tx, row, status, reason or "requested")
+        self.wake()
+        return await self.get_agent(agent_id)
+
+    async def _set_status(
+        self, tx: _Tx, row: Any, status: AgentStatus, reason: str, *, wrap_until: float | None = None
+    ) -> None:
+        """Change an agent's status: database, engine, event, stream; leaving work releases offers."""
+        previous = AgentStatus(row.status)
+        if previous is status and row.status_reason == reason:
+            return
+        if status is AgentStatus.WRAP_UP and wrap_until is None:
+            raise ValueError("wrap_up needs its end time")
+        values: dict[str, Any] = {
+            "status": status.value,
+            "status_since": tx.now,
+            "status_reason": reason,
+            "wrap_up_until": wrap_until if status is AgentStatus.WRAP_UP else None,
+            "updated_at": tx.now,
+        }
+        if status is AgentStatus.AVAILABLE:
+            values["missed_offers"] = 0
+        await tx.session.execute(update(agents).where(agents.c.agent_id == row.agent_id).values(**values))
+        if status is AgentStatus.WRAP_UP:
+            self._wrap_until[row.agent_id] = values["wrap_up_until"]
+        else:
+            self._wrap_until.pop(row.agent_id, None)
+        self.engine.set_status(row.agent_id, self._engine_status(status.value, reason), tx.now)
+        await tx.emit(
+            AgentStatusChanged(
+                tenant_id=self.tenant_id,
+                agent_id=row.agent_id,
+                site=row.site,
+                status=status,
+                previous=previous,
+                reason=reason,
+                at=to_datetime(tx.now),
+            )
+        )
+        metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
+        tx.push(
+            row.agent_id,
+            "status",
+            {"agent_id": row.agent_id, "status": status.value, "previous": previous.value, "reason": reason,
+             "wrap_up_until": values["wrap_up_until"]},
+        )
+        if status in (AgentStatus.BREAK, AgentStatus.OFFLINE, AgentStatus.BUSY) and reason != ON_CONTACT:
+            for offer in [o for o in self._pending.values() if o.agent_id == row.agent_id]:
+                await self._close_offer(tx, offer, OfferState.DECLINED, reason=f"agent_{status.value}")
+
+    # ------------------------------------------------------------------------------------------
+    # Contacts from the bus
+    # ------------------------------------------------------------------------------------------
+
+    async def handle_event(self, envelope: Envelope) -> None:
+        """Consume one event from ``contacts``: inbox dedupe, state change and outbox in one transaction."""
+        payload = envelope.payload
+        if not isinstance(payload, ContactRequested | ContactAbandoned | CallbackDue):
+            return  # not ours (the topic carries only these today; be tolerant of additions)
+        async with self._lock, self._tx() as tx:
+            if not await first_time(tx.session, self.consumer_name, envelope.id):
+                metrics.EVENTS_DUPLICATE.inc()
+                return
+            if isinstance(payload, ContactRequested):
+                await self._on_requested(tx, payload)
+            elif isinstance(payload, ContactAbandoned):
+                await self._on_abandoned(tx, payload)
+            else:
+                await self._on_callback_due(tx, payload)
+        self.wake()
+
+    async def _contact_row(self, session: AsyncSession, contact_id: str) -> Any:
+        return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
+
+    async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
+        if await self._contact_row(tx.session, event.contact_id) is not None:
+            return  # the same contact again (a retried webhook with a new event id): one contact
+        received = to_ts(event.received_at)
+        waiting_for = max(0.0, tx.now - received)
+        within_hours = True if event.within_business_hours is None else event.within_business_hours
+        estimated = self.engine.estimated_wait(event.site, event.channel, tx.now)
+        asked = event.callback_requested
+        divert = asked or self.strategy.should_offer_callback(estimated, within_hours, event.channel)
+        values = dict(
+            contact_id=event.contact_id,
+            tenant_id=event.tenant_id,
+            site=event.site,
+            channel=event.channel.value,
+            state=ContactState.DIVERTED if divert else ContactState.WAITING,
+            customer=event.customer.model_dump(mode="json"),
+            intent=event.intent.value if event.intent else None,
+            summary=event.summary,
+            expected_handling_seconds=event.expected_handling_seconds,
+            within_business_hours=event.within_business_hours,
+            received_at=received,
+            virtual_start=received,
+            priority_boost=0.0,
+            preferred_agent_id=None,
+            widen_roles=False,
+            callback_id=None,
+            callback_attempt=None,
+            agent_id=None,
+            offers_made=0,
+            answered_at=None,
+            ended_at=tx.now if divert else None,
+            outcome=None,
+        )
+        await tx.session.execute(contacts.insert().values(**values))
+        await tx.note(
+            event.contact_id,
+            "received",
+            channel=event.channel.value,
+            intent=values["intent"],
+            tier=event.customer.tier.value,
+            source=event.source,
+            waited_before_router_seconds=round(waiting_for, 3),
+        )
+        metrics.CONTACTS_RECEIVED.labels(event.channel.value).inc()
+        if divert:
+            reason = (
+                "customer_requested"
+                if asked
+                else "outside_business_hours"
+                if not within_hours
+                else f"estimated_wait_{estimated:.0f}s"
+            )
+            origin = (
+                (CallbackOrigin.WEB_FORM if event.channel is Channel.WEB_CALLBACK else CallbackOrigin.CUSTOMER_REQUEST)
+                if asked
+                else CallbackOrigin.ROUTER_POLICY
+            )
+            await tx.emit(
+                CallbackRequested(
+                    tenant_id=event.tenant_id,
+                    request_id=deterministic_id("callback-request", event.tenant_id, event.contact_id),
+                    customer=event.customer,
+                    site=event.site,
+                    origin=origin,
+                    contact_id=event.contact_id,
+                    intent=event.intent,
+                    channel=Channel.VOICE if event.channel is Channel.WEB_CALLBACK else event.channel,
+                    preferred_window=event.preferred_window,
+                    reason=reason,
+                    virtual_start_time=event.received_at,
+                    requested_at=to_datetime(tx.now),
+                )
+            )
+            await tx.note(event.contact_id, "callback_offered", reason=reason, estimated_wait_seconds=_finite(estimated))
+            metrics.CALLBACKS_OFFERED.labels(reason.split("_")[0]).inc()
+            return
+        row = await self._contact_row(tx.session, event.contact_id)
+        contact = self._waiting(row)
+        self.engine.enqueue(contact)
+        plan = self.strategy.plan(contact)
+        await tx.note(
+            event.contact_id,
+            "queued",
+            rule=plan.rule,
+            priority=plan.priority,
+            roles=[s.role.value for s in plan.steps],
+            estimated_wait_seconds=_finite(estimated),
+        )
+
+    async def _on_abandoned(self, tx: _Tx, event: ContactAbandoned) -> None:
+        row = await self._contact_row(tx.session, event.contact_id)
+        if row is None or row.state not in ContactState.OPEN:
+            if row is not None:
+                await tx.note(event.contact_id, "abandon_ignored", state=row.state, reason=event.reason)
+            return
+        offer_id = self._offer_of_contact.get(event.contact_id)
+        if offer_id is not None:
+            await self._close_offer(tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=event.reason, requeue=False)
+        else:
+            self.engine.withdraw(event.contact_id)
+        await tx.session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == event.contact_id)
+            .values(state=ContactState.ABANDONED, agent_id=None, ended_at=tx.now)
+        )
+        await tx.note(
+            event.contact_id, "abandoned", reason=event.reason, waited_seconds=round(tx.now - row.virtual_start, 3)
+        )
+        metrics.CONTACTS_ABANDONED.labels(row.channel).inc()
+
+    async def _on_callback_due(self, tx: _Tx, event: CallbackDue) -> None:
+        work_id = deterministic_id("callback-work", event.tenant_id, event.callback_id, str(event.attempt))
+        if await self._contact_row(tx.session, work_id) is not None:
+            return
+        virtual = to_ts(event.virtual_start_time) if event.virtual_start_time else tx.now
+        await tx.session.execute(
+            contacts.insert().values(
+                contact_id=work_id,
+                tenant_id=event.tenant_id,
+                site=event.site,
+                channel=event.channel.value,
+                state=ContactState.WAITING,
+                customer=event.customer.model_dump(mode="json"),
+                intent=event.intent.value if event.intent else None,
+                summary=None,
+                expected_handling_seconds=None,
+                within_business_hours=None,
+                received_at=tx.now,
+                virtual_start=virtual,
+                priority_boost=event.priority_boost,
+                preferred_agent_id=event.preferred_agent_id,
+                widen_roles=event.widen_roles,
+                callback_id=event.callback_id,
+                callback_attempt=event.attempt,
+                agent_id=None,
+                offers_made=0,
+                answered_at=None,
+                ended_at=None,
+                outcome=None,
+            )
+        )
+        row = await self._contact_row(tx.session, work_id)
+        self.engine.enqueue(self._waiting(row))
+        await tx.note(
+            work_id,
+            "received",
+            callback_id=event.callback_id,
+            attempt=event.attempt,
+            original_contact_id=event.contact_id,
+            deadline=event.deadline.isoformat(),
+            at_risk=event.at_risk,
+        )
+        await tx.note(
+            work_id,
+            "queued",
+            virtual_start=to_datetime(virtual).isoformat(),
+            priority_boost=event.priority_boost,
+            preferred_agent_id=event.preferred_agent_id,
+            widen_roles=event.widen_roles,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # The tick: presence, expiries, wrap-up, decisions
+    # ------------------------------------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """One round of housekeeping and routing; returns how many offers were made."""
+        async with self._lock:
+            now = self.clock()
+            self._apply_presence(now)
+            expired = [o for o in self._pending.values() if o.expires_at <= now]
+            wrapped = [a for a, until in self._wrap_until.items() if until <= now]
+            decisions = self.engine.decide(now)
+            if not (expired or wrapped or decisions):
+                return 0
+            async with self._tx() as tx:
+                for offer in expired:
+                    await self._time_out(tx, offer)
+                for agent_id in wrapped:
+                    row = await self._agent_row(tx.session, agent_id)
+                    if row.status == AgentStatus.WRAP_UP:
+                        await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
+                    else:
+                        self._wrap_until.pop(agent_id, None)
+                if expired or wrapped:
+                    decisions += self.engine.decide(tx.now)
+                for decision in decisions:
+                    await self._offer(tx, decision)
+            return len(decisions)
+
+    def _apply_presence(self, now: float) -> None:
+        """Tell the engine about agents whose grace ran out, or who came back."""
+        for agent_id in self.presence.known():
+            present = self.presence.is_present(agent_id, now)
+            if not present and agent_id not in self._absent:
+                self._absent.add(agent_id)
+                self.engine.set_connected(agent_id, False, now)
+                metrics.PRESENCE_LOST.inc()
+                log.info("router.agent_absent", agent_id=agent_id, grace=self.presence.grace)
+            elif present and agent_id in self._absent:
+                self._absent.discard(agent_id)
+                self.engine.set_connected(agent_id, True, now)
+
+    async def stream_opened(self, agent_id: str) -> None:
+        async with self._lock:
+            now = self.clock()
+            self.presence.connected(agent_id)
+            if agent_id in self._absent:
+                self._absent.discard(agent_id)
+                self.engine.set_connected(agent_id, True, now)
+        self.wake()
+
+    async def stream_closed(self, agent_id: str) -> None:
+        async with self._lock:
+            self.presence.disconnected(agent_id, self.clock())
+
+    async def _offer(self, tx: _Tx, decision: Decision) -> None:
+        row = await self._contact_row(tx.session, decision.contact_id)
+        agent = await self._agent_row(tx.session, decision.agent_id)
+        offer_id = str(uuid.uuid4())
+        expires = tx.now + self.offer_timeout
+        explanation = dict(decision.explanation)
+        await tx.session.execute(
+            offers.insert().values(
+                offer_id=offer_id,
+                contact_id=decision.contact_id,
+                agent_id=decision.agent_id,
+                state=OfferState.PENDING,
+                made_at=tx.now,
+                expires_at=expires,
+                resolved_at=None,
+                rule=decision.rule,
+                score=float(decision.score),
+                explanation=explanation,
+                reason=None,
+            )
+        )
+        await tx.session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == decision.contact_id)
+            .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
+        )
+        self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
+        role = _role_of(explanation) or Role(agent.primary_role)
+        self.sales.record_offer(decision.contact_id, role, tx.now)
+        await self._bump(tx, "offered", 1)
+        if role is Role.SALES:
+            await self._bump(tx, "offered_to_sales", 1)
+        await tx.emit(
+            OfferMade(
+                tenant_id=row.tenant_id,
+                offer_id=offer_id,
+                contact_id=decision.contact_id,
+                agent_id=decision.agent_id,
+                site=row.site,
+                expires_at=to_datetime(expires),
+                rule=decision.rule,
+                score=float(decision.score),
+                explanation=explanation,
+                at=to_datetime(tx.now),
+            ),
+            event_id=deterministic_id("offer-made", offer_id),
+        )
+        await tx.note(
+            decision.contact_id,
+            "offered",
+            agent_id=decision.agent_id,
+            offer_id=offer_id,
+            rule=decision.rule,
+            score=float(decision.score),
+            explanation=explanation,
+            expires_at=to_datetime(expires).isoformat(),
+        )
+        metrics.OFFERS.labels("made").inc()
+        tx.push(decision.agent_id, "offer", self._offer_payload(offer_id, row, decision, expires))
+
+    def _offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
+        plan = self.strategy.plan(self._waiting(row))
+        return {
+            "offer_id": offer_id,
+            "contact_id": row.contact_id,
+            "agent_id": decision.agent_id,
+            "expires_at": to_datetime(expires).isoformat(),
+            "rule": decision.rule,
+            "score": float(decision.score),
+            "explanation": dict(decision.explanation),
+            "contact": self._contact_summary(row),
+            "plan": {
+                "upsell": plan.upsell,
+                "allowed_handling_seconds": plan.allowed_handling_seconds,
+                "goodwill_budget": self.goodwill.budget_for(plan, self.clock()),
+                "short_question": plan.short_question,
+            },
+        }
+
+    @staticmethod
+    def _contact_summary(row: Any) -> dict[str, Any]:
+        return {
+            "contact_id": row.contact_id,
+            "site": row.site,
+            "channel": row.channel,
+            "intent": row.intent,
+            "summary": row.summary,
+            "customer": row.customer,
+            "callback_id": row.callback_id,
+            "callback_attempt": row.callback_attempt,
+            "virtual_start": to_datetime(row.virtual_start).isoformat(),
+        }
+
+    async def _close_offer(
+        self, tx: _Tx, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
+    ) -> None:
+        """End a lease without an assignment: release the agent's capacity, requeue the contact."""
+        self._untrack_offer(offer.offer_id)
+        await tx.session.execute(
+            update(offers)
+            .where(offers.c.offer_id == offer.offer_id)
+            .values(state=state, resolved_at=tx.now, reason=reason)
+        )
+        await tx.session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == offer.contact_id)
+            .values(state=ContactState.WAITING if requeue else ContactState.ABANDONED, agent_id=None)
+        )
+        if offer.contact_id in self._detached:
+            self._detached.discard(offer.contact_id)
+            await self._resync_agent(tx, offer.agent_id)
+            if requeue:
+                self.engine.enqueue(self._waiting(await self._contact_row(tx.session, offer.contact_id)))
+        else:
+            self.engine.release(offer.contact_id, tx.now, requeue=requeue)
+        row = await self._contact_row(tx.session, offer.contact_id)
+        common = dict(
+            tenant_id=row.tenant_id,
+            offer_id=offer.offer_id,
+            contact_id=offer.contact_id,
+            agent_id=offer.agent_id,
+            site=row.site,
+            at=to_datetime(tx.now),
+        )
+        if state == OfferState.TIMED_OUT:
+            await tx.emit(OfferTimedOut(**common))
+        else:
+            await tx.emit(OfferDeclined(**common, reason=reason))
+        kind = {OfferState.TIMED_OUT: "timed_out", OfferState.DECLINED: "declined"}.get(state, "offer_withdrawn")
+        await tx.note(offer.contact_id, kind, agent_id=offer.agent_id, offer_id=offer.offer_id, reason=reason)
+        if requeue:
+            await tx.note(offer.contact_id, "requeued", previous_agent_id=offer.agent_id)
+        metrics.OFFERS.labels(kind).inc()
+        tx.push(offer.agent_id, "offer_closed", {"offer_id": offer.offer_id, "contact_id": offer.contact_id,
+                                                 "state": state, "reason": reason})
+
+    async def _time_out(self, tx: _Tx, offer: PendingOffer) -> None:
+        await self._close_offer(tx, offer, OfferState.TIMED_OUT, reason="no_answer")
+        row = await self._agent_row(tx.session, offer.agent_id)
+        missed = row.missed_offers + 1
+        await tx.session.execute(
+            update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed)
+        )
+        if missed >= self.strategy.max_missed_offers and row.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
+            row = await self._agent_row(tx.session, offer.agent_id)
+            await self._set_status(tx, row, AgentStatus.BREAK, MISSED_OFFERS)
+            log.info("router.agent_to_break", agent_id=offer.agent_id, missed=missed)
+
+    # ------------------------------------------------------------------------------------------
+    # Agent actions: accept, decline, complete
+    # ------------------------------------------------------------------------------------------
+
+    async def _offer_for(self, session: AsyncSession, offer_id: str, who: Principal) -> Any:
+        row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
+        if row is None:
+            raise NotFound(f"offer {offer_id!r} not found")
+        if not who.may_act_for(row.agent_id):
+            raise Forbidden("this offer belongs to another agent")
+        return row
+
+    async def get_offer(self, offer_id: str, who: Principal) -> dict[str, Any]:
+        async with self._sessionmaker() as session:
+            return _offer_view(await self._offer_for(session, offer_id, who))
+
+    async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
+        async with self._lock:
+            async with self._tx() as tx:
+                row = await self._offer_for(tx.session, offer_id, who)
+                pending = self._pending.get(offer_id)
+                if row.state != OfferState.PENDING or pending is None:
+                    raise Conflict(f"offer is {row.state}, it can no longer be accepted")
+                expired = pending.expires_at <= tx.now
+                if expired:
+                    await self._time_out(tx, pending)
+                else:
+                    assignment = await self._assign(tx, pending)
+            if expired:
+                self.wake()
+                raise Conflict("offer expired before it was accepted; the contact was offered again")
+        return assignment
+
+    async def _assign(self, tx: _Tx, offer: PendingOffer) -> dict[str, Any]:
+        self._untrack_offer(offer.offer_id)
+        await tx.session.execute(
+            update(offers)
+            .where(offers.c.offer_id == offer.offer_id)
+            .values(state=OfferState.ACCEPTED, resolved_at=tx.now)
+        )
+        await tx.session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == offer.contact_id)
+            .values(state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now)
+        )
+        agent = await self._agent_row(tx.session, offer.agent_id)
+        if agent.missed_offers:
+            await tx.session.execute(
+                update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0)
+            )
+        if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
+            await self._set_status(tx, agent, AgentStatus.BUSY, ON_CONTACT)
+        contact = await self._contact_row(tx.session, offer.contact_id)
+        await tx.emit(
+            OfferAccepted(
+                tenant_id=contact.tenant_id,
+                offer_id=offer.offer_id,
+                contact_id=offer.contact_id,
+                agent_id=offer.agent_id,
+                site=contact.site,
+                at=to_datetime(tx.now),
+            )
+        )
+        waited = tx.now - contact.virtual_start
+        await tx.note(offer.contact_id, "accepted", agent_id=offer.agent_id, offer_id=offer.offer_id,
+                      waited_seconds=round(waited, 3))
+        metrics.OFFERS.labels("accepted").inc()
+        if contact.callback_id is None:
+            metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
+        view = self._assignment_view(contact)
+        tx.push(offer.agent_id, "assignment", view)
+        return view
+
+    def _assignment_view(self, row: Any) -> dict[str, Any]:
+        plan = self.strategy.plan(self._waiting(row))
+        return {
+            "contact_id": row.contact_id,
+            "agent_id": row.agent_id,
+            "state": row.state,
+            "answered_at": to_datetime(row.answered_at).isoformat() if row.answered_at else None,
+            "contact": self._contact_summary(row),
+            "plan": {
+                "rule": plan.rule,
+                "upsell": plan.upsell,
+                "allowed_handling_seconds": plan.allowed_handling_seconds,
+                "goodwill_budget": self.goodwill.budget_for(plan, self.clock()),
+                "short_question": plan.short_question,
+            },
+        }
+
+    async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
+        async with self._lock:
+            async with self._tx() as tx:
+                row = await self._offer_for(tx.session, offer_id, who)
+                pending = self._pending.get(offer_id)
+                if row.state != OfferState.PENDING or pending is None:
+                    raise Conflict(f"offer is {row.state}, it can no longer be declined")
+                await self._close_offer(tx, pending, OfferState.DECLINED, reason=reason or "declined")
+                await tx.session.execute(
+                    update(agents).where(agents.c.agent_id == pending.agent_id).values(missed_offers=0)
+                )
+            async with self._sessionmaker() as session:
+                view = _offer_view(await self._offer_for(session, offer_id, who))
+        self.wake()
+        return view
+
+    async def complete(
+        self,
+        contact_id: str,
+        who: Principal,
+        outcome: Outcome,
+        attempt_result: AttemptResult | None,
+    ) -> dict[str, Any]:
+        async with self._lock:
+            async with self._tx() as tx:
+                row = await self._contact_row(tx.session, contact_id)
+                if row is None:
+                    raise NotFound(f"contact {contact_id!r} not found")
+                if row.agent_id is None or not who.may_act_for(row.agent_id):
+                    raise Forbidden("this contact is not assigned to you")
+                if row.state != ContactState.ASSIGNED:
+                    raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
+                if row.callback_id is not None and attempt_result is None:
+                    raise Invalid("attempt_result is required to complete a callback")
+                if row.callback_id is None and attempt_result is not None:
+                    raise Invalid("attempt_result applies only to callback assignments")
+                plan = self.strategy.plan(self._waiting(row))
+                budget = plan.goodwill_budget
+                if outcome.goodwill_amount > budget + 1e-9:
+                    raise Invalid(
+                        f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}"
+                    )
+                await self._finish(tx, row, outcome, attempt_result)
+            async with self._sessionmaker() as session:
+                done = await self._contact_row(session, contact_id)
+        self.wake()
+        return {"contact_id": contact_id, "state": done.state, "outcome": done.outcome,
+                "ended_at": to_datetime(done.ended_at).isoformat()}
+
+    async def _finish(self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None) -> None:
+        agent_id = row.agent_id
+        outcome_doc = outcome.model_dump(mode="json")
+        if attempt is not None:
+            outcome_doc["attempt_result"] = attempt.value
+        await tx.session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == row.contact_id)
+            .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
+        )
+        if row.contact_id in self._detached:
+            self._detached.discard(row.contact_id)
+            await self._resync_agent(tx, agent_id)
+        else:
+            self.engine.finish(row.contact_id, tx.now)
+        handled = tx.now - row.answered_at if row.answered_at else None
+        customer = Customer.model_validate(row.customer)
+        await tx.emit(
+            AssignmentCompleted(
+                tenant_id=row.tenant_id,
+                contact_id=row.contact_id,
+                agent_id=agent_id,
+                site=row.site,
+                customer=customer,
+                callback_id=row.callback_id,
+                outcome=outcome,
+                handled_seconds=handled,
+                at=to_datetime(tx.now),
+            )
+        )
+        if row.callback_id is not None and attempt is not None:
+            await tx.emit(
+                CallbackAttempted(
+                    tenant_id=row.tenant_id,
+                    callback_id=row.callback_id,
+                    customer=customer,
+                    site=row.site,
+                    agent_id=agent_id,
+                    result=attempt,
+                    notes=outcome.notes,
+                    at=to_datetime(tx.now),
+                ),
+                event_id=deterministic_id("callback-attempted", row.contact_id),
+            )
+        if outcome.callback_promised:
+            await tx.emit(
+                CallbackRequested(
+                    tenant_id=row.tenant_id,
+                    request_id=deterministic_id("callback-promise", row.tenant_id, row.contact_id),
+                    customer=customer,
+                    site=row.site,
+                    origin=CallbackOrigin.AGENT_PROMISE,
+                    contact_id=row.contact_id,
+                    intent=Intent(row.intent) if row.intent else None,
+                    channel=Channel.VOICE,
+                    preferred_window=outcome.callback_window,
+                    promised_by_agent_id=agent_id,
+                    reason="agent_promise",
+                    requested_at=to_datetime(tx.now),
+                )
+            )
+        self.goodwill.record(outcome.goodwill_amount, tx.now)
+        self.sales.record_completion(outcome.sold, tx.now)
+        await self._bump(tx, "completed", 1)
+        if outcome.sold:
+            await self._bump(tx, "sold", 1)
+        if outcome.goodwill_amount:
+            await self._bump(tx, "goodwill_spent", outcome.goodwill_amount)
+        await tx.note(
+            row.contact_id,
+            "completed",
+            agent_id=agent_id,
+            handled_seconds=round(handled, 3) if handled is not None else None,
+            outcome=outcome_doc,
+        )
+        metrics.COMPLETIONS.labels(row.channel, "sold" if outcome.sold else "not_sold").inc()
+        tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
+        # Wrap-up starts when the agent's last contact ends (and only if the router made it busy).
+        agent = await self._agent_row(tx.session, agent_id)
+        still_working = await self._has_work(tx.session, agent_id)
+        if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_working:
+            wrap = self.strategy.wrap_up_seconds(Channel(row.channel))
+            if wrap > 0:
+                await self._set_status(tx, agent, AgentStatus.WRAP_UP, "after_contact", wrap_until=tx.now + wrap)
+            else:
+                await self._set_status(tx, agent, AgentStatus.AVAILABLE, "after_contact")
+
+    async def _bump(self, tx: _Tx, name: str, amount: float) -> None:
+        period = period_of(tx.now)
+        result = await tx.session.execute(
+            update(counters)
+            .where(counters.c.period == period, counters.c.name == name)
+            .values(value=counters.c.value + amount)
+        )
+        if not result.rowcount:
+            await tx.session.execute(counters.insert().values(period=period, name=name, value=amount))
+
+    # ------------------------------------------------------------------------------------------
+    # Strategy
+    # ------------------------------------------------------------------------------------------
+
+    async def reload_strategy(self, path: Path | None) -> Strategy:
+        """Load, validate and activate a strategy file; on error the active one stays (raises)."""
+        strategy = await asyncio.to_thread(load_strategy, path)
+        async with self._lock:
+            self.engine.replace_strategy(strategy)
+            self.strategy = strategy
+            self.goodwill.policy = strategy.goodwill
+            self.sales.cap = strategy.sales_share
+        log.info("router.strategy_reloaded", version=strategy.version, path=str(path) if path else None)
+        self.wake()
+        return strategy
+
+    # ------------------------------------------------------------------------------------------
+    # Reads: agent's own work, queue, timeline, stats
+    # ------------------------------------------------------------------------------------------
+
+    async def agent_offers(self, agent_id: str) -> list[dict[str, Any]]:
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(offers, contacts)
+                    .join(contacts, contacts.c.contact_id == offers.c.contact_id)
+                    .where(offers.c.agent_id == agent_id, offers.c.state == OfferState.PENDING)
+                    .order_by(offers.c.made_at)
+                )
+            ).all()
+        out = []
+        for r in rows:
+            decision = Decision(r.contact_id, r.agent_id, r.rule, r.score, r.explanation)
+            out.append(self._offer_payload(r.offer_id, r, decision, r.expires_at))
+        return out
+
+    async def agent_assignments(self, agent_id: str) -> list[dict[str, Any]]:
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(contacts)
+                    .where(contacts.c.agent_id == agent_id, contacts.c.state == ContactState.ASSIGNED)
+                    .order_by(contacts.c.answered_at)
+                )
+            ).all()
+        return [self._assignment_view(r) for r in rows]
+
+    async def queue(self) -> list[dict[str, Any]]:
+        """Waiting contacts in the order the engine would serve them (priority, then place in line)."""
+        async with self._lock:
+            now = self.clock()
+            entries = self.engine.queue_snapshot(now)
+        return [
+            {
+                "contact_id": e.contact_id,
+                "site": e.site,
+                "channel": e.channel.value,
+                "priority": round(e.priority, 3),
+                "waited_seconds": round(e.waited_seconds, 3),
+                "rule": e.rule,
+                "open_roles": [r.value for r in e.open_roles],
+                "callback_id": e.callback_id,
+            }
+            for e in entries
+        ]
+
+    async def timeline(self, contact_id: str, who: Principal) -> dict[str, Any]:
+        async with self._sessionmaker() as session:
+            row = await self._contact_row(session, contact_id)
+            if row is None:
+                raise NotFound(f"contact {contact_id!r} not found")
+            if not who.is_admin:
+                involved = (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(offers)
+                        .where(offers.c.contact_id == contact_id, offers.c.agent_id == who.agent_id)
+                    )
+                ).scalar_one()
+                if not involved:
+                    raise Forbidden("this contact was never offered to you")
+            entries = (
+                await session.execute(
+                    select(timeline).where(timeline.c.contact_id == contact_id).order_by(timeline.c.seq)
+                )
+            ).all()
+        return {
+            "contact_id": contact_id,
+            "state": row.state,
+            "channel": row.channel,
+            "site": row.site,
+            "agent_id": row.agent_id,
+            "callback_id": row.callback_id,
+            "events": [
+                {"at": to_datetime(e.at).isoformat(), "kind": e.kind, "agent_id": e.agent_id, **(e.detail or {})}
+                for e in entries
+            ],
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        now = self.clock()
+        window = self.settings.service_level_window_seconds
+        since = now - window
+        async with self._sessionmaker() as session:
+            waiting_rows = (
+                await session.execute(
+                    select(contacts.c.site, contacts.c.channel, func.count(), func.min(contacts.c.virtual_start))
+                    .where(contacts.c.state.in_(ContactState.OPEN))
+                    .group_by(contacts.c.site, contacts.c.channel)
+                )
+            ).all()
+            status_rows = (
+                await session.execute(select(agents.c.status, func.count()).group_by(agents.c.status))
+            ).all()
+            outstanding = (
+                await session.execute(
+                    select(func.count()).select_from(offers).where(offers.c.state == OfferState.PENDING)
+                )
+            ).scalar_one()
+            recent = (
+                await session.execute(
+                    select(
+                        contacts.c.channel,
+                        contacts.c.state,
+                        contacts.c.received_at,
+                        contacts.c.answered_at,
+                        contacts.c.ended_at,
+                    ).where(
+                        contacts.c.callback_id.is_(None),
+                        contacts.c.received_at > since,
+                        contacts.c.state != ContactState.DIVERTED,
+                    )
+                )
+            ).all()
+            today = period_of(now)
+            day = {
+                r.name: r.value
+                for r in (await session.execute(select(counters).where(counters.c.period == today))).all()
+            }
+        waiting = [
+            {"site": site, "channel": channel, "waiting": n, "oldest_wait_seconds": round(now - oldest, 3)}
+            for site, channel, n, oldest in waiting_rows
+        ]
+        service_level: dict[str, Any] = {}
+        by_channel: dict[str, list[Any]] = {}
+        for r in recent:
+            by_channel.setdefault(r.channel, []).append(r)
+        for channel, rows in by_channel.items():
+            target = self.strategy.channel_policy(Channel(channel)).service_level
+            threshold = target.within_seconds
+            answered = [r for r in rows if r.answered_at is not None]
+            within = sum(1 for r in answered if r.answered_at - r.received_at <= threshold)
+            abandoned = [r for r in rows if r.state == ContactState.ABANDONED]
+            late_abandoned = sum(1 for r in abandoned if r.ended_at - r.received_at > threshold)
+            still_late = sum(
+                1 for r in rows if r.state in ContactState.OPEN and now - r.received_at > threshold
+            )
+            # Offered = answered + abandoned after the threshold + still waiting beyond it; contacts
+            # abandoned within the threshold do not count against the service level.
+            offered = len(answered) + late_abandoned + still_late
+            resolved = len(answered) + len(abandoned)
+            service_level[channel] = {
+                "target_share": target.share,
+                "within_seconds": threshold,
+                "share": round(within / offered, 4) if offered else None,
+                "meets_target": (within / offered >= target.share) if offered else None,
+                "answered": len(answered),
+                "abandoned": len(abandoned),
+                "abandonment_rate": round(len(abandoned) / resolved, 4) if resolved else None,
+            }
+        sales_n, offered_n = self.sales.counts(now)
+        return {
+            "at": to_datetime(now).isoformat(),
+            "strategy_version": self.strategy.version,
+            "waiting": waiting,
+            "waiting_total": sum(w["waiting"] for w in waiting),
+            "oldest_wait_seconds": max((w["oldest_wait_seconds"] for w in waiting), default=0.0),
+            "agents_by_status": {status: n for status, n in status_rows},
+            "offers_outstanding": outstanding,
+            "window_seconds": window,
+            "service_level": service_level,
+            "sales_share": {
+                "share": round(sales_n / offered_n, 4) if offered_n else 0.0,
+                "offered_to_sales": sales_n,
+                "offered": offered_n,
+                "cap": self.strategy.sales_share.max_share,
+                "period_seconds": self.strategy.sales_share.period_seconds,
+            },
+            "goodwill": {
+                "spent": round(self.goodwill.spent(now), 2),
+                "remaining": self.goodwill.remaining(now),
+                "period_seconds": self.strategy.goodwill.period_seconds,
+            },
+            "today": day,
+        }
+
+    async def contact_ids_in_state(self, *states: str) -> list[str]:
+        async with self._sessionmaker() as session:
+            rows = await session.execute(select(contacts.c.contact_id).where(contacts.c.state.in_(states)))
+            return [r[0] for r in rows]
+
+    async def assigned_pairs(self) -> list[tuple[str, str]]:
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                select(contacts.c.contact_id, contacts.c.agent_id).where(
+                    and_(contacts.c.state == ContactState.ASSIGNED)
+                )
+            )
+            return [(r[0], r[1]) for r in rows]
+
+
+def _role_of(explanation: Any) -> Role | None:
+    if isinstance(explanation, dict):
+        value = explanation.get("role")
+        if value in Role.__members__.values() or value in {r.value for r in Role}:
+            return Role(value)
+    return None
+
+
+def _finite(x: float) -> float | None:
+    return round(x, 3) if x == x and x not in (float("inf"), float("-inf")) else None
+
+
+def _offer_view(row: Any) -> dict[str, Any]:
+    return {
+        "offer_id": row.offer_id,
+        "contact_id": row.contact_id,
+        "agent_id": row.agent_id,
+        "state": row.state,
+        "made_at": to_datetime(row.made_at).isoformat(),
+        "expires_at": to_datetime(row.expires_at).isoformat(),
+        "resolved_at": to_datetime(row.resolved_at).isoformat() if row.resolved_at else None,
+        "rule": row.rule,
+        "score": row.score,
+        "explanation": row.explanation,
+        "reason": row.reason,
+    }
+
+
+__all__ = ["AgentProfile", "RouterService", "TimeWindow"]
