@@ -342,7 +342,9 @@ class Strategy(_Model):
             aging_per_second=self.channel_policy(contact.channel).aging_rate,
             upsell=rule.upsell and not short,
             allowed_handling_seconds=rule.allowed_handling_seconds or first.allowed_handling_seconds,
-            goodwill_budget=rule.goodwill_budget if rule.goodwill_budget is not None else first.goodwill_budget,
+            goodwill_budget=(
+                rule.goodwill_budget if rule.goodwill_budget is not None else first.goodwill_budget
+            ),
             sales_cap_exempt=rule.sales_cap_exempt,
             short_question=short,
         )
