@@ -39,6 +39,7 @@ QUEUE_OLDEST = Gauge(
     "switchboard_router_oldest_wait_seconds", "Longest current wait", ["site", "channel"]
 )
 AGENTS = Gauge("switchboard_router_agents", "Agents by status", ["status"])
+STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
 
 

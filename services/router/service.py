@@ -158,15 +158,11 @@ class RouterService:
         self.presence = Presence(settings.presence_grace_seconds)
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
-        self.sales = strategy.new_sales_tracker()
         self._lock = asyncio.Lock()
         self._pending: dict[str, PendingOffer] = {}
         self._offer_of_contact: dict[str, str] = {}
         self._wrap_until: dict[str, float] = {}
         self._absent: set[str] = set()  # agents the engine was told are not connected
-        # Contacts whose reservation the engine does not hold (restored offers and assignments after a
-        # restart): their load is given to the engine through the agent's ``load``.
-        self._detached: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
@@ -219,12 +215,12 @@ class RouterService:
         self._pending.clear()
         self._offer_of_contact.clear()
         self._wrap_until.clear()
-        self._detached.clear()
         async with self._sessionmaker() as session:
-            loads = await self._loads(session)
-            for row in (await session.execute(select(agents))).all():
+            agent_rows = (await session.execute(select(agents))).all()
+            for row in agent_rows:
                 self.presence.track(row.agent_id, now)
-                engine.upsert_agent(self._agent_state(row, loads.get(row.agent_id, {}), now))
+                # Load comes back below, one restored reservation per offered or assigned contact.
+                engine.upsert_agent(self._agent_state(row, {}, now))
                 if row.status == AgentStatus.WRAP_UP and row.wrap_up_until is not None:
                     self._wrap_until[row.agent_id] = row.wrap_up_until
             rows = (
@@ -235,20 +231,20 @@ class RouterService:
                 )
             ).all()
             for row in rows:
-                if row.state == ContactState.WAITING:
+                if row.state == ContactState.WAITING or row.agent_id is None:
                     engine.enqueue(self._waiting(row))
                 else:
-                    self._detached.add(row.contact_id)
+                    engine.restore_reservation(self._waiting(row), row.agent_id, row.answered_at or now)
             pending = (
                 await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))
             ).all()
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
+            self.engine = engine
             await self._rebuild_counters(session, now)
-        self.engine = engine
         log.info(
             "router.rebuilt",
-            agents=len(loads),
+            agents=len(agent_rows),
             live_contacts=len(rows),
             pending_offers=len(self._pending),
             strategy=self.strategy.version,
@@ -256,7 +252,7 @@ class RouterService:
 
     async def _rebuild_counters(self, session: AsyncSession, now: float) -> None:
         """Replay the rolling sales-share and goodwill windows from durable offers and completions."""
-        self.sales = self.strategy.new_sales_tracker()
+        sales = self.engine.sales
         self.goodwill = GoodwillLedger(self.strategy.goodwill)
         since = now - self.strategy.sales_share.period_seconds
         rows = (
@@ -269,7 +265,7 @@ class RouterService:
         for row in rows:
             role = _role_of(row.explanation)
             if role is not None:
-                self.sales.record_offer(row.contact_id, role, row.made_at)
+                sales.record_offer(row.contact_id, role, row.made_at)
         since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
         done = (
             await session.execute(
@@ -281,7 +277,7 @@ class RouterService:
         for row in done:
             outcome = row.outcome or {}
             self.goodwill.record(float(outcome.get("goodwill_amount") or 0.0), row.ended_at)
-            self.sales.record_completion(bool(outcome.get("sold")), row.ended_at)
+            sales.record_completion(bool(outcome.get("sold")), row.ended_at)
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Tx]:
@@ -468,10 +464,11 @@ class RouterService:
             )
         return token
 
-    async def agent_token_hash(self, agent_id: str) -> str | None:
+    async def agent_for_token(self, token: str) -> str | None:
+        """The agent a bearer token belongs to (lookup by the token's hash; the token is never stored)."""
         async with self._sessionmaker() as session:
             return (
-                await session.execute(select(agents.c.token_hash).where(agents.c.agent_id == agent_id))
+                await session.execute(select(agents.c.agent_id).where(agents.c.token_hash == hash_token(token)))
             ).scalar_one_or_none()
 
     async def _agent_row(self, session: AsyncSession, agent_id: str) -> Any:
@@ -618,7 +615,11 @@ class RouterService:
         within_hours = True if event.within_business_hours is None else event.within_business_hours
         estimated = self.engine.estimated_wait(event.site, event.channel, tx.now)
         asked = event.callback_requested
-        divert = asked or self.strategy.should_offer_callback(estimated, within_hours, event.channel)
+        # With nobody staffing the channel there is no estimate (inf): only the business-hours rule
+        # applies, and the contact queues for the first agent to log in.
+        divert = asked or self.strategy.should_offer_callback(
+            estimated if estimated != float("inf") else 0.0, within_hours, event.channel
+        )
         values = dict(
             contact_id=event.contact_id,
             tenant_id=event.tenant_id,
@@ -813,18 +814,20 @@ class RouterService:
                 self._absent.discard(agent_id)
                 self.engine.set_connected(agent_id, True, now)
 
-    async def stream_opened(self, agent_id: str) -> None:
-        async with self._lock:
-            now = self.clock()
-            self.presence.connected(agent_id)
-            if agent_id in self._absent:
-                self._absent.discard(agent_id)
-                self.engine.set_connected(agent_id, True, now)
+    def stream_opened(self, agent_id: str) -> None:
+        """An agent's stream connected (synchronous: safe from a stream's setup and teardown)."""
+        now = self.clock()
+        self.presence.connected(agent_id)
+        if agent_id in self._absent and agent_id in self.engine.agent_ids():
+            self._absent.discard(agent_id)
+            self.engine.set_connected(agent_id, True, now)
+        metrics.STREAMS_OPEN.inc()
         self.wake()
 
-    async def stream_closed(self, agent_id: str) -> None:
-        async with self._lock:
-            self.presence.disconnected(agent_id, self.clock())
+    def stream_closed(self, agent_id: str) -> None:
+        """The grace period starts; the tick takes the agent out of routing when it runs out."""
+        self.presence.disconnected(agent_id, self.clock())
+        metrics.STREAMS_OPEN.dec()
 
     async def _offer(self, tx: _Tx, decision: Decision) -> None:
         row = await self._contact_row(tx.session, decision.contact_id)
@@ -853,8 +856,7 @@ class RouterService:
             .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
         )
         self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
-        role = _role_of(explanation) or Role(agent.primary_role)
-        self.sales.record_offer(decision.contact_id, role, tx.now)
+        role = _role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
         await self._bump(tx, "offered", 1)
         if role is Role.SALES:
             await self._bump(tx, "offered_to_sales", 1)
@@ -934,13 +936,11 @@ class RouterService:
             .where(contacts.c.contact_id == offer.contact_id)
             .values(state=ContactState.WAITING if requeue else ContactState.ABANDONED, agent_id=None)
         )
-        if offer.contact_id in self._detached:
-            self._detached.discard(offer.contact_id)
-            await self._resync_agent(tx, offer.agent_id)
-            if requeue:
-                self.engine.enqueue(self._waiting(await self._contact_row(tx.session, offer.contact_id)))
+        if requeue:
+            # Back to its original place in line; this agent is skipped for a while (reoffer_after).
+            self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
         else:
-            self.engine.release(offer.contact_id, tx.now, requeue=requeue)
+            self.engine.withdraw(offer.contact_id)
         row = await self._contact_row(tx.session, offer.contact_id)
         common = dict(
             tenant_id=row.tenant_id,
@@ -1009,6 +1009,7 @@ class RouterService:
 
     async def _assign(self, tx: _Tx, offer: PendingOffer) -> dict[str, Any]:
         self._untrack_offer(offer.offer_id)
+        self.engine.accept(offer.contact_id)
         await tx.session.execute(
             update(offers)
             .where(offers.c.offer_id == offer.offer_id)
@@ -1123,11 +1124,7 @@ class RouterService:
             .where(contacts.c.contact_id == row.contact_id)
             .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
         )
-        if row.contact_id in self._detached:
-            self._detached.discard(row.contact_id)
-            await self._resync_agent(tx, agent_id)
-        else:
-            self.engine.finish(row.contact_id, tx.now)
+        self.engine.finish(row.contact_id, tx.now)
         handled = tx.now - row.answered_at if row.answered_at else None
         customer = Customer.model_validate(row.customer)
         await tx.emit(
@@ -1175,7 +1172,7 @@ class RouterService:
                 )
             )
         self.goodwill.record(outcome.goodwill_amount, tx.now)
-        self.sales.record_completion(outcome.sold, tx.now)
+        self.engine.sales.record_completion(outcome.sold, tx.now)
         await self._bump(tx, "completed", 1)
         if outcome.sold:
             await self._bump(tx, "sold", 1)
@@ -1221,7 +1218,6 @@ class RouterService:
             self.engine.replace_strategy(strategy)
             self.strategy = strategy
             self.goodwill.policy = strategy.goodwill
-            self.sales.cap = strategy.sales_share
         log.info("router.strategy_reloaded", version=strategy.version, path=str(path) if path else None)
         self.wake()
         return strategy
@@ -1380,7 +1376,7 @@ class RouterService:
                 "abandoned": len(abandoned),
                 "abandonment_rate": round(len(abandoned) / resolved, 4) if resolved else None,
             }
-        sales_n, offered_n = self.sales.counts(now)
+        sales_n, offered_n = self.engine.sales.counts(now)
         return {
             "at": to_datetime(now).isoformat(),
             "strategy_version": self.strategy.version,

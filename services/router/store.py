@@ -70,6 +70,7 @@ agents = Table(
     Column("token_hash", String(128), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    Index("ix_router_agents_token_hash", "token_hash", unique=True),
 )
 
 contacts = Table(

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double, nullable=False),
         sa.Column("updated_at", sa.Double, nullable=False),
     )
+    op.create_index("ix_router_agents_token_hash", "router_agents", ["token_hash"], unique=True)
     op.create_table(
         "router_contacts",
         sa.Column("contact_id", sa.String(100), primary_key=True),

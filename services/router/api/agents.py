@@ -1,0 +1,109 @@
+"""Agents: registration (admin), profile and status, the agent's own offers and assignments, its stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, status
+from sse_starlette import EventSourceResponse
+
+from services.router.api.deps import AdminDep, PrincipalDep, ServiceDep, check_agent, get_stream_principal
+from services.router.auth import Principal
+from services.router.schemas import AgentCreate, AgentProfileIn, StatusChange
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Register an agent (admin)")
+async def register_agent(body: AgentCreate, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
+    """Returns the agent and its bearer token. The token is shown only here; store it in the client."""
+    agent, token = await service.register_agent(body.agent_id, body.profile(), body.status)
+    return {**agent, "token": token}
+
+
+@router.get("", summary="List agents (admin)")
+async def list_agents(service: ServiceDep, _: AdminDep) -> dict[str, Any]:
+    items = await service.list_agents()
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/{agent_id}", summary="An agent (admin or the agent itself)")
+async def get_agent(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
+    check_agent(who, agent_id)
+    return await service.get_agent(agent_id)
+
+
+@router.put("/{agent_id}", summary="Update an agent's profile (admin)")
+async def update_agent(agent_id: str, body: AgentProfileIn, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
+    return await service.update_agent(agent_id, body.profile())
+
+
+@router.post("/{agent_id}/token", summary="Issue a new token for an agent (admin); the old one stops working")
+async def rotate_token(agent_id: str, service: ServiceDep, _: AdminDep) -> dict[str, str]:
+    return {"agent_id": agent_id, "token": await service.rotate_token(agent_id)}
+
+
+@router.put("/{agent_id}/status", summary="Change status: available, busy, break, offline")
+async def change_status(
+    agent_id: str, body: StatusChange, service: ServiceDep, who: PrincipalDep
+) -> dict[str, Any]:
+    """``wrap_up`` is automatic after a contact. Going to break/offline/busy withdraws open offers
+    (they go to the next agent); work in progress stays assigned until completed."""
+    check_agent(who, agent_id)
+    return await service.change_status(agent_id, body.status, body.reason)
+
+
+@router.get("/{agent_id}/offers", summary="The agent's open offers")
+async def agent_offers(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
+    check_agent(who, agent_id)
+    items = await service.agent_offers(agent_id)
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/{agent_id}/assignments", summary="The agent's contacts in progress")
+async def agent_assignments(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
+    check_agent(who, agent_id)
+    items = await service.agent_assignments(agent_id)
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
+    "/{agent_id}/stream",
+    summary="Server-Sent Events: offers and assignments in real time",
+    response_class=EventSourceResponse,
+)
+async def stream(
+    agent_id: str,
+    request: Request,
+    service: ServiceDep,
+    who: Annotated[Principal, Depends(get_stream_principal)],
+) -> EventSourceResponse:
+    """Events: ``hello`` (snapshot: agent, open offers, assignments), ``offer``, ``offer_closed``,
+    ``assignment``, ``assignment_completed``, ``status``; comments as heartbeats. An open stream is the
+    agent's presence: disconnected longer than the grace period, it gets no offers. After a reconnect the
+    ``hello`` snapshot replaces whatever the client missed."""
+    check_agent(who, agent_id)
+    await service.get_agent(agent_id)  # 404 before the stream starts
+    queue = service.hub.open(agent_id)  # subscribe before the snapshot: nothing falls in between
+    service.stream_opened(agent_id)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            snapshot = {
+                "agent": await service.get_agent(agent_id),
+                "offers": await service.agent_offers(agent_id),
+                "assignments": await service.agent_assignments(agent_id),
+            }
+            yield {"event": "hello", "data": json.dumps(snapshot, default=str)}
+            while True:
+                message = await queue.get()
+                if message is None:
+                    return
+                yield {"event": message.event, "data": json.dumps(message.data, default=str)}
+        finally:
+            service.hub.close(agent_id, queue)
+            service.stream_closed(agent_id)
+
+    return EventSourceResponse(events(), ping=service.settings.heartbeat_seconds)

@@ -1,0 +1,53 @@
+"""Strategy (active version, reload) and operational statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+
+from services.router.api.deps import AdminDep, ServiceDep
+from services.router.strategy import StrategyError
+
+router = APIRouter(prefix="/v1", tags=["operations"])
+
+
+def _strategy_view(request: Request) -> dict[str, Any]:
+    service = request.app.state.service
+    strategy = service.strategy
+    path = request.app.state.settings.strategy_path
+    return {
+        "version": strategy.version,
+        "description": strategy.description,
+        "source": str(path) if path else "default",
+        "tie_break": strategy.tie_break,
+        "offer_timeout_seconds": service.offer_timeout,
+        "max_missed_offers": strategy.max_missed_offers,
+        "strategy": strategy.model_dump(mode="json"),
+    }
+
+
+@router.get("/strategy", summary="The active routing strategy")
+async def get_strategy(request: Request) -> dict[str, Any]:
+    return _strategy_view(request)
+
+
+@router.post("/strategy/reload", summary="Reload the strategy file without a restart (admin)")
+async def reload_strategy(request: Request, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
+    """422 with the validation errors if the file is invalid; the active strategy then stays."""
+    previous = service.strategy.version
+    try:
+        await service.reload_strategy(request.app.state.settings.strategy_path)
+    except StrategyError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail={"message": str(exc), "active_version": previous},
+        ) from exc
+    return {**_strategy_view(request), "previous_version": previous}
+
+
+@router.get("/stats", summary="Live operational statistics")
+async def get_stats(service: ServiceDep) -> dict[str, Any]:
+    """Waiting per site/channel and oldest wait, agents by status, offers outstanding, service level per
+    channel against its target and abandonment over the recent window, sales share, goodwill spent."""
+    return await service.stats()

@@ -1,0 +1,108 @@
+"""The router service: strategy-driven skills routing of contacts to agents, with offers and streams.
+
+``uvicorn services.router.app:create_app --factory``. The lifespan starts the shared runtime (bus,
+database + migrations, outbox relay), rebuilds the routing state from the database, heals expired offers,
+then consumes ``contacts`` and runs the tick loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.router import metrics
+from services.router.api import agents, contacts, offers, ops
+from services.router.errors import RouterError
+from services.router.service import Clock, RouterService
+from services.router.settings import RouterSettings
+from services.router.strategy import load_strategy
+from shared import topics
+from shared.bus import EventBus, Record
+from shared.events import Envelope
+from shared.observability import configure_logging, install_operations
+from shared.runtime import ServiceRuntime
+from shared.settings import CommonSettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: RouterSettings | None = None,
+    common: CommonSettings | None = None,
+    *,
+    bus: EventBus | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    settings = settings or RouterSettings()
+    common = common or CommonSettings()
+    configure_logging("router", level=common.log_level, json=common.log_json)
+    strategy = load_strategy(settings.strategy_path)  # an invalid strategy stops the start, loudly
+    runtime = ServiceRuntime(
+        "router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        assert runtime.sessionmaker is not None and runtime.relay is not None
+        service = RouterService(
+            sessionmaker=runtime.sessionmaker,
+            settings=settings,
+            strategy=strategy,
+            source=runtime.source,
+            tenant_id=common.tenant_id,
+            notify=runtime.relay.notify,
+            clock=clock or time.time,
+        )
+        await service.start()  # rebuild from the database and time out expired offers first
+        app.state.service = service
+
+        async def on_contact_event(envelope: Envelope, _record: Record) -> None:
+            await service.handle_event(envelope)
+
+        await runtime.consume([topics.CONTACTS], on_contact_event, group=settings.consumer_group)
+        log.info("router.ready", strategy=service.strategy.version)
+        try:
+            yield
+        finally:
+            for sub in runtime.subscriptions:
+                await sub.stop()
+            await service.stop()
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Switchboard router",
+        version="1.0.0",
+        description="Strategy-driven, skills-based routing of contacts to agents, with offers and agent streams.",
+        lifespan=lifespan,
+        docs_url="/docs" if common.docs_enabled else None,
+        redoc_url="/redoc" if common.docs_enabled else None,
+        openapi_url="/openapi.json" if common.docs_enabled else None,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+
+    @app.exception_handler(RouterError)
+    async def _router_error(_request: Request, exc: RouterError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.middleware("http")
+    async def _refresh_gauges(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if request.url.path == "/metrics" and hasattr(app.state, "service"):
+            try:
+                metrics.refresh_gauges(await app.state.service.stats())
+            except Exception:
+                log.exception("router.metrics_refresh_failed")
+        return await call_next(request)
+
+    install_operations(app, runtime.checks())
+    for module in (agents, offers, contacts, ops):
+        app.include_router(module.router)
+    return app
