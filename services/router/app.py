@@ -44,9 +44,7 @@ def create_app(
     common = common or CommonSettings()
     configure_logging("router", level=common.log_level, json=common.log_json)
     strategy = load_strategy(settings.strategy_path)  # an invalid strategy stops the start, loudly
-    runtime = ServiceRuntime(
-        "router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus
-    )
+    runtime = ServiceRuntime("router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,20 +14,14 @@ CONTACTS_RECEIVED = Counter("switchboard_router_contacts_received_total", "Conta
 CONTACTS_ABANDONED = Counter(
     "switchboard_router_contacts_abandoned_total", "Contacts abandoned while queued", ["channel"]
 )
-CALLBACKS_OFFERED = Counter(
-    "switchboard_router_callbacks_offered_total", "Contacts diverted to a callback", ["reason"]
-)
+CALLBACKS_OFFERED = Counter("switchboard_router_callbacks_offered_total", "Contacts diverted to a callback", ["reason"])
 OFFERS = Counter("switchboard_router_offers_total", "Offers by outcome", ["outcome"])
 COMPLETIONS = Counter("switchboard_router_completions_total", "Completed assignments", ["channel", "sale"])
-AGENT_STATUS_CHANGES = Counter(
-    "switchboard_router_agent_status_changes_total", "Agent status changes", ["status"]
-)
+AGENT_STATUS_CHANGES = Counter("switchboard_router_agent_status_changes_total", "Agent status changes", ["status"])
 PRESENCE_LOST = Counter(
     "switchboard_router_presence_lost_total", "Agents whose stream stayed away beyond the grace period"
 )
-EVENTS_DUPLICATE = Counter(
-    "switchboard_router_events_duplicate_total", "Redelivered events skipped by the inbox"
-)
+EVENTS_DUPLICATE = Counter("switchboard_router_events_duplicate_total", "Redelivered events skipped by the inbox")
 ANSWER_WAIT = Histogram(
     "switchboard_router_answer_wait_seconds",
     "From receipt to acceptance by an agent",
@@ -35,9 +29,7 @@ ANSWER_WAIT = Histogram(
     buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800),
 )
 QUEUE_WAITING = Gauge("switchboard_router_waiting_contacts", "Contacts waiting", ["site", "channel"])
-QUEUE_OLDEST = Gauge(
-    "switchboard_router_oldest_wait_seconds", "Longest current wait", ["site", "channel"]
-)
+QUEUE_OLDEST = Gauge("switchboard_router_oldest_wait_seconds", "Longest current wait", ["site", "channel"])
 AGENTS = Gauge("switchboard_router_agents", "Agents by status", ["status"])
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import metrics
 from services.router.auth import Principal, hash_token, new_token
-from services.router.errors import Conflict, Forbidden, Invalid, NotFound
+from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
 from services.router.settings import RouterSettings
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
@@ -126,9 +126,7 @@ class _Tx:
 
     async def note(self, contact_id: str, kind: str, agent_id: str | None = None, **detail: Any) -> None:
         await self.session.execute(
-            timeline.insert().values(
-                contact_id=contact_id, at=self.now, kind=kind, agent_id=agent_id, detail=detail
-            )
+            timeline.insert().values(contact_id=contact_id, at=self.now, kind=kind, agent_id=agent_id, detail=detail)
         )
 
     def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
@@ -225,9 +223,7 @@ class RouterService:
                     self._wrap_until[row.agent_id] = row.wrap_up_until
             rows = (
                 await session.execute(
-                    select(contacts)
-                    .where(contacts.c.state.in_(ContactState.LIVE))
-                    .order_by(contacts.c.virtual_start)
+                    select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
                 )
             ).all()
             for row in rows:
@@ -235,9 +231,7 @@ class RouterService:
                     engine.enqueue(self._waiting(row))
                 else:
                     engine.restore_reservation(self._waiting(row), row.agent_id, row.answered_at or now)
-            pending = (
-                await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))
-            ).all()
+            pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
             self.engine = engine
@@ -287,6 +281,8 @@ class RouterService:
             try:
                 async with session.begin():
                     yield tx
+            except RouterError:
+                raise  # refused before anything changed: the engine is untouched
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._rebuild()
@@ -576,8 +572,13 @@ class RouterService:
         tx.push(
             row.agent_id,
             "status",
-            {"agent_id": row.agent_id, "status": status.value, "previous": previous.value, "reason": reason,
-             "wrap_up_until": values["wrap_up_until"]},
+            {
+                "agent_id": row.agent_id,
+                "status": status.value,
+                "previous": previous.value,
+                "reason": reason,
+                "wrap_up_until": values["wrap_up_until"],
+            },
         )
         if status in (AgentStatus.BREAK, AgentStatus.OFFLINE, AgentStatus.BUSY) and reason != ON_CONTACT:
             for offer in [o for o in self._pending.values() if o.agent_id == row.agent_id]:
@@ -684,7 +685,9 @@ class RouterService:
                     requested_at=to_datetime(tx.now),
                 )
             )
-            await tx.note(event.contact_id, "callback_offered", reason=reason, estimated_wait_seconds=_finite(estimated))
+            await tx.note(
+                event.contact_id, "callback_offered", reason=reason, estimated_wait_seconds=_finite(estimated)
+            )
             metrics.CALLBACKS_OFFERED.labels(reason.split("_")[0]).inc()
             return
         row = await self._contact_row(tx.session, event.contact_id)
@@ -708,7 +711,9 @@ class RouterService:
             return
         offer_id = self._offer_of_contact.get(event.contact_id)
         if offer_id is not None:
-            await self._close_offer(tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=event.reason, requeue=False)
+            await self._close_offer(
+                tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=event.reason, requeue=False
+            )
         else:
             self.engine.withdraw(event.contact_id)
         await tx.session.execute(
@@ -959,16 +964,17 @@ class RouterService:
         if requeue:
             await tx.note(offer.contact_id, "requeued", previous_agent_id=offer.agent_id)
         metrics.OFFERS.labels(kind).inc()
-        tx.push(offer.agent_id, "offer_closed", {"offer_id": offer.offer_id, "contact_id": offer.contact_id,
-                                                 "state": state, "reason": reason})
+        tx.push(
+            offer.agent_id,
+            "offer_closed",
+            {"offer_id": offer.offer_id, "contact_id": offer.contact_id, "state": state, "reason": reason},
+        )
 
     async def _time_out(self, tx: _Tx, offer: PendingOffer) -> None:
         await self._close_offer(tx, offer, OfferState.TIMED_OUT, reason="no_answer")
         row = await self._agent_row(tx.session, offer.agent_id)
         missed = row.missed_offers + 1
-        await tx.session.execute(
-            update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed)
-        )
+        await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed))
         if missed >= self.strategy.max_missed_offers and row.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
             row = await self._agent_row(tx.session, offer.agent_id)
             await self._set_status(tx, row, AgentStatus.BREAK, MISSED_OFFERS)
@@ -1022,9 +1028,7 @@ class RouterService:
         )
         agent = await self._agent_row(tx.session, offer.agent_id)
         if agent.missed_offers:
-            await tx.session.execute(
-                update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0)
-            )
+            await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
         if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
             await self._set_status(tx, agent, AgentStatus.BUSY, ON_CONTACT)
         contact = await self._contact_row(tx.session, offer.contact_id)
@@ -1039,8 +1043,13 @@ class RouterService:
             )
         )
         waited = tx.now - contact.virtual_start
-        await tx.note(offer.contact_id, "accepted", agent_id=offer.agent_id, offer_id=offer.offer_id,
-                      waited_seconds=round(waited, 3))
+        await tx.note(
+            offer.contact_id,
+            "accepted",
+            agent_id=offer.agent_id,
+            offer_id=offer.offer_id,
+            waited_seconds=round(waited, 3),
+        )
         metrics.OFFERS.labels("accepted").inc()
         if contact.callback_id is None:
             metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
@@ -1104,15 +1113,17 @@ class RouterService:
                 plan = self.strategy.plan(self._waiting(row))
                 budget = plan.goodwill_budget
                 if outcome.goodwill_amount > budget + 1e-9:
-                    raise Invalid(
-                        f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}"
-                    )
+                    raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
                 await self._finish(tx, row, outcome, attempt_result)
             async with self._sessionmaker() as session:
                 done = await self._contact_row(session, contact_id)
         self.wake()
-        return {"contact_id": contact_id, "state": done.state, "outcome": done.outcome,
-                "ended_at": to_datetime(done.ended_at).isoformat()}
+        return {
+            "contact_id": contact_id,
+            "state": done.state,
+            "outcome": done.outcome,
+            "ended_at": to_datetime(done.ended_at).isoformat(),
+        }
 
     async def _finish(self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None) -> None:
         agent_id = row.agent_id
@@ -1317,9 +1328,7 @@ class RouterService:
                     .group_by(contacts.c.site, contacts.c.channel)
                 )
             ).all()
-            status_rows = (
-                await session.execute(select(agents.c.status, func.count()).group_by(agents.c.status))
-            ).all()
+            status_rows = (await session.execute(select(agents.c.status, func.count()).group_by(agents.c.status))).all()
             outstanding = (
                 await session.execute(
                     select(func.count()).select_from(offers).where(offers.c.state == OfferState.PENDING)
@@ -1360,9 +1369,7 @@ class RouterService:
             within = sum(1 for r in answered if r.answered_at - r.received_at <= threshold)
             abandoned = [r for r in rows if r.state == ContactState.ABANDONED]
             late_abandoned = sum(1 for r in abandoned if r.ended_at - r.received_at > threshold)
-            still_late = sum(
-                1 for r in rows if r.state in ContactState.OPEN and now - r.received_at > threshold
-            )
+            still_late = sum(1 for r in rows if r.state in ContactState.OPEN and now - r.received_at > threshold)
             # Offered = answered + abandoned after the threshold + still waiting beyond it; contacts
             # abandoned within the threshold do not count against the service level.
             offered = len(answered) + late_abandoned + still_late

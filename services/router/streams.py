@@ -63,7 +63,6 @@ class StreamHub:
                     queue.put_nowait(None)
 
 
-
 class Presence:
     """Who may get offers: an open stream, or a stream closed less than ``grace`` seconds ago.
 

@@ -140,7 +140,12 @@ async def running_router(data_dir: Path, **overrides: Any) -> AsyncIterator[Rout
     app = create_app(settings, common)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, timeout_graceful_shutdown=1,
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=1,
         lifespan="on",
     )
     server = uvicorn.Server(config)
@@ -177,7 +182,9 @@ class SSEReader:
     comments: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def wait_for(self, name: str, predicate: Callable[[Any], bool] = lambda _d: True, timeout: float = 10.0) -> Any:
+    async def wait_for(
+        self, name: str, predicate: Callable[[Any], bool] = lambda _d: True, timeout: float = 10.0
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             for event, data in self.events:
@@ -233,3 +240,40 @@ async def agent_stream(url: str, agent_id: str, headers: dict[str, str]) -> Asyn
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def write_strategy(path: Path, **changes: Any) -> Path:
+    """The shipped default strategy with top-level changes (nested dicts are merged one level deep)."""
+    import yaml
+
+    from services.router.strategy import DEFAULT_STRATEGY_PATH
+
+    doc = yaml.safe_load(DEFAULT_STRATEGY_PATH.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            merged = dict(doc[key])
+            for k, v in value.items():
+                if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                    merged[k] = {**merged[k], **v}
+                else:
+                    merged[k] = v
+            doc[key] = merged
+        else:
+            doc[key] = value
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def collect_events(bus: EventBus, topic: str, group: str) -> AsyncIterator[list[Any]]:
+    """Subscribe a fresh consumer group to ``topic`` and collect the typed payloads it receives."""
+    seen: list[Any] = []
+
+    async def handler(envelope: Any, _record: Any) -> None:
+        seen.append(envelope.payload)
+
+    sub = await bus.subscribe([topic], group, handler, from_beginning=True)
+    try:
+        yield seen
+    finally:
+        await sub.stop()

@@ -46,9 +46,7 @@ async def rotate_token(agent_id: str, service: ServiceDep, _: AdminDep) -> dict[
 
 
 @router.put("/{agent_id}/status", summary="Change status: available, busy, break, offline")
-async def change_status(
-    agent_id: str, body: StatusChange, service: ServiceDep, who: PrincipalDep
-) -> dict[str, Any]:
+async def change_status(agent_id: str, body: StatusChange, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     """``wrap_up`` is automatic after a contact. Going to break/offline/busy withdraws open offers
     (they go to the next agent); work in progress stays assigned until completed."""
     check_agent(who, agent_id)

@@ -1,10 +1,9 @@
 """Alembic environment of the router: its own tables plus the shared inbox/outbox tables."""
 
+import shared.inbox  # noqa: F401  (registers processed_events on MESSAGING_METADATA)
+import shared.outbox  # noqa: F401  (registers outbox on MESSAGING_METADATA)
 from services.router.store import ROUTER_METADATA
 from shared.db import MESSAGING_METADATA
 from shared.migrations_env import run_migrations
-
-import shared.inbox  # noqa: F401  (registers processed_events on MESSAGING_METADATA)
-import shared.outbox  # noqa: F401  (registers outbox on MESSAGING_METADATA)
 
 run_migrations([ROUTER_METADATA, MESSAGING_METADATA])
