@@ -199,7 +199,9 @@ class SSEReader:
 
 
 @contextlib.asynccontextmanager
-async def agent_stream(url: str, agent_id: str, headers: dict[str, str]) -> AsyncIterator[SSEReader]:
+async def agent_stream(
+    url: str, agent_id: str, headers: dict[str, str], params: dict[str, str] | None = None
+) -> AsyncIterator[SSEReader]:
     reader = SSEReader()
     opened = asyncio.Event()
     failure: list[BaseException] = []
@@ -207,7 +209,9 @@ async def agent_stream(url: str, agent_id: str, headers: dict[str, str]) -> Asyn
     async def run() -> None:
         try:
             async with httpx.AsyncClient(base_url=url, timeout=None) as client:
-                async with client.stream("GET", f"/v1/agents/{agent_id}/stream", headers=headers) as resp:
+                async with client.stream(
+                    "GET", f"/v1/agents/{agent_id}/stream", headers=headers, params=params
+                ) as resp:
                     assert resp.status_code == 200, await resp.aread()
                     opened.set()
                     event, data = "message", []

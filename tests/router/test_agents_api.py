@@ -39,7 +39,9 @@ async def test_generated_id_and_listing(router: Router) -> None:
 
 async def test_duplicate_agent_is_a_conflict(router: Router) -> None:
     await router.register("alice")
-    r = await router.client.post("/v1/agents", json={"agent_id": "alice", "name": "A", "roles": ["service"]}, headers=ADMIN)
+    r = await router.client.post(
+        "/v1/agents", json={"agent_id": "alice", "name": "A", "roles": ["service"]}, headers=ADMIN
+    )
     assert r.status_code == 409
 
 
@@ -99,16 +101,27 @@ async def test_update_profile_and_unknown_agent(router: Router) -> None:
     await router.register("alice")
     r = await router.client.put(
         "/v1/agents/alice",
-        json={"name": "Alice B", "roles": ["sales"], "skills": {"upsell": 5}, "languages": ["EN", "de"],
-              "capacity": {"chat": 2}},
+        json={
+            "name": "Alice B",
+            "roles": ["sales"],
+            "skills": {"upsell": 5},
+            "languages": ["EN", "de"],
+            "capacity": {"chat": 2},
+        },
         headers=ADMIN,
     )
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["name"], body["roles"], body["skills"], body["languages"], body["capacity"]) == (
-        "Alice B", ["sales"], {"upsell": 5}, ["en", "de"], {"chat": 2},
+        "Alice B",
+        ["sales"],
+        {"upsell": 5},
+        ["en", "de"],
+        {"chat": 2},
     )
-    assert (await router.client.put("/v1/agents/ghost", json={"name": "g", "roles": ["service"]}, headers=ADMIN)).status_code == 404
+    assert (
+        await router.client.put("/v1/agents/ghost", json={"name": "g", "roles": ["service"]}, headers=ADMIN)
+    ).status_code == 404
     assert (await router.client.get("/v1/agents/ghost", headers=ADMIN)).status_code == 404
 
 

@@ -48,8 +48,9 @@ async def test_decline_reoffers_to_the_next_agent(router: Router) -> None:
     c = contact("c1")
     await router.emit(c)
     first = await router.wait_offer("alice", alice)  # alice has been idle longest
-    r = await router.client.post(f"/v1/offers/{first['offer_id']}/decline", json={"reason": "on a break soon"},
-                                 headers=alice)
+    r = await router.client.post(
+        f"/v1/offers/{first['offer_id']}/decline", json={"reason": "on a break soon"}, headers=alice
+    )
     assert r.status_code == 200 and r.json()["state"] == "declined"
     second = await router.wait_offer("bob", bob)
     assert second["contact_id"] == c.contact_id
@@ -242,8 +243,9 @@ async def test_invariants_under_a_random_workload(router: Router) -> None:
             assignments = (await router.client.get(f"/v1/agents/{agent_id}/assignments", headers=headers)).json()
             for a in assignments["items"]:
                 if rng.random() < 0.5:
-                    r = await router.client.post(f"/v1/contacts/{a['contact_id']}/complete", json={"resolved": True},
-                                                 headers=headers)
+                    r = await router.client.post(
+                        f"/v1/contacts/{a['contact_id']}/complete", json={"resolved": True}, headers=headers
+                    )
                     assert r.status_code == 200, r.text
             me = (await router.client.get(f"/v1/agents/{agent_id}", headers=headers)).json()
             if me["status"] == "wrap_up":  # skip the wait: wrap-up ends when the agent says so

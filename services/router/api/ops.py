@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request
 
 from services.router.api.deps import AdminDep, ServiceDep
 from services.router.strategy import StrategyError
@@ -40,7 +40,7 @@ async def reload_strategy(request: Request, service: ServiceDep, _: AdminDep) ->
         await service.reload_strategy(request.app.state.settings.strategy_path)
     except StrategyError as exc:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             detail={"message": str(exc), "active_version": previous},
         ) from exc
     return {**_strategy_view(request), "previous_version": previous}
