@@ -19,10 +19,11 @@ from fastapi.responses import JSONResponse
 from services.router import metrics
 from services.router.api import agents, contacts, offers, ops
 from services.router.errors import RouterError
+from services.router.ownership import OwnershipLost
 from services.router.service import Clock, RouterService
-from services.router.settings import RouterSettings
+from services.router.settings import DEFAULT_ADMIN_TOKEN, RouterSettings
 from services.router.strategy import load_strategy
-from shared import topics
+from shared import db, topics
 from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.observability import configure_logging, install_operations
@@ -44,6 +45,8 @@ def create_app(
     common = common or CommonSettings()
     configure_logging("router", level=common.log_level, json=common.log_json)
     strategy = load_strategy(settings.strategy_path)  # an invalid strategy stops the start, loudly
+    if settings.admin_token == DEFAULT_ADMIN_TOKEN:
+        log.warning("router.default_admin_token", hint="set SWITCHBOARD_ROUTER_ADMIN_TOKEN")
     runtime = ServiceRuntime("router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 
     @asynccontextmanager
@@ -87,6 +90,12 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
 
+    @app.exception_handler(OwnershipLost)
+    async def _not_owner(_request: Request, _exc: OwnershipLost) -> JSONResponse:
+        return JSONResponse(
+            status_code=503, content={"detail": "this router is a standby; another instance owns the state"}
+        )
+
     @app.exception_handler(RouterError)
     async def _router_error(_request: Request, exc: RouterError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
@@ -100,7 +109,15 @@ def create_app(
                 log.exception("router.metrics_refresh_failed")
         return await call_next(request)
 
-    install_operations(app, runtime.checks())
+    async def database_ok() -> bool:
+        return runtime.engine is not None and await db.ping(runtime.engine)
+
+    async def routing_owner() -> bool:
+        service = getattr(app.state, "service", None)
+        return bool(service is not None and service.active)
+
+    # Built here rather than from runtime.checks(): the engine exists only once the lifespan started.
+    install_operations(app, {"bus": runtime.bus.ping, "database": database_ok, "routing_owner": routing_owner})
     for module in (agents, offers, contacts, ops):
         app.include_router(module.router)
     return app

@@ -32,6 +32,7 @@ from services.router import metrics
 from services.router.auth import Principal, hash_token, new_token
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
+from services.router.ownership import Ownership, OwnershipLost
 from services.router.settings import RouterSettings
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
@@ -164,6 +165,8 @@ class RouterService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
+        self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
+        self._renewed_at = 0.0
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -173,8 +176,14 @@ class RouterService:
     def offer_timeout(self) -> float:
         return self.settings.offer_timeout_seconds or self.strategy.offer_timeout_seconds
 
+    @property
+    def active(self) -> bool:
+        """True while this router owns the routing state (a standby is not active)."""
+        return self.ownership.held
+
     async def start(self) -> None:
-        """Rebuild from the database, heal what a crash left behind, then start the tick loop."""
+        """Own the state, rebuild it from the database, heal what a crash left behind, start ticking."""
+        await self._acquire()
         async with self._lock:
             await self._rebuild()
         await self.tick()  # expired leases are timed out and requeued before anything else happens
@@ -187,6 +196,34 @@ class RouterService:
                 await self._task
             self._task = None
         self.hub.shutdown()
+        if self.ownership.held:  # hand over at once instead of making a standby wait for the expiry
+            with contextlib.suppress(Exception):
+                async with self._sessionmaker() as session, session.begin():
+                    await self.ownership.release(session)
+
+    async def _try_acquire(self) -> bool:
+        async with self._sessionmaker() as session, session.begin():
+            now = self.clock()
+            if await self.ownership.try_acquire(session, now):
+                self._renewed_at = now
+                return True
+        return False
+
+    async def _acquire(self) -> None:
+        """Wait (as a standby) until this router owns the routing state."""
+        waiting = False
+        while not await self._try_acquire():
+            if not waiting:
+                log.warning("router.standby", lease=self.ownership.name, ttl=self.ownership.ttl)
+                waiting = True
+            await asyncio.sleep(min(1.0, self.ownership.ttl / 3))
+        log.info("router.owner", lease=self.ownership.name, owner=self.ownership.owner)
+
+    async def _regain(self) -> None:
+        """After losing ownership: wait to own it again, then rebuild (the other owner changed things)."""
+        await self._acquire()
+        async with self._lock:
+            await self._rebuild()
 
     def wake(self) -> None:
         """Route now rather than at the next tick (a contact arrived, an agent became free)."""
@@ -202,6 +239,8 @@ class RouterService:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except OwnershipLost:
+                pass  # logged where it happened; the next tick waits to own the state again
             except Exception:
                 log.exception("router.tick_failed")
                 await asyncio.sleep(interval)
@@ -280,13 +319,19 @@ class RouterService:
             tx = _Tx(session=session, source=self.source, now=self.clock())
             try:
                 async with session.begin():
+                    # Fencing: a router that no longer owns the state cannot commit anything.
+                    await self.ownership.renew(session, tx.now)
                     yield tx
             except RouterError:
                 raise  # refused before anything changed: the engine is untouched
+            except OwnershipLost:
+                log.error("router.ownership_lost", lease=self.ownership.name)
+                raise  # the engine is rebuilt once ownership is regained
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._rebuild()
                 raise
+        self._renewed_at = tx.now
         if tx.emitted:
             self._notify()
         for agent_id, event, data in tx.pushes:
@@ -593,16 +638,21 @@ class RouterService:
         payload = envelope.payload
         if not isinstance(payload, ContactRequested | ContactAbandoned | CallbackDue):
             return  # not ours (the topic carries only these today; be tolerant of additions)
-        async with self._lock, self._tx() as tx:
-            if not await first_time(tx.session, self.consumer_name, envelope.id):
-                metrics.EVENTS_DUPLICATE.inc()
-                return
-            if isinstance(payload, ContactRequested):
-                await self._on_requested(tx, payload)
-            elif isinstance(payload, ContactAbandoned):
-                await self._on_abandoned(tx, payload)
-            else:
-                await self._on_callback_due(tx, payload)
+        while True:
+            try:
+                async with self._lock, self._tx() as tx:
+                    if not await first_time(tx.session, self.consumer_name, envelope.id):
+                        metrics.EVENTS_DUPLICATE.inc()
+                        return
+                    if isinstance(payload, ContactRequested):
+                        await self._on_requested(tx, payload)
+                    elif isinstance(payload, ContactAbandoned):
+                        await self._on_abandoned(tx, payload)
+                    else:
+                        await self._on_callback_due(tx, payload)
+                break
+            except OwnershipLost:
+                await self._regain()  # hold the event (not acknowledged) until this router owns again
         self.wake()
 
     async def _contact_row(self, session: AsyncSession, contact_id: str) -> Any:
@@ -783,6 +833,12 @@ class RouterService:
 
     async def tick(self) -> int:
         """One round of housekeeping and routing; returns how many offers were made."""
+        if not self.ownership.held:
+            if not await self._try_acquire():
+                return 0
+            log.info("router.owner_again", lease=self.ownership.name)
+            async with self._lock:
+                await self._rebuild()
         async with self._lock:
             now = self.clock()
             self._apply_presence(now)
@@ -790,6 +846,9 @@ class RouterService:
             wrapped = [a for a, until in self._wrap_until.items() if until <= now]
             decisions = self.engine.decide(now)
             if not (expired or wrapped or decisions):
+                if now - self._renewed_at > self.ownership.ttl / 3:
+                    async with self._tx():
+                        pass  # keep the lease while idle
                 return 0
             async with self._tx() as tx:
                 for offer in expired:

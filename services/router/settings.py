@@ -8,6 +8,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+DEFAULT_ADMIN_TOKEN = "change-me"
+
+
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ROUTER_", env_file=".env", extra="ignore")
 
@@ -15,7 +18,7 @@ class RouterSettings(BaseSettings):
         None, description="SQLAlchemy async URL; default: an SQLite file router.sqlite3 in the data dir."
     )
     admin_token: str = Field(
-        "change-me", description="Bearer token for admin endpoints (agents, strategy reload). Set it!"
+        DEFAULT_ADMIN_TOKEN, description="Bearer token for admin endpoints (agents, strategy reload). Set it!"
     )
     strategy_path: Path | None = Field(
         None, description="Strategy file (YAML/TOML); default: the shipped default strategy."
@@ -32,5 +35,8 @@ class RouterSettings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, gt=0, description="SSE heartbeat (ping) interval.")
     service_level_window_seconds: float = Field(
         900.0, gt=0, description="Recent window over which /v1/stats computes service level and abandonment."
+    )
+    ownership_ttl_seconds: float = Field(
+        5.0, gt=0, description="Lease on the routing state; a standby router takes over after it expires."
     )
     consumer_group: str = Field("router", description="Consumer group on the `contacts` topic.")

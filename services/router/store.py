@@ -143,3 +143,13 @@ counters = Table(
     Column("name", String(60), primary_key=True),
     Column("value", Double, nullable=False),
 )
+
+# Who owns (may change) this router state: one lease row per routing state, renewed in every transaction.
+leases = Table(
+    "router_leases",
+    ROUTER_METADATA,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("acquired_at", Double, nullable=False),
+)

@@ -1,4 +1,4 @@
-"""Router tables (agents, contacts, offers, timeline, counters) and the shared inbox/outbox.
+"""Router tables (agents, contacts, offers, timeline, counters, lease) and the shared inbox/outbox.
 
 Revision ID: 0001_router_initial
 Revises:
@@ -116,10 +116,17 @@ def upgrade() -> None:
         sa.Column("name", sa.String(60), primary_key=True),
         sa.Column("value", sa.Double, nullable=False),
     )
+    op.create_table(
+        "router_leases",
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("owner", sa.String(100), nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        sa.Column("acquired_at", sa.Double, nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("router_counters", "router_timeline", "router_offers", "router_contacts", "router_agents"):
+    for table in ("router_leases", "router_counters", "router_timeline", "router_offers", "router_contacts", "router_agents"):
         op.drop_table(table)
     op.drop_table("outbox")
     op.drop_table("processed_events")
