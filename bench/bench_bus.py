@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import textwrap
