@@ -251,7 +251,7 @@ class MatchingEngine:
                 self.restore_reservation(c.wc, c.agent_id, c.reserved_at)
             else:
                 self.enqueue(c.wc)
-                self._contacts[c.wc.contact_id].excluded = dict(c.excluded)
+            self._contacts[c.wc.contact_id].excluded = dict(c.excluded)
 
     def plan_for(self, contact: WaitingContact) -> RoutingPlan:
         """The strategy's plan for this contact (cached per distinct routing-relevant attributes)."""
@@ -369,7 +369,7 @@ class MatchingEngine:
             for s, cap in zip(plan.steps, capped, strict=True)
         ]
         if contact.preferred_agent_id is not None:
-            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.channel)
+            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
         c.opened = len(plan.steps) if contact.widen_roles else 1
         self._contacts[contact.contact_id] = c
         self._enter_line(c)
@@ -407,7 +407,7 @@ class MatchingEngine:
             for s, cap in zip(plan.steps, capped, strict=True)
         ]
         if contact.preferred_agent_id is not None:
-            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.channel)
+            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
         c.opened = len(plan.steps) if contact.widen_roles else 1
         c.state = _RESERVED
         c.agent_id = agent_id
@@ -712,15 +712,16 @@ class MatchingEngine:
             pool.queues.append(q)
         return q
 
-    def _personal_queue(self, agent_id: str, channel: Channel) -> _Queue:
-        key = ("personal", agent_id, channel)
+    def _personal_queue(self, agent_id: str, site: str, channel: Channel) -> _Queue:
+        """The promised agent's own queue (same site: a promise does not cross routing domains)."""
+        key = ("personal", agent_id, site, channel)
         q = self._queues.get(key)
         if q is None:
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = _Pool(key, channel, None, (), personal=True)
                 a = self._agents.get(agent_id)
-                if a is not None and a.state.capacity.get(channel, 0) > 0:
+                if a is not None and a.state.site == site and a.state.capacity.get(channel, 0) > 0:
                     a.pools.append(pool)
                     if channel in a.eligible:
                         self._pool_add(pool, a)
@@ -762,7 +763,7 @@ class MatchingEngine:
                     for pool in self._pools_by_base.get(base, ()):
                         if _qualifies(st.skills, pool.reqs):
                             pools.append(pool)
-            personal = self._pools.get(("personal", st.agent_id, ch))
+            personal = self._pools.get(("personal", st.agent_id, st.site, ch))
             if personal is not None:
                 pools.append(personal)
         a.pools = pools

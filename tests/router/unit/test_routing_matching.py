@@ -188,6 +188,15 @@ def test_overflow_to_next_role_after_waiting(engine):
     assert d.agent_id == "seller" and d.explanation["step"] == 1
 
 
+def test_each_step_opens_in_turn(engine):
+    engine.upsert_agent(agent("ambassador", BA))
+    engine.enqueue(contact("c", at=0))  # general: service, sales after 60 s, ambassadors after 180 s
+    assert engine.decide(now=61) == []  # sales open, nobody there
+    assert engine.decide(now=179) == []
+    (d,) = engine.decide(now=180)
+    assert d.agent_id == "ambassador" and d.explanation["step"] == 2
+
+
 def test_earlier_step_preferred_when_both_open(engine):
     engine.upsert_agent(agent("seller", SALES, idle_since=-1000))
     engine.enqueue(contact("c", at=0))
