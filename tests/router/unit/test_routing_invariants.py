@@ -23,6 +23,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from services.router import matching
 from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
 from services.router.strategy import Strategy, load_strategy, parse_strategy
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
@@ -74,8 +75,12 @@ class RoutingMachine(RuleBasedStateMachine):
     agents = Bundle("agents")
     contacts = Bundle("contacts")
 
-    @initialize(tie_break=st.sampled_from(sorted(STRATEGIES)))
-    def setup(self, tie_break: str) -> None:
+    @initialize(tie_break=st.sampled_from(sorted(STRATEGIES)), compact=st.booleans())
+    def setup(self, tie_break: str, compact: bool) -> None:
+        # negative slack: every lazy-deletion heap is compacted at every opportunity
+        self._slack = (matching._HEAP_SLACK, matching._ACTIVE_SLACK)
+        if compact:
+            matching._HEAP_SLACK, matching._ACTIVE_SLACK = -(10**9), -(10**9)
         self.engine = MatchingEngine(STRATEGIES[tie_break])
         self.now = 1000.0
         self.n_agents = 0
@@ -286,6 +291,10 @@ class RoutingMachine(RuleBasedStateMachine):
                         f"{d.agent_id} took {d.contact_id} though {other.contact_id} ranked higher"
                     )
 
+    def teardown(self) -> None:
+        if hasattr(self, "_slack"):
+            matching._HEAP_SLACK, matching._ACTIVE_SLACK = self._slack
+
     # -- invariants ------------------------------------------------------------------------------------
 
     @invariant()
@@ -298,6 +307,7 @@ class RoutingMachine(RuleBasedStateMachine):
         for cid in self.gone:
             assert not engine.is_waiting(cid) and engine.reserved_agent(cid) is None
         assert engine.waiting_count() == len(self.waiting)
+        assert engine.stats(self.now)["reserved"] == len(self.reserved)
         assert sorted(e.contact_id for e in engine.queue_snapshot(self.now)) == sorted(self.waiting)
 
     @invariant()
