@@ -51,6 +51,9 @@ _GONE = 2
 _PARKED = 3
 
 _AHT_ALPHA = 0.1  # weight of the newest handling time in the running average
+# Lazy-deletion heaps are rebuilt when stale entries exceed live ones by this much (tests set 0).
+_HEAP_SLACK = 64
+_ACTIVE_SLACK = 1024
 
 
 @dataclass
@@ -114,7 +117,7 @@ class QueueEntry:
 
 
 class _Agent:
-    __slots__ = ("state", "seq", "stamp", "pools", "rr", "eligible", "staffed", "missed")
+    __slots__ = ("state", "seq", "stamp", "pools", "rr", "eligible", "staffed", "missed", "reserved")
 
     def __init__(self, state: AgentState, seq: int) -> None:
         self.state = state
@@ -125,6 +128,7 @@ class _Agent:
         self.eligible: frozenset[Channel] = frozenset()
         self.staffed = False
         self.missed = 0
+        self.reserved: set[str] = set()  # contact ids reserved to this agent
 
 
 class _Pool:
@@ -218,6 +222,7 @@ class MatchingEngine:
         self._available_count: dict[tuple[str, Channel], int] = {}
         self._staffed_slots: dict[tuple[str, Channel], int] = {}
         self._aht: dict[tuple[str, Channel], float] = {}
+        self._reserved_count = 0
         self._seq = itertools.count(1)
         self._qids = itertools.count(1)
         self._pushes = itertools.count(1)
@@ -251,7 +256,7 @@ class MatchingEngine:
                 self.restore_reservation(c.wc, c.agent_id, c.reserved_at)
             else:
                 self.enqueue(c.wc)
-                self._contacts[c.wc.contact_id].excluded = dict(c.excluded)
+            self._contacts[c.wc.contact_id].excluded = dict(c.excluded)
 
     def plan_for(self, contact: WaitingContact) -> RoutingPlan:
         """The strategy's plan for this contact (cached per distinct routing-relevant attributes)."""
@@ -305,8 +310,7 @@ class MatchingEngine:
         a = self._agents.get(agent_id)
         if a is None:
             return []
-        back = [c.wc.contact_id for c in self._contacts.values()
-                if c.state == _RESERVED and c.agent_id == agent_id]
+        back = sorted(a.reserved, key=lambda cid: self._contacts[cid].seq)
         for cid in back:
             self._unreserve(self._contacts[cid], exclude=None, now=None)
         self._detach(a)
@@ -369,7 +373,7 @@ class MatchingEngine:
             for s, cap in zip(plan.steps, capped, strict=True)
         ]
         if contact.preferred_agent_id is not None:
-            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.channel)
+            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
         c.opened = len(plan.steps) if contact.widen_roles else 1
         self._contacts[contact.contact_id] = c
         self._enter_line(c)
@@ -407,12 +411,14 @@ class MatchingEngine:
             for s, cap in zip(plan.steps, capped, strict=True)
         ]
         if contact.preferred_agent_id is not None:
-            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.channel)
+            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
         c.opened = len(plan.steps) if contact.widen_roles else 1
         c.state = _RESERVED
         c.agent_id = agent_id
         c.reserved_at = now
         self._contacts[contact.contact_id] = c
+        a.reserved.add(contact.contact_id)
+        self._reserved_count += 1
         load = a.state.load
         load[contact.channel] = load.get(contact.channel, 0) + 1
         self._refresh(a, key_changed=self._tie_break != "longest_idle")
@@ -457,7 +463,9 @@ class MatchingEngine:
         handled = max(now - c.reserved_at, 0.0)
         prev = self._aht.get(key)
         self._aht[key] = handled if prev is None else prev + _AHT_ALPHA * (handled - prev)
+        self._reserved_count -= 1
         if a is not None:
+            a.reserved.discard(contact_id)
             st = a.state
             st.load[ch] = max(st.load.get(ch, 0) - 1, 0)
             st.idle_since = max(st.idle_since, now)
@@ -582,6 +590,8 @@ class MatchingEngine:
         c.state = _RESERVED
         c.agent_id = a.state.agent_id
         c.reserved_at = now
+        a.reserved.add(wc.contact_id)
+        self._reserved_count += 1
         st = a.state
         ch = wc.channel
         st.load[ch] = st.load.get(ch, 0) + 1
@@ -620,7 +630,9 @@ class MatchingEngine:
         aid = c.agent_id
         a = self._agents.get(aid) if aid is not None else None
         c.agent_id = None
+        self._reserved_count -= 1
         if a is not None:
+            a.reserved.discard(c.wc.contact_id)
             st = a.state
             ch = c.wc.channel
             st.load[ch] = max(st.load.get(ch, 0) - 1, 0)
@@ -654,7 +666,7 @@ class MatchingEngine:
         c.token += 1  # every heap entry of this contact is now stale
         for q in c.queues:
             q.live -= 1
-            if len(q.heap) > 2 * q.live + 64:
+            if len(q.heap) > 2 * q.live + _HEAP_SLACK:
                 q.heap = [e for e in q.heap if e[3].state == _WAITING and e[3].token == e[2]]
                 heapq.heapify(q.heap)
         c.queues = []
@@ -702,6 +714,8 @@ class MatchingEngine:
         if heap is None:
             heap = self._active[q.pool.channel] = []
         heapq.heappush(heap, (head.v, head.seq, next(self._pushes), q, head.wc.contact_id))
+        if len(heap) > 2 * len(self._queues) + _ACTIVE_SLACK:
+            _compact_active(heap)
 
     def _queue(self, site: str, channel: Channel, language: str, step: PlanStep, capped: bool) -> _Queue:
         key = (site, channel, language, step.role, step.required_skills, capped)
@@ -712,15 +726,16 @@ class MatchingEngine:
             pool.queues.append(q)
         return q
 
-    def _personal_queue(self, agent_id: str, channel: Channel) -> _Queue:
-        key = ("personal", agent_id, channel)
+    def _personal_queue(self, agent_id: str, site: str, channel: Channel) -> _Queue:
+        """The promised agent's own queue (same site: a promise does not cross routing domains)."""
+        key = ("personal", agent_id, site, channel)
         q = self._queues.get(key)
         if q is None:
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = _Pool(key, channel, None, (), personal=True)
                 a = self._agents.get(agent_id)
-                if a is not None and a.state.capacity.get(channel, 0) > 0:
+                if a is not None and a.state.site == site and a.state.capacity.get(channel, 0) > 0:
                     a.pools.append(pool)
                     if channel in a.eligible:
                         self._pool_add(pool, a)
@@ -762,7 +777,7 @@ class MatchingEngine:
                     for pool in self._pools_by_base.get(base, ()):
                         if _qualifies(st.skills, pool.reqs):
                             pools.append(pool)
-            personal = self._pools.get(("personal", st.agent_id, ch))
+            personal = self._pools.get(("personal", st.agent_id, st.site, ch))
             if personal is not None:
                 pools.append(personal)
         a.pools = pools
@@ -845,7 +860,7 @@ class MatchingEngine:
         members[aid] = a.stamp
         heap = pool.heap
         heapq.heappush(heap, (skill, primary, t1, t2, a.seq, a.stamp, aid))
-        if len(heap) > 2 * len(members) + 64:
+        if len(heap) > 2 * len(members) + _HEAP_SLACK:
             pool.heap = [e for e in heap if members.get(e[-1]) == e[-2]]
             heapq.heapify(pool.heap)
         if was_empty:
@@ -916,7 +931,7 @@ class MatchingEngine:
             "strategy_version": self.strategy.version,
             "agents": len(self._agents),
             "waiting": self.waiting_count(),
-            "reserved": sum(1 for c in self._contacts.values() if c.state == _RESERVED),
+            "reserved": self._reserved_count,
             "sales_share": sales / total if total else 0.0,
             "pools": len(self._pools),
             "queues": len(self._queues),
@@ -960,6 +975,19 @@ def _best_in_pool(pool: _Pool, excluded: Any) -> tuple | None:
     for entry in held:
         heapq.heappush(heap, entry)
     return found
+
+
+def _compact_active(heap: list[tuple]) -> None:
+    """Drop stale heads (in place: callers hold the list), keeping one entry per queue."""
+    seen: set[int] = set()
+    keep = []
+    for entry in heap:
+        q = entry[3]
+        if q.pushed_head == entry[4] and q.qid not in seen:
+            seen.add(q.qid)
+            keep.append(entry)
+    heapq.heapify(keep)
+    heap[:] = keep
 
 
 def _check_agent(agent: AgentState) -> None:
