@@ -19,7 +19,7 @@ async def test_stream_delivers_snapshot_offers_assignments_and_heartbeats(router
         await router.emit(c)
         offer = await stream.wait_for("offer", lambda d: d["contact_id"] == c.contact_id)
         assert offer["agent_id"] == "alice" and offer["expires_at"] and offer["rule"] == "general"
-        assert offer["plan"]["upsell"] is False
+        assert offer["plan"]["upsell"] is offer["explanation"]["upsell"]  # the strategy decides
         r = await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)
         assert r.status_code == 200
         assignment = await stream.wait_for("assignment")
