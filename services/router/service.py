@@ -85,6 +85,12 @@ def to_ts(value: datetime) -> float:
     return value.timestamp()
 
 
+def language_key(tag: str) -> str:
+    """Languages match on the primary subtag, case-insensitively: a customer tagged ``en-US`` is served
+    by an agent who speaks ``en`` (an exact-tag match would leave the customer waiting forever)."""
+    return tag.strip().replace("_", "-").split("-", 1)[0].lower() or "en"
+
+
 def period_of(ts: float) -> str:
     return to_datetime(ts).strftime("%Y-%m-%d")
 
@@ -355,7 +361,7 @@ class RouterService:
             site=row.site,
             roles=roles,
             skills=dict(row.skills),
-            languages=set(row.languages),
+            languages={language_key(lang) for lang in row.languages},
             capacity={Channel(k): int(v) for k, v in row.capacity.items()},
             status=self._engine_status(row.status, row.status_reason),
             load=dict(load),
@@ -372,7 +378,7 @@ class RouterService:
             channel=Channel(row.channel),
             intent=Intent(row.intent) if row.intent else None,
             tier=Tier(customer.get("tier", Tier.STANDARD)),
-            language=customer.get("language", "en"),
+            language=language_key(customer.get("language") or "en"),
             enqueued_at=row.virtual_start,
             expected_handling_seconds=row.expected_handling_seconds,
             priority_boost=row.priority_boost,

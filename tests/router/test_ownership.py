@@ -20,7 +20,7 @@ async def test_a_router_that_lost_its_lease_changes_nothing_until_it_owns_again(
         await router.register("alice", status="offline")
         async with router.service._sessionmaker() as session, session.begin():
             await session.execute(
-                update(leases).values(owner="intruder", expires_at=time.time() + 1.5)  # someone else took over
+                update(leases).values(owner="intruder", expires_at=time.time() + 3.0)  # someone else took over
             )
         body = {"agent_id": "bob", "name": "Bob", "roles": ["service"]}
         r = await router.client.post("/v1/agents", json=body, headers=ADMIN)
@@ -38,7 +38,7 @@ async def test_a_router_that_lost_its_lease_changes_nothing_until_it_owns_again(
 
 async def test_a_standby_takes_over_when_the_owner_stops(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    async with running_router(data, ownership_ttl_seconds=1.0) as first:
+    async with running_router(data, ownership_ttl_seconds=2.0) as first:
         await first.register("alice", status="offline")
         c = contact("standby")
         await first.emit(c)
@@ -48,7 +48,7 @@ async def test_a_standby_takes_over_when_the_owner_stops(tmp_path: Path) -> None
         seen: list[list[str]] = []
 
         async def second() -> None:
-            async with running_router(data, ownership_ttl_seconds=1.0) as standby:
+            async with running_router(data, ownership_ttl_seconds=2.0) as standby:
                 seen.append(await standby.queue_ids())
                 started.set()
                 await release.wait()

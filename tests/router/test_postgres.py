@@ -67,8 +67,9 @@ async def test_routing_on_postgres_survives_a_restart(tmp_path: Path, postgres_u
         assert [o["offer_id"] for o in await router.offers_of("bob", bob)] == [reoffer["offer_id"]]
         assigned = (await router.client.get("/v1/agents/alice/assignments", headers=alice)).json()["items"]
         assert [a["contact_id"] for a in assigned] == [offer_a["contact_id"]]
-        r = await router.client.post(f"/v1/contacts/{offer_a['contact_id']}/complete", json={"sold": True},
-                                     headers=alice)
+        r = await router.client.post(
+            f"/v1/contacts/{offer_a['contact_id']}/complete", json={"sold": True}, headers=alice
+        )
         assert r.status_code == 200, r.text
         await router.client.put("/v1/agents/alice/status", json={"status": "available"}, headers=alice)
         last = await router.wait_offer("alice", alice)

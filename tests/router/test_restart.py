@@ -42,15 +42,29 @@ class RouterProcess:
             SWITCHBOARD_LOG_LEVEL="WARNING",
             SWITCHBOARD_EMBEDDED_PARTITIONS="2",
             SWITCHBOARD_ROUTER_ADMIN_TOKEN=ADMIN_TOKEN,
-            SWITCHBOARD_ROUTER_OFFER_TIMEOUT_SECONDS="2",
+            SWITCHBOARD_ROUTER_OFFER_TIMEOUT_SECONDS="4",
             SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS="600",
             SWITCHBOARD_ROUTER_TICK_INTERVAL_SECONDS="0.05",
         )
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "services.router.app:create_app", "--factory",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "services.router.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -109,8 +123,13 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
             for agent_id, cap in (("alice", 2), ("bob", 1)):
                 r = await client.post(
                     "/v1/agents",
-                    json={"agent_id": agent_id, "name": agent_id, "roles": ["service"], "capacity": {"chat": cap},
-                          "status": "available"},
+                    json={
+                        "agent_id": agent_id,
+                        "name": agent_id,
+                        "roles": ["service"],
+                        "capacity": {"chat": cap},
+                        "status": "available",
+                    },
                     headers=ADMIN,
                 )
                 assert r.status_code == 201, r.text
@@ -139,12 +158,13 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
             c = contact(f"k{i}")
             ids.append(c.contact_id)
             await bus.emit(c, source="test")
-        await asyncio.sleep(2.5)  # alice's offers (2 s leases) expire while nobody is there to see it
+        await asyncio.sleep(4.5)  # alice's offers (4 s leases) expire while nobody is there to see it
 
         router.port = free_port()
         router.url = f"http://127.0.0.1:{router.port}"
         router.start()
         async with httpx.AsyncClient(base_url=router.url, timeout=10) as client:
+
             async def all_known() -> dict | None:
                 s = await snapshot(client, tokens)
                 known = set(s["queued"]) | set(s["offered"]) | set(s["assigned"])
@@ -153,8 +173,10 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
             after = await eventually(all_known, timeout=20)
             assert after["assigned"] == {bob_offer["contact_id"]: "bob"}  # the assignment survived
             for contact_id in alice_offers:  # expired leases were timed out at start and requeued
-                events = [e["kind"] for e in (await client.get(f"/v1/contacts/{contact_id}/timeline",
-                                                               headers=ADMIN)).json()["events"]]
+                events = [
+                    e["kind"]
+                    for e in (await client.get(f"/v1/contacts/{contact_id}/timeline", headers=ADMIN)).json()["events"]
+                ]
                 assert events[:5] == ["received", "queued", "offered", "timed_out", "requeued"], events
 
             # drain: agents accept everything offered and complete everything assigned
@@ -167,13 +189,13 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
                         if r.status_code == 200:
                             accepted[o["contact_id"]] += 1
                     for a in (await client.get(f"/v1/agents/{agent_id}/assignments", headers=headers)).json()["items"]:
-                        r = await client.post(f"/v1/contacts/{a['contact_id']}/complete", json={"resolved": True},
-                                              headers=headers)
+                        r = await client.post(
+                            f"/v1/contacts/{a['contact_id']}/complete", json={"resolved": True}, headers=headers
+                        )
                         assert r.status_code == 200, r.text
                     me = (await client.get(f"/v1/agents/{agent_id}", headers=headers)).json()
                     if me["status"] != "available" and me["status"] != "busy":
-                        await client.put(f"/v1/agents/{agent_id}/status", json={"status": "available"},
-                                         headers=headers)
+                        await client.put(f"/v1/agents/{agent_id}/status", json={"status": "available"}, headers=headers)
                 if not s["queued"] and not s["offered"] and not s["assigned"]:
                     break
                 await asyncio.sleep(0.05)
@@ -181,8 +203,10 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
             assert s == {"queued": [], "offered": {}, "assigned": {}}
             assert all(n == 1 for n in accepted.values())
             for contact_id in ids:
-                events = [e["kind"] for e in (await client.get(f"/v1/contacts/{contact_id}/timeline",
-                                                               headers=ADMIN)).json()["events"]]
+                events = [
+                    e["kind"]
+                    for e in (await client.get(f"/v1/contacts/{contact_id}/timeline", headers=ADMIN)).json()["events"]
+                ]
                 assert events.count("accepted") == 1 and events[-1] == "completed", (contact_id, events)
 
         # the outbox published every effect, across the crash, exactly once in effect (dedupe by id)
@@ -198,6 +222,7 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
 
         sub = await bus.subscribe([topics.ROUTING], "restart-audit", collect, from_beginning=True)
         try:
+
             async def published() -> bool:
                 return set(completed_events) == set(ids)
 

@@ -45,30 +45,33 @@ def _strategy(tie_break: str) -> Strategy:
 
 STRATEGIES = {tb: _strategy(tb) for tb in ("longest_idle", "least_occupied", "round_robin")}
 
-agent_profiles = st.fixed_dictionaries({
-    "site": st.sampled_from(SITES),
-    "roles": st.lists(st.sampled_from(list(Role)), min_size=1, max_size=3, unique=True),
-    "skills": st.dictionaries(st.sampled_from(["billing", "retention"]), st.integers(1, 5), max_size=2),
-    "languages": st.sets(st.sampled_from(LANGS), min_size=1, max_size=2),
-    "capacity": st.dictionaries(st.sampled_from(CHANNELS), st.integers(0, 3), min_size=1, max_size=2),
-    "status": st.sampled_from(list(AgentStatus)),
-    "connected": st.booleans(),
-})
+agent_profiles = st.fixed_dictionaries(
+    {
+        "site": st.sampled_from(SITES),
+        "roles": st.lists(st.sampled_from(list(Role)), min_size=1, max_size=3, unique=True),
+        "skills": st.dictionaries(st.sampled_from(["billing", "retention"]), st.integers(1, 5), max_size=2),
+        "languages": st.sets(st.sampled_from(LANGS), min_size=1, max_size=2),
+        "capacity": st.dictionaries(st.sampled_from(CHANNELS), st.integers(0, 3), min_size=1, max_size=2),
+        "status": st.sampled_from(list(AgentStatus)),
+        "connected": st.booleans(),
+    }
+)
 
-contact_profiles = st.fixed_dictionaries({
-    "site": st.sampled_from(SITES),
-    "channel": st.sampled_from(CHANNELS),
-    "intent": st.sampled_from([None, *Intent]),
-    "tier": st.sampled_from(list(Tier)),
-    "language": st.sampled_from(LANGS),
-    "age": st.integers(0, 200),  # enqueued_at = now - age (callbacks come back with an old start time)
-    "expected_handling_seconds": st.sampled_from([None, 30.0, 600.0]),
-    "required_skills": st.dictionaries(st.sampled_from(["billing", "retention"]), st.integers(1, 5),
-                                       max_size=1),
-    "priority_boost": st.sampled_from([0.0, 0.0, 15.0]),
-    "widen_roles": st.booleans(),
-    "prefer": st.booleans(),
-})
+contact_profiles = st.fixed_dictionaries(
+    {
+        "site": st.sampled_from(SITES),
+        "channel": st.sampled_from(CHANNELS),
+        "intent": st.sampled_from([None, *Intent]),
+        "tier": st.sampled_from(list(Tier)),
+        "language": st.sampled_from(LANGS),
+        "age": st.integers(0, 200),  # enqueued_at = now - age (callbacks come back with an old start time)
+        "expected_handling_seconds": st.sampled_from([None, 30.0, 600.0]),
+        "required_skills": st.dictionaries(st.sampled_from(["billing", "retention"]), st.integers(1, 5), max_size=1),
+        "priority_boost": st.sampled_from([0.0, 0.0, 15.0]),
+        "widen_roles": st.booleans(),
+        "prefer": st.booleans(),
+    }
+)
 
 
 class RoutingMachine(RuleBasedStateMachine):
@@ -98,11 +101,19 @@ class RoutingMachine(RuleBasedStateMachine):
     def add_agent(self, p) -> str:
         self.n_agents += 1
         aid = f"a{self.n_agents}"
-        self.engine.upsert_agent(AgentState(
-            agent_id=aid, site=p["site"], roles=p["roles"], skills=p["skills"], languages=p["languages"],
-            capacity=p["capacity"], status=p["status"], idle_since=self.now - self.n_agents,
-            connected=p["connected"],
-        ))
+        self.engine.upsert_agent(
+            AgentState(
+                agent_id=aid,
+                site=p["site"],
+                roles=p["roles"],
+                skills=p["skills"],
+                languages=p["languages"],
+                capacity=p["capacity"],
+                status=p["status"],
+                idle_since=self.now - self.n_agents,
+                connected=p["connected"],
+            )
+        )
         self.agent_ids.add(aid)
         self.capacity[aid] = dict(p["capacity"])
         return aid
@@ -110,10 +121,18 @@ class RoutingMachine(RuleBasedStateMachine):
     @rule(aid=agents, p=agent_profiles)
     def update_agent(self, aid, p) -> None:
         assume(aid in self.agent_ids)
-        self.engine.upsert_agent(AgentState(
-            agent_id=aid, site=p["site"], roles=p["roles"], skills=p["skills"], languages=p["languages"],
-            capacity=p["capacity"], status=p["status"], connected=p["connected"],
-        ))
+        self.engine.upsert_agent(
+            AgentState(
+                agent_id=aid,
+                site=p["site"],
+                roles=p["roles"],
+                skills=p["skills"],
+                languages=p["languages"],
+                capacity=p["capacity"],
+                status=p["status"],
+                connected=p["connected"],
+            )
+        )
         self.capacity[aid] = dict(p["capacity"])
 
     @rule(aid=consumes(agents))
@@ -147,10 +166,18 @@ class RoutingMachine(RuleBasedStateMachine):
         if p["prefer"] and self.agent_ids:
             preferred = data.draw(st.sampled_from(sorted(self.agent_ids)))
         wc = WaitingContact(
-            contact_id=cid, site=p["site"], channel=p["channel"], intent=p["intent"], tier=p["tier"],
-            language=p["language"], enqueued_at=self.now - p["age"],
-            expected_handling_seconds=p["expected_handling_seconds"], required_skills=p["required_skills"],
-            priority_boost=p["priority_boost"], preferred_agent_id=preferred, widen_roles=p["widen_roles"],
+            contact_id=cid,
+            site=p["site"],
+            channel=p["channel"],
+            intent=p["intent"],
+            tier=p["tier"],
+            language=p["language"],
+            enqueued_at=self.now - p["age"],
+            expected_handling_seconds=p["expected_handling_seconds"],
+            required_skills=p["required_skills"],
+            priority_boost=p["priority_boost"],
+            preferred_agent_id=preferred,
+            widen_roles=p["widen_roles"],
         )
         self.engine.enqueue(wc)
         self.engine.enqueue(replace(wc, enqueued_at=0.0))  # a redelivery changes nothing
@@ -335,7 +362,9 @@ class RoutingMachine(RuleBasedStateMachine):
 
 
 RoutingMachine.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=60, deadline=None,
+    max_examples=300,
+    stateful_step_count=60,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestRoutingInvariants = RoutingMachine.TestCase
