@@ -10,6 +10,10 @@ Guarantees and how they are obtained:
 * **Ordering per key.** The key's bytes choose the partition (murmur2, as in the Java client).
 * **Topics on demand.** ``<topic>`` and ``<topic>.dlq`` are created with the admin client, with the
   configured partitions and replication factor, the first time they are used (already-existing is fine).
+  Run brokers with ``auto.create.topics.enable=false``: otherwise a client's metadata request may
+  create a topic first, with the broker's default partition count.
+* **Isolation.** ``topic_prefix`` prefixes topic *and* consumer-group names, so environments (or test
+  runs) can share a cluster.
 * **At-least-once consumption.** One consumer per subscription, ``enable_auto_commit=False``; the
   offset of a record is committed only after its handler returned (or it was dead-lettered). Records
   of one partition are handled one after the other; the subscription handles one record at a time.
@@ -235,6 +239,8 @@ class KafkaBus(EventBus):
                 f"kafka at {self.bootstrap_servers} did not acknowledge within {self.publish_timeout}s"
             ) from exc
         except (KafkaError, OSError) as exc:
+            # The topic may be gone (deleted, or a wiped cluster): check/create it again next time.
+            self._known_topics.discard(physical)
             raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
         BUS_PUBLISH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
 
