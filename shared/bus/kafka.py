@@ -457,13 +457,25 @@ class _Consumer(ConsumerRebalanceListener):
                 # (during a handler) makes us drop the rest of the batch: the new assignment starts
                 # from the offsets committed on revoke, so nothing is skipped.
                 generation = self.generation
-                for tp, messages in batches.items():
-                    for message in messages:
-                        if self.stopping or generation != self.generation or tp not in self.owned:
-                            break
-                        await self._handle(tp, message)
-                        if time.monotonic() - self.last_commit >= self.bus.commit_interval:
-                            await self._commit(consumer)
+                # First offset not yet handled, per partition of this batch.
+                unhandled = {tp: messages[0].offset for tp, messages in batches.items() if messages}
+                try:
+                    for tp, messages in batches.items():
+                        for message in messages:
+                            if self.stopping or generation != self.generation or tp not in self.owned:
+                                break
+                            await self._handle(tp, message)
+                            unhandled[tp] = message.offset + 1
+                            if time.monotonic() - self.last_commit >= self.bus.commit_interval:
+                                await self._commit(consumer)
+                except Exception:
+                    # A bus-internal failure (the handler's own errors never get here): the fetcher is
+                    # already past this batch, so rewind, or later commits would skip what is left.
+                    if generation == self.generation:
+                        for tp, offset in unhandled.items():
+                            with contextlib.suppress(IllegalStateError):
+                                consumer.seek(tp, offset)
+                    raise
                 if self.pending:
                     await self._commit(consumer)
                 backoff = 0.2

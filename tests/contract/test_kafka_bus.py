@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 
@@ -60,4 +61,45 @@ async def test_topics_and_dead_letter_topics_are_created_with_the_configured_lay
         await fresh.stop()
     finally:
         await admin.close()
+        await bus.stop()
+
+
+@pytest.mark.kafka
+async def test_a_bus_internal_failure_mid_batch_rewinds_instead_of_skipping(
+    kafka_bootstrap_servers: str,
+) -> None:
+    """If delivery itself breaks (not the handler: that is retried and dead-lettered), the consumer
+    re-reads the rest of the batch: nothing fetched but not handled is skipped by later commits."""
+    prefix = f"rewind-{uuid.uuid4().hex[:8]}."
+    bus = KafkaBus(kafka_bootstrap_servers, partitions=2, topic_prefix=prefix)
+    await bus.start()
+    events = [
+        make_event(AgentStatusChanged(agent_id=f"a-{i}", status=AgentStatus.BUSY), source="test") for i in range(40)
+    ]
+    broken_once = {events[5].id}
+    handled: list[str] = []
+    real_deliver = bus._deliver
+
+    async def flaky_deliver(sub, record):  # type: ignore[no-untyped-def]
+        env_id = json.loads(record.value)["id"]
+        if env_id in broken_once:
+            broken_once.clear()
+            raise RuntimeError("bus-internal failure")
+        await real_deliver(sub, record)
+
+    bus._deliver = flaky_deliver  # type: ignore[method-assign]
+
+    async def handler(env, _record):  # type: ignore[no-untyped-def]
+        handled.append(env.id)
+
+    try:
+        for i, env in enumerate(events):  # published before subscribing: one big first batch
+            await bus.publish(ROUTING, env, f"key-{i % 5}")
+        sub = await bus.subscribe([ROUTING], "rewind", handler)
+        async with asyncio.timeout(30):
+            while set(handled) != {e.id for e in events}:
+                await asyncio.sleep(0.05)
+        assert sub.ready.is_set()
+        assert not broken_once  # the failure did happen
+    finally:
         await bus.stop()
