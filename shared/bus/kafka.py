@@ -355,6 +355,7 @@ class _Consumer(ConsumerRebalanceListener):
         self.owned: set[TopicPartition] = set()
         # Bumped on every revoke: a batch fetched under an older generation is dropped, not handled.
         self.generation = 0
+        # False after an assignment until every assigned partition has a fetch position.
         self.positioned = True
         # Next offset to commit per partition (everything before it was handled).
         self.pending: dict[TopicPartition, int] = {}
@@ -383,7 +384,7 @@ class _Consumer(ConsumerRebalanceListener):
             if not done:
                 log.warning("kafka.shutdown_grace_exceeded", group=self.sub.group)
                 self.task.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
