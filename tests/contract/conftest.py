@@ -13,10 +13,22 @@ from tests.contract.support import BusHarness
 MAX_ATTEMPTS = 3
 PARTITIONS = 4
 
+# Contract tests a bus is known to fail, with why. Strict: once the bus is fixed, the XPASS fails the
+# run, so the entry is removed and the test guards the behaviour from then on.
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("embedded", "test_stop_lets_the_in_flight_handler_finish_and_commits_it"): (
+        "EmbeddedBus.subscribe()._stop cancels the consume task at once, so the in-flight handler is "
+        "cancelled instead of finished and committed (base.Subscription.stop promises to finish it)"
+    ),
+}
+
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BusHarness]:
     """A fresh, isolated bus setup: unique topic prefix (and, embedded, its own log file)."""
+    gap = KNOWN_GAPS.get((request.param, request.function.__name__))
+    if gap:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=gap))
     prefix = f"contract-{uuid.uuid4().hex[:10]}."
     if request.param == "embedded":
         config = {

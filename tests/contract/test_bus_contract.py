@@ -430,3 +430,37 @@ async def test_stopping_a_subscription_inside_a_stuck_handler_does_not_commit_it
     await ready(sub2)
     await got.wait_count(1)
     assert got.ids == [stuck.id]
+
+
+async def test_stop_lets_the_in_flight_handler_finish_and_commits_it(harness: BusHarness) -> None:
+    """Graceful shutdown (base.Subscription.stop): finish the in-flight event, commit, leave."""
+    group = harness.unique("g")
+    bus = await harness.new_bus()
+    entered, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(env: Envelope, _record: Record) -> None:
+        entered.set()
+        await release.wait()
+        finished.append(env.id)
+
+    sub = await bus.subscribe([CONTACTS], group, slow)
+    await ready(sub)
+    first = event(1)
+    await bus.publish(CONTACTS, first, "one-key")
+    async with asyncio.timeout(WAIT):
+        await entered.wait()
+    stopping = asyncio.create_task(sub.stop())
+    await asyncio.sleep(0.1)  # stop() has begun while the handler is still busy
+    release.set()
+    async with asyncio.timeout(WAIT):
+        await stopping
+    assert finished == [first.id]
+
+    second = event(2)
+    await bus.publish(CONTACTS, second, "one-key")
+    got = Collector()
+    sub2 = await (await harness.new_bus()).subscribe([CONTACTS], group, got)
+    await ready(sub2)
+    await got.wait_count(1)
+    assert got.ids == [second.id]  # the finished one was committed, not handled twice
