@@ -166,6 +166,21 @@ async def test_events_of_one_key_arrive_in_publish_order(harness: BusHarness) ->
     assert len({p for ps in partitions.values() for p in ps}) > 1  # the keys did spread
 
 
+async def test_a_new_group_can_start_from_now_instead_of_the_beginning(harness: BusHarness) -> None:
+    """``from_beginning=False``: a new group starts at the end; ``ready`` means positioned, so an event
+    published right after ``ready`` is not missed."""
+    bus = await harness.new_bus()
+    old = event(1)
+    await bus.publish(CONTACTS, old, "one-key")
+    got = Collector()
+    sub = await bus.subscribe([CONTACTS], harness.unique("g"), got, from_beginning=False)
+    await ready(sub)
+    new = event(2)
+    await bus.publish(CONTACTS, new, "one-key")
+    await got.wait_for(lambda ids: new.id in ids)
+    assert got.ids == [new.id]
+
+
 async def test_group_resumes_after_its_committed_offset(harness: BusHarness) -> None:
     group = harness.unique("g")
     bus = await harness.new_bus()
