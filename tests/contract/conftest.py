@@ -15,12 +15,7 @@ PARTITIONS = 4
 
 # Contract tests a bus is known to fail, with why. Strict: once the bus is fixed, the XPASS fails the
 # run, so the entry is removed and the test guards the behaviour from then on.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("embedded", "test_stop_lets_the_in_flight_handler_finish_and_commits_it"): (
-        "EmbeddedBus.subscribe()._stop cancels the consume task at once, so the in-flight handler is "
-        "cancelled instead of finished and committed (base.Subscription.stop promises to finish it)"
-    ),
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
@@ -40,6 +35,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             # Short so that taking over from a killed member is quick in tests.
             "session_timeout": 2.0,
             "heartbeat_interval": 0.2,
+            "shutdown_grace": 2.0,
         }
     else:
         config = {
@@ -52,7 +48,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             # The broker's default group.min.session.timeout.ms is 6 s.
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 500,
-            "shutdown_grace": 5.0,
+            "shutdown_grace": 2.0,
         }
     h = BusHarness(request.param, config)
     try:
