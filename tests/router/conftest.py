@@ -127,7 +127,9 @@ class Router:
 
 
 @contextlib.asynccontextmanager
-async def running_router(data_dir: Path, **overrides: Any) -> AsyncIterator[Router]:
+async def running_router(
+    data_dir: Path, common_overrides: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[Router]:
     settings_kwargs: dict[str, Any] = dict(
         admin_token=ADMIN_TOKEN,
         tick_interval_seconds=0.05,
@@ -136,7 +138,15 @@ async def running_router(data_dir: Path, **overrides: Any) -> AsyncIterator[Rout
     )
     settings_kwargs.update(overrides)
     settings = RouterSettings(**settings_kwargs)
-    common = CommonSettings(data_dir=data_dir, log_json=False, log_level="WARNING", embedded_partitions=2)
+    common = CommonSettings(
+        **{
+            "data_dir": data_dir,
+            "log_json": False,
+            "log_level": "WARNING",
+            "embedded_partitions": 2,
+            **(common_overrides or {}),
+        }
+    )
     app = create_app(settings, common)
     port = free_port()
     config = uvicorn.Config(
