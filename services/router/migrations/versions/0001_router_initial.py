@@ -126,7 +126,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("router_leases", "router_counters", "router_timeline", "router_offers", "router_contacts", "router_agents"):
+    tables = ("router_leases", "router_counters", "router_timeline", "router_offers", "router_contacts")
+    for table in (*tables, "router_agents"):
         op.drop_table(table)
     op.drop_table("outbox")
     op.drop_table("processed_events")
