@@ -847,11 +847,14 @@ class RouterService:
                 await self._rebuild()
         async with self._lock:
             now = self.clock()
-            self._apply_presence(now)
+            gone = self._apply_presence(now)
             expired = [o for o in self._pending.values() if o.expires_at <= now]
+            # Offers to an agent whose stream stayed away beyond the grace go to the next agent now,
+            # rather than when their lease runs out.
+            orphaned = [o for o in self._pending.values() if o.agent_id in gone and o.expires_at > now]
             wrapped = [a for a, until in self._wrap_until.items() if until <= now]
             decisions = self.engine.decide(now)
-            if not (expired or wrapped or decisions):
+            if not (expired or orphaned or wrapped or decisions):
                 if now - self._renewed_at > self.ownership.ttl / 3:
                     async with self._tx():
                         pass  # keep the lease while idle
@@ -859,30 +862,38 @@ class RouterService:
             async with self._tx() as tx:
                 for offer in expired:
                     await self._time_out(tx, offer)
+                for offer in orphaned:
+                    await self._close_offer(tx, offer, OfferState.DECLINED, reason="agent_disconnected")
                 for agent_id in wrapped:
                     row = await self._agent_row(tx.session, agent_id)
                     if row.status == AgentStatus.WRAP_UP:
                         await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
                     else:
                         self._wrap_until.pop(agent_id, None)
-                if expired or wrapped:
+                if expired or orphaned or wrapped:
                     decisions += self.engine.decide(tx.now)
                 for decision in decisions:
                     await self._offer(tx, decision)
             return len(decisions)
 
-    def _apply_presence(self, now: float) -> None:
-        """Tell the engine about agents whose grace ran out, or who came back."""
+    def _apply_presence(self, now: float) -> set[str]:
+        """Tell the engine about agents whose grace ran out, or who came back; return the newly gone."""
+        gone: set[str] = set()
+        known = set(self.engine.agent_ids())
         for agent_id in self.presence.known():
+            if agent_id not in known:
+                continue
             present = self.presence.is_present(agent_id, now)
             if not present and agent_id not in self._absent:
                 self._absent.add(agent_id)
                 self.engine.set_connected(agent_id, False, now)
                 metrics.PRESENCE_LOST.inc()
                 log.info("router.agent_absent", agent_id=agent_id, grace=self.presence.grace)
+                gone.add(agent_id)
             elif present and agent_id in self._absent:
                 self._absent.discard(agent_id)
                 self.engine.set_connected(agent_id, True, now)
+        return gone
 
     def stream_opened(self, agent_id: str) -> None:
         """An agent's stream connected (synchronous: safe from a stream's setup and teardown)."""

@@ -102,6 +102,7 @@ contacts = Table(
     Index("ix_router_contacts_state", "state"),
     Index("ix_router_contacts_agent_state", "agent_id", "state"),
     Index("ix_router_contacts_ended_at", "ended_at"),
+    Index("ix_router_contacts_received_at", "received_at"),
 )
 
 offers = Table(
@@ -121,6 +122,7 @@ offers = Table(
     Index("ix_router_offers_state_expires", "state", "expires_at"),
     Index("ix_router_offers_agent_state", "agent_id", "state"),
     Index("ix_router_offers_contact", "contact_id"),
+    Index("ix_router_offers_made_at", "made_at"),
 )
 
 timeline = Table(

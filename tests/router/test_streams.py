@@ -106,3 +106,22 @@ async def test_presence_grace_period(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         assert await router.offers_of("alice", alice) == []
         assert (await router.client.get("/v1/agents/alice", headers=alice)).json()["present"] is False
+
+
+async def test_offers_of_an_agent_gone_beyond_the_grace_go_to_the_next_agent(tmp_path: Path) -> None:
+    async with running_router(tmp_path / "data", presence_grace_seconds=0.5, offer_timeout_seconds=60) as router:
+        _, alice = await router.register("alice")
+        _, bob = await router.register("bob")
+        async with agent_stream(router.url, "bob", bob) as bob_stream:
+            async with agent_stream(router.url, "alice", alice) as alice_stream:
+                c = contact("lost")
+                await router.emit(c)
+                offer = await alice_stream.wait_for("offer")  # alice has been idle longest
+            # alice's client vanished with the offer open; bob gets it once her grace has run out,
+            # long before the 60 s lease would have expired
+            reoffer = await bob_stream.wait_for("offer", timeout=15)
+        assert reoffer["contact_id"] == c.contact_id
+        closed = (await router.client.get(f"/v1/offers/{offer['offer_id']}", headers=alice)).json()
+        assert closed["state"] == "declined" and closed["reason"] == "agent_disconnected"
+        me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
+        assert me["missed_offers"] == 0 and me["load"] == {} and me["present"] is False

@@ -83,6 +83,7 @@ def upgrade() -> None:
     op.create_index("ix_router_contacts_state", "router_contacts", ["state"])
     op.create_index("ix_router_contacts_agent_state", "router_contacts", ["agent_id", "state"])
     op.create_index("ix_router_contacts_ended_at", "router_contacts", ["ended_at"])
+    op.create_index("ix_router_contacts_received_at", "router_contacts", ["received_at"])
     op.create_table(
         "router_offers",
         sa.Column("offer_id", sa.String(100), primary_key=True),
@@ -100,6 +101,7 @@ def upgrade() -> None:
     op.create_index("ix_router_offers_state_expires", "router_offers", ["state", "expires_at"])
     op.create_index("ix_router_offers_agent_state", "router_offers", ["agent_id", "state"])
     op.create_index("ix_router_offers_contact", "router_offers", ["contact_id"])
+    op.create_index("ix_router_offers_made_at", "router_offers", ["made_at"])
     op.create_table(
         "router_timeline",
         sa.Column("seq", _id_type, primary_key=True, autoincrement=True),
