@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import metrics
@@ -60,7 +60,6 @@ from shared.events import (
     Outcome,
     Role,
     Tier,
-    TimeWindow,
     deterministic_id,
 )
 from shared.inbox import first_time
@@ -1485,25 +1484,11 @@ class RouterService:
             "today": day,
         }
 
-    async def contact_ids_in_state(self, *states: str) -> list[str]:
-        async with self._sessionmaker() as session:
-            rows = await session.execute(select(contacts.c.contact_id).where(contacts.c.state.in_(states)))
-            return [r[0] for r in rows]
-
-    async def assigned_pairs(self) -> list[tuple[str, str]]:
-        async with self._sessionmaker() as session:
-            rows = await session.execute(
-                select(contacts.c.contact_id, contacts.c.agent_id).where(
-                    and_(contacts.c.state == ContactState.ASSIGNED)
-                )
-            )
-            return [(r[0], r[1]) for r in rows]
-
 
 def _role_of(explanation: Any) -> Role | None:
     if isinstance(explanation, dict):
         value = explanation.get("role")
-        if value in Role.__members__.values() or value in {r.value for r in Role}:
+        if value in {r.value for r in Role}:
             return Role(value)
     return None
 
@@ -1526,6 +1511,3 @@ def _offer_view(row: Any) -> dict[str, Any]:
         "explanation": row.explanation,
         "reason": row.reason,
     }
-
-
-__all__ = ["AgentProfile", "RouterService", "TimeWindow"]
