@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,17 @@ from services.router.strategy import load_strategy
 from shared import db
 from shared.events import (
     AgentStatus,
+    AttemptResult,
+    CallbackDue,
     Channel,
     ContactAbandoned,
     ContactRequested,
     Customer,
     Intent,
+    Outcome,
     Role,
     Tier,
+    deterministic_id,
     make_event,
 )
 
@@ -144,6 +149,25 @@ class RouterMachine(RuleBasedStateMachine):
         self.run(self.svc.handle_event(make_event(event, source="test")))
         self.contact_ids.append(event.contact_id)
 
+    @precondition(lambda self: len(self.contact_ids) < 25)
+    @rule(data=st.data(), widen=st.booleans(), boost=st.sampled_from([0.0, 5.0]), waited=st.sampled_from([0, 300]))
+    def callback_due(self, data: st.DataObject, widen: bool, boost: float, waited: int) -> None:
+        preferred = data.draw(st.sampled_from([None, *self.agent_ids]))
+        n = len(self.contact_ids)
+        now = datetime.fromtimestamp(self.clock.now, UTC)
+        event = CallbackDue(
+            callback_id=f"cb{n}",
+            customer=Customer(id=f"cust{n}"),
+            channel=Channel.VOICE,
+            deadline=now + timedelta(hours=1),
+            priority_boost=boost,
+            widen_roles=widen,
+            preferred_agent_id=preferred,
+            virtual_start_time=now - timedelta(seconds=waited),
+        )
+        self.run(self.svc.handle_event(make_event(event, source="test")))
+        self.contact_ids.append(deterministic_id("callback-work", "default", f"cb{n}", "1"))
+
     @precondition(lambda self: self.contact_ids)
     @rule(data=st.data())
     def caller_hangs_up(self, data: st.DataObject) -> None:
@@ -188,9 +212,8 @@ class RouterMachine(RuleBasedStateMachine):
         if not rows:
             return
         row = data.draw(st.sampled_from(rows))
-        from shared.events import Outcome
-
-        self.run(self.svc.complete(row.contact_id, Principal(False, row.agent_id), Outcome(sold=sold), None))
+        result = AttemptResult.REACHED if row.callback_id else None
+        self.run(self.svc.complete(row.contact_id, Principal(False, row.agent_id), Outcome(sold=sold), result))
 
     @precondition(lambda self: self.agent_ids)
     @rule(
