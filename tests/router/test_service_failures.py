@@ -1,0 +1,75 @@
+"""A transaction that fails after the engine already changed must not leave the two apart: the engine is
+rebuilt from the database, so a reservation that was never committed does not exist."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+import services.router.service as service_module
+from services.router.app import MIGRATIONS
+from services.router.service import AgentProfile, RouterService
+from services.router.settings import RouterSettings
+from services.router.store import contacts, offers
+from services.router.strategy import load_strategy
+from shared import db
+from shared.events import AgentStatus, Channel, ContactRequested, Customer, Role, make_event
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
+    await db.migrate(MIGRATIONS, url)
+    engine = db.make_engine(url)
+    svc = RouterService(
+        sessionmaker=db.make_sessionmaker(engine),
+        settings=RouterSettings(presence_grace_seconds=1e9),
+        strategy=load_strategy(None),
+    )
+    await svc._acquire()
+    async with svc._lock:
+        await svc._rebuild()
+    yield svc
+    await engine.dispose()
+
+
+async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
+    service: RouterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = AgentProfile(
+        name="A",
+        roles=[Role.SERVICE],
+        primary_role=Role.SERVICE,
+        skills={},
+        languages=["en"],
+        capacity={Channel.CHAT: 1},
+        site="main",
+    )
+    await service.register_agent("alice", profile, AgentStatus.AVAILABLE)
+    event = ContactRequested(
+        contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
+    )
+    real_stage = service_module.stage
+
+    async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
+        if type(data).__name__ == "OfferMade":
+            raise RuntimeError("database went away mid-transaction")
+        return await real_stage(session, data, **kwargs)
+
+    monkeypatch.setattr(service_module, "stage", broken_stage)
+    await service.handle_event(make_event(event, source="t"))  # queued: no offer event staged here...
+    with pytest.raises(RuntimeError):
+        await service.tick()  # ...the engine reserved alice, then the transaction failed
+    assert service.engine.is_waiting("c1") and service.engine.reserved_agent("c1") is None
+    assert service.engine.agent("alice").load.get(Channel.CHAT, 0) == 0
+    assert service._pending == {}
+    async with service._sessionmaker() as s:
+        assert (await s.execute(select(contacts.c.state))).scalar_one() == "waiting"
+        assert (await s.execute(select(offers))).all() == []
+
+    monkeypatch.setattr(service_module, "stage", real_stage)
+    assert await service.tick() == 1  # the database is reachable again: the offer is made
+    assert service.engine.reserved_agent("c1") == "alice"
