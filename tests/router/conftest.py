@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,3 +293,28 @@ async def collect_events(bus: EventBus, topic: str, group: str) -> AsyncIterator
         yield seen
     finally:
         await sub.stop()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    base = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("PostgreSQL store: set SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db")
+    import asyncpg
+
+    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"sb_router_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL store: server at {base} not reachable: {exc}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield base.rsplit("/", 1)[0] + "/" + name
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,7 +19,15 @@ from shared import db
 
 
 async def test_migration_matches_the_declared_tables_and_downgrades(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
+    await check_migration(f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}")
+
+
+@pytest.mark.postgres
+async def test_migration_on_postgres(postgres_url: str) -> None:
+    await check_migration(postgres_url)
+
+
+async def check_migration(url: str) -> None:
     await db.migrate(MIGRATIONS, url)
     engine = db.make_engine(url)
     try:
