@@ -34,6 +34,7 @@ from services.router.errors import Conflict, Forbidden, Invalid, NotFound, Route
 from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.settings import RouterSettings
+from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
@@ -666,7 +667,8 @@ class RouterService:
     async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
         if await self._contact_row(tx.session, event.contact_id) is not None:
             return  # the same contact again (a retried webhook with a new event id): one contact
-        received = to_ts(event.received_at)
+        # A clock ahead of ours upstream must not put a contact in line "in the future" (behind later ones).
+        received = min(to_ts(event.received_at), tx.now)
         waiting_for = max(0.0, tx.now - received)
         within_hours = True if event.within_business_hours is None else event.within_business_hours
         estimated = self.engine.estimated_wait(event.site, event.channel, tx.now)
@@ -785,7 +787,7 @@ class RouterService:
         work_id = deterministic_id("callback-work", event.tenant_id, event.callback_id, str(event.attempt))
         if await self._contact_row(tx.session, work_id) is not None:
             return
-        virtual = to_ts(event.virtual_start_time) if event.virtual_start_time else tx.now
+        virtual = min(to_ts(event.virtual_start_time), tx.now) if event.virtual_start_time else tx.now
         await tx.session.execute(
             contacts.insert().values(
                 contact_id=work_id,
@@ -1433,31 +1435,20 @@ class RouterService:
             {"site": site, "channel": channel, "waiting": n, "oldest_wait_seconds": round(now - oldest, 3)}
             for site, channel, n, oldest in waiting_rows
         ]
-        service_level: dict[str, Any] = {}
-        by_channel: dict[str, list[Any]] = {}
+        by_channel: dict[str, list[ContactTimes]] = {}
         for r in recent:
-            by_channel.setdefault(r.channel, []).append(r)
-        for channel, rows in by_channel.items():
-            target = self.strategy.channel_policy(Channel(channel)).service_level
-            threshold = target.within_seconds
-            answered = [r for r in rows if r.answered_at is not None]
-            within = sum(1 for r in answered if r.answered_at - r.received_at <= threshold)
-            abandoned = [r for r in rows if r.state == ContactState.ABANDONED]
-            late_abandoned = sum(1 for r in abandoned if r.ended_at - r.received_at > threshold)
-            still_late = sum(1 for r in rows if r.state in ContactState.OPEN and now - r.received_at > threshold)
-            # Offered = answered + abandoned after the threshold + still waiting beyond it; contacts
-            # abandoned within the threshold do not count against the service level.
-            offered = len(answered) + late_abandoned + still_late
-            resolved = len(answered) + len(abandoned)
-            service_level[channel] = {
-                "target_share": target.share,
-                "within_seconds": threshold,
-                "share": round(within / offered, 4) if offered else None,
-                "meets_target": (within / offered >= target.share) if offered else None,
-                "answered": len(answered),
-                "abandoned": len(abandoned),
-                "abandonment_rate": round(len(abandoned) / resolved, 4) if resolved else None,
-            }
+            by_channel.setdefault(r.channel, []).append(
+                ContactTimes(
+                    received_at=r.received_at,
+                    answered_at=r.answered_at,
+                    abandoned_at=r.ended_at if r.state == ContactState.ABANDONED else None,
+                    waiting=r.state in ContactState.OPEN,
+                )
+            )
+        service_levels = {
+            channel: service_level(rows, now, self.strategy.channel_policy(Channel(channel)).service_level)
+            for channel, rows in by_channel.items()
+        }
         sales_n, offered_n = self.engine.sales.counts(now)
         return {
             "at": to_datetime(now).isoformat(),
@@ -1468,7 +1459,7 @@ class RouterService:
             "agents_by_status": {status: n for status, n in status_rows},
             "offers_outstanding": outstanding,
             "window_seconds": window,
-            "service_level": service_level,
+            "service_level": service_levels,
             "sales_share": {
                 "share": round(sales_n / offered_n, 4) if offered_n else 0.0,
                 "offered_to_sales": sales_n,

@@ -1,0 +1,52 @@
+"""Service level and abandonment over a window: pure arithmetic over contact rows, no I/O.
+
+Service level ``share = answered within the target / (answered + abandoned after the target + still
+waiting beyond it)``: contacts abandoned within the target do not count against it (the caller gave up
+before we could have been late), while a contact still waiting past the target already missed it.
+Abandonment rate = abandoned / (answered + abandoned). Callbacks are outbound work and not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from services.router.strategy import ServiceLevel
+
+
+@dataclass(frozen=True, slots=True)
+class ContactTimes:
+    """When a contact entered the queue and how it ended (seconds); ``ended_at`` set for abandoned."""
+
+    received_at: float
+    answered_at: float | None
+    abandoned_at: float | None
+    waiting: bool  # still waiting (or being offered) now
+
+
+def service_level(contacts: Iterable[ContactTimes], now: float, target: ServiceLevel) -> dict[str, Any]:
+    threshold = target.within_seconds
+    answered = within = abandoned = late_abandoned = still_late = 0
+    for c in contacts:
+        if c.answered_at is not None:
+            answered += 1
+            within += c.answered_at - c.received_at <= threshold
+        elif c.abandoned_at is not None:
+            abandoned += 1
+            late_abandoned += c.abandoned_at - c.received_at > threshold
+        elif c.waiting and now - c.received_at > threshold:
+            still_late += 1
+    offered = answered + late_abandoned + still_late
+    resolved = answered + abandoned
+    share = within / offered if offered else None
+    return {
+        "target_share": target.share,
+        "within_seconds": threshold,
+        "share": round(share, 4) if share is not None else None,
+        "meets_target": share >= target.share if share is not None else None,
+        "answered": answered,
+        "answered_within": within,
+        "abandoned": abandoned,
+        "abandonment_rate": round(abandoned / resolved, 4) if resolved else None,
+    }
