@@ -215,10 +215,7 @@ def promise_text(
             why = "We are closed today"
         else:
             why = "It is too late to call you back today"
-        text = (
-            f"{why}. We will call you back on {_fmt_day(local_deadline)} "
-            f"by {_fmt_time(local_deadline)}{zone_note}."
-        )
+        text = f"{why}. We will call you back on {_fmt_day(local_deadline)} by {_fmt_time(local_deadline)}{zone_note}."
     else:
         text = f"We will call you back today by {_fmt_time(local_deadline)}{zone_note}."
     if window is not None:
@@ -266,9 +263,7 @@ def at_risk_from(windows: list[Interval], policy: Policy) -> datetime | None:
     """The instant the slack falls under the at-risk threshold."""
     if not windows:
         return None
-    return moment_with_remaining(
-        windows, policy.attempt_reserve.total_seconds() + policy.at_risk_slack.total_seconds()
-    )
+    return moment_with_remaining(windows, policy.attempt_reserve.total_seconds() + policy.at_risk_slack.total_seconds())
 
 
 def priority_boost(c: CommitmentLike, slack: float, policy: Policy) -> float:
@@ -348,9 +343,7 @@ def decide_attempt(
     if c.attempts >= policy.max_attempts:
         return AttemptDecision(Status.CLOSED, close_reason=CloseReason.ATTEMPTS_EXHAUSTED)
     retry_at = at + policy.retry_spacing
-    latest_useful = (
-        moment_with_remaining(windows, policy.attempt_reserve.total_seconds()) if windows else None
-    )
+    latest_useful = moment_with_remaining(windows, policy.attempt_reserve.total_seconds()) if windows else None
     if latest_useful is not None and retry_at > latest_useful:
         retry_at = max(at + policy.min_retry_spacing, latest_useful)
     callable_at = next_callable(windows, retry_at)

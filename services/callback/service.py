@@ -436,9 +436,7 @@ class CallbackService:
         c.close_reason = CloseReason.DEADLINE_PASSED.value
         self._end(c, now)
         await self._stage(s, self._breached_event(c, now), deterministic_id("callback.breached", c.id))
-        log.warning(
-            "callback.breached", callback_id=c.id, deadline=c.deadline.isoformat(), attempts=c.attempts
-        )
+        log.warning("callback.breached", callback_id=c.id, deadline=c.deadline.isoformat(), attempts=c.attempts)
 
     # -- routing events ---------------------------------------------------------------------------
 
@@ -497,9 +495,7 @@ class CallbackService:
         """Offers for a callback carry the callback id as their contact id (see the README)."""
         return (
             await s.execute(
-                select(Commitment)
-                .where(Commitment.id == contact_id, Commitment.status.in_(OPEN))
-                .with_for_update()
+                select(Commitment).where(Commitment.id == contact_id, Commitment.status.in_(OPEN)).with_for_update()
             )
         ).scalar_one_or_none()
 

@@ -44,6 +44,10 @@ class CallbackSettings(BaseSettings):
     )
     poll_interval_seconds: float = Field(1.0, gt=0, description="Scheduler polling interval.")
     batch_size: int = Field(200, ge=1, description="Commitments handled per scheduler transaction.")
+    release_without_presence: bool = Field(
+        False,
+        description="Release due callbacks without agent presence (only if no agent.status_changed flows).",
+    )
     scheduler_enabled: bool = Field(True, description="Run the scheduler loop in this process.")
 
     @field_validator("customer_calling_hours")

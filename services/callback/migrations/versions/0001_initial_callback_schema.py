@@ -83,9 +83,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_callback_customer", ["tenant_id", "customer_id"], unique=False)
         batch_op.create_index("ix_callback_deadline_day", ["deadline_day", "site"], unique=False)
         batch_op.create_index("ix_callback_due", ["status", "next_check_at"], unique=False)
-        batch_op.create_index(
-            "ix_callback_release", ["tenant_id", "site", "status", "not_before"], unique=False
-        )
+        batch_op.create_index("ix_callback_release", ["tenant_id", "site", "status", "not_before"], unique=False)
 
     op.create_table(
         "callback_dispatch_locks",
@@ -115,9 +113,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("commitment_id", "attempt_key", name="uq_callback_attempt_key"),
     )
     with op.batch_alter_table("callback_attempts", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_callback_attempts_commitment_id"), ["commitment_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_callback_attempts_commitment_id"), ["commitment_id"], unique=False)
 
     op.create_table(
         "callback_requests",
@@ -135,15 +131,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "request_id", name=op.f("pk_callback_requests")),
     )
     with op.batch_alter_table("callback_requests", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_callback_requests_commitment_id"), ["commitment_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_callback_requests_commitment_id"), ["commitment_id"], unique=False)
 
     op.create_table(
         "outbox",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("topic", sa.String(length=200), nullable=False),
         sa.Column("key", sa.String(length=300), nullable=True),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
