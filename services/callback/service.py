@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, func, or_, select
@@ -127,6 +127,10 @@ class CallbackService:
         for listener in self._wake_listeners:
             listener()
 
+    def now(self) -> datetime:
+        """The clock's instant in UTC (all arithmetic happens in UTC; see shared.business_hours)."""
+        return self.clock.now().astimezone(UTC)
+
     def _windows(self, c: Commitment) -> list[Interval]:
         return callable_windows(self.calendars.for_site(c.site), self.policy, c)
 
@@ -158,7 +162,8 @@ class CallbackService:
         raise AssertionError("unreachable")
 
     async def request_in(self, s: AsyncSession, req: CallbackRequested) -> tuple[Commitment, bool]:
-        now = self.clock.now()
+        now = self.now()
+        requested_at = req.requested_at.astimezone(UTC)
         known = await s.get(Request, (req.tenant_id, req.request_id))
         if known is not None:  # the same request again: no effect
             existing = await s.get(Commitment, known.commitment_id)
@@ -169,7 +174,7 @@ class CallbackService:
         plan = plan_commitment(
             cal,
             self.policy,
-            requested_at=req.requested_at,
+            requested_at=requested_at,
             customer_tz=req.customer.timezone,
             preferred_window=window,
             promised_by_agent=req.promised_by_agent_id is not None,
@@ -199,8 +204,8 @@ class CallbackService:
                 origin=req.origin.value,
                 reason=req.reason,
                 status=Status.PENDING.value,
-                requested_at=req.requested_at,
-                virtual_start_time=req.virtual_start_time or req.requested_at,
+                requested_at=requested_at,
+                virtual_start_time=(req.virtual_start_time or requested_at).astimezone(UTC),
                 deadline=plan.deadline,
                 deadline_day=plan.deadline.astimezone(cal.tz).date(),
                 promise_day=plan.promise_day,
@@ -256,7 +261,7 @@ class CallbackService:
             c.promise_day = plan.promise_day
             c.next_business_day = plan.next_business_day
             c.promise_text = plan.promise_text
-        vst = req.virtual_start_time or req.requested_at
+        vst = (req.virtual_start_time or req.requested_at).astimezone(UTC)
         if vst < c.virtual_start_time:
             c.virtual_start_time = vst
         if c.promised_by_agent_id is None and req.promised_by_agent_id is not None:
@@ -309,7 +314,7 @@ class CallbackService:
                 result,
                 agent_id=agent_id,
                 notes=notes,
-                at=at or self.clock.now(),
+                at=(at or self.now()).astimezone(UTC),
                 attempt_key=attempt_key or str(uuid.uuid4()),
                 source=source,
             )
@@ -338,7 +343,8 @@ class CallbackService:
         )
         if dup.first() is not None:
             return c
-        now = max(self.clock.now(), at)
+        at = at.astimezone(UTC)
+        now = max(self.now(), at)
         windows = self._windows(c)
         if c.status in OPEN and evaluate(c, windows, now, self.policy).breach:
             # The deadline passed before this attempt counted: the breach comes first, honestly.
@@ -466,14 +472,14 @@ class CallbackService:
         c.status = Status.IN_PROGRESS.value
         c.accepted_by_agent_id = ev.agent_id
         c.accepted_at = ev.at
-        self._refresh(c, self.clock.now())
+        self._refresh(c, self.now())
 
     async def offer_refused_in(self, s: AsyncSession, ev: OfferDeclined | OfferTimedOut) -> None:
         """The promising agent did not take it: to the pool now rather than at the fallback time."""
         c = await self._open_for_contact(s, ev.contact_id)
         if c is None or c.status != Status.RELEASED.value or c.released_to_agent_id != ev.agent_id:
             return
-        now = self.clock.now()
+        now = self.now()
         c.released_to_agent_id = None
         c.preferred_until = now
         await self._emit_due(s, c, now)
@@ -485,7 +491,7 @@ class CallbackService:
         c = await self._open_for_contact(s, ev.callback_id or ev.contact_id)
         if c is None or c.status != Status.IN_PROGRESS.value:
             return
-        now = self.clock.now()
+        now = self.now()
         c.status = Status.PENDING.value
         c.not_before = max(now, ev.at) + self.policy.min_retry_spacing
         c.released_at = c.released_to_agent_id = c.accepted_by_agent_id = c.accepted_at = None
@@ -503,7 +509,7 @@ class CallbackService:
 
     async def tick(self, now: datetime | None = None) -> TickReport:
         """One scheduler pass: breaches, at-risk escalations, preferred-agent fallbacks, releases."""
-        now = now or self.clock.now()
+        now = (now or self.clock.now()).astimezone(UTC)
         report = TickReport()
         while True:
             n = await self._time_pass(now, report)
@@ -754,7 +760,7 @@ class CallbackService:
 
     async def summary_today(self, now: datetime | None = None) -> Summary:
         """Promises due today (each site's local today), per site and overall."""
-        now = now or self.clock.now()
+        now = (now or self.clock.now()).astimezone(UTC)
         utc_day = now.date()
         async with self.sessionmaker() as s:
             rows = (
