@@ -296,7 +296,7 @@ def evaluate(c: CommitmentLike, windows: list[Interval], now: datetime, policy: 
         return TimeDecision(slack_seconds=slack)
     breach_at = c.deadline + (policy.in_progress_grace if c.status == Status.IN_PROGRESS else timedelta(0))
     if now >= breach_at:
-        return TimeDecision(breach=True, slack_seconds=slack)
+        return TimeDecision(breach=True, slack_seconds=slack, next_check_at=now)
     checks = [breach_at]
     becomes_at_risk = False
     if not c.at_risk:
@@ -313,6 +313,8 @@ def evaluate(c: CommitmentLike, windows: list[Interval], now: datetime, policy: 
             checks.append(c.preferred_until)
     if c.status == Status.PENDING and c.preferred_until is not None and now < c.preferred_until:
         checks.append(c.preferred_until)  # the pool may take it from then on
+    if becomes_at_risk or fall_back:
+        checks.append(now)  # an action is pending: the next scheduler pass must pick this row
     return TimeDecision(
         becomes_at_risk=becomes_at_risk,
         fall_back_to_pool=fall_back,

@@ -417,6 +417,10 @@ class CallbackService:
             c.released_to_agent_id = None
             c.accepted_by_agent_id = None
             c.accepted_at = None
+            if evaluate(c, windows, now, self.policy).breach:
+                # A call that ran past the deadline without reaching the customer: no time for another.
+                await self._breach(s, c, now)
+                return c
         self._refresh(c, now)
         return c
 
