@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -186,7 +187,7 @@ class CallbackDetail(CallbackOut):
 
 class SummaryCounts(BaseModel):
     site: str | None = None
-    date: date | None = None
+    date: dt.date | None = None
     promised: int
     fulfilled: int
     open: int
