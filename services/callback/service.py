@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -138,6 +138,18 @@ class CallbackService:
         c.next_check_at = evaluate(c, self._windows(c), now, self.policy).next_check_at
         c.updated_at = now
 
+    @staticmethod
+    async def write_lock(s: AsyncSession) -> None:
+        """On SQLite, take the database write lock before reading what the transaction will change.
+
+        pysqlite only opens a transaction at the first write, so reads before it are not isolated: two
+        writers (API and scheduler, or two processes) could both decide on the same stale row. A no-op
+        UPDATE first makes the whole use case one serialised write transaction. PostgreSQL uses row
+        locks (FOR UPDATE / SKIP LOCKED) instead and needs nothing here.
+        """
+        if s.bind.dialect.name == "sqlite":
+            await s.execute(text("UPDATE callback_dispatch_locks SET site = site WHERE 1 = 0"))
+
     async def _stage(self, s: AsyncSession, data: object, event_id: str) -> None:
         await stage(s, data, source=self.source, event_id=event_id)  # type: ignore[arg-type]
 
@@ -152,6 +164,7 @@ class CallbackService:
         for attempt in range(3):
             try:
                 async with self.sessionmaker() as s, s.begin():
+                    await self.write_lock(s)
                     result = await self.request_in(s, req)
                 self.committed()
                 return result
@@ -308,6 +321,7 @@ class CallbackService:
         source: str = "api",
     ) -> Commitment:
         async with self.sessionmaker() as s, s.begin():
+            await self.write_lock(s)
             c = await self.attempt_in(
                 s,
                 callback_id,
@@ -533,6 +547,7 @@ class CallbackService:
 
     async def _time_pass(self, now: datetime, report: TickReport) -> int:
         async with self.sessionmaker() as s, s.begin():
+            await self.write_lock(s)
             rows = (
                 (
                     await s.execute(
@@ -593,6 +608,7 @@ class CallbackService:
             ).all()
         for tenant_id, site in domains:
             async with self.sessionmaker() as s, s.begin():
+                await self.write_lock(s)
                 await self._release_domain(s, tenant_id, site, now, report)
 
     async def _lock_domain(self, s: AsyncSession, tenant_id: str, site: str) -> DispatchLock | None:
