@@ -34,6 +34,7 @@ from services.callback.lifecycle import (
     priority_boost,
     slack_seconds,
 )
+from services.callback.metrics import SCHEDULER_PASS_SECONDS, count_on_commit
 from services.callback.store import AgentPresence, Attempt, Commitment, DispatchLock, Request
 from shared.business_hours import BusinessCalendars, Interval
 from shared.events import (
@@ -49,6 +50,7 @@ from shared.events import (
     CallbackRequested,
     CallbackScheduled,
     Customer,
+    EventData,
     OfferAccepted,
     OfferDeclined,
     OfferTimedOut,
@@ -150,8 +152,10 @@ class CallbackService:
         if s.bind.dialect.name == "sqlite":
             await s.execute(text("UPDATE callback_dispatch_locks SET site = site WHERE 1 = 0"))
 
-    async def _stage(self, s: AsyncSession, data: object, event_id: str) -> None:
-        await stage(s, data, source=self.source, event_id=event_id)  # type: ignore[arg-type]
+    async def _stage(self, s: AsyncSession, data: EventData, event_id: str) -> None:
+        await stage(s, data, source=self.source, event_id=event_id)
+        name = data.event_type.removeprefix("switchboard.").rsplit(".", 1)[0]
+        count_on_commit(s.sync_session, name, getattr(data, "site", ""), str(getattr(data, "reason", "") or ""))
 
     @staticmethod
     def customer_of(c: Commitment) -> Customer:
@@ -529,11 +533,12 @@ class CallbackService:
         """One scheduler pass: breaches, at-risk escalations, preferred-agent fallbacks, releases."""
         now = (now or self.clock.now()).astimezone(UTC)
         report = TickReport()
-        while True:
-            n = await self._time_pass(now, report)
-            if n < self.batch_size:
-                break
-        await self._release_pass(now, report)
+        with SCHEDULER_PASS_SECONDS.time():
+            while True:
+                n = await self._time_pass(now, report)
+                if n < self.batch_size:
+                    break
+            await self._release_pass(now, report)
         if report:
             self._notify()
             log.info(

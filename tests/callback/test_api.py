@@ -230,3 +230,14 @@ async def test_operations_endpoints(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     expected = {"/v1/callbacks", "/v1/callbacks/{callback_id}", "/v1/callbacks/{callback_id}/attempts"}
     assert expected | {"/v1/summary/today"} <= set(paths)
+
+    async def scheduled_nyc() -> float:
+        sample = 'switchboard_callback_events_total{event="callback.scheduled",reason="",site="nyc"} '
+        for line in (await client.get("/metrics")).text.splitlines():
+            if line.startswith(sample):
+                return float(line.removeprefix(sample))
+        return 0.0
+
+    before = await scheduled_nyc()
+    await client.post("/v1/callbacks", json={"customer": {"id": "metrics-1"}, "site": "nyc"})
+    assert await scheduled_nyc() == before + 1
