@@ -271,7 +271,9 @@ class CallbackService:
     def _merge(self, c: Commitment, req: CallbackRequested, plan: Plan, now: datetime) -> None:
         """A second request for a customer with an open promise: one commitment, the stricter promise."""
         c.merged_requests += 1
-        if plan.deadline < c.deadline:  # we just promised something earlier: keep the newer promise
+        if plan.deadline <= c.deadline:
+            # The newest promise is at least as strict: it is what the customer was just told (an
+            # evening "tomorrow" becomes "today" when the customer asks again the next morning).
             cal = self.calendars.for_site(c.site)
             c.deadline = plan.deadline
             c.deadline_day = plan.deadline.astimezone(cal.tz).date()

@@ -85,6 +85,22 @@ async def test_duplicate_requests_for_one_customer_merge(
     assert await count(service) == 2
 
 
+async def test_asking_again_the_next_morning_turns_tomorrow_into_today(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    clock.set(berlin(2026, 3, 24, 17, 50))
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 24, 17, 50)))
+    [c] = await service.list(ListFilter())
+    assert c.next_business_day and c.promise_text.startswith("It is too late to call you back today")
+    clock.set(berlin(2026, 3, 25, 9, 0))
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 9, 0)))
+    [c] = await service.list(ListFilter())
+    assert c.deadline == berlin(2026, 3, 25, 18, 0) and c.merged_requests == 2
+    assert not c.next_business_day and c.promise_text == "We will call you back today by 18:00."
+    texts = [e.payload.promise_text for e in await staged.take()]  # type: ignore[attr-defined]
+    assert texts[-1] == "We will call you back today by 18:00."
+
+
 async def test_a_new_request_after_the_end_opens_a_new_commitment(
     consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
 ) -> None:
