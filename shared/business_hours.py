@@ -292,6 +292,15 @@ class SiteCalendar:
         at_utc = at.astimezone(UTC)
         return any(s <= at_utc < e for s, e in self.hours_on(local.date()))
 
+    def customer_context(self, at: datetime, customer_tz: ZoneInfo | str | None = None) -> tuple[datetime, bool]:
+        """(customer's local time, is the site open now): what intake adds to a contact.
+
+        Without a customer timezone the site's clock is used for the customer too.
+        """
+        ctz = zone(customer_tz) if isinstance(customer_tz, str) else (customer_tz or self.tz)
+        _require_aware(at)
+        return at.astimezone(ctz), self.is_open(at)
+
     def open_intervals(self, start: datetime, end: datetime) -> list[Interval]:
         """Open intervals overlapping [start, end), clipped to it, in order (UTC)."""
         _require_aware(start)

@@ -134,6 +134,13 @@ def test_fall_back_day_deadline(calendars: BusinessCalendars) -> None:
     assert d.next_business_day
 
 
+def test_customer_context_for_intake(main: SiteCalendar) -> None:
+    local, open_now = main.customer_context(berlin(2026, 3, 25, 10, 0), "America/New_York")
+    assert (local.hour, local.tzinfo.key, open_now) == (5, "America/New_York", True)  # type: ignore[union-attr]
+    local, open_now = main.customer_context(berlin(2026, 3, 29, 10, 0))
+    assert (local.hour, open_now) == (10, False)  # Sunday: closed; site clock when no customer zone
+
+
 def test_naive_datetimes_are_rejected(main: SiteCalendar) -> None:
     with pytest.raises(ValueError, match="naive"):
         main.is_open(datetime(2026, 3, 25, 10, 0))
