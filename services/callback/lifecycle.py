@@ -116,8 +116,17 @@ def next_callable(windows: list[Interval], at: datetime) -> datetime | None:
 
 
 def customer_zone(cal: SiteCalendar, customer_tz: str | None) -> ZoneInfo:
-    """The customer's clock; without a known timezone we assume the site's (and say so in docs)."""
-    return zone(customer_tz) if customer_tz else cal.tz
+    """The customer's clock; without a known (valid) timezone we assume the site's.
+
+    An unknown name from another service must not lose the request: the API rejects it with a 422,
+    an event falls back to the site's clock (a promise in the site's clock beats no promise).
+    """
+    if not customer_tz:
+        return cal.tz
+    try:
+        return zone(customer_tz)
+    except ValueError:
+        return cal.tz
 
 
 # --------------------------------------------------------------------------------------------------

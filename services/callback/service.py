@@ -186,16 +186,6 @@ class CallbackService:
             existing = await s.get(Commitment, known.commitment_id)
             assert existing is not None
             return existing, False
-        cal = self.calendars.for_site(req.site)
-        window = (req.preferred_window.start, req.preferred_window.end) if req.preferred_window else None
-        plan = plan_commitment(
-            cal,
-            self.policy,
-            requested_at=requested_at,
-            customer_tz=req.customer.timezone,
-            preferred_window=window,
-            promised_by_agent=req.promised_by_agent_id is not None,
-        )
         open_c = (
             await s.execute(
                 select(Commitment)
@@ -203,6 +193,17 @@ class CallbackService:
                 .with_for_update()
             )
         ).scalar_one_or_none()
+        # A merged request is planned with the open commitment's site: one promise, one calendar.
+        cal = self.calendars.for_site(open_c.site if open_c is not None else req.site)
+        window = (req.preferred_window.start, req.preferred_window.end) if req.preferred_window else None
+        plan = plan_commitment(
+            cal,
+            self.policy,
+            requested_at=requested_at,
+            customer_tz=req.customer.timezone or (open_c.customer_timezone if open_c is not None else None),
+            preferred_window=window,
+            promised_by_agent=req.promised_by_agent_id is not None,
+        )
         if open_c is not None:
             self._merge(open_c, req, plan, now)
             c, created = open_c, False

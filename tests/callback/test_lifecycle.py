@@ -77,6 +77,11 @@ def test_plan_speaks_the_customers_clock(main: SiteCalendar, policy: Policy) -> 
     assert plan.promise_text == "We will call you back today by 12:00 (America/New_York time)."
 
 
+def test_an_unknown_customer_timezone_from_an_event_falls_back_to_the_site(main: SiteCalendar, policy: Policy) -> None:
+    plan = plan_commitment(main, policy, requested_at=berlin(2026, 3, 25, 10, 0), customer_tz="Mars/Olympus")
+    assert plan.deadline == berlin(2026, 3, 25, 18, 0)
+
+
 def test_preferred_window_honoured_when_it_fits(main: SiteCalendar, policy: Policy) -> None:
     at = berlin(2026, 3, 25, 9, 0)
     fits = plan_commitment(
