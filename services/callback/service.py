@@ -364,11 +364,12 @@ class CallbackService:
         )
         if dup.first() is not None:
             return c
-        at = at.astimezone(UTC)
-        now = max(self.now(), at)
+        now = self.now()
+        at = min(at.astimezone(UTC), now)  # an attempt is never in the future
         windows = self._windows(c)
-        if c.status in OPEN and evaluate(c, windows, now, self.policy).breach:
-            # The deadline passed before this attempt counted: the breach comes first, honestly.
+        if c.status in OPEN and evaluate(c, windows, at, self.policy).breach:
+            # The call was made after the deadline: the breach comes first, honestly. (A call made
+            # before it but reported late still counts, unless a scheduler pass already breached it.)
             await self._breach(s, c, now)
         late = c.status not in OPEN
         if not late:

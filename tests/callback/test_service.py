@@ -213,6 +213,7 @@ async def test_attempts_retry_spacing_and_exhaustion(
     await consumer.handle(requested("cust-1", t))
     await service.tick()
     [c] = await service.list(ListFilter())
+    clock.set(t + timedelta(minutes=2))
     await consumer.handle(attempted(c.id, AttemptResult.NO_ANSWER, t + timedelta(minutes=2)))
     c = await service.get(c.id)
     assert c.status == Status.PENDING and c.not_before == t + timedelta(minutes=32) and c.attempts == 1
@@ -220,10 +221,12 @@ async def test_attempts_retry_spacing_and_exhaustion(
     assert not (await service.tick()).released  # spacing holds
     clock.set(t + timedelta(minutes=32))
     assert (await service.tick()).released == [c.id]
+    clock.set(t + timedelta(minutes=33))
     await consumer.handle(attempted(c.id, AttemptResult.BUSY, t + timedelta(minutes=33)))
     clock.set(t + timedelta(minutes=63))
     await service.tick()
     await staged.take()
+    clock.set(t + timedelta(minutes=64))
     env = attempted(c.id, AttemptResult.VOICEMAIL, t + timedelta(minutes=64))
     await consumer.handle(env)
     await consumer.handle(env)  # redelivered: counted once
@@ -268,6 +271,18 @@ async def test_reached_after_the_deadline_is_a_breach_not_a_fulfilment(
     await service.record_attempt(c.id, AttemptResult.REACHED, agent_id="a1", at=berlin(2026, 3, 25, 18, 4))
     c = await service.get(c.id)
     assert c.status == Status.BREACHED and c.attempt_history[-1].late
+
+
+async def test_reached_before_the_deadline_but_reported_after_it_counts(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    clock.set(berlin(2026, 3, 25, 17, 0))
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 17, 0)))
+    [c] = await service.list(ListFilter())
+    clock.set(berlin(2026, 3, 25, 18, 2))  # the report arrives late; no scheduler pass in between
+    await consumer.handle(attempted(c.id, AttemptResult.REACHED, berlin(2026, 3, 25, 17, 55)))
+    c = await service.get(c.id)
+    assert c.status == Status.FULFILLED and c.fulfilled_at == berlin(2026, 3, 25, 17, 55)
 
 
 async def test_call_accepted_before_the_deadline_may_finish_after_it(
