@@ -193,6 +193,8 @@ class CallbackService:
                 .with_for_update()
             )
         ).scalar_one_or_none()
+        if req.site not in self.calendars:
+            log.warning("callback.unknown_site", site=req.site, using=self.calendars.default.name)
         # A merged request is planned with the open commitment's site: one promise, one calendar.
         cal = self.calendars.for_site(open_c.site if open_c is not None else req.site)
         window = (req.preferred_window.start, req.preferred_window.end) if req.preferred_window else None
