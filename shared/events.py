@@ -95,7 +95,9 @@ class CallbackOrigin(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are ignored, not rejected: within a schema version producers may add fields, and
+    # an older consumer must keep working (forward compatibility) instead of dead-lettering them.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Customer(_Model):

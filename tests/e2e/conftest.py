@@ -1,0 +1,103 @@
+"""Helpers for end-to-end tests: real processes on free ports, talking HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; return its value or fail with the last one seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except httpx.HTTPError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        SWITCHBOARD_DATA_DIR=str(data_dir),
+        SWITCHBOARD_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
+class ServiceProcess:
+    """One service under uvicorn in its own process (``kill()`` is SIGKILL: a crash, not a shutdown)."""
+
+    def __init__(self, service: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.service = service
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = service_env(data_dir, **(env or {}))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / f"{service}-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> ServiceProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", self.service, "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: self._ready(), timeout=timeout)
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.service} exited: {self.log.read_text()[-3000:]}")
+        return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def start(service: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServiceProcess:
+        proc = ServiceProcess(service, data_dir or tmp_path, env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()

@@ -1,0 +1,110 @@
+"""Event contracts: every event survives the envelope, bad bytes are rejected with a reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from shared import topics
+from shared.events import (
+    EVENT_TYPES,
+    CallbackOrigin,
+    CallbackRequested,
+    Channel,
+    ContactRequested,
+    Customer,
+    MalformedEvent,
+    contact_id_for,
+    decode_event,
+    make_event,
+)
+
+
+def _contact(**kw: object) -> ContactRequested:
+    base = dict(
+        contact_id=contact_id_for("default", "twilio", "CA1"),
+        source="twilio",
+        external_id="CA1",
+        channel=Channel.VOICE,
+        customer=Customer(id="cust-1", phone="+4930123456", tier="vip"),
+        site="berlin",
+    )
+    base.update(kw)
+    return ContactRequested(**base)  # type: ignore[arg-type]
+
+
+def test_round_trip_keeps_typed_payload_and_cloudevents_attributes() -> None:
+    data = _contact()
+    env = make_event(data, source="switchboard/intake", event_id="e-1")
+    raw = json.loads(env.to_bytes())
+    assert raw["specversion"] == "1.0"
+    assert raw["type"] == "switchboard.contact.requested.v1"
+    assert raw["id"] == "e-1" and raw["source"] == "switchboard/intake"
+    assert raw["subject"] == data.contact_id
+    assert raw["tenantid"] == "default" and raw["data"]["tenant_id"] == "default"
+    assert raw["datacontenttype"] == "application/json"
+    back = decode_event(env.to_bytes())
+    assert back.payload == data
+    assert back.time.tzinfo is not None
+
+
+def test_every_event_type_is_versioned_and_has_a_topic() -> None:
+    for event_type, cls in EVENT_TYPES.items():
+        assert event_type.startswith("switchboard.") and event_type.endswith(".v1")
+        assert "tenant_id" in cls.model_fields
+        assert topics._TOPIC_OF[cls] in topics.ALL_TOPICS
+
+
+def test_contact_id_is_deterministic_per_tenant_source_and_external_id() -> None:
+    a = contact_id_for("default", "twilio", "CA1")
+    assert a == contact_id_for("default", "twilio", "CA1")
+    assert a != contact_id_for("default", "twilio", "CA2")
+    assert a != contact_id_for("default", "genesys", "CA1")
+    assert a != contact_id_for("acme", "twilio", "CA1")
+
+
+def test_keys_route_contacts_by_domain_and_callbacks_by_customer() -> None:
+    assert topics.route(_contact()) == (topics.CONTACTS, "default/berlin")
+    cb = CallbackRequested(
+        request_id="r1", customer=Customer(id="cust-9"), origin=CallbackOrigin.WEB_FORM, site="berlin"
+    )
+    assert topics.route(cb) == (topics.CALLBACKS, "default/cust-9")
+    assert topics.dlq(topics.CONTACTS) == "contacts.dlq"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"id": "x"}', "not a CloudEvents"),
+        (
+            json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "switchboard.nope.v1",
+                        "time": datetime.now(UTC).isoformat(), "data": {}}).encode(),
+            "unknown event type",
+        ),
+        (
+            json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "switchboard.contact.requested.v1",
+                        "time": datetime.now(UTC).isoformat(), "data": {"contact_id": "c"}}).encode(),
+            "invalid switchboard.contact.requested.v1 payload",
+        ),
+        (
+            json.dumps({"specversion": "0.3", "id": "x", "source": "s", "type": "switchboard.contact.requested.v1",
+                        "time": datetime.now(UTC).isoformat(), "data": {}}).encode(),
+            "not a CloudEvents",
+        ),
+    ],
+)
+def test_malformed_events_are_rejected_with_the_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(MalformedEvent, match=reason):
+        decode_event(raw)
+
+
+def test_additive_fields_from_a_newer_producer_are_tolerated() -> None:
+    """Within a version only additive changes are allowed, so an older consumer must accept them."""
+    data = _contact()
+    newer = json.loads(make_event(data, source="t").to_bytes())
+    newer["data"]["sentiment"] = "angry"
+    assert decode_event(json.dumps(newer).encode()).payload == data
