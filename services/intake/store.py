@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, and_, or_, select
@@ -119,6 +119,11 @@ class GroupCommit(Generic[T, R]):
             self._running = False
 
 
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we write is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class IdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -178,7 +183,7 @@ class IdempotencyStore:
                         status_code=row["status_code"],
                         media_type=row["media_type"],
                         response=row["response"],
-                        created_at=row["created_at"],
+                        created_at=_utc(row["created_at"]),
                     )
         return [next((found[k] for k in keys if k in found), None) for keys in batch]
 
@@ -196,7 +201,7 @@ class IdempotencyStore:
                 "status_code": r.status_code,
                 "media_type": r.media_type,
                 "response": r.response,
-                "created_at": r.created_at,
+                "created_at": r.created_at.astimezone(UTC),
             }
             for rows in batch
             for r in rows
