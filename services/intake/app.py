@@ -6,6 +6,7 @@ is durably on the bus; when the bus is down the answer is ``503`` with ``Retry-A
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -26,7 +27,7 @@ from services.intake.edge import InvalidInput
 from services.intake.schemas import AbandonIn, CallbackRequestIn, ContactIn
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
-from services.intake.store import IdempotencyStore
+from services.intake.store import open_store
 from shared.bus.base import EventBus
 from shared.business_hours import BusinessCalendars
 from shared.events import utcnow
@@ -103,11 +104,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        assert runtime.engine is not None
+        assert runtime.database_url is not None
         checks.update(runtime.checks())
+        store = open_store(runtime.database_url)
         service = IntakeService(
             runtime.bus,
-            IdempotencyStore(runtime.engine),
+            store,
             source=runtime.source,
             publish_timeout=settings.publish_timeout_seconds,
             retry_after=settings.retry_after_seconds,
@@ -116,12 +118,18 @@ def create_app(
         app.state.intake = IntakeContext(
             settings=settings, service=service, calendars=cal, tenant_id=common.tenant_id, clock=clock
         )
+        if settings.gc_freeze:
+            # Everything loaded so far (phone metadata, calendars, schemas) lives as long as the process:
+            # keep it out of the collector's full passes, which otherwise rescan it under load.
+            gc.collect()
+            gc.freeze()
         if not settings.source_secrets and settings.twilio_auth_token is None:
             log.warning("intake.signatures_disabled", hint="set SWITCHBOARD_INTAKE_SOURCE_SECRETS / TWILIO_AUTH_TOKEN")
         try:
             yield
         finally:
             await runtime.stop()
+            await store.close()
 
     app = FastAPI(
         title="Switchboard intake",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 from fastapi import Request
 
 from services.intake.edge import public_url
+from services.intake.rules import MinuteCachedHours, OpenHours
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
 from services.intake.signatures import (
@@ -35,6 +36,7 @@ class IntakeContext:
     calendars: BusinessCalendars
     tenant_id: str
     clock: Callable[[], datetime]
+    _hours: dict[str, OpenHours] = field(default_factory=dict)
 
     @property
     def voice(self) -> Voice:
@@ -42,6 +44,13 @@ class IntakeContext:
 
     def calendar(self, site: str) -> SiteCalendar:
         return self.calendars.for_site(site)
+
+    def hours(self, site: str) -> OpenHours:
+        """The site's open/closed answer, memoised per minute (hours are configured to the minute)."""
+        cached = self._hours.get(site)
+        if cached is None:
+            cached = self._hours[site] = MinuteCachedHours(self.calendars.for_site(site))
+        return cached
 
     def key(self, scope: str, source: str, key: str) -> RequestKey:
         return RequestKey(self.tenant_id, scope, source, key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Histogram
 
 RECEIVED = Counter("switchboard_intake_received_total", "Requests received", ["endpoint"])
@@ -23,3 +25,26 @@ STORE_FAILURES = Counter(
     "Idempotency store writes that failed after the event was published (retries then re-publish "
     "the same event id, which consumers drop)",
 )
+
+
+# Bound children, looked up once per label set: ``labels()`` takes a lock and builds a key on every call.
+
+
+@cache
+def received(endpoint: str) -> Counter:
+    return RECEIVED.labels(endpoint)
+
+
+@cache
+def accepted(endpoint: str, event: str) -> Counter:
+    return ACCEPTED.labels(endpoint, event)
+
+
+@cache
+def duplicates(endpoint: str) -> Counter:
+    return DUPLICATES.labels(endpoint)
+
+
+@cache
+def publish_seconds(event: str) -> Histogram:
+    return PUBLISH_SECONDS.labels(event)

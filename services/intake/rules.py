@@ -188,6 +188,26 @@ def timezone_for(explicit: str | None, phone_e164: str | None) -> str | None:
     return zones[0] if len(zones) == 1 else None
 
 
+class MinuteCachedHours:
+    """``is_open`` of a calendar, computed once per UTC minute: opening hours are set to the minute.
+
+    A site calendar answers from timezone conversions and holiday tables, which is work to repeat for
+    every one of thousands of requests arriving in the same minute.
+    """
+
+    def __init__(self, calendar: OpenHours) -> None:
+        self._calendar = calendar
+        self._minute: datetime | None = None
+        self._open = False
+
+    def is_open(self, at: datetime) -> bool:
+        minute = at.replace(second=0, microsecond=0)
+        if minute != self._minute:
+            self._open = self._calendar.is_open(minute)
+            self._minute = minute
+        return self._open
+
+
 @dataclass(frozen=True, slots=True)
 class Enrichment:
     intent: Intent | None

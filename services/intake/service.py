@@ -131,7 +131,7 @@ class IntakeService:
                 raise IntakeError(
                     422, "idempotency_key_reused", "Idempotency-Key was already used for a different request"
                 )
-            metrics.DUPLICATES.labels(endpoint).inc()
+            metrics.duplicates(endpoint).inc()
             return Result(seen, duplicate=True)
 
         prepared = prepare()
@@ -157,16 +157,15 @@ class IntakeService:
             # The event is durable: the answer stays 202. A retry re-publishes the same event id.
             metrics.STORE_FAILURES.inc()
             log.error("intake.record_failed", error=str(exc), event_id=prepared.event_id)
-        metrics.ACCEPTED.labels(endpoint, prepared.data.event_type).inc()
+        metrics.accepted(endpoint, prepared.data.event_type).inc()
         return Result(rows[0], duplicate=False)
 
     async def publish(self, data: EventData, event_id: str) -> None:
         """Return once the bus durably accepted the event; otherwise raise a 503."""
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(
-                self.bus.emit(data, source=self.source, event_id=event_id), timeout=self.publish_timeout
-            )
+            async with asyncio.timeout(self.publish_timeout):
+                await self.bus.emit(data, source=self.source, event_id=event_id)
         except BusUnavailable as exc:
             log.warning("intake.bus_unavailable", error=str(exc), event_type=data.event_type)
             raise self.unavailable("bus_unavailable", "event bus unavailable, retry later") from exc
@@ -176,4 +175,4 @@ class IntakeService:
         except Exception as exc:  # any failure to get the ack means "not accepted"
             log.exception("intake.publish_failed", event_type=data.event_type)
             raise self.unavailable("bus_error", "event could not be published, retry later") from exc
-        metrics.PUBLISH_SECONDS.labels(data.event_type).observe(time.perf_counter() - started)
+        metrics.publish_seconds(data.event_type).observe(time.perf_counter() - started)

@@ -45,7 +45,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def begin(request: Request, endpoint: str) -> None:
     """Label the request for metrics (the error handlers read it back)."""
     request.state.endpoint = endpoint
-    metrics.RECEIVED.labels(endpoint).inc()
+    metrics.received(endpoint).inc()
 
 
 def replay_json(result: Result) -> Response:

@@ -86,7 +86,7 @@ async def post_contact(request: Request) -> Response:
             summary=contact.summary,
             customer_timezone=contact.customer.timezone,
             phone_e164=contact.customer.phone,
-            site_hours=ctx.calendar(site),
+            site_hours=ctx.hours(site),
         )
         contact_id = contact_id_for(ctx.tenant_id, contact.source, contact.external_id)
         c = contact.customer

@@ -19,10 +19,11 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "intake_requests",
-        sa.Column("tenant_id", sa.String(100), primary_key=True),
-        sa.Column("scope", sa.String(32), primary_key=True),
-        sa.Column("source", sa.String(100), primary_key=True),
-        sa.Column("key", sa.String(300), primary_key=True),
+        sa.Column("key_hash", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(100), nullable=False),
+        sa.Column("scope", sa.String(32), nullable=False),
+        sa.Column("source", sa.String(100), nullable=False),
+        sa.Column("key", sa.String(300), nullable=False),
         sa.Column("resource_id", sa.String(100), nullable=False),
         sa.Column("event_id", sa.String(100), nullable=False),
         sa.Column("site", sa.String(64), nullable=False),

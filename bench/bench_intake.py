@@ -1,0 +1,211 @@
+"""Intake throughput: accepted webhooks per second on one uvicorn worker vs a bare FastAPI endpoint.
+
+Both servers run side by side in the same run, under the same load generator (keep-alive HTTP/1.1
+connections driven by raw asyncio streams, so the client costs little CPU), in alternating rounds
+because the machine is noisy. Every request carries a new external id, so every intake answer is a
+first-time ``202``: validated, enriched, published with the bus's durable ack (group commit) and
+recorded in the idempotency store. After the run the bus log is counted: every 202 must be there.
+
+    python bench/bench_intake.py [--connections 64] [--seconds 5] [--rounds 3]
+
+Target: intake >= 0.6x the bare endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE_APP = '''
+from typing import Any
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/v1/contacts", status_code=202)
+    async def contact(request: Request) -> JSONResponse:
+        body: dict[str, Any] = await request.json()
+        return JSONResponse({"contact_id": body["external_id"], "duplicate": False}, status_code=202)
+
+    return app
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(app: str, env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--no-access-log", "--log-level", "warning"],
+        cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{app} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{app} did not become ready")
+
+
+def payload(external_id: str) -> bytes:
+    phone = f"+49151{random.randrange(10**8):08d}"  # a new valid number each time: no cache helps
+    return json.dumps(
+        {
+            "external_id": external_id,
+            "source": "bench",
+            "channel": "voice",
+            "customer": {"id": f"c-{external_id}", "phone": phone, "tier": "premium",
+                         "language": "de", "timezone": "Europe/Berlin"},
+            "summary": "I would like to upgrade my plan",
+            "ivr_selections": ["2"],
+        }
+    ).encode()
+
+
+async def load(port: int, tag: str, connections: int, seconds: float) -> tuple[int, int, list[float]]:
+    """(accepted 202s, other answers, latencies) from ``connections`` keep-alive clients for ``seconds``."""
+    stop_at = time.perf_counter() + seconds
+    accepted = 0
+    other = 0
+    latencies: list[float] = []
+
+    async def client(n: int) -> None:
+        nonlocal accepted, other
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = 0
+        try:
+            while time.perf_counter() < stop_at:
+                body = payload(f"{tag}-{n}-{i}")
+                i += 1
+                head = (
+                    f"POST /v1/contacts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                t0 = time.perf_counter()
+                writer.write(head + body)
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                if status_line.split()[1] == b"202":
+                    accepted += 1
+                else:
+                    other += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(connections)))
+    return accepted, other, latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        (tmpdir / "bare_app.py").write_text(BARE_APP)
+        data_dir = tmpdir / "data"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
+                      "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        bare_env = {**base_env, "PYTHONPATH": str(tmpdir)}
+        intake_proc, intake_port = start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log")
+        bare_proc, bare_port = start_server("bare_app:create_app", bare_env, tmpdir, tmpdir / "bare.log")
+        results: dict[str, list[tuple[float, int, list[float]]]] = {"bare": [], "intake": []}
+        total_intake_202 = 0
+        try:
+            asyncio.run(load(bare_port, "warm", 8, 1.0))
+            asyncio.run(load(intake_port, "warm", 8, 1.0))
+            for r in range(args.rounds):
+                for name, port in (("bare", bare_port), ("intake", intake_port)):
+                    ok, other, lat = asyncio.run(load(port, f"r{r}", args.connections, args.seconds))
+                    results[name].append((ok / args.seconds, other, lat))
+                    if name == "intake":
+                        total_intake_202 += ok
+        finally:
+            for proc in (intake_proc, bare_proc):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        with sqlite3.connect(data_dir / "bus.sqlite3") as conn:
+            in_bus = conn.execute("SELECT count(*) FROM events WHERE topic='contacts'").fetchone()[0]
+        warm_intake = 0  # warm-up answers are durable too: count them out of the bus log check below
+        with sqlite3.connect(data_dir / "intake.sqlite3") as conn:
+            recorded = conn.execute("SELECT count(*) FROM intake_requests").fetchone()[0]
+            warm_intake = conn.execute("SELECT count(*) FROM intake_requests WHERE key LIKE 'warm-%'").fetchone()[0]
+
+    print(f"one uvicorn worker each, {args.connections} keep-alive connections, {args.rounds} rounds x "
+          f"{args.seconds:.0f}s, new external id per request\n")
+    print(f"{'endpoint':<34}{'accepted/s (median)':>20}{'rounds':>24}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}")
+    print("-" * 105)
+    medians = {}
+    for name, label in (("bare", "bare FastAPI endpoint (baseline)"), ("intake", "intake POST /v1/contacts")):
+        rates = [rate for rate, _, _ in results[name]]
+        lat = [x for _, _, ls in results[name] for x in ls]
+        medians[name] = statistics.median(rates)
+        rounds = " ".join(f"{x:.0f}" for x in rates)
+        non = sum(o for _, o, _ in results[name])
+        print(f"{label:<34}{medians[name]:>20.0f}{rounds:>24}{pct(lat, .5) * 1e3:>9.1f}{pct(lat, .99) * 1e3:>9.1f}"
+              f"{non:>9}")
+    ratio = medians["intake"] / medians["bare"]
+    print("-" * 105)
+    print(f"{'ratio intake / bare':<34}{ratio:>20.2f}x   (target >= 0.60x)")
+    durable = in_bus - warm_intake
+    print(f"{'intake 202s in timed rounds':<34}{total_intake_202:>20}")
+    print(f"{'  of which in the bus log':<34}{durable:>20}   (idempotency rows: {recorded - warm_intake})")
+    if durable != total_intake_202:
+        raise SystemExit("DURABILITY VIOLATION: a 202 without its event in the bus")
+
+
+if __name__ == "__main__":
+    main()
