@@ -137,6 +137,12 @@ async def load(port: int, tag: str, connections: int, seconds: float) -> tuple[i
     return accepted, other, latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process, all threads included (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
@@ -157,16 +163,21 @@ def main() -> None:
         intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
                       "SWITCHBOARD_LOG_LEVEL": "WARNING"}
         bare_env = {**base_env, "PYTHONPATH": str(tmpdir)}
-        intake_proc, intake_port = start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log")
+        intake_proc, intake_port = start_server(
+            "services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log"
+        )
         bare_proc, bare_port = start_server("bare_app:create_app", bare_env, tmpdir, tmpdir / "bare.log")
         results: dict[str, list[tuple[float, int, list[float]]]] = {"bare": [], "intake": []}
+        cpu: dict[str, list[float]] = {"bare": [], "intake": []}  # server CPU microseconds per answer
         total_intake_202 = 0
         try:
             asyncio.run(load(bare_port, "warm", 8, 1.0))
             asyncio.run(load(intake_port, "warm", 8, 1.0))
             for r in range(args.rounds):
-                for name, port in (("bare", bare_port), ("intake", intake_port)):
+                for name, port, proc in (("bare", bare_port, bare_proc), ("intake", intake_port, intake_proc)):
+                    cpu0 = cpu_seconds(proc.pid)
                     ok, other, lat = asyncio.run(load(port, f"r{r}", args.connections, args.seconds))
+                    cpu[name].append((cpu_seconds(proc.pid) - cpu0) / max(1, ok + other) * 1e6)
                     results[name].append((ok / args.seconds, other, lat))
                     if name == "intake":
                         total_intake_202 += ok
@@ -186,8 +197,9 @@ def main() -> None:
 
     print(f"one uvicorn worker each, {args.connections} keep-alive connections, {args.rounds} rounds x "
           f"{args.seconds:.0f}s, new external id per request\n")
-    print(f"{'endpoint':<34}{'accepted/s (median)':>20}{'rounds':>24}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}")
-    print("-" * 105)
+    print(f"{'endpoint':<34}{'accepted/s (median)':>20}{'rounds':>24}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}"
+          f"{'server CPU us/req':>19}")
+    print("-" * 124)
     medians = {}
     for name, label in (("bare", "bare FastAPI endpoint (baseline)"), ("intake", "intake POST /v1/contacts")):
         rates = [rate for rate, _, _ in results[name]]
@@ -196,9 +208,9 @@ def main() -> None:
         rounds = " ".join(f"{x:.0f}" for x in rates)
         non = sum(o for _, o, _ in results[name])
         print(f"{label:<34}{medians[name]:>20.0f}{rounds:>24}{pct(lat, .5) * 1e3:>9.1f}{pct(lat, .99) * 1e3:>9.1f}"
-              f"{non:>9}")
+              f"{non:>9}{statistics.median(cpu[name]):>19.0f}")
     ratio = medians["intake"] / medians["bare"]
-    print("-" * 105)
+    print("-" * 124)
     print(f"{'ratio intake / bare':<34}{ratio:>20.2f}x   (target >= 0.60x)")
     durable = in_bus - warm_intake
     print(f"{'intake 202s in timed rounds':<34}{total_intake_202:>20}")

@@ -6,10 +6,12 @@ is durably on the bus; when the bus is down the answer is ``503`` with ``Retry-A
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from services.intake.edge import InvalidInput
 from services.intake.schemas import AbandonIn, CallbackRequestIn, ContactIn
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
-from services.intake.store import open_store
+from services.intake.store import IdempotencyStore, open_store
 from shared.bus.base import EventBus
 from shared.business_hours import BusinessCalendars
 from shared.events import utcnow
@@ -85,6 +87,18 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
+async def prune_forever(store: IdempotencyStore, settings: IntakeSettings, clock: Callable[[], datetime]) -> None:
+    """Purge expired idempotency rows now and then; a failure is logged and retried next time."""
+    while True:
+        try:
+            removed = await store.purge(clock() - timedelta(hours=settings.idempotency_retention_hours))
+            if removed:
+                log.info("intake.idempotency_pruned", rows=removed)
+        except Exception:
+            log.exception("intake.prune_failed")
+        await asyncio.sleep(settings.prune_interval_seconds)
+
+
 def create_app(
     settings: IntakeSettings | None = None,
     common: CommonSettings | None = None,
@@ -125,9 +139,13 @@ def create_app(
             gc.freeze()
         if not settings.source_secrets and settings.twilio_auth_token is None:
             log.warning("intake.signatures_disabled", hint="set SWITCHBOARD_INTAKE_SOURCE_SECRETS / TWILIO_AUTH_TOKEN")
+        pruner = asyncio.create_task(prune_forever(store, settings, clock), name="intake-prune")
         try:
             yield
         finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
             await runtime.stop()
             await store.close()
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import structlog
 
@@ -38,7 +39,7 @@ class IntakeError(Exception):
         self.headers = headers or {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Prepared:
     """What a first-time request publishes and answers (built only when it is not a duplicate)."""
 
@@ -49,7 +50,7 @@ class Prepared:
     media_type: str
     response: str
 
-    @property
+    @cached_property
     def event_id(self) -> str:
         return event_id_for(self.data.event_type, self.resource_id)
 

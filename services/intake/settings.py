@@ -74,6 +74,10 @@ class IntakeSettings(BaseSettings):
         5.0, gt=0, description="Longer than this without the bus's ack: 503 (the client retries)."
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After of 503 answers.")
+    idempotency_retention_hours: float = Field(
+        168, gt=0, description="How long a request is remembered (telephony retries come within hours)."
+    )
+    prune_interval_seconds: float = Field(600, gt=0, description="How often expired requests are purged.")
     gc_freeze: bool = Field(True, description="gc.freeze() after start-up: long-lived objects skip GC passes.")
 
     @field_validator("public_base_url")

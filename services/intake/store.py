@@ -21,13 +21,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, bindparam, event, select, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
 
 from shared import db
 
@@ -109,13 +125,14 @@ class GroupCommit(Generic[T, R]):
         self._max = max_batch
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running = False
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     async def submit(self, item: T) -> R:
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, fut))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._task = asyncio.get_running_loop().create_task(self._drain())
         return await fut
 
     async def _drain(self) -> None:
@@ -143,34 +160,71 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def relaxed_flush(engine: AsyncEngine) -> AsyncEngine:
-    """Commit without waiting for the disk flush on SQLite (see the module docstring for why)."""
-    if engine.dialect.name == "sqlite":
+class _SqliteThread:
+    """SQLite: one thread owns a synchronous connection; a whole batch costs one hop to it.
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _normal_sync(dbapi_conn: Any, _record: Any) -> None:  # runs after shared.db's FULL pragma
+    Through the async driver every DBAPI call (cursor, execute, fetch, commit) is its own thread hop
+    and event-loop wake-up: for small statements that overhead, not SQLite, dominated the cost.
+    """
+
+    def __init__(self, url: str) -> None:
+        path = url.split(":///", 1)[1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(
+            f"sqlite+pysqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False}
+        )
+        self.dialect = "sqlite"
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="intake-store")
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # see the module docstring: the bus gates the 202
+            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-    return engine
+    async def run(self, fn: Callable[[Connection], R], *, write: bool) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
+
+    def _run(self, fn: Callable[[Connection], R], write: bool) -> R:
+        with self.engine.begin() if write else self.engine.connect() as conn:
+            return fn(conn)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.dispose)
+        self._executor.shutdown(wait=True)
+
+
+class _AsyncDriver:
+    """PostgreSQL (asyncpg): already asynchronous end to end; rows committed without a flush wait."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = db.make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    async def run(self, fn: Callable[[Connection], R], *, write: bool) -> R:
+        async with self.engine.begin() if write else self.engine.connect() as conn:
+            if write and self.dialect == "postgresql":
+                await conn.execute(_NO_FLUSH_WAIT)
+            return await conn.run_sync(fn)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
 
 
 class IdempotencyStore:
-    """Lookups and inserts of :data:`requests_table`. Give it an engine of its own (see :func:`open_store`)."""
+    """Lookups and inserts of :data:`requests_table`, group-committed. Build with :func:`open_store`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._dialect = engine.dialect.name
+    def __init__(self, driver: _SqliteThread | _AsyncDriver) -> None:
+        self._driver = driver
+        self._insert = postgresql.insert if driver.dialect == "postgresql" else sqlite.insert
         self._lookups: GroupCommit[tuple[RequestKey, ...], StoredRequest | None] = GroupCommit(self._lookup_batch)
         self._inserts: GroupCommit[list[StoredRequest], None] = GroupCommit(self._insert_batch)
 
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
-
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._driver.close()
 
     async def find(self, keys: Sequence[RequestKey]) -> StoredRequest | None:
         """The first stored request among ``keys`` (in the given order of preference), if any."""
@@ -192,16 +246,25 @@ class IdempotencyStore:
         except Exception as exc:
             raise StoreUnavailable(f"idempotency record failed: {exc}") from exc
 
+    async def purge(self, older_than: datetime) -> int:
+        """Forget requests recorded before ``older_than`` (retries come within hours, not weeks)."""
+        cutoff = older_than.astimezone(UTC)
+
+        def delete_old(conn: Connection) -> int:
+            return conn.execute(delete(requests_table).where(requests_table.c.created_at < cutoff)).rowcount or 0
+
+        return await self._driver.run(delete_old, write=True)
+
     async def _lookup_batch(self, batch: list[tuple[RequestKey, ...]]) -> list[StoredRequest | None]:
-        hashes = sorted({k.hash for keys in batch for k in keys})
-        found: dict[str, StoredRequest] = {}
-        async with self._engine.connect() as conn:
+        wanted = [[k.hash for k in keys] for keys in batch]
+        hashes = sorted({h for keys in wanted for h in keys})
+
+        def select_rows(conn: Connection) -> dict[str, StoredRequest]:
+            found: dict[str, StoredRequest] = {}
             for i in range(0, len(hashes), 500):
-                result = await conn.execute(_FIND, {"hashes": hashes[i : i + 500]})
-                for row in result.mappings():
-                    key = RequestKey(row["tenant_id"], row["scope"], row["source"], row["key"])
+                for row in conn.execute(_FIND, {"hashes": hashes[i : i + 500]}).mappings():
                     found[row["key_hash"]] = StoredRequest(
-                        key=key,
+                        key=RequestKey(row["tenant_id"], row["scope"], row["source"], row["key"]),
                         resource_id=row["resource_id"],
                         event_id=row["event_id"],
                         site=row["site"],
@@ -211,7 +274,10 @@ class IdempotencyStore:
                         response=row["response"],
                         created_at=_utc(row["created_at"]),
                     )
-        return [next((found[k.hash] for k in keys if k.hash in found), None) for keys in batch]
+            return found
+
+        found = await self._driver.run(select_rows, write=False)
+        return [next((found[h] for h in keys if h in found), None) for keys in wanted]
 
     async def _insert_batch(self, batch: list[list[StoredRequest]]) -> list[None]:
         values = [
@@ -233,14 +299,15 @@ class IdempotencyStore:
             for rows in batch
             for r in rows
         ]
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        async with self._engine.begin() as conn:  # one transaction, one commit for the whole batch
-            if self._dialect == "postgresql":
-                await conn.execute(_NO_FLUSH_WAIT)
-            await conn.execute(insert(requests_table).on_conflict_do_nothing(), values)
+        statement = self._insert(requests_table).on_conflict_do_nothing()
+
+        def insert_rows(conn: Connection) -> None:  # one transaction, one commit for the whole batch
+            conn.execute(statement, values)
+
+        await self._driver.run(insert_rows, write=True)
         return [None] * len(batch)
 
 
 def open_store(url: str) -> IdempotencyStore:
-    """A store on its own engine (pool and flush policy separate from the service's other tables)."""
-    return IdempotencyStore(relaxed_flush(db.make_engine(url)))
+    """The store on a connection of its own: a writer thread for SQLite, the async driver otherwise."""
+    return IdempotencyStore(_SqliteThread(url) if db.is_sqlite(url) else _AsyncDriver(url))

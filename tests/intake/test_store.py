@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.intake.app import MIGRATIONS
-from services.intake.store import IdempotencyStore, RequestKey, Scope, StoredRequest
+from services.intake.store import IdempotencyStore, RequestKey, Scope, StoredRequest, open_store
 from shared import db
 from tests.intake.conftest import IntakeFactory, contact_payload
 
@@ -66,11 +67,11 @@ def row(key: str, resource: str = "r1", *, scope: str = Scope.EXTERNAL) -> Store
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[IdempotencyStore]:
     await db.migrate(MIGRATIONS, database_url)
-    engine = db.make_engine(database_url)
+    store = open_store(database_url)
     try:
-        yield IdempotencyStore(engine)
+        yield store
     finally:
-        await engine.dispose()
+        await store.close()
 
 
 async def test_record_then_find_roundtrips_every_field(store: IdempotencyStore) -> None:
@@ -112,3 +113,14 @@ async def test_the_app_dedupes_on_this_database(intake: IntakeFactory, database_
     assert first.status_code == again.status_code == 202
     assert again.json()["duplicate"] is True
     assert len(app.events()) == 1
+
+
+async def test_purge_forgets_only_requests_older_than_the_cutoff(store: IdempotencyStore) -> None:
+    from datetime import timedelta
+
+    old = row("old")
+    new = dataclasses.replace(row("new"), created_at=NOW + timedelta(days=8))
+    await store.record([old, new])
+    assert await store.purge(NOW + timedelta(days=1)) == 1
+    assert await store.find([old.key]) is None
+    assert await store.find([new.key]) is not None
