@@ -200,3 +200,12 @@ async def test_twilio_bad_requests(intake: IntakeFactory) -> None:
     bad_digits = await post_twilio(app, VOICE, call(Digits="1; DROP TABLE"))
     assert bad_digits.status_code == 422
     assert app.events() == []
+
+
+async def test_status_callback_url_is_handled_like_the_enqueue_action(intake: IntakeFactory) -> None:
+    app = await start(intake)
+    await post_twilio(app, VOICE + "?ivr=none", call())
+    twiml(await post_twilio(app, "/v1/webhooks/twilio/status", call(CallStatus="completed")))
+    assert len(app.events()) == 1
+    twiml(await post_twilio(app, "/v1/webhooks/twilio/status", call(QueueResult="hangup")))
+    assert [e.type for _, _, e in app.events(CONTACTS)][-1] == ContactAbandoned.event_type

@@ -265,7 +265,17 @@ async def twilio_voice(request: Request) -> Response:
 
 
 @router.post(
+    "/status",
+    operation_id="twilio_status_callback",
+    summary="Twilio status callback (same handling as /queue-result)",
+    description="For a StatusCallback URL configured on the number: `QueueResult=hangup` -> `contact.abandoned`.",
+    response_class=Response,
+    responses=TWIML_RESPONSES,
+    openapi_extra=body_schema((FORM, "TwilioCall")),
+)
+@router.post(
     "/queue-result",
+    operation_id="twilio_queue_result",
     summary="Twilio <Enqueue action> / status callback: the caller left the queue",
     description=(
         "`QueueResult=hangup` publishes `contact.abandoned` (once per call). A failed queue "
