@@ -121,6 +121,7 @@ def create_app(
         assert runtime.database_url is not None
         checks.update(runtime.checks())
         store = open_store(runtime.database_url)
+        checks["idempotency_store"] = store.ping
         service = IntakeService(
             runtime.bus,
             store,

@@ -226,6 +226,14 @@ class IdempotencyStore:
     async def close(self) -> None:
         await self._driver.close()
 
+    async def ping(self) -> bool:
+        """For ``/readyz``: the store answers a query now."""
+        try:
+            await self._driver.run(lambda conn: conn.execute(select(1)).scalar(), write=False)
+            return True
+        except Exception:
+            return False
+
     async def find(self, keys: Sequence[RequestKey]) -> StoredRequest | None:
         """The first stored request among ``keys`` (in the given order of preference), if any."""
         try:

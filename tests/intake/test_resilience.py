@@ -94,6 +94,18 @@ async def test_idempotency_store_unreadable_is_503_not_a_guess(intake: IntakeFac
     assert app.events() == []
 
 
+async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: IntakeFactory, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bus = DiskFailingEmbeddedBus(data / "bus.sqlite3")
+    app = await intake(bus=bus, data_dir=data)
+    ready = await app.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"bus": True, "database": True, "idempotency_store": True}
+    await bus.stop()  # the bus is gone: not ready, so a load balancer stops sending webhooks here
+    not_ready = await app.client.get("/readyz")
+    assert not_ready.status_code == 503 and not_ready.json()["checks"]["bus"] is False
+
+
 # ------------------------------------------------------------------------------- fuzzed input
 
 
