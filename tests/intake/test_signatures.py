@@ -135,3 +135,13 @@ def test_verify_twilio_shared_key_sha256_as_the_official_validator_signs() -> No
         auth_token=b"auth-token", shared_keys={"KS1": b"shared-secret"}, url=url, params=params.items(),
         signature=sig, settings_header="key=KS1,algorithm=HMAC_SHA256",
     ) is None
+
+
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=10**11), st.binary(min_size=1, max_size=40))
+def test_any_body_signed_now_verifies_and_any_other_body_does_not(body: bytes, ts: int, secret: bytes) -> None:
+    sig = sign_generic(secret, ts, body)
+    ok = verify_generic(secret, body=body, timestamp_header=str(ts), signature_header=sig, now=ts, tolerance_seconds=1)
+    assert ok is None
+    other = verify_generic(secret, body=body + b"x", timestamp_header=str(ts), signature_header=sig, now=ts,
+                           tolerance_seconds=1)
+    assert other is SignatureFailure.MISMATCH

@@ -32,7 +32,7 @@ from services.intake import twiml
 from services.intake.api.common import begin, body_schema, error_responses
 from services.intake.context import IntakeContext, context
 from services.intake.edge import FORM, fingerprint, parse_form, public_url, read_body, require_media_type, validate
-from services.intake.rules import enrich
+from services.intake.rules import enrich, timezone_for
 from services.intake.schemas import _e164
 from services.intake.service import Prepared, Result
 from services.intake.store import Scope
@@ -320,23 +320,12 @@ async def twilio_queue_result(request: Request) -> Response:
         return twiml_response(twiml.say_and_hang_up(text, voice=ctx.voice))
 
     def fallback() -> Prepared:
-        e = enrich(
-            ctx.settings.rules,
-            now=now,
-            channel=Channel.VOICE,
-            intent=None,
-            ivr_selections=[],
-            summary=None,
-            customer_timezone=None,
-            phone_e164=phone,
-            site_hours=None,
-        )
         event, text = callback_event(
             ctx,
             call,
             site=known.site,
             phone=phone,
-            tz_name=e.customer_timezone,
+            tz_name=timezone_for(None, phone),
             intent=None,
             origin=CallbackOrigin.ROUTER_POLICY,
             reason=f"queue_{result}",
