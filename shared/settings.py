@@ -20,6 +20,9 @@ class CommonSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka brokers (bus=kafka).")
     kafka_partitions: int = Field(6, description="Partitions per topic when the bus creates topics.")
     kafka_replication_factor: int = Field(1, description="Replication factor for created topics.")
+    kafka_publish_timeout: float = Field(
+        5.0, description="Seconds a Kafka publish may take before it fails (intake then answers 503)."
+    )
     embedded_partitions: int = Field(4, description="Partitions per topic on the embedded bus.")
     topic_prefix: str = Field("", description="Prefix of every topic name (isolates environments).")
     max_delivery_attempts: int = Field(5, description="Handler attempts before an event goes to the DLQ.")

@@ -18,6 +18,7 @@ def create_bus(settings: CommonSettings) -> EventBus:
             replication_factor=settings.kafka_replication_factor,
             topic_prefix=settings.topic_prefix,
             max_attempts=settings.max_delivery_attempts,
+            publish_timeout=settings.kafka_publish_timeout,
         )
     from shared.bus.embedded import EmbeddedBus
 

@@ -144,6 +144,7 @@ class EmbeddedBus(EventBus):
         poll_max: float = 0.010,
         fetch_batch: int = 200,
         retention_seconds: float = 7 * 24 * 3600,
+        shutdown_grace: float = 10.0,
     ) -> None:
         super().__init__(topic_prefix=topic_prefix, max_attempts=max_attempts, retry_backoff=retry_backoff)
         self.path = Path(path)
@@ -154,6 +155,7 @@ class EmbeddedBus(EventBus):
         self.poll_max = poll_max
         self.fetch_batch = fetch_batch
         self.retention_seconds = retention_seconds
+        self.shutdown_grace = shutdown_grace
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="bus-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="bus-reader")
         self._wconn: sqlite3.Connection | None = None
@@ -332,8 +334,12 @@ class EmbeddedBus(EventBus):
             stopping.set()
             wakeup.set()
             self._wakeups.discard(wakeup)
-            for task in (loop_task, hb_task):
-                task.cancel()
+            hb_task.cancel()
+            # Let the in-flight handler finish (the loop checks ``stopping`` between events), within a grace.
+            done, _ = await asyncio.wait({loop_task}, timeout=self.shutdown_grace)
+            if not done:
+                log.warning("bus.stop_grace_exceeded", group=group, grace=self.shutdown_grace)
+                loop_task.cancel()
             for task in (loop_task, hb_task):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -1,0 +1,572 @@
+"""The Kafka event bus (aiokafka): the production implementation of :class:`shared.bus.base.EventBus`.
+
+Guarantees and how they are obtained:
+
+* **Durable publish.** One idempotent producer per bus (``enable_idempotence=True``, ``acks='all'``):
+  ``publish_raw`` returns only after every in-sync replica has the record, and raises
+  :class:`BusUnavailable` within ``publish_timeout`` seconds otherwise (intake answers 503 then).
+  A publish that timed out may still land later; that is a duplicate with the same event id, which
+  consumers drop (see :mod:`shared.inbox`).
+* **Ordering per key.** The key's bytes choose the partition (murmur2, as in the Java client).
+* **Topics on demand.** ``<topic>`` and ``<topic>.dlq`` are created with the admin client, with the
+  configured partitions and replication factor, the first time they are used (already-existing is fine).
+  Run brokers with ``auto.create.topics.enable=false``: otherwise a client's metadata request may
+  create a topic first, with the broker's default partition count.
+* **Isolation.** ``topic_prefix`` prefixes topic *and* consumer-group names, so environments (or test
+  runs) can share a cluster.
+* **At-least-once consumption.** One consumer per subscription, ``enable_auto_commit=False``; the
+  offset of a record is committed only after its handler returned (or it was dead-lettered). Records
+  of one partition are handled one after the other; the subscription handles one record at a time.
+* **Rebalances.** A listener stops work on revoked partitions, waits for the in-flight handler and
+  commits what was handled before the partitions move, so the next owner starts where we stopped.
+* **Dead letters.** A handler that raises is retried ``max_attempts`` times with backoff, then the
+  record goes to ``<topic>.dlq`` with the error headers of :mod:`shared.bus.base`. Bytes that are not a
+  valid event go there at once. The DLQ publish must succeed before the offset moves on.
+* **Broker restarts.** aiokafka reconnects by itself; the consume loop never dies on a ``KafkaError``:
+  it logs, backs off and continues. The bus even starts while the broker is down (``ping()`` is False
+  and publishes raise :class:`BusUnavailable` until it is back).
+* **Graceful shutdown.** ``Subscription.stop()`` lets the in-flight handler finish (up to
+  ``shutdown_grace`` seconds, then it is cancelled and *not* committed), commits, and leaves the group
+  so the partitions move at once instead of after the session timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    ConsumerStoppedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+
+from shared.bus.base import (
+    DLQ_ATTEMPTS,
+    DLQ_CONSUMER_GROUP,
+    DLQ_ERROR,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
+    BusUnavailable,
+    EventBus,
+    Handler,
+    Record,
+    Subscription,
+)
+from shared.events import MalformedEvent, decode_event
+from shared.observability import (
+    BUS_EVENTS_DEAD_LETTERED,
+    BUS_EVENTS_HANDLED,
+    BUS_HANDLER_FAILURES,
+    BUS_PUBLISH_SECONDS,
+)
+from shared.topics import DLQ_SUFFIX, dlq
+
+log = structlog.get_logger(__name__)
+
+_CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
+
+
+class KafkaBus(EventBus):
+    """Publish/subscribe over Kafka with the semantics documented in :mod:`shared.bus.base`."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        partitions: int = 6,
+        replication_factor: int = 1,
+        topic_prefix: str = "",
+        max_attempts: int = 5,
+        retry_backoff: float = 0.05,
+        publish_timeout: float = 5.0,
+        ping_timeout: float = 2.0,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        max_poll_interval_ms: int = 300_000,
+        shutdown_grace: float = 10.0,
+        commit_interval: float = 0.5,
+        fetch_max_records: int = 200,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(topic_prefix=topic_prefix, max_attempts=max_attempts, retry_backoff=retry_backoff)
+        self.bootstrap_servers = bootstrap_servers
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.publish_timeout = publish_timeout
+        self.ping_timeout = ping_timeout
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self.shutdown_grace = shutdown_grace
+        self.commit_interval = commit_interval
+        self.fetch_max_records = fetch_max_records
+        self.client_id = client_id or f"switchboard-{uuid.uuid4().hex[:8]}"
+        self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._admin_lock = asyncio.Lock()
+        self._known_topics: set[str] = set()
+        self._consumers: list[_Consumer] = []
+
+    # --------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Connect the producer if the broker answers; if not, keep going and connect on first use."""
+        try:
+            await asyncio.wait_for(self._ensure_producer(), timeout=self.publish_timeout)
+        except (*_CONNECT_ERRORS, BusUnavailable) as exc:
+            log.warning("kafka.start_unreachable", bootstrap=self.bootstrap_servers, error=repr(exc))
+
+    async def stop(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                # Flushes what is still buffered; bounded so a dead broker cannot block shutdown.
+                await asyncio.wait_for(producer.stop(), timeout=self.publish_timeout)
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(admin.close(), timeout=self.ping_timeout)
+
+    async def ping(self) -> bool:
+        """True when the cluster answers a metadata request within ``ping_timeout``."""
+        try:
+            async with asyncio.timeout(self.ping_timeout):
+                producer = await self._ensure_producer()
+                metadata = await producer.client.fetch_all_metadata()
+            return bool(metadata.brokers())
+        except Exception:
+            return False
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=0,
+                    request_timeout_ms=max(int(self.publish_timeout * 1000), 1000),
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    # A half-started producer holds sockets and tasks: release them, even when cancelled.
+                    stopping = asyncio.ensure_future(producer.stop())
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(stopping)
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _ensure_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is not None:
+            return self._admin
+        async with self._admin_lock:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers,
+                    client_id=f"{self.client_id}-admin",
+                    request_timeout_ms=max(int(self.publish_timeout * 1000), 1000),
+                )
+                try:
+                    await admin.start()
+                except BaseException:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(asyncio.ensure_future(admin.close()))
+                    raise
+                self._admin = admin
+            return self._admin
+
+    async def ensure_topics(self, physical_topics: Sequence[str]) -> None:
+        """Create the topics and their DLQs if missing (partitions/replication from the settings)."""
+        wanted: list[str] = []
+        for topic in physical_topics:
+            for name in (topic,) if topic.endswith(DLQ_SUFFIX) else (topic, dlq(topic)):
+                if name not in self._known_topics and name not in wanted:
+                    wanted.append(name)
+        if not wanted:
+            return
+        admin = await self._ensure_admin()
+        response = await admin.create_topics(
+            [NewTopic(name, self.partitions, self.replication_factor) for name in wanted],
+            timeout_ms=max(int(self.publish_timeout * 1000), 1000),
+        )
+        for entry in response.topic_errors:
+            name, code = entry[0], entry[1]
+            if code != 0 and for_code(code) is not TopicAlreadyExistsError:
+                message = entry[2] if len(entry) > 2 else None
+                raise for_code(code)(f"creating topic {name}: {message}")
+        self._known_topics.update(wanted)
+        log.info("kafka.topics_ensured", topics=wanted)
+
+    # ----------------------------------------------------------------------------------- publish
+
+    async def publish_raw(
+        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        physical = self.physical(topic)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                producer = await self._ensure_producer()
+                await self.ensure_topics([physical])
+                await producer.send_and_wait(
+                    physical,
+                    value=value,
+                    key=key.encode() if key is not None else None,
+                    headers=list(headers) or None,
+                )
+        except TimeoutError as exc:
+            raise BusUnavailable(
+                f"kafka at {self.bootstrap_servers} did not acknowledge within {self.publish_timeout}s"
+            ) from exc
+        except (KafkaError, OSError) as exc:
+            # The topic may be gone (deleted, or a wiped cluster): check/create it again next time.
+            self._known_topics.discard(physical)
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
+        BUS_PUBLISH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
+
+    # --------------------------------------------------------------------------------- subscribe
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        *,
+        max_attempts: int | None = None,
+        from_beginning: bool = True,
+    ) -> Subscription:
+        sub = Subscription(
+            topics=tuple(topics), group=group, handler=handler, max_attempts=max_attempts or self.max_attempts
+        )
+        consumer = _Consumer(self, sub, from_beginning=from_beginning)
+        self._consumers.append(consumer)
+        sub._stop = consumer.stop
+        await consumer.start()
+        return sub
+
+    # ------------------------------------------------------------------------- delivery (shared)
+
+    async def _deliver(self, sub: Subscription, record: Record) -> None:
+        """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ."""
+        try:
+            envelope = decode_event(record.value)
+        except MalformedEvent as exc:
+            log.error(
+                "kafka.malformed_event",
+                group=sub.group,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc),
+            )
+            await self._dead_letter(sub.group, record, str(exc), attempts=0)
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await sub.handler(envelope, record)
+                BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                BUS_HANDLER_FAILURES.labels(sub.group, record.topic).inc()
+                if attempt >= sub.max_attempts:
+                    log.error(
+                        "kafka.handler_gave_up",
+                        group=sub.group,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        event_id=envelope.id,
+                        attempts=attempt,
+                        error=repr(exc),
+                    )
+                    await self._dead_letter(sub.group, record, repr(exc), attempts=attempt)
+                    return
+                log.warning(
+                    "kafka.handler_failed",
+                    group=sub.group,
+                    topic=record.topic,
+                    offset=record.offset,
+                    event_id=envelope.id,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 2.0))
+
+    async def _dead_letter(self, group: str, record: Record, error: str, *, attempts: int) -> None:
+        headers = [
+            *record.headers,
+            (DLQ_ERROR, error.encode()[:4000]),
+            (DLQ_ORIGINAL_TOPIC, record.topic.encode()),
+            (DLQ_ORIGINAL_PARTITION, str(record.partition).encode()),
+            (DLQ_ORIGINAL_OFFSET, str(record.offset).encode()),
+            (DLQ_ATTEMPTS, str(attempts).encode()),
+            (DLQ_CONSUMER_GROUP, group.encode()),
+        ]
+        # Retry until the DLQ has it: moving on without it would drop the event silently. A stop
+        # during this wait cancels us before the offset is committed, so the record comes back.
+        backoff = 0.2
+        while True:
+            try:
+                await self.publish_raw(dlq(record.topic), record.key, record.value, headers)
+                break
+            except BusUnavailable as exc:
+                log.warning("kafka.dead_letter_retry", group=group, topic=record.topic, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        BUS_EVENTS_DEAD_LETTERED.labels(group, record.topic).inc()
+
+
+class _Consumer(ConsumerRebalanceListener):
+    """One subscription: an aiokafka group member, its consume loop and its rebalance listener."""
+
+    def __init__(self, bus: KafkaBus, sub: Subscription, *, from_beginning: bool) -> None:
+        self.bus = bus
+        self.sub = sub
+        self.from_beginning = from_beginning
+        self.physical_topics = [bus.physical(t) for t in sub.topics]
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        # Partitions we may work on now; revoked ones leave this set before the rebalance goes on.
+        self.owned: set[TopicPartition] = set()
+        # Bumped on every revoke: a batch fetched under an older generation is dropped, not handled.
+        self.generation = 0
+        # False after an assignment until every assigned partition has a fetch position.
+        self.positioned = True
+        # Next offset to commit per partition (everything before it was handled).
+        self.pending: dict[TopicPartition, int] = {}
+        self.last_commit = time.monotonic()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.started = asyncio.Event()
+        self.stopped = False
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"kafka-consumer:{self.sub.group}")
+        # Return once the consumer runs (or the broker was unreachable for a while: it keeps trying).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.started.wait()), timeout=self.bus.publish_timeout)
+
+    async def stop(self) -> None:
+        """Finish the in-flight handler (bounded), commit what was handled, leave the group."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.stopping = True
+        if self.task is not None:
+            done, _ = await asyncio.wait({self.task}, timeout=self.bus.shutdown_grace)
+            if not done:
+                log.warning("kafka.shutdown_grace_exceeded", group=self.sub.group)
+                self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await self._commit(consumer, timeout=self.bus.publish_timeout)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), timeout=self.bus.publish_timeout)  # leaves the group
+        if self in self.bus._consumers:
+            self.bus._consumers.remove(self)
+        log.info("kafka.subscription_stopped", group=self.sub.group, topics=self.physical_topics)
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bus.bootstrap_servers,
+            client_id=f"{self.bus.client_id}-{self.sub.group}",
+            group_id=self.bus.physical(self.sub.group),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if self.from_beginning else "latest",
+            session_timeout_ms=self.bus.session_timeout_ms,
+            heartbeat_interval_ms=self.bus.heartbeat_interval_ms,
+            max_poll_interval_ms=self.bus.max_poll_interval_ms,
+            rebalance_timeout_ms=self.bus.max_poll_interval_ms,
+            fetch_max_wait_ms=100,
+            request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, 15_000),
+            retry_backoff_ms=200,
+        )
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        """Create topics, start the consumer and join the group; retry with backoff until it works."""
+        backoff = 0.2
+        while True:
+            consumer = None
+            try:
+                async with asyncio.timeout(self.bus.publish_timeout):
+                    await self.bus.ensure_topics(self.physical_topics)
+                consumer = self._new_consumer()
+                await consumer.start()
+                consumer.subscribe(self.physical_topics, listener=self)
+                return consumer
+            except asyncio.CancelledError:
+                if consumer is not None:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(asyncio.ensure_future(consumer.stop()))
+                raise
+            except Exception as exc:
+                log.warning("kafka.consumer_connect_failed", group=self.sub.group, error=repr(exc))
+                if consumer is not None:
+                    with contextlib.suppress(Exception):
+                        await consumer.stop()
+                if self.stopping:
+                    raise ConsumerStoppedError() from exc
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # ------------------------------------------------------------------------------ loop
+
+    async def _run(self) -> None:
+        try:
+            self.consumer = await self._connect()
+        except ConsumerStoppedError:
+            return
+        finally:
+            self.started.set()
+        consumer = self.consumer
+        backoff = 0.2
+        while not self.stopping:
+            try:
+                if not self.positioned:
+                    await self._position(consumer)
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.bus.fetch_max_records)
+                # aiokafka drops records fetched under an older assignment; a rebalance from here on
+                # (during a handler) makes us drop the rest of the batch: the new assignment starts
+                # from the offsets committed on revoke, so nothing is skipped.
+                generation = self.generation
+                # First offset not yet handled, per partition of this batch.
+                unhandled = {tp: messages[0].offset for tp, messages in batches.items() if messages}
+                try:
+                    for tp, messages in batches.items():
+                        for message in messages:
+                            if self.stopping or generation != self.generation or tp not in self.owned:
+                                break
+                            await self._handle(tp, message)
+                            unhandled[tp] = message.offset + 1
+                            if time.monotonic() - self.last_commit >= self.bus.commit_interval:
+                                await self._commit(consumer)
+                except Exception:
+                    # A bus-internal failure (the handler's own errors never get here): the fetcher is
+                    # already past this batch, so rewind, or later commits would skip what is left.
+                    if generation == self.generation:
+                        for tp, offset in unhandled.items():
+                            with contextlib.suppress(IllegalStateError):
+                                consumer.seek(tp, offset)
+                    raise
+                if self.pending:
+                    await self._commit(consumer)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except ConsumerStoppedError:
+                return
+            except Exception as exc:  # KafkaError while the broker restarts, and anything unexpected
+                log.warning("kafka.consume_error", group=self.sub.group, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _position(self, consumer: AIOKafkaConsumer) -> None:
+        """Resolve the start offset of every assigned partition, then tell waiters we are ready."""
+        generation = self.generation
+        for tp in list(consumer.assignment()):
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                await consumer.position(tp)
+        if generation == self.generation:
+            self.positioned = True
+            self.sub.ready.set()
+
+    async def _handle(self, tp: TopicPartition, message: ConsumerRecord[Any, Any]) -> None:
+        record = Record(
+            topic=self.bus.logical(message.topic),
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key.decode("utf-8", "replace") if message.key is not None else None,
+            value=message.value if message.value is not None else b"",
+            headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
+        )
+        self.idle.clear()
+        try:
+            await self.bus._deliver(self.sub, record)
+        finally:
+            self.idle.set()
+        self.pending[tp] = message.offset + 1
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None, *, timeout: float = 5.0
+    ) -> None:
+        offsets = {tp: o for tp, o in self.pending.items() if only is None or tp in only}
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), timeout=timeout)
+        except asyncio.CancelledError:
+            raise
+        except (KafkaError, TimeoutError) as exc:
+            # Not committed: at-least-once means these may be delivered again; that is safe.
+            log.warning("kafka.commit_failed", group=self.sub.group, offsets=_fmt(offsets), error=repr(exc))
+            if isinstance(exc, TimeoutError):
+                return  # keep them pending; the broker may be back for the next commit
+            for tp in offsets:  # lost the partition (rebalance): the new owner replays from its commit
+                if tp not in consumer.assignment():
+                    self.pending.pop(tp, None)
+            return
+        for tp, offset in offsets.items():
+            if self.pending.get(tp) == offset:
+                del self.pending[tp]
+        self.last_commit = time.monotonic()
+
+    # ------------------------------------------------------------------ rebalance listener
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before partitions move: stop working on them, wait for the in-flight handler, commit."""
+        revoked = set(revoked)
+        self.generation += 1
+        self.owned -= revoked
+        self.positioned = False
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout=self.bus.shutdown_grace)
+        except TimeoutError:
+            log.warning("kafka.revoke_while_handler_busy", group=self.sub.group)
+        consumer = self.consumer
+        if consumer is not None and revoked:
+            await self._commit(consumer, revoked)
+        for tp in revoked:
+            self.pending.pop(tp, None)
+        log.info("kafka.partitions_revoked", group=self.sub.group, partitions=_fmt_tps(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.owned = set(assigned)
+        self.positioned = False
+        log.info("kafka.partitions_assigned", group=self.sub.group, partitions=_fmt_tps(assigned))
+
+
+def _fmt(offsets: dict[TopicPartition, int]) -> dict[str, int]:
+    return {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()}
+
+
+def _fmt_tps(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

@@ -1,0 +1,42 @@
+"""A consumer-group member in its own process, for tests that kill it with SIGKILL.
+
+Usage: python -m tests.contract.crash_member <kind> <config-json> <topic> <group> <log-file> <mode>
+
+It appends every event id it receives to ``log-file`` (flushed and fsynced, so the test sees it even
+after the kill). ``mode`` is ``block`` (the handler never returns: the offset is never committed) or
+``handle`` (the handler returns at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from shared.bus.base import Record
+from shared.events import Envelope
+from tests.contract.support import build_bus
+
+
+async def main(kind: str, config: str, topic: str, group: str, log_file: str, mode: str) -> None:
+    bus = build_bus(kind, json.loads(config))
+    await bus.start()
+
+    async def handler(envelope: Envelope, _record: Record) -> None:
+        with open(log_file, "a") as out:
+            out.write(envelope.id + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if mode == "block":
+            await asyncio.Event().wait()
+
+    sub = await bus.subscribe([topic], group, handler)
+    await sub.ready.wait()
+    with open(log_file + ".ready", "w") as out:
+        out.write("ready\n")
+    await asyncio.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:7]))
