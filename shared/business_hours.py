@@ -8,7 +8,11 @@ package, per country and subdivision), extra closed dates and special hours for 
 Opening hours are *wall-clock* times in the site's timezone, so 09:00-17:00 stays 09:00-17:00 on a
 daylight-saving change day (that day is then 7 or 9 hours long in UTC). A wall-clock time that does not
 exist (spring forward gap) is shifted forward by the gap; an ambiguous one (fall back) means the first
-occurrence. Every datetime returned is timezone-aware; inputs must be aware too.
+occurrence. Every datetime returned is timezone-aware; inputs must be aware too. Intervals and
+deadlines are returned in **UTC**: Python compares and subtracts two datetimes that share one tzinfo by
+wall clock, ignoring a DST offset change between them, so arithmetic must happen in UTC (convert with
+``.astimezone(calendar.tz)`` for display). Single instants (``closing_time``, ``next_open``) are in the
+site's timezone.
 
 The callback promise (:meth:`SiteCalendar.same_day_deadline`) follows two clocks at once:
 
@@ -157,14 +161,14 @@ def _require_aware(at: datetime) -> None:
 
 
 def _local(day: date, minute: int, tz: ZoneInfo) -> datetime:
-    """Wall-clock ``minute`` of ``day`` in ``tz`` as an aware datetime (24:00 = next midnight).
+    """Wall-clock ``minute`` of ``day`` in ``tz`` as an instant in UTC (24:00 = next midnight).
 
-    A non-existent wall time (DST gap) is normalised through UTC so it lands after the gap.
+    A non-existent wall time (DST gap) maps to the instant after the gap, as zoneinfo does for fold=0.
     """
     if minute >= MINUTES_PER_DAY:
         day, minute = day + timedelta(days=1), minute - MINUTES_PER_DAY
     naive = datetime.combine(day, time(minute // 60, minute % 60))
-    return naive.replace(tzinfo=tz).astimezone(UTC).astimezone(tz)
+    return naive.replace(tzinfo=tz).astimezone(UTC)
 
 
 def _intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
@@ -195,11 +199,11 @@ def seconds_in(intervals: Iterable[Interval]) -> float:
 class Deadline:
     """A callback promise as computed from the calendar (see the module docstring for the clocks)."""
 
-    deadline: datetime  # last callable moment (exclusive end), in the site's timezone
-    earliest: datetime  # first callable moment at or after the request
+    deadline: datetime  # end of the last callable moment (exclusive), UTC
+    earliest: datetime  # first callable moment at or after the request, UTC
     day: date  # the customer's local date the promise is for
     next_business_day: bool  # True when "today" was not possible and we honestly say so
-    windows: tuple[Interval, ...]  # callable intervals between earliest and deadline
+    windows: tuple[Interval, ...]  # callable intervals between earliest and deadline, UTC
 
     @property
     def callable_seconds(self) -> float:
@@ -265,17 +269,17 @@ class SiteCalendar:
         raise ValueError(f"site {self.name!r} has no business day within {MAX_LOOKAHEAD_DAYS} days")
 
     def hours_on(self, day: date) -> list[Interval]:
-        """Opening intervals of a local date as aware datetimes in the site's timezone."""
+        """Opening intervals of a local date, in UTC."""
         return [(_local(day, s, self.tz), _local(day, e, self.tz)) for s, e in self.periods_on(day)]
 
     def opening_time(self, day: date) -> datetime | None:
         hours = self.hours_on(day)
-        return hours[0][0] if hours else None
+        return hours[0][0].astimezone(self.tz) if hours else None
 
     def closing_time(self, day: date) -> datetime | None:
         """When the site closes on local date ``day`` (end of its last period); None if closed all day."""
         hours = self.hours_on(day)
-        return hours[-1][1] if hours else None
+        return hours[-1][1].astimezone(self.tz) if hours else None
 
     # -- instants ---------------------------------------------------------------------------------
 
@@ -285,10 +289,20 @@ class SiteCalendar:
 
     def is_open(self, at: datetime) -> bool:
         local = self.local(at)
-        return any(s <= local < e for s, e in self.hours_on(local.date()))
+        at_utc = at.astimezone(UTC)
+        return any(s <= at_utc < e for s, e in self.hours_on(local.date()))
+
+    def customer_context(self, at: datetime, customer_tz: ZoneInfo | str | None = None) -> tuple[datetime, bool]:
+        """(customer's local time, is the site open now): what intake adds to a contact.
+
+        Without a customer timezone the site's clock is used for the customer too.
+        """
+        ctz = zone(customer_tz) if isinstance(customer_tz, str) else (customer_tz or self.tz)
+        _require_aware(at)
+        return at.astimezone(ctz), self.is_open(at)
 
     def open_intervals(self, start: datetime, end: datetime) -> list[Interval]:
-        """Open intervals overlapping [start, end), clipped to it, in order."""
+        """Open intervals overlapping [start, end), clipped to it, in order (UTC)."""
         _require_aware(start)
         _require_aware(end)
         out: list[Interval] = []
@@ -297,19 +311,19 @@ class SiteCalendar:
         while day <= last:
             out.extend(self.hours_on(day))
             day += timedelta(days=1)
-        return _clip(out, start.astimezone(self.tz), end.astimezone(self.tz))
+        return _clip(out, start.astimezone(UTC), end.astimezone(UTC))
 
     def open_seconds_between(self, start: datetime, end: datetime) -> float:
         return seconds_in(self.open_intervals(start, end)) if end > start else 0.0
 
     def next_open(self, at: datetime) -> datetime:
         """``at`` itself if open, else the next opening instant."""
-        local = self.local(at)
-        day = local.date()
+        day = self.local(at).date()
+        at_utc = at.astimezone(UTC)
         for _ in range(MAX_LOOKAHEAD_DAYS + 1):
             for s, e in self.hours_on(day):
-                if local < e:
-                    return max(s, local)
+                if at_utc < e:
+                    return max(s, at_utc).astimezone(self.tz)
             day += timedelta(days=1)
         raise ValueError(f"site {self.name!r} does not open within {MAX_LOOKAHEAD_DAYS} days")
 
@@ -328,7 +342,7 @@ class SiteCalendar:
         """
         ctz = customer_tz or self.tz
         lo, hi = customer_hours or (0, MINUTES_PER_DAY)
-        allowed = [(_local(day, lo, ctz).astimezone(self.tz), _local(day, hi, ctz).astimezone(self.tz))]
+        allowed = [(_local(day, lo, ctz), _local(day, hi, ctz))]
         return _intersect(self.open_intervals(allowed[0][0], allowed[0][1]), allowed)
 
     def same_day_deadline(
@@ -347,10 +361,10 @@ class SiteCalendar:
         _require_aware(at)
         ctz = zone(customer_tz) if isinstance(customer_tz, str) else (customer_tz or self.tz)
         today = at.astimezone(ctz).date()
-        at_site = at.astimezone(self.tz)
+        at_utc = at.astimezone(UTC)
         for offset in range(MAX_LOOKAHEAD_DAYS + 1):
             day = today + timedelta(days=offset)
-            windows = _clip(self.callable_on(day, ctz, customer_hours), at_site, end_of_local_day(day, ctz))
+            windows = _clip(self.callable_on(day, ctz, customer_hours), at_utc, end_of_local_day(day, ctz))
             if not windows:
                 continue
             if offset == 0 and seconds_in(windows) < cutoff_minutes * 60:
@@ -366,7 +380,7 @@ class SiteCalendar:
 
 
 def end_of_local_day(day: date, tz: ZoneInfo) -> datetime:
-    """End of a local date (next local midnight)."""
+    """End of a local date (next local midnight), in UTC."""
     return _local(day, MINUTES_PER_DAY, tz)
 
 
