@@ -116,8 +116,11 @@ class AbandonAccepted(BaseModel):
 class CallbackRequestIn(_Strict):
     """A website's "call me back today" form (``POST /v1/callback-requests``, JSON or form-encoded).
 
-    Flat on purpose: an HTML form posts exactly these field names.
+    Flat on purpose: an HTML form posts exactly these field names. Unlike the machine-to-machine
+    webhooks, unknown fields are ignored: real forms also post submit buttons, CSRF tokens, honeypots.
     """
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     phone: PhoneE164
     name: Annotated[str, Field(max_length=200)] | None = None

@@ -30,6 +30,14 @@ async def test_form_post_publishes_callback_requested_with_the_expected_promise(
     assert event.reason == "My invoice is wrong"
 
 
+async def test_a_real_html_form_with_buttons_and_tokens_is_accepted(intake: IntakeFactory) -> None:
+    app = await intake()
+    form = {**FORM, "csrf_token": "abc123", "submit": "Call me back", "website": ""}
+    resp = await app.client.post("/v1/callback-requests", data=form)
+    assert resp.status_code == 202, resp.text
+    assert len(app.events()) == 1
+
+
 async def test_json_with_window_and_external_id_is_idempotent(intake: IntakeFactory) -> None:
     app = await intake()
     payload = {
