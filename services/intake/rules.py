@@ -7,8 +7,9 @@
 * **Expected handling time** by intent and channel: an explicit ``intent/channel`` override, else the
   intent's base time scaled by the channel's factor, else the default.
 * **Customer local time and business hours**: the customer's timezone from the payload, else the single
-  timezone the phone number's region has (``phonenumbers``); whether the site is open now comes from the
-  site's business calendar (:mod:`shared.business_hours`).
+  timezone the phone number's region has (``phonenumbers``), else the site's clock (as the callback
+  promise assumes); whether the site is open now comes from the site's business calendar
+  (:mod:`shared.business_hours`).
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ class EnrichmentRules(BaseModel):
 class OpenHours(Protocol):
     """What enrichment needs from a site calendar (satisfied by ``shared.business_hours.SiteCalendar``)."""
 
+    @property
+    def tz(self) -> ZoneInfo: ...
+
     def is_open(self, at: datetime) -> bool: ...
 
 
@@ -199,6 +203,10 @@ class MinuteCachedHours:
         self._calendar = calendar
         self._minute: datetime | None = None
         self._open = False
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self._calendar.tz
 
     def is_open(self, at: datetime) -> bool:
         minute = at.replace(second=0, microsecond=0)
@@ -232,7 +240,10 @@ def enrich(
 ) -> Enrichment:
     resolved, source = rules.classify(intent, ivr_selections, summary)
     tz_name = timezone_for(customer_timezone, phone_e164)
-    local = now.astimezone(ZoneInfo(tz_name)) if tz_name else None
+    # Unknown customer timezone: the site's clock stands in, as SiteCalendar.customer_context and the
+    # callback promise do, so every service means the same "local time" (Customer.timezone stays None).
+    clock_tz = ZoneInfo(tz_name) if tz_name else (site_hours.tz if site_hours is not None else None)
+    local = now.astimezone(clock_tz) if clock_tz is not None else None
     return Enrichment(
         intent=resolved,
         intent_source=source,

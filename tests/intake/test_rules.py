@@ -96,6 +96,13 @@ def test_enrich_gives_local_time_and_business_hours() -> None:
     )
     assert late.within_business_hours is False
     assert late.customer_timezone == "Europe/Berlin" and late.customer_local_time.hour == 18
+    unknown = enrich(
+        RULES, now=now, channel=Channel.CHAT, intent=None, ivr_selections=[], summary=None,
+        customer_timezone=None, phone_e164="+61412345678", site_hours=site,
+    )
+    assert unknown.customer_timezone is None  # not guessed into the contract...
+    local = unknown.customer_local_time
+    assert local is not None and local.utcoffset() == site.tz.utcoffset(now)  # ...the site's clock stands in
 
 
 def test_callback_digit_is_the_last_selection() -> None:
