@@ -1,28 +1,90 @@
-"""Callback (placeholder until the full service lands)."""
+"""Callback service: same-day callback promises that are kept, or flagged before they break.
+
+``uvicorn services.callback.app:create_app --factory``. The lifespan owns a :class:`ServiceRuntime`
+(bus, database + migrations, outbox relay), the event consumer and the scheduler loop.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
+from services.callback.api import router as api_router
+from services.callback.clock import Clock, SystemClock
+from services.callback.consumers import CallbackConsumer
+from services.callback.lifecycle import Policy
+from services.callback.migrations_path import MIGRATIONS
+from services.callback.scheduler import Scheduler
+from services.callback.service import CallbackService
+from services.callback.settings import CallbackSettings
+from shared import db
+from shared.bus import EventBus
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
+from shared.topics import CALLBACKS, ROUTING
+
+log = structlog.get_logger(__name__)
 
 
-def create_app(common: CommonSettings | None = None) -> FastAPI:
+async def _db_ready(runtime: ServiceRuntime) -> bool:
+    return runtime.engine is not None and await db.ping(runtime.engine)
+
+
+def create_app(
+    common: CommonSettings | None = None,
+    settings: CallbackSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    bus: EventBus | None = None,
+) -> FastAPI:
     common = common or CommonSettings()
+    settings = settings or CallbackSettings()
     configure_logging("callback", level=common.log_level, json=common.log_json)
-    runtime = ServiceRuntime("callback", common)
+    calendars = settings.calendars()  # fail at start-up on a bad sites config, not at the first request
+    policy = Policy.from_settings(settings)
+    runtime = ServiceRuntime("callback", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        yield
-        await runtime.stop()
+        assert runtime.sessionmaker is not None and runtime.relay is not None
+        service = CallbackService(
+            runtime.sessionmaker,
+            calendars,
+            policy,
+            clock or SystemClock(),
+            source=runtime.source,
+            notify=runtime.relay.notify,
+            batch_size=settings.batch_size,
+            release_without_presence=settings.release_without_presence,
+        )
+        app.state.service = service
+        app.state.runtime = runtime
+        scheduler = Scheduler(service, interval=settings.poll_interval_seconds)
+        app.state.scheduler = scheduler
+        await runtime.consume([CALLBACKS, ROUTING], CallbackConsumer(service))
+        if settings.scheduler_enabled:
+            await scheduler.start()
+        log.info("callback.ready", sites=sorted(calendars.sites), default_timezone=calendars.default.tz.key)
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            await runtime.stop()
 
-    app = FastAPI(title="Switchboard callback", lifespan=lifespan)
-    install_operations(app, runtime.checks())
+    app = FastAPI(
+        title="Switchboard callback",
+        description="Same-day callback commitments: deadlines, due releases, attempts, breaches.",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs" if common.docs_enabled else None,
+        redoc_url="/redoc" if common.docs_enabled else None,
+        openapi_url="/openapi.json" if common.docs_enabled else None,
+    )
+    app.include_router(api_router)
+    install_operations(app, {"bus": runtime.bus.ping, "database": lambda: _db_ready(runtime)})
     return app

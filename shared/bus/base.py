@@ -21,8 +21,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from shared.events import Envelope, EventData, make_event
-from shared.topics import route
+import structlog
+
+from shared.events import Envelope, EventData, MalformedEvent, decode_event, make_event
+from shared.observability import (
+    BUS_EVENTS_DEAD_LETTERED,
+    BUS_EVENTS_HANDLED,
+    BUS_HANDLER_FAILURES,
+)
+from shared.topics import dlq, route
+
+log = structlog.get_logger(__name__)
 
 
 class BusUnavailable(RuntimeError):
@@ -122,3 +131,78 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """True when the bus can accept events now (for ``/readyz``)."""
+
+    # ------------------------------------------------------------------- delivery (both buses)
+
+    async def _deliver(self, sub: Subscription, record: Record) -> None:
+        """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ."""
+        try:
+            envelope = decode_event(record.value)
+        except MalformedEvent as exc:
+            log.error(
+                "bus.malformed_event",
+                group=sub.group,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc),
+            )
+            await self._dead_letter(sub.group, record, str(exc), attempts=0)
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await sub.handler(envelope, record)
+                BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                BUS_HANDLER_FAILURES.labels(sub.group, record.topic).inc()
+                if attempt >= sub.max_attempts:
+                    log.error(
+                        "bus.handler_gave_up",
+                        group=sub.group,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        event_id=envelope.id,
+                        attempts=attempt,
+                        error=repr(exc),
+                    )
+                    await self._dead_letter(sub.group, record, repr(exc), attempts=attempt)
+                    return
+                log.warning(
+                    "bus.handler_failed",
+                    group=sub.group,
+                    topic=record.topic,
+                    offset=record.offset,
+                    event_id=envelope.id,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 2.0))
+
+    async def _dead_letter(self, group: str, record: Record, error: str, *, attempts: int) -> None:
+        headers = [
+            *record.headers,
+            (DLQ_ERROR, error.encode()[:4000]),
+            (DLQ_ORIGINAL_TOPIC, record.topic.encode()),
+            (DLQ_ORIGINAL_PARTITION, str(record.partition).encode()),
+            (DLQ_ORIGINAL_OFFSET, str(record.offset).encode()),
+            (DLQ_ATTEMPTS, str(attempts).encode()),
+            (DLQ_CONSUMER_GROUP, group.encode()),
+        ]
+        # Retry until the DLQ has it: moving on without it would drop the event silently. A stop
+        # during this wait cancels us before the offset is committed, so the record comes back.
+        backoff = 0.2
+        while True:
+            try:
+                await self.publish_raw(dlq(record.topic), record.key, record.value, headers)
+                break
+            except BusUnavailable as exc:
+                log.warning("bus.dead_letter_retry", group=group, topic=record.topic, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        BUS_EVENTS_DEAD_LETTERED.labels(group, record.topic).inc()

@@ -36,26 +36,15 @@ from typing import Any
 import structlog
 
 from shared.bus.base import (
-    DLQ_ATTEMPTS,
-    DLQ_CONSUMER_GROUP,
-    DLQ_ERROR,
-    DLQ_ORIGINAL_OFFSET,
-    DLQ_ORIGINAL_PARTITION,
-    DLQ_ORIGINAL_TOPIC,
     BusUnavailable,
     EventBus,
     Handler,
     Record,
     Subscription,
 )
-from shared.events import MalformedEvent, decode_event
 from shared.observability import (
-    BUS_EVENTS_DEAD_LETTERED,
-    BUS_EVENTS_HANDLED,
-    BUS_HANDLER_FAILURES,
     BUS_PUBLISH_SECONDS,
 )
-from shared.topics import dlq
 
 log = structlog.get_logger(__name__)
 
@@ -557,7 +546,7 @@ class EmbeddedBus(EventBus):
                                     break
                                 record = Record(self.logical(tp[0]), tp[1], offset, key, value,
                                                 _decode_headers(headers))
-                                await self._deliver(sub, member.group, record)
+                                await self._deliver(sub, record)
                                 member.handled[tp] = offset + 1
                                 member.position[tp] = offset + 1
                         await self._run_write(self._commit, member, None)
@@ -574,49 +563,3 @@ class EmbeddedBus(EventBus):
                 log.exception("bus.consume_failed", group=member.group)
                 await asyncio.sleep(0.5)
                 dirty = True
-
-    async def _deliver(self, sub: Subscription, group: str, record: Record) -> None:
-        """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ."""
-        try:
-            envelope = decode_event(record.value)
-        except MalformedEvent as exc:
-            await self._dead_letter(group, record, str(exc), attempts=0)
-            return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await sub.handler(envelope, record)
-                BUS_EVENTS_HANDLED.labels(group, record.topic, envelope.type).inc()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                BUS_HANDLER_FAILURES.labels(group, record.topic).inc()
-                if attempt >= sub.max_attempts:
-                    log.error("bus.handler_gave_up", group=group, topic=record.topic, offset=record.offset,
-                              event_id=envelope.id, error=repr(exc))
-                    await self._dead_letter(group, record, repr(exc), attempts=attempt)
-                    return
-                log.warning("bus.handler_failed", group=group, topic=record.topic, offset=record.offset,
-                            attempt=attempt, error=repr(exc))
-                await asyncio.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 2.0))
-
-    async def _dead_letter(self, group: str, record: Record, error: str, *, attempts: int) -> None:
-        headers = [
-            (DLQ_ERROR, error.encode()[:4000]),
-            (DLQ_ORIGINAL_TOPIC, record.topic.encode()),
-            (DLQ_ORIGINAL_PARTITION, str(record.partition).encode()),
-            (DLQ_ORIGINAL_OFFSET, str(record.offset).encode()),
-            (DLQ_ATTEMPTS, str(attempts).encode()),
-            (DLQ_CONSUMER_GROUP, group.encode()),
-        ]
-        # Retry until the DLQ took it: moving on without it would drop the event silently.
-        while True:
-            try:
-                await self.publish_raw(dlq(record.topic), record.key, record.value, headers)
-                break
-            except BusUnavailable:
-                await asyncio.sleep(0.5)
-        BUS_EVENTS_DEAD_LETTERED.labels(group, record.topic).inc()
-

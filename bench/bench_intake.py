@@ -1,0 +1,245 @@
+"""Intake throughput: accepted webhooks per second on one uvicorn worker vs a bare FastAPI endpoint.
+
+Both servers run side by side in the same run, under the same load generator (keep-alive HTTP/1.1
+connections driven by raw asyncio streams, so the client costs little CPU), in alternating rounds
+because the machine is noisy. Every request carries a new external id and a new phone number, so
+every intake answer is a first-time ``202``: validated, enriched, published with the bus's durable
+ack (group commit) and recorded in the idempotency store. After the run the bus log is counted:
+every 202 must be there, or the benchmark fails.
+
+Rows: the *bare* endpoint (``await request.json()`` -> 202) is the baseline of the ratio. A second
+reference, the same server validating the same ``ContactIn`` model as a FastAPI body parameter
+(nothing published), splits intake's cost into "validating a contact" and "making it durable".
+The server CPU column (user+system of the server process per answer, all threads) is the number to
+read on a shared machine: throughput moves with the neighbours' load, CPU per request much less.
+
+    python bench/bench_intake.py [--connections 64] [--seconds 5] [--rounds 3]
+
+Target: intake >= 0.6x the bare endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE_APP = '''
+from typing import Any
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from services.intake.schemas import ContactIn
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/v1/contacts", status_code=202)
+    async def contact(request: Request) -> JSONResponse:
+        body: dict[str, Any] = await request.json()
+        return JSONResponse({"contact_id": body["external_id"], "duplicate": False}, status_code=202)
+
+    @app.post("/v1/contacts-validated", status_code=202)
+    async def validated(body: ContactIn) -> dict[str, Any]:
+        return {"contact_id": body.external_id, "duplicate": False}
+
+    return app
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(app: str, env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--no-access-log", "--log-level", "warning"],
+        cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{app} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{app} did not become ready")
+
+
+def payload(external_id: str) -> bytes:
+    phone = f"+49151{random.randrange(10**8):08d}"  # a new valid number each time: no cache helps
+    return json.dumps(
+        {
+            "external_id": external_id,
+            "source": "bench",
+            "channel": "voice",
+            "customer": {"id": f"c-{external_id}", "phone": phone, "tier": "premium",
+                         "language": "de", "timezone": "Europe/Berlin"},
+            "summary": "I would like to upgrade my plan",
+            "ivr_selections": ["2"],
+        }
+    ).encode()
+
+
+async def load(
+    port: int, tag: str, connections: int, seconds: float, path: str = "/v1/contacts"
+) -> tuple[int, int, list[float]]:
+    """(accepted 202s, other answers, latencies) from ``connections`` keep-alive clients for ``seconds``."""
+    stop_at = time.perf_counter() + seconds
+    accepted = 0
+    other = 0
+    latencies: list[float] = []
+
+    async def client(n: int) -> None:
+        nonlocal accepted, other
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = 0
+        try:
+            while time.perf_counter() < stop_at:
+                body = payload(f"{tag}-{n}-{i}")
+                i += 1
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                t0 = time.perf_counter()
+                writer.write(head + body)
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                if status_line.split()[1] == b"202":
+                    accepted += 1
+                else:
+                    other += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(connections)))
+    return accepted, other, latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process, all threads included (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+TARGETS = (  # name, label, server, path
+    ("bare", "bare FastAPI endpoint (baseline)", "bare", "/v1/contacts"),
+    ("validated", "FastAPI + ContactIn, not published", "bare", "/v1/contacts-validated"),
+    ("intake", "intake POST /v1/contacts (durable)", "intake", "/v1/contacts"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        (tmpdir / "bare_app.py").write_text(BARE_APP)
+        data_dir = tmpdir / "data"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
+                      "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        bare_env = {**base_env, "PYTHONPATH": f"{tmpdir}{os.pathsep}{ROOT}"}
+        servers = {
+            "intake": start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log"),
+            "bare": start_server("bare_app:create_app", bare_env, tmpdir, tmpdir / "bare.log"),
+        }
+        results: dict[str, list[tuple[float, int, list[float]]]] = {name: [] for name, *_ in TARGETS}
+        cpu: dict[str, list[float]] = {name: [] for name, *_ in TARGETS}  # server CPU us per answer
+        total_intake_202 = 0
+        try:
+            for _name, _, server, path in TARGETS:
+                asyncio.run(load(servers[server][1], "warm", 8, 1.0, path))
+            for r in range(args.rounds):
+                for name, _, server, path in TARGETS:
+                    proc, port = servers[server]
+                    cpu0 = cpu_seconds(proc.pid)
+                    ok, other, lat = asyncio.run(load(port, f"r{r}", args.connections, args.seconds, path))
+                    cpu[name].append((cpu_seconds(proc.pid) - cpu0) / max(1, ok + other) * 1e6)
+                    results[name].append((ok / args.seconds, other, lat))
+                    if name == "intake":
+                        total_intake_202 += ok
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        with sqlite3.connect(data_dir / "bus.sqlite3") as conn:
+            in_bus = conn.execute("SELECT count(*) FROM events WHERE topic='contacts'").fetchone()[0]
+        with sqlite3.connect(data_dir / "intake.sqlite3") as conn:
+            recorded = conn.execute("SELECT count(*) FROM intake_requests").fetchone()[0]
+            # warm-up answers are durable too: count them out of the check below
+            warm_intake = conn.execute("SELECT count(*) FROM intake_requests WHERE key LIKE 'warm-%'").fetchone()[0]
+
+    print(f"one uvicorn worker each, {args.connections} keep-alive connections, {args.rounds} rounds x "
+          f"{args.seconds:.0f}s, new external id and phone number per request\n")
+    print(f"{'endpoint':<38}{'accepted/s (median)':>20}{'rounds':>22}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}"
+          f"{'server CPU us/req':>19}{'ratio':>8}")
+    print("-" * 134)
+    medians = {name: statistics.median(rate for rate, _, _ in results[name]) for name, *_ in TARGETS}
+    for name, label, _, _ in TARGETS:
+        rates = [rate for rate, _, _ in results[name]]
+        lat = [x for _, _, ls in results[name] for x in ls]
+        rounds = " ".join(f"{x:.0f}" for x in rates)
+        non = sum(o for _, o, _ in results[name])
+        print(f"{label:<38}{medians[name]:>20.0f}{rounds:>22}{pct(lat, .5) * 1e3:>9.1f}{pct(lat, .99) * 1e3:>9.1f}"
+              f"{non:>9}{statistics.median(cpu[name]):>19.0f}{medians[name] / medians['bare']:>7.2f}x")
+    print("-" * 134)
+    ratio = medians["intake"] / medians["bare"]
+    verdict = "met" if ratio >= 0.6 else "NOT met"
+    print(f"{'ratio intake / bare':<38}{ratio:>20.2f}x   target >= 0.60x: {verdict}")
+    durable = in_bus - warm_intake
+    print(f"{'intake 202s in timed rounds':<38}{total_intake_202:>20}")
+    print(f"{'  of which in the bus log':<38}{durable:>20}   (idempotency rows: {recorded - warm_intake})")
+    if durable != total_intake_202:
+        raise SystemExit("DURABILITY VIOLATION: a 202 without its event in the bus")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""HTTP API of the callback service, under ``/v1``.
+
+* ``POST /v1/callbacks``: create a commitment (or merge into the customer's open one). 201 created,
+  200 merged or the same request again (``Idempotency-Key`` header or ``request_id`` field).
+* ``GET /v1/callbacks``: list and filter (status, date, agent, customer, site, at_risk).
+* ``GET /v1/callbacks/{id}``: one commitment with its attempt history.
+* ``POST /v1/callbacks/{id}/attempts``: record an attempt (``Idempotency-Key`` dedupes retries).
+* ``GET /v1/summary/today``: promised, fulfilled, open, at risk, breached, closed, same-day rate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.callback.lifecycle import Status
+from services.callback.service import CallbackService, CommitmentNotFound, ListFilter, SiteSummary
+from services.callback.store import Attempt, Commitment
+from shared.business_hours import zone
+from shared.events import (
+    DEFAULT_SITE,
+    DEFAULT_TENANT,
+    AttemptResult,
+    CallbackOrigin,
+    CallbackRequested,
+    Channel,
+    Customer,
+    Intent,
+    Tier,
+    TimeWindow,
+    deterministic_id,
+)
+
+router = APIRouter(prefix="/v1", tags=["callbacks"])
+
+
+def get_service(request: Request) -> CallbackService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+ServiceDep = Annotated[CallbackService, Depends(get_service)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------------------
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    phone: str | None = Field(None, max_length=32, description="E.164")
+    name: str | None = Field(None, max_length=200)
+    tier: Tier = Tier.STANDARD
+    language: str = "en"
+    timezone: str | None = Field(None, description="IANA name; default: the site's timezone")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone(value)
+        return value
+
+    def to_customer(self) -> Customer:
+        return Customer.model_validate(self.model_dump())
+
+
+class WindowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowIn:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class CallbackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer: CustomerIn
+    site: str = Field(DEFAULT_SITE, min_length=1, max_length=100)
+    tenant_id: str = Field(DEFAULT_TENANT, min_length=1, max_length=100)
+    request_id: str | None = Field(None, max_length=200, description="dedupes retries (or Idempotency-Key)")
+    origin: CallbackOrigin = CallbackOrigin.API
+    contact_id: str | None = Field(None, max_length=100)
+    intent: Intent | None = None
+    channel: Channel = Channel.VOICE
+    reason: str | None = Field(None, max_length=2000)
+    preferred_window: WindowIn | None = None
+    promised_by_agent_id: str | None = Field(None, max_length=100)
+    virtual_start_time: AwareDatetime | None = Field(None, description="the customer's place in line")
+
+
+class AttemptCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    result: AttemptResult
+    agent_id: str | None = Field(None, max_length=100)
+    notes: str | None = Field(None, max_length=2000)
+    at: AwareDatetime | None = Field(None, description="when the call was made; default now")
+
+
+class WindowOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class AttemptOut(BaseModel):
+    number: int
+    result: str
+    agent_id: str | None
+    notes: str | None
+    at: datetime
+    source: str
+    late: bool
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptOut:
+        return cls(
+            number=a.number,
+            result=a.result,
+            agent_id=a.agent_id,
+            notes=a.notes,
+            at=a.at,
+            source=a.source,
+            late=a.late,
+        )
+
+
+class CallbackOut(BaseModel):
+    id: str
+    tenant_id: str
+    site: str
+    customer: dict[str, Any]
+    status: Status
+    origin: str
+    contact_id: str | None
+    intent: str | None
+    channel: str
+    requested_at: datetime
+    virtual_start_time: datetime
+    deadline: datetime = Field(description="UTC; the last callable moment (site open, customer callable)")
+    deadline_day: date = Field(description="site-local date of the deadline")
+    promise_day: date = Field(description="customer-local date the promise is for")
+    next_business_day: bool
+    promise_text: str
+    window: WindowOut | None
+    not_before: datetime
+    at_risk: bool
+    at_risk_at: datetime | None
+    promised_by_agent_id: str | None
+    preferred_until: datetime | None
+    released_at: datetime | None
+    released_to_agent_id: str | None
+    accepted_by_agent_id: str | None
+    attempts: int
+    last_result: str | None
+    merged_requests: int
+    fulfilled_at: datetime | None
+    fulfilled_by_agent_id: str | None
+    ended_at: datetime | None
+    close_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Commitment) -> CallbackOut:
+        window = WindowOut(start=c.window_start, end=c.window_end) if c.window_start and c.window_end else None
+        fields = {name: getattr(c, name) for name in cls.model_fields if name != "window"}
+        return cls(window=window, **fields)
+
+
+class CallbackDetail(CallbackOut):
+    attempt_history: list[AttemptOut]
+
+
+class SummaryCounts(BaseModel):
+    site: str | None = None
+    date: dt.date | None = None
+    promised: int
+    fulfilled: int
+    open: int
+    at_risk: int
+    breached: int
+    closed: int = Field(description="ended unfulfilled before the deadline: wrong number, attempts exhausted")
+    same_day_fulfilment_rate: float | None = Field(description="fulfilled / promised; null if none")
+
+    @classmethod
+    def of(cls, s: SiteSummary) -> SummaryCounts:
+        return cls(
+            site=s.site,
+            date=s.date,
+            promised=s.promised,
+            fulfilled=s.fulfilled,
+            open=s.open,
+            at_risk=s.at_risk,
+            breached=s.breached,
+            closed=s.closed,
+            same_day_fulfilment_rate=s.same_day_fulfilment_rate,
+        )
+
+
+class SummaryOut(BaseModel):
+    at: datetime
+    overall: SummaryCounts
+    sites: list[SummaryCounts]
+
+
+# --------------------------------------------------------------------------------------------------
+# Routes
+# --------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/callbacks",
+    response_model=CallbackOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a callback commitment (merges into the customer's open one)",
+    responses={200: {"description": "merged into an open commitment, or the same request again"}},
+)
+async def create_callback(
+    body: CallbackCreate,
+    service: ServiceDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> CallbackOut:
+    now = service.clock.now()
+    key = body.request_id or idempotency_key
+    request_id = deterministic_id("api", body.tenant_id, key) if key else str(uuid.uuid4())
+    req = CallbackRequested(
+        tenant_id=body.tenant_id,
+        request_id=request_id,
+        customer=body.customer.to_customer(),
+        site=body.site,
+        origin=body.origin,
+        contact_id=body.contact_id,
+        intent=body.intent,
+        channel=body.channel,
+        preferred_window=TimeWindow(start=body.preferred_window.start, end=body.preferred_window.end)
+        if body.preferred_window
+        else None,
+        promised_by_agent_id=body.promised_by_agent_id,
+        reason=body.reason,
+        virtual_start_time=body.virtual_start_time,
+        requested_at=now,
+    )
+    commitment, created = await service.request(req)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return CallbackOut.of(commitment)
+
+
+@router.get("/callbacks", response_model=list[CallbackOut], summary="List and filter commitments")
+async def list_callbacks(
+    service: ServiceDep,
+    status_: Annotated[list[Status] | None, Query(alias="status")] = None,
+    day: Annotated[date | None, Query(alias="date", description="site-local deadline date")] = None,
+    agent_id: Annotated[str | None, Query(description="promised by, offered to, accepted or fulfilled by")] = None,
+    customer_id: str | None = None,
+    site: str | None = None,
+    at_risk: bool | None = None,
+    tenant_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[CallbackOut]:
+    rows = await service.list(
+        ListFilter(
+            status=[s.value for s in status_ or []],
+            day=day,
+            agent_id=agent_id,
+            customer_id=customer_id,
+            site=site,
+            at_risk=at_risk,
+            tenant_id=tenant_id,
+            limit=limit,
+            offset=offset,
+        )
+    )
+    return [CallbackOut.of(c) for c in rows]
+
+
+@router.get("/callbacks/{callback_id}", response_model=CallbackDetail, summary="One commitment with its attempts")
+async def get_callback(callback_id: str, service: ServiceDep) -> CallbackDetail:
+    try:
+        c = await service.get(callback_id)
+    except CommitmentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
+    return CallbackDetail(
+        **CallbackOut.of(c).model_dump(), attempt_history=[AttemptOut.of(a) for a in c.attempt_history]
+    )
+
+
+@router.post(
+    "/callbacks/{callback_id}/attempts",
+    response_model=CallbackDetail,
+    summary="Record an attempt (reached, no_answer, busy, voicemail, wrong_number)",
+)
+async def record_attempt(
+    callback_id: str,
+    body: AttemptCreate,
+    service: ServiceDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> CallbackDetail:
+    try:
+        await service.record_attempt(
+            callback_id,
+            body.result,
+            agent_id=body.agent_id,
+            notes=body.notes,
+            at=body.at,
+            attempt_key=f"api:{idempotency_key}" if idempotency_key else None,
+        )
+    except CommitmentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
+    return await get_callback(callback_id, service)
+
+
+@router.get("/summary/today", response_model=SummaryOut, summary="Today's promises per site and overall")
+async def summary_today(service: ServiceDep) -> SummaryOut:
+    s = await service.summary_today()
+    return SummaryOut(at=s.at, overall=SummaryCounts.of(s.overall), sites=[SummaryCounts.of(x) for x in s.sites])

@@ -1,0 +1,86 @@
+"""Event handlers of the callback service: inbox -> state change -> outbox, one transaction each.
+
+Consumes ``callbacks`` (``callback.requested`` from router policy, intake web form and agent promises;
+``callback.attempted`` from the router) and ``routing`` (``agent.status_changed`` for free agents,
+``offer.accepted/declined/timed_out`` and ``assignment.completed`` for callbacks being handled).
+Everything else, including the service's own events, is ignored without touching the database.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from services.callback.service import CallbackService, CommitmentNotFound
+from shared.bus.base import Record
+from shared.events import (
+    AgentStatusChanged,
+    AssignmentCompleted,
+    CallbackAttempted,
+    CallbackRequested,
+    Envelope,
+    OfferAccepted,
+    OfferDeclined,
+    OfferTimedOut,
+)
+from shared.inbox import first_time
+
+log = structlog.get_logger(__name__)
+
+CONSUMER = "callback"
+HANDLED = (
+    CallbackRequested,
+    CallbackAttempted,
+    AgentStatusChanged,
+    OfferAccepted,
+    OfferDeclined,
+    OfferTimedOut,
+    AssignmentCompleted,
+)
+
+
+class CallbackConsumer:
+    def __init__(self, service: CallbackService, *, consumer: str = CONSUMER) -> None:
+        self.service = service
+        self.consumer = consumer
+
+    async def __call__(self, env: Envelope, record: Record | None = None) -> None:
+        await self.handle(env)
+
+    async def handle(self, env: Envelope) -> bool:
+        """Apply one event; False when it was skipped (not ours, our own, or already handled)."""
+        data = env.payload
+        if not isinstance(data, HANDLED) or env.source == self.service.source:
+            return False
+        if isinstance(data, AssignmentCompleted) and data.callback_id is None:
+            return False  # an ordinary contact, not a callback
+        svc = self.service
+        async with svc.sessionmaker() as s, s.begin():
+            if not await first_time(s, self.consumer, env.id):
+                return False
+            if isinstance(data, CallbackRequested):
+                await svc.request_in(s, data)
+            elif isinstance(data, CallbackAttempted):
+                try:
+                    await svc.attempt_in(
+                        s,
+                        data.callback_id,
+                        data.result,
+                        agent_id=data.agent_id,
+                        notes=data.notes,
+                        at=data.at,
+                        attempt_key=env.id,
+                        source="event",
+                    )
+                except CommitmentNotFound:
+                    # Not ours to invent; logged and recorded as handled so it is not retried forever.
+                    log.warning("callback.attempt_for_unknown_commitment", callback_id=data.callback_id)
+            elif isinstance(data, AgentStatusChanged):
+                await svc.agent_status_in(s, data)
+            elif isinstance(data, OfferAccepted):
+                await svc.offer_accepted_in(s, data)
+            elif isinstance(data, OfferDeclined | OfferTimedOut):
+                await svc.offer_refused_in(s, data)
+            elif isinstance(data, AssignmentCompleted):
+                await svc.assignment_completed_in(s, data)
+        svc.committed()
+        return True

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the callback service, counted only for committed transactions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+CALLBACK_EVENTS = Counter(
+    "switchboard_callback_events_total",
+    "Callback lifecycle events emitted (scheduled, due, at_risk, attempted, fulfilled, breached)",
+    ["event", "site", "reason"],
+)
+SCHEDULER_PASS_SECONDS = Histogram(
+    "switchboard_callback_scheduler_pass_seconds",
+    "Duration of one scheduler pass (breaches, at risk, fallbacks, releases)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+_KEY = "switchboard_callback_metrics"
+
+
+def count_on_commit(session: Any, event_name: str, site: str, reason: str = "") -> None:
+    """Remember an emitted event on the (sync) session; it is counted only if the transaction commits."""
+    session.info.setdefault(_KEY, []).append((event_name, site, reason))
+
+
+@event.listens_for(Session, "after_commit")
+def _flush(session: Session) -> None:
+    for event_name, site, reason in session.info.pop(_KEY, ()):
+        CALLBACK_EVENTS.labels(event_name, site, reason).inc()
+
+
+@event.listens_for(Session, "after_rollback")
+def _discard(session: Session) -> None:
+    session.info.pop(_KEY, None)

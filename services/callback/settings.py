@@ -1,0 +1,66 @@
+"""Callback service settings (``SWITCHBOARD_CALLBACK_*``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file, parse_periods
+
+
+class CallbackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_CALLBACK_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(None, description="Own database; default: SQLite in the data dir.")
+    sites_file: Path | None = Field(None, description="YAML/JSON business calendars (see business_hours).")
+    sites_json: str | None = Field(None, description="The same sites config inline as JSON.")
+
+    cutoff_minutes: int = Field(
+        30, ge=0, description="Less callable time than this left today: promise the next business day."
+    )
+    customer_calling_hours: str | None = Field(
+        "08:00-21:00", description="Customer-local hours we may call in (HH:MM-HH:MM); empty: any time."
+    )
+    retry_spacing_minutes: float = Field(30, gt=0, description="Wait between unsuccessful attempts.")
+    min_retry_spacing_minutes: float = Field(
+        5, gt=0, description="Shortest spacing when the deadline compresses the last retry."
+    )
+    max_attempts: int = Field(3, ge=1, description="Unsuccessful attempts before the promise is closed.")
+    attempt_reserve_minutes: float = Field(
+        10, ge=0, description="Callable time one attempt needs; slack = callable time left - this."
+    )
+    at_risk_slack_minutes: float = Field(60, ge=0, description="Slack under this: at risk (escalate).")
+    preferred_agent_share: float = Field(
+        0.5, ge=0, le=1, description="Share of the slack during which a promising agent has it first."
+    )
+    max_priority_boost: float = Field(100.0, ge=0, description="Boost right at the deadline.")
+    at_risk_priority_boost: float = Field(50.0, ge=0, description="Minimum boost once at risk.")
+    in_progress_grace_minutes: float = Field(
+        30, ge=0, description="A call accepted before the deadline may finish this long after it."
+    )
+    poll_interval_seconds: float = Field(1.0, gt=0, description="Scheduler polling interval.")
+    batch_size: int = Field(200, ge=1, description="Commitments handled per scheduler transaction.")
+    release_without_presence: bool = Field(
+        False,
+        description="Release due callbacks without agent presence (only if no agent.status_changed flows).",
+    )
+    scheduler_enabled: bool = Field(True, description="Run the scheduler loop in this process.")
+
+    @field_validator("customer_calling_hours")
+    @classmethod
+    def _valid_hours(cls, value: str | None) -> str | None:
+        if value:
+            periods = parse_periods([value])
+            if len(periods) != 1:
+                raise ValueError("one period HH:MM-HH:MM")
+        return value or None
+
+    def calendars(self) -> BusinessCalendars:
+        if self.sites_file is not None:
+            return load_sites_file(self.sites_file)
+        raw: dict[str, Any] = json.loads(self.sites_json) if self.sites_json else {}
+        return BusinessCalendars.from_config(SitesConfig.model_validate(raw))

@@ -1,0 +1,103 @@
+"""Intake settings, read from ``SWITCHBOARD_INTAKE_*`` (dicts and nested models as JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.intake.rules import EnrichmentRules
+from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file
+from shared.events import DEFAULT_SITE
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_INTAKE_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        None, description="Idempotency store; default: SQLite file intake.sqlite3 in the data dir."
+    )
+    source_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Per-source HMAC-SHA256 secrets for signed JSON webhooks, e.g. {"acme-ivr": "..."}.',
+    )
+    require_signatures: bool = Field(
+        False,
+        description="Reject JSON webhooks from sources without a configured secret (production: true). "
+        "The web callback form is exempt unless its source has a secret (browsers cannot sign).",
+    )
+    signature_tolerance_seconds: int = Field(
+        300, gt=0, description="Max clock skew of X-Switchboard-Timestamp; older requests are replays."
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="Twilio account auth token: when set, X-Twilio-Signature is required."
+    )
+    twilio_shared_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Twilio webhook SharedKeys by key id (X-Twilio-Webhooks-Signature-Settings: key=...).",
+    )
+    twilio_source: str = Field("twilio", description="Source name of Twilio webhooks (idempotency scope).")
+    public_base_url: str | None = Field(
+        None,
+        description="Scheme+host(+prefix) Twilio calls, e.g. https://cc.example.com. Behind a proxy the "
+        "URL we see differs from the one Twilio signed; set this so signatures verify.",
+    )
+    trust_forwarded_headers: bool = Field(
+        False, description="Without public_base_url: rebuild the URL from X-Forwarded-Proto/Host."
+    )
+    max_body_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies are refused with 413.")
+    default_site: str = Field(DEFAULT_SITE, description="Site of contacts that name none.")
+    twilio_sites: dict[str, str] = Field(
+        default_factory=dict, description="Called number (Twilio `To`, E.164) -> site."
+    )
+    rules: EnrichmentRules = Field(default_factory=EnrichmentRules, description="Enrichment rules.")
+    rules_file: Path | None = Field(None, description="YAML/JSON file with the enrichment rules.")
+    sites: SitesConfig | None = Field(None, description="Business calendars (see shared.business_hours).")
+    sites_file: Path | None = Field(None, description="YAML/JSON business calendars file.")
+    callback_cutoff_minutes: int = Field(
+        30, ge=0, description="Less callable time than this left today: the promise is for the next day."
+    )
+    twilio_gather: bool = Field(True, description="Ask the IVR menu (one digit) before deciding.")
+    twilio_language: str = Field("en-US", description="<Say> language.")
+    twilio_voice: str | None = Field(None, description="<Say> voice, e.g. Polly.Joanna.")
+    twilio_menu_prompt: str = Field(
+        "Welcome. For support press 1, to buy press 2, for billing press 3, to cancel press 4. "
+        "To be called back today instead of waiting, press 9.",
+    )
+    twilio_hold_message: str = Field("Thank you for calling. The next available agent will be with you shortly.")
+    twilio_queue_prefix: str = Field("switchboard", description="Twilio queue name = prefix-site.")
+    twilio_wait_url: str | None = Field(None, description="<Enqueue waitUrl> (hold music), optional.")
+    publish_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longer than this without the bus's ack: 503 (the client retries)."
+    )
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After of 503 answers.")
+    idempotency_retention_hours: float = Field(
+        168, gt=0, description="How long a request is remembered (telephony retries come within hours)."
+    )
+    prune_interval_seconds: float = Field(600, gt=0, description="How often expired requests are purged.")
+    gc_freeze: bool = Field(True, description="gc.freeze() after start-up: long-lived objects skip GC passes.")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _load_files(self) -> IntakeSettings:
+        if self.rules_file is not None:
+            raw: Any = yaml.safe_load(self.rules_file.read_text(encoding="utf-8")) or {}
+            object.__setattr__(self, "rules", EnrichmentRules.model_validate(raw))
+        return self
+
+    def calendars(self) -> BusinessCalendars:
+        """Business calendars: the sites file, else inline sites, else the default (Mon-Fri 08-18 UTC)."""
+        if self.sites_file is not None:
+            return load_sites_file(self.sites_file)
+        return BusinessCalendars.from_config(self.sites or SitesConfig())
+
+    def secret_for(self, source: str) -> bytes | None:
+        secret = self.source_secrets.get(source)
+        return secret.get_secret_value().encode() if secret is not None else None

@@ -1,0 +1,86 @@
+"""Builders for the events other services send the callback service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from shared.events import (
+    AgentStatus,
+    AgentStatusChanged,
+    AssignmentCompleted,
+    AttemptResult,
+    CallbackAttempted,
+    CallbackOrigin,
+    CallbackRequested,
+    Customer,
+    Envelope,
+    OfferAccepted,
+    OfferDeclined,
+    TimeWindow,
+    make_event,
+)
+
+
+def requested(
+    customer_id: str,
+    at: datetime,
+    *,
+    request_id: str | None = None,
+    site: str = "main",
+    timezone: str | None = None,
+    origin: CallbackOrigin = CallbackOrigin.WEB_FORM,
+    agent: str | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    virtual_start_time: datetime | None = None,
+) -> Envelope:
+    return make_event(
+        CallbackRequested(
+            request_id=request_id or str(uuid.uuid4()),
+            customer=Customer(id=customer_id, phone="+4989123456", timezone=timezone),
+            site=site,
+            origin=origin,
+            promised_by_agent_id=agent,
+            preferred_window=TimeWindow(start=window[0], end=window[1]) if window else None,
+            virtual_start_time=virtual_start_time,
+            requested_at=at,
+        ),
+        source="switchboard/intake",
+    )
+
+
+def agent_status(agent_id: str, status: AgentStatus, at: datetime, site: str = "main") -> Envelope:
+    return make_event(
+        AgentStatusChanged(agent_id=agent_id, site=site, status=status, at=at), source="switchboard/router"
+    )
+
+
+def attempted(callback_id: str, result: AttemptResult, at: datetime, agent_id: str = "a1") -> Envelope:
+    return make_event(
+        CallbackAttempted(callback_id=callback_id, customer=Customer(id="?"), agent_id=agent_id, result=result, at=at),
+        source="switchboard/router",
+    )
+
+
+def accepted(callback_id: str, agent_id: str, at: datetime) -> Envelope:
+    return make_event(
+        OfferAccepted(offer_id=str(uuid.uuid4()), contact_id=callback_id, agent_id=agent_id, at=at),
+        source="switchboard/router",
+    )
+
+
+def declined(callback_id: str, agent_id: str, at: datetime) -> Envelope:
+    return make_event(
+        OfferDeclined(offer_id=str(uuid.uuid4()), contact_id=callback_id, agent_id=agent_id, at=at),
+        source="switchboard/router",
+    )
+
+
+def completed(callback_id: str, agent_id: str, at: datetime) -> Envelope:
+    return make_event(
+        AssignmentCompleted(contact_id=callback_id, callback_id=callback_id, agent_id=agent_id, at=at),
+        source="switchboard/router",
+    )
+
+
+__all__ = ["AttemptResult", "accepted", "agent_status", "attempted", "completed", "declined", "requested"]

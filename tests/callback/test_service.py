@@ -1,0 +1,345 @@
+"""The callback service over a real database (SQLite, and PostgreSQL when configured):
+requests and merges, inbox dedupe, capacity-gated releases, preferred agents, attempts, restarts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from services.callback.clock import ManualClock
+from services.callback.consumers import CallbackConsumer
+from services.callback.lifecycle import Status
+from services.callback.service import CallbackService, ListFilter
+from services.callback.store import Commitment
+from shared.events import AgentStatus, AttemptResult, CallbackBreached, CallbackDue, CallbackScheduled
+from tests.callback.conftest import Outbox, ServiceFactory, berlin
+from tests.callback.helpers import accepted, agent_status, attempted, completed, declined, requested
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def consumer(service: CallbackService) -> CallbackConsumer:
+    return CallbackConsumer(service)
+
+
+async def count(service: CallbackService) -> int:
+    async with service.sessionmaker() as s:
+        return (await s.execute(select(func.count()).select_from(Commitment))).scalar_one()
+
+
+async def test_request_creates_a_commitment_and_answers_with_the_promise(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    clock.set(berlin(2026, 3, 25, 10, 0))
+    assert await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 10, 0)))
+    [c] = await service.list(ListFilter())
+    assert c.status == Status.PENDING and c.deadline == berlin(2026, 3, 25, 18, 0)
+    assert c.deadline_day.isoformat() == "2026-03-25" and not c.next_business_day
+    [ev] = await staged.take()
+    assert isinstance(ev.payload, CallbackScheduled)
+    assert ev.payload.callback_id == c.id and ev.payload.promise_text == "We will call you back today by 18:00."
+
+
+async def test_redelivery_and_repeated_request_ids_have_no_effect(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox
+) -> None:
+    env = requested("cust-1", berlin(2026, 3, 25, 10, 0), request_id="req-1")
+    assert await consumer.handle(env)
+    assert not await consumer.handle(env)  # the same envelope again: inbox
+    assert await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 10, 1), request_id="req-1"))
+    assert await count(service) == 1
+    [c] = await service.list(ListFilter())
+    assert c.merged_requests == 1
+    assert await staged.take_types() == ["callback.scheduled"]
+
+
+async def test_duplicate_requests_for_one_customer_merge(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox
+) -> None:
+    await consumer.handle(
+        requested("cust-1", berlin(2026, 3, 25, 10, 0), virtual_start_time=berlin(2026, 3, 25, 9, 50))
+    )
+    await consumer.handle(
+        requested(
+            "cust-1",
+            berlin(2026, 3, 25, 11, 0),
+            agent="a7",
+            window=(berlin(2026, 3, 25, 15, 0), berlin(2026, 3, 25, 16, 0)),
+            virtual_start_time=berlin(2026, 3, 25, 9, 40),
+        )
+    )
+    await consumer.handle(requested("cust-2", berlin(2026, 3, 25, 11, 0)))
+    rows = await service.list(ListFilter(customer_id="cust-1"))
+    assert len(rows) == 1
+    c = rows[0]
+    assert c.merged_requests == 2
+    assert c.promised_by_agent_id == "a7"  # the later promise adds its agent
+    assert c.window_start == berlin(2026, 3, 25, 15, 0)  # and its window, which fits
+    assert c.virtual_start_time == berlin(2026, 3, 25, 9, 40)  # the earliest place in line
+    events = [e.payload for e in await staged.take()]
+    scheduled = [e for e in events if isinstance(e, CallbackScheduled)]
+    assert [e.callback_id for e in scheduled].count(c.id) == 2  # each request got its answer
+    assert await count(service) == 2
+
+
+async def test_asking_again_the_next_morning_turns_tomorrow_into_today(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    clock.set(berlin(2026, 3, 24, 17, 50))
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 24, 17, 50)))
+    [c] = await service.list(ListFilter())
+    assert c.next_business_day and c.promise_text.startswith("It is too late to call you back today")
+    clock.set(berlin(2026, 3, 25, 9, 0))
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 9, 0)))
+    [c] = await service.list(ListFilter())
+    assert c.deadline == berlin(2026, 3, 25, 18, 0) and c.merged_requests == 2
+    assert not c.next_business_day and c.promise_text == "We will call you back today by 18:00."
+    texts = [e.payload.promise_text for e in await staged.take()]  # type: ignore[attr-defined]
+    assert texts[-1] == "We will call you back today by 18:00."
+
+
+async def test_a_new_request_after_the_end_opens_a_new_commitment(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 10, 0)))
+    [c] = await service.list(ListFilter())
+    clock.set(berlin(2026, 3, 25, 10, 30))
+    await service.record_attempt(c.id, AttemptResult.REACHED, agent_id="a1")
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 12, 0)))
+    rows = await service.list(ListFilter(customer_id="cust-1"))
+    assert sorted(r.status for r in rows) == ["fulfilled", "pending"]
+
+
+async def test_releases_never_exceed_free_agents(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    for i in range(3):
+        await consumer.handle(requested(f"cust-{i}", t - timedelta(minutes=10 - i)))
+    await staged.take()
+    assert not (await service.tick()).released  # nobody is available
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    report = await service.tick()
+    assert len(report.released) == 1
+    assert not (await service.tick()).released  # the one free agent already has one offered
+    await consumer.handle(agent_status("a2", AgentStatus.AVAILABLE, t))
+    assert len((await service.tick()).released) == 1
+    dues = [e.payload for e in await staged.take() if isinstance(e.payload, CallbackDue)]
+    # Released in the customers' original order (virtual start time), not by arrival at this service.
+    first = (await service.get(dues[0].callback_id)).customer_id
+    assert first == "cust-0"
+    assert dues[0].virtual_start_time == t - timedelta(minutes=10)
+    # Agent a1 accepts: the callback is in progress and no longer waits for an agent; a1 is busy now.
+    await consumer.handle(accepted(dues[0].callback_id, "a1", t))
+    await consumer.handle(agent_status("a1", AgentStatus.BUSY, t + timedelta(seconds=1)))
+    assert not (await service.tick()).released  # a2 still has the second one
+    await consumer.handle(agent_status("a3", AgentStatus.AVAILABLE, t))
+    assert len((await service.tick()).released) == 1
+    async with service.sessionmaker() as s:
+        statuses = (await s.execute(select(Commitment.status).order_by(Commitment.virtual_start_time))).scalars().all()
+    assert statuses == ["in_progress", "released", "released"]
+
+
+async def test_an_old_agent_status_arriving_late_does_not_win(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a1", AgentStatus.OFFLINE, t))
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t - timedelta(minutes=5)))
+    await consumer.handle(requested("cust-1", t))
+    assert not (await service.tick()).released
+
+
+async def test_preferred_agent_first_then_the_pool(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 8, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a7", AgentStatus.AVAILABLE, t))
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(requested("cust-1", t, agent="a7", origin="agent_promise"))  # type: ignore[arg-type]
+    await staged.take()
+    await service.tick()
+    [due] = [e.payload for e in await staged.take()]
+    assert isinstance(due, CallbackDue) and due.preferred_agent_id == "a7" and due.priority_boost == 0
+    c = await service.get(due.callback_id)
+    assert c.preferred_until == berlin(2026, 3, 25, 12, 25)
+    clock.set(berlin(2026, 3, 25, 12, 24))
+    assert not (await service.tick()).fallbacks
+    clock.set(berlin(2026, 3, 25, 12, 25))
+    assert (await service.tick()).fallbacks == [c.id]
+    [again] = [e.payload for e in await staged.take()]
+    assert isinstance(again, CallbackDue) and again.callback_id == c.id
+    assert again.preferred_agent_id is None and again.priority_boost > 0
+
+
+async def test_preferred_agent_busy_waits_offline_goes_to_pool_decline_falls_back(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 8, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a7", AgentStatus.BUSY, t))
+    await consumer.handle(agent_status("a8", AgentStatus.OFFLINE, t))
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(requested("cust-7", t, agent="a7"))
+    await consumer.handle(requested("cust-8", t, agent="a8"))
+    await staged.take()
+    report = await service.tick()
+    [due] = [e.payload for e in await staged.take()]
+    assert isinstance(due, CallbackDue) and due.preferred_agent_id is None  # a8 is offline: pool
+    assert (await service.get(due.callback_id)).customer_id == "cust-8"
+    assert len(report.released) == 1  # cust-7 waits for its busy agent
+    await consumer.handle(agent_status("a7", AgentStatus.AVAILABLE, t + timedelta(minutes=5)))
+    clock.set(t + timedelta(minutes=5))
+    await service.tick()
+    [due7] = [e.payload for e in await staged.take()]
+    assert isinstance(due7, CallbackDue) and due7.preferred_agent_id == "a7"
+    await consumer.handle(declined(due7.callback_id, "a7", t + timedelta(minutes=6)))
+    [fallback] = [e.payload for e in await staged.take()]
+    assert isinstance(fallback, CallbackDue) and fallback.preferred_agent_id is None
+
+
+async def test_attempts_retry_spacing_and_exhaustion(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(requested("cust-1", t))
+    await service.tick()
+    [c] = await service.list(ListFilter())
+    clock.set(t + timedelta(minutes=2))
+    await consumer.handle(attempted(c.id, AttemptResult.NO_ANSWER, t + timedelta(minutes=2)))
+    c = await service.get(c.id)
+    assert c.status == Status.PENDING and c.not_before == t + timedelta(minutes=32) and c.attempts == 1
+    clock.set(t + timedelta(minutes=31))
+    assert not (await service.tick()).released  # spacing holds
+    clock.set(t + timedelta(minutes=32))
+    assert (await service.tick()).released == [c.id]
+    clock.set(t + timedelta(minutes=33))
+    await consumer.handle(attempted(c.id, AttemptResult.BUSY, t + timedelta(minutes=33)))
+    clock.set(t + timedelta(minutes=63))
+    await service.tick()
+    await staged.take()
+    clock.set(t + timedelta(minutes=64))
+    env = attempted(c.id, AttemptResult.VOICEMAIL, t + timedelta(minutes=64))
+    await consumer.handle(env)
+    await consumer.handle(env)  # redelivered: counted once
+    c = await service.get(c.id)
+    assert c.status == Status.CLOSED and c.close_reason == "attempts_exhausted" and c.attempts == 3
+    assert [a.result for a in c.attempt_history] == ["no_answer", "busy", "voicemail"]
+    [breach] = [e.payload for e in await staged.take()]
+    assert isinstance(breach, CallbackBreached) and breach.reason == "attempts_exhausted" and breach.attempts == 3
+
+
+async def test_wrong_number_closes_honestly_and_reached_fulfils(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(requested("cust-1", t))
+    await consumer.handle(requested("cust-2", t))
+    a, b = await service.list(ListFilter())
+    await staged.take()
+    await service.record_attempt(a.id, AttemptResult.WRONG_NUMBER, agent_id="a1")
+    await service.record_attempt(b.id, AttemptResult.REACHED, agent_id="a2")
+    types = await staged.take_types()
+    assert types.count("callback.breached") == 1 and types.count("callback.fulfilled") == 1
+    assert types.count("callback.attempted") == 2  # API-recorded attempts are published for ops
+    assert (await service.get(a.id)).close_reason == "wrong_number"
+    b2 = await service.get(b.id)
+    assert b2.status == Status.FULFILLED and b2.fulfilled_by_agent_id == "a2"
+    # A late attempt on an ended commitment is kept in the history and changes nothing.
+    await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2")
+    b3 = await service.get(b.id)
+    assert b3.status == Status.FULFILLED and b3.attempts == 1 and b3.attempt_history[-1].late
+
+
+async def test_reached_after_the_deadline_is_a_breach_not_a_fulfilment(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 17, 0)
+    clock.set(t)
+    await consumer.handle(requested("cust-1", t))
+    [c] = await service.list(ListFilter())
+    clock.set(berlin(2026, 3, 25, 18, 5))  # the scheduler has not run yet
+    await service.record_attempt(c.id, AttemptResult.REACHED, agent_id="a1", at=berlin(2026, 3, 25, 18, 4))
+    c = await service.get(c.id)
+    assert c.status == Status.BREACHED and c.attempt_history[-1].late
+
+
+async def test_reached_before_the_deadline_but_reported_after_it_counts(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    clock.set(berlin(2026, 3, 25, 17, 0))
+    await consumer.handle(requested("cust-1", berlin(2026, 3, 25, 17, 0)))
+    [c] = await service.list(ListFilter())
+    clock.set(berlin(2026, 3, 25, 18, 2))  # the report arrives late; no scheduler pass in between
+    await consumer.handle(attempted(c.id, AttemptResult.REACHED, berlin(2026, 3, 25, 17, 55)))
+    c = await service.get(c.id)
+    assert c.status == Status.FULFILLED and c.fulfilled_at == berlin(2026, 3, 25, 17, 55)
+
+
+async def test_call_accepted_before_the_deadline_may_finish_after_it(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 17, 30)
+    clock.set(t)
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(requested("cust-1", t))
+    await service.tick()
+    [c] = await service.list(ListFilter())
+    await consumer.handle(accepted(c.id, "a1", berlin(2026, 3, 25, 17, 58)))
+    clock.set(berlin(2026, 3, 25, 18, 10))
+    assert not (await service.tick()).breached
+    await consumer.handle(attempted(c.id, AttemptResult.REACHED, berlin(2026, 3, 25, 18, 10)))
+    assert (await service.get(c.id)).status == Status.FULFILLED
+
+
+async def test_completed_without_an_attempt_goes_back_in_line(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(requested("cust-1", t))
+    await service.tick()
+    [c] = await service.list(ListFilter())
+    await consumer.handle(accepted(c.id, "a1", t))
+    await consumer.handle(completed(c.id, "a1", t + timedelta(minutes=3)))
+    c = await service.get(c.id)
+    assert c.status == Status.PENDING and c.not_before == t + timedelta(minutes=8)
+
+
+async def test_restart_rederives_due_at_risk_and_breached_from_the_database(
+    make_service: ServiceFactory, staged: Outbox, clock: ManualClock
+) -> None:
+    first = make_service()
+    consumer = CallbackConsumer(first)
+    t = berlin(2026, 3, 25, 15, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(requested("early", berlin(2026, 3, 25, 9, 0)))  # deadline 18:00
+    await consumer.handle(requested("late", berlin(2026, 3, 25, 17, 20)))  # deadline 18:00 too
+    await consumer.handle(requested("tomorrow", berlin(2026, 3, 25, 17, 45)))  # next business day
+    await staged.take()
+    del first, consumer  # the process dies; nothing in memory survives
+    clock.set(berlin(2026, 3, 25, 17, 0))
+    second = make_service()
+    report = await second.tick()
+    assert len(report.at_risk) == 2 and len(report.released) == 1  # one free agent
+    types = await staged.take_types()
+    assert types.count("callback.at_risk") == 2 and types.count("callback.due") == 1
+    clock.set(berlin(2026, 3, 25, 18, 1))
+    third = make_service()
+    report = await third.tick()
+    assert len(report.breached) == 2
+    rows = {c.customer_id: c for c in await third.list(ListFilter())}
+    assert rows["tomorrow"].status == Status.PENDING and rows["tomorrow"].next_business_day
+    assert (await staged.take_types()).count("callback.breached") == 2
+    assert not (await make_service().tick())  # nothing twice
