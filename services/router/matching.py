@@ -217,6 +217,7 @@ class MatchingEngine:
         self._rates: dict[Channel, float] = {}
         self._promo: list[tuple] = []
         self._plans: dict[tuple, RoutingPlan] = {}
+        self._class_queues: dict[tuple, list[_Queue]] = {}
         self._capped_waiting: list[_Queue] = []
         self._waiting_count: dict[tuple[str, Channel], int] = {}
         self._available_count: dict[tuple[str, Channel], int] = {}
@@ -366,17 +367,26 @@ class MatchingEngine:
         rate = plan.aging_per_second
         self._rates.setdefault(contact.channel, rate)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / rate
+        c = self._new_contact(contact, plan, v)
+        self._contacts[contact.contact_id] = c
+        self._enter_line(c)
+
+    def _new_contact(self, contact: WaitingContact, plan: RoutingPlan, v: float) -> _Contact:
         c = _Contact(contact, plan, v, next(self._seq))
-        capped = [s.role is Role.SALES and not plan.sales_cap_exempt for s in plan.steps]
-        c.step_queues = [
-            self._queue(contact.site, contact.channel, contact.language, s, cap)
-            for s, cap in zip(plan.steps, capped, strict=True)
-        ]
+        # The queues of a plan's steps depend only on (plan, site, language): looked up once per class.
+        ckey = (id(plan), contact.site, contact.language)
+        queues = self._class_queues.get(ckey)
+        if queues is None:
+            queues = self._class_queues[ckey] = [
+                self._queue(contact.site, contact.channel, contact.language, s,
+                            s.role is Role.SALES and not plan.sales_cap_exempt)
+                for s in plan.steps
+            ]
+        c.step_queues = queues  # shared, never mutated
         if contact.preferred_agent_id is not None:
             c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
         c.opened = len(plan.steps) if contact.widen_roles else 1
-        self._contacts[contact.contact_id] = c
-        self._enter_line(c)
+        return c
 
     def withdraw(self, contact_id: str) -> WaitingContact | None:
         """The caller hung up (or the contact is handled elsewhere): it leaves the line. A reservation
@@ -404,15 +414,7 @@ class MatchingEngine:
         plan = self.plan_for(contact)
         self._rates.setdefault(contact.channel, plan.aging_per_second)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / plan.aging_per_second
-        c = _Contact(contact, plan, v, next(self._seq))
-        capped = [s.role is Role.SALES and not plan.sales_cap_exempt for s in plan.steps]
-        c.step_queues = [
-            self._queue(contact.site, contact.channel, contact.language, s, cap)
-            for s, cap in zip(plan.steps, capped, strict=True)
-        ]
-        if contact.preferred_agent_id is not None:
-            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
-        c.opened = len(plan.steps) if contact.widen_roles else 1
+        c = self._new_contact(contact, plan, v)
         c.state = _RESERVED
         c.agent_id = agent_id
         c.reserved_at = now
