@@ -893,23 +893,34 @@ class MatchingEngine:
 
     # -- views --------------------------------------------------------------------------------------
 
-    def queue_snapshot(self, now: float) -> list[QueueEntry]:
-        """Every waiting contact, highest current priority first."""
+    def queue_snapshot(self, now: float, limit: int | None = None, *, site: str | None = None,
+                       channel: Channel | None = None) -> list[QueueEntry]:
+        """Waiting contacts, highest current priority first (optionally the top ``limit`` of one site
+        and/or channel: O(n log limit) instead of a full sort)."""
+        waiting = [
+            c for c in self._contacts.values()
+            if c.state == _WAITING and (site is None or c.wc.site == site)
+            and (channel is None or c.wc.channel is channel)
+        ]
+
+        def rank(c: _Contact) -> tuple[float, float]:
+            return (-c.plan.aging_per_second * (now - c.v), c.wc.enqueued_at)
+
+        if limit is None:
+            waiting.sort(key=rank)
+        else:
+            waiting = heapq.nsmallest(limit, waiting, key=rank)
         out = []
-        for c in self._contacts.values():
-            if c.state != _WAITING:
-                continue
+        for c in waiting:
             wc = c.wc
             waited = now - wc.enqueued_at
-            rate = c.plan.aging_per_second
             open_steps = c.plan.open_steps(waited, wc.widen_roles)
             out.append(QueueEntry(
                 contact_id=wc.contact_id, site=wc.site, channel=wc.channel,
-                priority=rate * (now - c.v), waited_seconds=waited, rule=c.plan.rule,
+                priority=c.plan.aging_per_second * (now - c.v), waited_seconds=waited, rule=c.plan.rule,
                 open_roles=list(dict.fromkeys(s.role for s in open_steps)), callback_id=wc.callback_id,
                 preferred_agent_id=wc.preferred_agent_id,
             ))
-        out.sort(key=lambda e: (-e.priority, -e.waited_seconds))
         return out
 
     def estimated_wait(self, site: str, channel: Channel, now: float) -> float:

@@ -394,6 +394,8 @@ class RoutingMachine(RuleBasedStateMachine):
         snap = self.engine.queue_snapshot(self.now)
         prios = [e.priority for e in snap]
         assert prios == sorted(prios, reverse=True)
+        top = self.engine.queue_snapshot(self.now, limit=3)
+        assert [e.contact_id for e in top] == [e.contact_id for e in snap[:3]]
 
     @precondition(lambda self: hasattr(self, "engine"))
     @rule()

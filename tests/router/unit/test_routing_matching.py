@@ -290,6 +290,10 @@ def test_queue_snapshot(engine):
     assert snap[1].priority == pytest.approx(10) and snap[1].waited_seconds == 10
     assert snap[1].open_roles == [SERVICE]
     assert engine.queue_snapshot(now=70)[1].open_roles == [SERVICE, SALES]
+    engine.enqueue(contact("c", at=1, channel=Channel.CHAT))
+    assert [e.contact_id for e in engine.queue_snapshot(now=10, limit=2)] == ["b", "a"]
+    assert [e.contact_id for e in engine.queue_snapshot(now=10, channel=Channel.CHAT)] == ["c"]
+    assert engine.queue_snapshot(now=10, site="elsewhere") == []
 
 
 # -- preferred agent (callback promised by that agent) ----------------------------------------------
