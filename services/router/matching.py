@@ -218,7 +218,7 @@ class MatchingEngine:
         self._promo: list[tuple] = []
         self._plans: dict[tuple, RoutingPlan] = {}
         self._class_queues: dict[tuple, list[_Queue]] = {}
-        self._capped_waiting: list[_Queue] = []
+        self._capped_waiting: dict[int, _Queue] = {}  # sales queues held back by the cap, by qid
         self._waiting_count: dict[tuple[str, Channel], int] = {}
         self._available_count: dict[tuple[str, Channel], int] = {}
         self._staffed_slots: dict[tuple[str, Channel], int] = {}
@@ -492,9 +492,7 @@ class MatchingEngine:
         """Match waiting contacts to available agents, best priority first. Each decision reserves."""
         self._promote(now)
         if self._capped_waiting and self.sales.sales_allowed(now):
-            queues, self._capped_waiting = self._capped_waiting, []
-            for q in queues:
-                self._activate(q)
+            self._release_capped()
         decisions: list[Decision] = []
         parked: list[_Contact] = []
         active = self._active
@@ -520,14 +518,17 @@ class MatchingEngine:
             else:
                 decisions.append(decision)
                 if self._capped_waiting and c.role is not Role.SALES and self.sales.sales_allowed(now):
-                    queues, self._capped_waiting = self._capped_waiting, []
-                    for q in queues:
-                        self._activate(q)
+                    self._release_capped()  # the share fell: held-back overflow may go to sales again
         for c in parked:
             if c.state == _PARKED:
                 c.state = _WAITING
                 self._enter_line(c)
         return decisions
+
+    def _release_capped(self) -> None:
+        queues, self._capped_waiting = self._capped_waiting, {}
+        for q in queues.values():
+            self._activate(q)
 
     def _clean_active(self, heap: list[tuple], now: float) -> _Queue | None:
         """Pop stale entries; return the queue whose head is on top, or None."""
@@ -550,7 +551,7 @@ class MatchingEngine:
             if q.capped and not self.sales.sales_allowed(now):
                 heapq.heappop(heap)
                 q.pushed_head = None
-                self._capped_waiting.append(q)
+                self._capped_waiting[q.qid] = q
                 continue
             return q
         return None
