@@ -27,11 +27,24 @@ How it stays fast (a decision touches a few heaps, never a scan of all agents or
 Invariants (checked by the property tests): a contact is waiting, reserved to exactly one agent, or gone
 (finished/withdrawn); an agent's load never exceeds its capacity through a decision; no contact is lost.
 
-Interface notes for the service: ``release``/``finish`` return the agent id (None if the contact was not
-reserved); ``withdraw`` also cancels a reservation (caller hung up during the offer) and returns the
-contact; ``remove_agent`` returns the contact ids it put back in line; ``restore_reservation`` rebuilds a
-reservation after a restart; ``missed_offers`` counts consecutive misses so the service can apply
-``strategy.max_missed_offers``.
+Interface notes for the service (additions to the agreed signatures; none were changed):
+
+* ``release(contact_id, now, *, requeue=True, missed=True) -> agent id | None``: ``missed`` counts the
+  decline/timeout against the agent's consecutive misses (see ``missed_offers`` and
+  ``strategy.max_missed_offers``); ``accept(contact_id)`` ends a run of misses.
+* ``finish`` returns the agent id (None if the contact was not reserved); ``withdraw`` also cancels a
+  reservation (the caller hung up during the offer) and returns the contact.
+* ``remove_agent`` returns the contact ids it put back in line (original place).
+* ``upsert_agent``: a new agent is taken as given (load included); for a known agent the engine keeps
+  its own load/idle_since and replaces the rest of the profile.
+* ``restore_reservation(contact, agent_id, now)`` rebuilds an offer/assignment after a restart (it adds
+  the load: upsert such agents with ``load={}``).
+* ``queue_snapshot(now, limit=None, *, site=None, channel=None) -> list[QueueEntry]``.
+* Views: ``agent(agent_id)`` (a copy), ``agent_ids()``, ``reserved_agent``, ``is_waiting``,
+  ``waiting_count``, ``plan_for(contact)``, ``stats(now)``; ``engine.sales`` is the strategy's
+  :class:`~services.router.strategy.SalesShareTracker` (decisions record offers; feed completions).
+* A promised (preferred) agent serves only contacts of its own site; role, language and skills are not
+  required of them (they promised), availability and capacity are.
 """
 
 from __future__ import annotations
