@@ -332,7 +332,11 @@ class MatchingEngine:
         return back
 
     def set_status(self, agent_id: str, status: AgentStatus, now: float) -> None:
-        a = self._agents[agent_id]
+        """Presence status; entering ``available`` makes the agent idle from ``now``. Unknown agents are
+        ignored (a late event about a removed agent must not break the caller)."""
+        a = self._agents.get(agent_id)
+        if a is None:
+            return
         st = a.state
         if st.status is status:
             return
@@ -346,8 +350,10 @@ class MatchingEngine:
             self._refresh(a, key_changed=False)
 
     def set_connected(self, agent_id: str, connected: bool, now: float) -> None:
-        a = self._agents[agent_id]
-        if a.state.connected is connected:
+        """Whether the agent's client stream is up (after the service's grace period). Unknown agents
+        are ignored."""
+        a = self._agents.get(agent_id)
+        if a is None or a.state.connected is connected:
             return
         a.state.connected = connected
         self._refresh(a, key_changed=False)

@@ -104,6 +104,12 @@ def test_only_available_connected_agents(engine):
     assert assigned(engine.decide(now=5)) == {"c": "a"}
 
 
+def test_unknown_agents_are_ignored_by_presence_calls(engine):
+    engine.set_status("ghost", AgentStatus.AVAILABLE, now=1)
+    engine.set_connected("ghost", False, now=1)
+    assert engine.agent("ghost") is None and engine.remove_agent("ghost") == []
+
+
 @pytest.mark.parametrize("status", [AgentStatus.BUSY, AgentStatus.WRAP_UP, AgentStatus.OFFLINE])
 def test_no_offers_in_other_statuses(engine, status):
     engine.upsert_agent(agent("a", status=status))
