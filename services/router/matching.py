@@ -108,6 +108,7 @@ class Decision:
     agent_id: str
     rule: str
     score: float  # fit: the agent's levels summed over the required skills, +0.5 for a primary role
+    # (with ``skill_fit: closest`` the lowest qualifying sum wins)
     explanation: dict[str, Any]
 
 
@@ -243,6 +244,8 @@ class MatchingEngine:
         self._rr = itertools.count(1)
         self._exclusive = frozenset(self.strategy.blending.exclusive_channels)
         self._tie_break = self.strategy.tie_break
+        # best: the most skilled agent first; closest: the least over-qualified (keeps experts free)
+        self._fit_sign = -1 if self.strategy.skill_fit == "best" else 1
 
     # -- strategy -----------------------------------------------------------------------------------
 
@@ -600,7 +603,7 @@ class MatchingEngine:
             entry = _best_in_pool(pool, excluded)
             if entry is not None:
                 a = self._agents[entry[-1]]
-                score = -entry[0] + (0.5 if -entry[1] else 0.0)
+                score = self._fit_sign * entry[0] + (0.5 if entry[1] else 0.0)
                 return self._reserve(c, a, plan.steps[k], k, now, priority, score)
         return None
 
@@ -637,6 +640,7 @@ class MatchingEngine:
             "required_skills": dict(step.required_skills) if step is not None else {},
             "agent_skills": {n: st.skills.get(n, 0) for n, _ in step.required_skills} if step else {},
             "primary_role": st.roles[0] is role,
+            "skill_fit": self.strategy.skill_fit,
             "tie_break": tb,
             "tie_break_value": tb_value,
             "upsell": plan.upsell,
@@ -870,7 +874,7 @@ class MatchingEngine:
             primary = 0
         else:
             skills = st.skills
-            skill = -sum(skills.get(n, 0) for n, _ in pool.reqs) if pool.reqs else 0
+            skill = self._fit_sign * sum(skills.get(n, 0) for n, _ in pool.reqs) if pool.reqs else 0
             primary = -1 if st.roles[0] is pool.role else 0
         tb = self._tie_break
         if tb == "longest_idle":

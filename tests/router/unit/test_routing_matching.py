@@ -39,6 +39,15 @@ def test_best_skill_fit_wins_over_tie_break(engine):
     assert d.score == 5.5  # billing 5 + primary role
 
 
+def test_closest_fit_keeps_experts_free():
+    engine = MatchingEngine(strategy(skill_fit="closest"))
+    engine.upsert_agent(agent("expert", skills={"billing": 5}, idle_since=-100))
+    engine.upsert_agent(agent("enough", skills={"billing": 3}, idle_since=50))
+    engine.enqueue(contact("c", intent=Intent.BILLING))
+    (d,) = engine.decide(now=1)
+    assert d.agent_id == "enough" and d.score == 3.5 and d.explanation["skill_fit"] == "closest"
+
+
 def test_skill_levels_widen_after_waiting(engine):
     engine.upsert_agent(agent("novice", skills={"billing": 1}))
     engine.enqueue(contact("c", at=0, intent=Intent.BILLING))
