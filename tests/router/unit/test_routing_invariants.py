@@ -36,9 +36,10 @@ LANGS = ["en", "de"]
 CHANNELS = [Channel.VOICE, Channel.CHAT]
 
 
-def _strategy(tie_break: str, max_sales_share: float = 1.0) -> Strategy:
+def _strategy(tie_break: str, max_sales_share: float = 1.0, skill_fit: str = "best") -> Strategy:
     data = load_strategy().model_dump(mode="json")
     data["tie_break"] = tie_break
+    data["skill_fit"] = skill_fit
     data["reoffer_after_seconds"] = 20
     data["sales_share"] = {"max_share": max_sales_share, "period_seconds": 600, "min_sample": 3}
     return parse_strategy(data, "property-test")
@@ -47,6 +48,7 @@ def _strategy(tie_break: str, max_sales_share: float = 1.0) -> Strategy:
 STRATEGIES = {
     **{tb: _strategy(tb) for tb in ("longest_idle", "least_occupied", "round_robin")},
     "sales_capped": _strategy("longest_idle", max_sales_share=0.15),
+    "closest_fit": _strategy("round_robin", skill_fit="closest"),
 }
 
 # Choices weighted towards matches happening: mostly available, connected agents on one site.
@@ -345,11 +347,11 @@ class RoutingMachine(RuleBasedStateMachine):
         step = steps[k]
         chosen = sim[d.agent_id]
         score = sum(chosen.skills.get(n, 0) for n, _ in step.required_skills)
+        sign = 1 if self.engine.strategy.skill_fit == "best" else -1
         for a in free:
             if fits(a, step):
-                assert sum(a.skills.get(n, 0) for n, _ in step.required_skills) <= score, (
-                    f"{d.contact_id}: {a.agent_id} fits better than {d.agent_id}"
-                )
+                other = sum(a.skills.get(n, 0) for n, _ in step.required_skills)
+                assert sign * other <= sign * score, f"{a.agent_id} fits {d.contact_id} better"
 
     def _check_maximal(self, now: float, sales_ok: bool) -> None:
         """Nothing matchable left: no waiting contact that some agent could take right now."""
