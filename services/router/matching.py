@@ -27,11 +27,24 @@ How it stays fast (a decision touches a few heaps, never a scan of all agents or
 Invariants (checked by the property tests): a contact is waiting, reserved to exactly one agent, or gone
 (finished/withdrawn); an agent's load never exceeds its capacity through a decision; no contact is lost.
 
-Interface notes for the service: ``release``/``finish`` return the agent id (None if the contact was not
-reserved); ``withdraw`` also cancels a reservation (caller hung up during the offer) and returns the
-contact; ``remove_agent`` returns the contact ids it put back in line; ``restore_reservation`` rebuilds a
-reservation after a restart; ``missed_offers`` counts consecutive misses so the service can apply
-``strategy.max_missed_offers``.
+Interface notes for the service (additions to the agreed signatures; none were changed):
+
+* ``release(contact_id, now, *, requeue=True, missed=True) -> agent id | None``: ``missed`` counts the
+  decline/timeout against the agent's consecutive misses (see ``missed_offers`` and
+  ``strategy.max_missed_offers``); ``accept(contact_id)`` ends a run of misses.
+* ``finish`` returns the agent id (None if the contact was not reserved); ``withdraw`` also cancels a
+  reservation (the caller hung up during the offer) and returns the contact.
+* ``remove_agent`` returns the contact ids it put back in line (original place).
+* ``upsert_agent``: a new agent is taken as given (load included); for a known agent the engine keeps
+  its own load/idle_since and replaces the rest of the profile.
+* ``restore_reservation(contact, agent_id, now)`` rebuilds an offer/assignment after a restart (it adds
+  the load: upsert such agents with ``load={}``).
+* ``queue_snapshot(now, limit=None, *, site=None, channel=None) -> list[QueueEntry]``.
+* Views: ``agent(agent_id)`` (a copy), ``agent_ids()``, ``reserved_agent``, ``is_waiting``,
+  ``waiting_count``, ``plan_for(contact)``, ``stats(now)``; ``engine.sales`` is the strategy's
+  :class:`~services.router.strategy.SalesShareTracker` (decisions record offers; feed completions).
+* A promised (preferred) agent serves only contacts of its own site; role, language and skills are not
+  required of them (they promised), availability and capacity are.
 """
 
 from __future__ import annotations
@@ -95,6 +108,7 @@ class Decision:
     agent_id: str
     rule: str
     score: float  # fit: the agent's levels summed over the required skills, +0.5 for a primary role
+    # (with ``skill_fit: closest`` the lowest qualifying sum wins)
     explanation: dict[str, Any]
 
 
@@ -217,7 +231,8 @@ class MatchingEngine:
         self._rates: dict[Channel, float] = {}
         self._promo: list[tuple] = []
         self._plans: dict[tuple, RoutingPlan] = {}
-        self._capped_waiting: list[_Queue] = []
+        self._class_queues: dict[tuple, list[_Queue]] = {}
+        self._capped_waiting: dict[int, _Queue] = {}  # sales queues held back by the cap, by qid
         self._waiting_count: dict[tuple[str, Channel], int] = {}
         self._available_count: dict[tuple[str, Channel], int] = {}
         self._staffed_slots: dict[tuple[str, Channel], int] = {}
@@ -229,6 +244,8 @@ class MatchingEngine:
         self._rr = itertools.count(1)
         self._exclusive = frozenset(self.strategy.blending.exclusive_channels)
         self._tie_break = self.strategy.tie_break
+        # best: the most skilled agent first; closest: the least over-qualified (keeps experts free)
+        self._fit_sign = -1 if self.strategy.skill_fit == "best" else 1
 
     # -- strategy -----------------------------------------------------------------------------------
 
@@ -318,7 +335,11 @@ class MatchingEngine:
         return back
 
     def set_status(self, agent_id: str, status: AgentStatus, now: float) -> None:
-        a = self._agents[agent_id]
+        """Presence status; entering ``available`` makes the agent idle from ``now``. Unknown agents are
+        ignored (a late event about a removed agent must not break the caller)."""
+        a = self._agents.get(agent_id)
+        if a is None:
+            return
         st = a.state
         if st.status is status:
             return
@@ -332,8 +353,10 @@ class MatchingEngine:
             self._refresh(a, key_changed=False)
 
     def set_connected(self, agent_id: str, connected: bool, now: float) -> None:
-        a = self._agents[agent_id]
-        if a.state.connected is connected:
+        """Whether the agent's client stream is up (after the service's grace period). Unknown agents
+        are ignored."""
+        a = self._agents.get(agent_id)
+        if a is None or a.state.connected is connected:
             return
         a.state.connected = connected
         self._refresh(a, key_changed=False)
@@ -366,17 +389,26 @@ class MatchingEngine:
         rate = plan.aging_per_second
         self._rates.setdefault(contact.channel, rate)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / rate
+        c = self._new_contact(contact, plan, v)
+        self._contacts[contact.contact_id] = c
+        self._enter_line(c)
+
+    def _new_contact(self, contact: WaitingContact, plan: RoutingPlan, v: float) -> _Contact:
         c = _Contact(contact, plan, v, next(self._seq))
-        capped = [s.role is Role.SALES and not plan.sales_cap_exempt for s in plan.steps]
-        c.step_queues = [
-            self._queue(contact.site, contact.channel, contact.language, s, cap)
-            for s, cap in zip(plan.steps, capped, strict=True)
-        ]
+        # The queues of a plan's steps depend only on (plan, site, language): looked up once per class.
+        ckey = (id(plan), contact.site, contact.language)
+        queues = self._class_queues.get(ckey)
+        if queues is None:
+            queues = self._class_queues[ckey] = [
+                self._queue(contact.site, contact.channel, contact.language, s,
+                            s.role is Role.SALES and not plan.sales_cap_exempt)
+                for s in plan.steps
+            ]
+        c.step_queues = queues  # shared, never mutated
         if contact.preferred_agent_id is not None:
             c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
         c.opened = len(plan.steps) if contact.widen_roles else 1
-        self._contacts[contact.contact_id] = c
-        self._enter_line(c)
+        return c
 
     def withdraw(self, contact_id: str) -> WaitingContact | None:
         """The caller hung up (or the contact is handled elsewhere): it leaves the line. A reservation
@@ -404,15 +436,7 @@ class MatchingEngine:
         plan = self.plan_for(contact)
         self._rates.setdefault(contact.channel, plan.aging_per_second)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / plan.aging_per_second
-        c = _Contact(contact, plan, v, next(self._seq))
-        capped = [s.role is Role.SALES and not plan.sales_cap_exempt for s in plan.steps]
-        c.step_queues = [
-            self._queue(contact.site, contact.channel, contact.language, s, cap)
-            for s, cap in zip(plan.steps, capped, strict=True)
-        ]
-        if contact.preferred_agent_id is not None:
-            c.pref_queue = self._personal_queue(contact.preferred_agent_id, contact.site, contact.channel)
-        c.opened = len(plan.steps) if contact.widen_roles else 1
+        c = self._new_contact(contact, plan, v)
         c.state = _RESERVED
         c.agent_id = agent_id
         c.reserved_at = now
@@ -490,9 +514,7 @@ class MatchingEngine:
         """Match waiting contacts to available agents, best priority first. Each decision reserves."""
         self._promote(now)
         if self._capped_waiting and self.sales.sales_allowed(now):
-            queues, self._capped_waiting = self._capped_waiting, []
-            for q in queues:
-                self._activate(q)
+            self._release_capped()
         decisions: list[Decision] = []
         parked: list[_Contact] = []
         active = self._active
@@ -518,14 +540,17 @@ class MatchingEngine:
             else:
                 decisions.append(decision)
                 if self._capped_waiting and c.role is not Role.SALES and self.sales.sales_allowed(now):
-                    queues, self._capped_waiting = self._capped_waiting, []
-                    for q in queues:
-                        self._activate(q)
+                    self._release_capped()  # the share fell: held-back overflow may go to sales again
         for c in parked:
             if c.state == _PARKED:
                 c.state = _WAITING
                 self._enter_line(c)
         return decisions
+
+    def _release_capped(self) -> None:
+        queues, self._capped_waiting = self._capped_waiting, {}
+        for q in queues.values():
+            self._activate(q)
 
     def _clean_active(self, heap: list[tuple], now: float) -> _Queue | None:
         """Pop stale entries; return the queue whose head is on top, or None."""
@@ -548,7 +573,7 @@ class MatchingEngine:
             if q.capped and not self.sales.sales_allowed(now):
                 heapq.heappop(heap)
                 q.pushed_head = None
-                self._capped_waiting.append(q)
+                self._capped_waiting[q.qid] = q
                 continue
             return q
         return None
@@ -578,7 +603,7 @@ class MatchingEngine:
             entry = _best_in_pool(pool, excluded)
             if entry is not None:
                 a = self._agents[entry[-1]]
-                score = -entry[0] + (0.5 if -entry[1] else 0.0)
+                score = self._fit_sign * entry[0] + (0.5 if entry[1] else 0.0)
                 return self._reserve(c, a, plan.steps[k], k, now, priority, score)
         return None
 
@@ -615,6 +640,7 @@ class MatchingEngine:
             "required_skills": dict(step.required_skills) if step is not None else {},
             "agent_skills": {n: st.skills.get(n, 0) for n, _ in step.required_skills} if step else {},
             "primary_role": st.roles[0] is role,
+            "skill_fit": self.strategy.skill_fit,
             "tie_break": tb,
             "tie_break_value": tb_value,
             "upsell": plan.upsell,
@@ -848,7 +874,7 @@ class MatchingEngine:
             primary = 0
         else:
             skills = st.skills
-            skill = -sum(skills.get(n, 0) for n, _ in pool.reqs) if pool.reqs else 0
+            skill = self._fit_sign * sum(skills.get(n, 0) for n, _ in pool.reqs) if pool.reqs else 0
             primary = -1 if st.roles[0] is pool.role else 0
         tb = self._tie_break
         if tb == "longest_idle":
@@ -891,23 +917,34 @@ class MatchingEngine:
 
     # -- views --------------------------------------------------------------------------------------
 
-    def queue_snapshot(self, now: float) -> list[QueueEntry]:
-        """Every waiting contact, highest current priority first."""
+    def queue_snapshot(self, now: float, limit: int | None = None, *, site: str | None = None,
+                       channel: Channel | None = None) -> list[QueueEntry]:
+        """Waiting contacts, highest current priority first (optionally the top ``limit`` of one site
+        and/or channel: O(n log limit) instead of a full sort)."""
+        waiting = [
+            c for c in self._contacts.values()
+            if c.state == _WAITING and (site is None or c.wc.site == site)
+            and (channel is None or c.wc.channel is channel)
+        ]
+
+        def rank(c: _Contact) -> tuple[float, float]:
+            return (-c.plan.aging_per_second * (now - c.v), c.wc.enqueued_at)
+
+        if limit is None:
+            waiting.sort(key=rank)
+        else:
+            waiting = heapq.nsmallest(limit, waiting, key=rank)
         out = []
-        for c in self._contacts.values():
-            if c.state != _WAITING:
-                continue
+        for c in waiting:
             wc = c.wc
             waited = now - wc.enqueued_at
-            rate = c.plan.aging_per_second
             open_steps = c.plan.open_steps(waited, wc.widen_roles)
             out.append(QueueEntry(
                 contact_id=wc.contact_id, site=wc.site, channel=wc.channel,
-                priority=rate * (now - c.v), waited_seconds=waited, rule=c.plan.rule,
+                priority=c.plan.aging_per_second * (now - c.v), waited_seconds=waited, rule=c.plan.rule,
                 open_roles=list(dict.fromkeys(s.role for s in open_steps)), callback_id=wc.callback_id,
                 preferred_agent_id=wc.preferred_agent_id,
             ))
-        out.sort(key=lambda e: (-e.priority, -e.waited_seconds))
         return out
 
     def estimated_wait(self, site: str, channel: Channel, now: float) -> float:

@@ -24,6 +24,7 @@ from shared.events import Channel, Intent, Role, Tier
 DEFAULT_STRATEGY_PATH = Path(__file__).with_name("default_strategy.yaml")
 
 TieBreak = Literal["longest_idle", "least_occupied", "round_robin"]
+SkillFit = Literal["best", "closest"]
 
 
 class StrategyError(ValueError):
@@ -260,6 +261,7 @@ class Strategy(_Model):
     goodwill: GoodwillPolicy = Field(default_factory=GoodwillPolicy)
     callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
     blending: BlendingPolicy = Field(default_factory=BlendingPolicy)
+    skill_fit: SkillFit = "best"  # best: most skilled first; closest: least over-qualified first
     tie_break: TieBreak = "longest_idle"
     offer_timeout_seconds: float = Field(default=15.0, gt=0)
     max_missed_offers: int = Field(default=3, ge=1)  # consecutive misses -> the agent goes to break

@@ -39,6 +39,15 @@ def test_best_skill_fit_wins_over_tie_break(engine):
     assert d.score == 5.5  # billing 5 + primary role
 
 
+def test_closest_fit_keeps_experts_free():
+    engine = MatchingEngine(strategy(skill_fit="closest"))
+    engine.upsert_agent(agent("expert", skills={"billing": 5}, idle_since=-100))
+    engine.upsert_agent(agent("enough", skills={"billing": 3}, idle_since=50))
+    engine.enqueue(contact("c", intent=Intent.BILLING))
+    (d,) = engine.decide(now=1)
+    assert d.agent_id == "enough" and d.score == 3.5 and d.explanation["skill_fit"] == "closest"
+
+
 def test_skill_levels_widen_after_waiting(engine):
     engine.upsert_agent(agent("novice", skills={"billing": 1}))
     engine.enqueue(contact("c", at=0, intent=Intent.BILLING))
@@ -103,6 +112,12 @@ def test_only_available_connected_agents(engine):
     assert engine.decide(now=3) == []
     engine.set_connected("a", True, now=4)
     assert assigned(engine.decide(now=5)) == {"c": "a"}
+
+
+def test_unknown_agents_are_ignored_by_presence_calls(engine):
+    engine.set_status("ghost", AgentStatus.AVAILABLE, now=1)
+    engine.set_connected("ghost", False, now=1)
+    assert engine.agent("ghost") is None and engine.remove_agent("ghost") == []
 
 
 @pytest.mark.parametrize("status", [AgentStatus.BUSY, AgentStatus.WRAP_UP, AgentStatus.OFFLINE])
@@ -290,6 +305,10 @@ def test_queue_snapshot(engine):
     assert snap[1].priority == pytest.approx(10) and snap[1].waited_seconds == 10
     assert snap[1].open_roles == [SERVICE]
     assert engine.queue_snapshot(now=70)[1].open_roles == [SERVICE, SALES]
+    engine.enqueue(contact("c", at=1, channel=Channel.CHAT))
+    assert [e.contact_id for e in engine.queue_snapshot(now=10, limit=2)] == ["b", "a"]
+    assert [e.contact_id for e in engine.queue_snapshot(now=10, channel=Channel.CHAT)] == ["c"]
+    assert engine.queue_snapshot(now=10, site="elsewhere") == []
 
 
 # -- preferred agent (callback promised by that agent) ----------------------------------------------
