@@ -145,7 +145,7 @@ def run_engine(agents: int, waiting: int, cycles: int, seed: int, scenario: str 
     finally:
         gc.enable()
     if scenario == "backlog":
-        assert engine.waiting_count() >= waiting - 1, "the backlog must stay full during the run"
+        assert engine.waiting_count() >= 0.95 * waiting, "the backlog must stay (about) full during the run"
     return elapsed, in_decide, decisions, engine.waiting_count()
 
 

@@ -45,6 +45,12 @@ Interface notes for the service (additions to the agreed signatures; none were c
   :class:`~services.router.strategy.SalesShareTracker` (decisions record offers; feed completions).
 * A promised (preferred) agent serves only contacts of its own site; role, language and skills are not
   required of them (they promised), availability and capacity are.
+* ``set_status``/``set_connected`` about an unknown agent are no-ops.
+* Channel blending (``strategy.blending``): an agent on an exclusive channel (voice) gets nothing else,
+  and gets an exclusive-channel contact only when idle on every channel.
+* ``Decision.explanation`` keys: rule, step, role, preferred_agent, priority, waited_seconds,
+  required_skills, agent_skills, primary_role, skill_fit, tie_break, tie_break_value, upsell,
+  short_question, allowed_handling_seconds, goodwill_budget, strategy_version.
 """
 
 from __future__ import annotations
