@@ -1341,12 +1341,16 @@ class RouterService:
             ).all()
         return [self._assignment_view(r) for r in rows]
 
-    async def queue(self) -> list[dict[str, Any]]:
-        """Waiting contacts in the order the engine would serve them (priority, then place in line)."""
+    async def queue(
+        self, *, limit: int | None = None, site: str | None = None, channel: Channel | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Waiting contacts in the order the engine would serve them (priority, then place in line),
+        and how many wait in total."""
         async with self._lock:
             now = self.clock()
-            entries = self.engine.queue_snapshot(now)
-        return [
+            entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
+            total = self.engine.waiting_count()
+        items = [
             {
                 "contact_id": e.contact_id,
                 "site": e.site,
@@ -1356,9 +1360,11 @@ class RouterService:
                 "rule": e.rule,
                 "open_roles": [r.value for r in e.open_roles],
                 "callback_id": e.callback_id,
+                "preferred_agent_id": e.preferred_agent_id,
             }
             for e in entries
         ]
+        return items, total
 
     async def timeline(self, contact_id: str, who: Principal) -> dict[str, Any]:
         async with self._sessionmaker() as session:

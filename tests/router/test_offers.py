@@ -276,3 +276,25 @@ async def test_languages_match_on_the_primary_subtag(router: Router) -> None:
     await router.emit(c)
     assert (await router.wait_offer("english", english))["contact_id"] == c.contact_id
     assert await router.offers_of("german", german) == []
+
+
+async def test_queue_is_in_serving_order_and_filterable(router: Router) -> None:
+    await router.register("alice", status="offline")
+    standard = contact("std")
+    vip = contact("vip", tier="vip")
+    voice = contact("voice", channel="voice")
+    for c in (standard, vip, voice):
+        await router.emit(c)
+
+    async def three() -> bool:
+        return len(await router.queue_ids()) == 3
+
+    await eventually(three)
+    body = (await router.client.get("/v1/queue")).json()
+    assert body["total"] == 3 and body["items"][0]["contact_id"] == vip.contact_id  # higher priority first
+    assert body["items"][0]["priority"] > body["items"][-1]["priority"] or len(body["items"]) == 1
+    assert all(i["waited_seconds"] >= 0 for i in body["items"])
+    chat = (await router.client.get("/v1/queue", params={"channel": "chat", "limit": 1})).json()
+    assert [i["contact_id"] for i in chat["items"]] == [vip.contact_id] and chat["total"] == 3
+    assert (await router.client.get("/v1/queue", params={"limit": 0})).status_code == 422
+    assert (await router.client.get("/v1/queue", params={"channel": "fax"})).status_code == 422

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from services.router.api.deps import PrincipalDep, ServiceDep
 from services.router.schemas import CompleteIn
+from shared.events import Channel
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
 
 
 @router.get("/queue", summary="Waiting contacts in the order they will be served")
-async def get_queue(service: ServiceDep) -> dict[str, Any]:
-    items = await service.queue()
-    return {"items": items, "count": len(items)}
+async def get_queue(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many, best first")] = 1000,
+    site: Annotated[str | None, Query(max_length=100)] = None,
+    channel: Channel | None = None,
+) -> dict[str, Any]:
+    """Each with its current priority (aged by waiting time, tier, intent) and waited seconds.
+    ``total`` counts every waiting contact (all sites and channels)."""
+    items, total = await service.queue(limit=limit, site=site, channel=channel)
+    return {"items": items, "count": len(items), "total": total}
 
 
 @router.post("/contacts/{contact_id}/complete", summary="Complete an assignment with its outcome")
