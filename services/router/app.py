@@ -68,7 +68,8 @@ def create_app(
         async def on_contact_event(envelope: Envelope, _record: Record) -> None:
             await service.handle_event(envelope)
 
-        await runtime.consume([topics.CONTACTS], on_contact_event, group=settings.consumer_group)
+        # contacts: the work; callbacks: only to drop a queued callback that was closed elsewhere.
+        await runtime.consume([topics.CONTACTS, topics.CALLBACKS], on_contact_event, group=settings.consumer_group)
         log.info("router.ready", strategy=service.strategy.version)
         try:
             yield

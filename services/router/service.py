@@ -44,7 +44,9 @@ from shared.events import (
     AssignmentCompleted,
     AttemptResult,
     CallbackAttempted,
+    CallbackBreached,
     CallbackDue,
+    CallbackFulfilled,
     CallbackOrigin,
     CallbackRequested,
     Channel,
@@ -83,6 +85,9 @@ def to_ts(value: datetime) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.timestamp()
+
+
+HANDLED = (ContactRequested, ContactAbandoned, CallbackDue, CallbackAttempted, CallbackFulfilled, CallbackBreached)
 
 
 def language_key(tag: str) -> str:
@@ -168,6 +173,8 @@ class RouterService:
         self._offer_of_contact: dict[str, str] = {}
         self._wrap_until: dict[str, float] = {}
         self._absent: set[str] = set()  # agents the engine was told are not connected
+        # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
+        self._refresh_on_release: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
@@ -258,6 +265,7 @@ class RouterService:
         self._pending.clear()
         self._offer_of_contact.clear()
         self._wrap_until.clear()
+        self._refresh_on_release.clear()
         async with self._sessionmaker() as session:
             agent_rows = (await session.execute(select(agents))).all()
             for row in agent_rows:
@@ -640,10 +648,13 @@ class RouterService:
     # ------------------------------------------------------------------------------------------
 
     async def handle_event(self, envelope: Envelope) -> None:
-        """Consume one event from ``contacts``: inbox dedupe, state change and outbox in one transaction."""
+        """Consume one event (``contacts``, and the end of callbacks from ``callbacks``): inbox dedupe,
+        state change and outbox in one transaction."""
         payload = envelope.payload
-        if not isinstance(payload, ContactRequested | ContactAbandoned | CallbackDue):
-            return  # not ours (the topic carries only these today; be tolerant of additions)
+        if not isinstance(payload, HANDLED):
+            return  # not ours (the topics carry more than the router needs)
+        if envelope.source == self.source:
+            return  # our own callback.attempted, already applied when the agent completed the call
         while True:
             try:
                 async with self._lock, self._tx() as tx:
@@ -654,8 +665,16 @@ class RouterService:
                         await self._on_requested(tx, payload)
                     elif isinstance(payload, ContactAbandoned):
                         await self._on_abandoned(tx, payload)
-                    else:
+                    elif isinstance(payload, CallbackDue):
                         await self._on_callback_due(tx, payload)
+                    elif isinstance(payload, CallbackAttempted):
+                        reason = f"attempted:{payload.result.value}"
+                        await self._on_callback_closed(tx, payload.callback_id, reason, payload.at)
+                    elif isinstance(payload, CallbackFulfilled):
+                        await self._on_callback_closed(tx, payload.callback_id, "fulfilled", payload.at)
+                    elif isinstance(payload, CallbackBreached):
+                        reason = f"breached:{payload.reason}"
+                        await self._on_callback_closed(tx, payload.callback_id, reason, payload.at)
                 break
             except OwnershipLost:
                 await self._regain()  # hold the event (not acknowledged) until this router owns again
@@ -784,55 +803,98 @@ class RouterService:
         metrics.CONTACTS_ABANDONED.labels(row.channel).inc()
 
     async def _on_callback_due(self, tx: _Tx, event: CallbackDue) -> None:
-        work_id = deterministic_id("callback-work", event.tenant_id, event.callback_id, str(event.attempt))
-        if await self._contact_row(tx.session, work_id) is not None:
-            return
-        virtual = min(to_ts(event.virtual_start_time), tx.now) if event.virtual_start_time else tx.now
-        await tx.session.execute(
-            contacts.insert().values(
-                contact_id=work_id,
-                tenant_id=event.tenant_id,
-                site=event.site,
-                channel=event.channel.value,
-                state=ContactState.WAITING,
-                customer=event.customer.model_dump(mode="json"),
-                intent=event.intent.value if event.intent else None,
-                summary=None,
-                expected_handling_seconds=None,
-                within_business_hours=None,
-                received_at=tx.now,
-                virtual_start=virtual,
-                priority_boost=event.priority_boost,
-                preferred_agent_id=event.preferred_agent_id,
-                widen_roles=event.widen_roles,
-                callback_id=event.callback_id,
-                callback_attempt=event.attempt,
-                agent_id=None,
-                offers_made=0,
-                answered_at=None,
-                ended_at=None,
-                outcome=None,
-            )
-        )
+        """A callback to make now. Its work item's id is the ``callback_id`` (the callback service's
+        contract): a later ``callback.due`` for it replaces the earlier one (new boost, preferred agent,
+        widening), and one after the previous attempt ended is the next attempt on the same item."""
+        work_id = event.callback_id
         row = await self._contact_row(tx.session, work_id)
-        self.engine.enqueue(self._waiting(row))
-        await tx.note(
-            work_id,
-            "received",
+        virtual = min(to_ts(event.virtual_start_time), tx.now) if event.virtual_start_time else tx.now
+        values: dict[str, Any] = dict(
+            tenant_id=event.tenant_id,
+            site=event.site,
+            channel=event.channel.value,
+            customer=event.customer.model_dump(mode="json"),
+            intent=event.intent.value if event.intent else None,
+            virtual_start=virtual,
+            priority_boost=event.priority_boost,
+            preferred_agent_id=event.preferred_agent_id,
+            widen_roles=event.widen_roles,
             callback_id=event.callback_id,
-            attempt=event.attempt,
-            original_contact_id=event.contact_id,
-            deadline=event.deadline.isoformat(),
-            at_risk=event.at_risk,
+            callback_attempt=event.attempt,
         )
-        await tx.note(
-            work_id,
-            "queued",
+        details = dict(
+            attempt=event.attempt,
             virtual_start=to_datetime(virtual).isoformat(),
             priority_boost=event.priority_boost,
             preferred_agent_id=event.preferred_agent_id,
             widen_roles=event.widen_roles,
+            at_risk=event.at_risk,
         )
+        if row is not None and row.state == ContactState.ASSIGNED:
+            await tx.note(work_id, "callback_due_ignored", reason="call in progress", **details)
+            return
+        if row is not None and row.state == ContactState.OFFERED:
+            # The offer stands; if it is declined or expires, the contact returns with the new terms.
+            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
+            self._refresh_on_release.add(work_id)
+            await tx.note(work_id, "callback_updated", **details)
+            return
+        if row is not None and row.state == ContactState.WAITING:
+            self.engine.withdraw(work_id)
+            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
+            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)))
+            await tx.note(work_id, "callback_updated", **details)
+            return
+        fresh = dict(
+            state=ContactState.WAITING,
+            summary=None,
+            expected_handling_seconds=None,
+            within_business_hours=None,
+            received_at=tx.now,
+            agent_id=None,
+            offers_made=0,
+            answered_at=None,
+            ended_at=None,
+            outcome=None,
+        )
+        if row is None:
+            await tx.session.execute(contacts.insert().values(contact_id=work_id, **values, **fresh))
+        else:  # the previous attempt ended: this is the next one, on the same audit trail
+            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values, **fresh))
+        self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)))
+        await tx.note(
+            work_id,
+            "received",
+            callback_id=event.callback_id,
+            original_contact_id=event.contact_id,
+            deadline=event.deadline.isoformat(),
+            attempt=event.attempt,
+        )
+        await tx.note(work_id, "queued", **details)
+
+    async def _on_callback_closed(self, tx: _Tx, callback_id: str, reason: str, at: datetime) -> None:
+        """The callback was attempted elsewhere, fulfilled or breached: a queued call is dropped (a new
+        ``callback.due`` brings it back if another try is needed). A call in progress is left alone, and
+        so is an attempt queued after the closing event happened (``callbacks`` and ``contacts`` are
+        different topics: a newer ``callback.due`` may overtake an older closure)."""
+        row = await self._contact_row(tx.session, callback_id)
+        if row is None or row.state not in ContactState.OPEN:
+            return
+        if to_ts(at) < row.received_at:
+            await tx.note(callback_id, "callback_close_ignored", reason=reason, stale=True)
+            return
+        offer_id = self._offer_of_contact.get(callback_id)
+        if offer_id is not None:
+            await self._close_offer(tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=reason, requeue=False)
+        else:
+            self.engine.withdraw(callback_id)
+        self._refresh_on_release.discard(callback_id)
+        await tx.session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == callback_id)
+            .values(state=ContactState.CANCELLED, agent_id=None, ended_at=tx.now)
+        )
+        await tx.note(callback_id, "callback_closed", reason=reason)
 
     # ------------------------------------------------------------------------------------------
     # The tick: presence, expiries, wrap-up, decisions
@@ -1018,7 +1080,11 @@ class RouterService:
             .where(contacts.c.contact_id == offer.contact_id)
             .values(state=ContactState.WAITING if requeue else ContactState.ABANDONED, agent_id=None)
         )
-        if requeue:
+        if requeue and offer.contact_id in self._refresh_on_release:
+            self._refresh_on_release.discard(offer.contact_id)
+            self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
+            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, offer.contact_id)))
+        elif requeue:
             # Back to its original place in line; this agent is skipped for a while (reoffer_after).
             self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
         else:

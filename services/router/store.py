@@ -36,6 +36,7 @@ class ContactState:
     COMPLETED = "completed"
     ABANDONED = "abandoned"  # the caller hung up before being served
     DIVERTED = "diverted"  # the strategy offered a callback instead of queueing
+    CANCELLED = "cancelled"  # a queued callback closed elsewhere (attempted, fulfilled or breached)
 
     OPEN = (WAITING, OFFERED)
     LIVE = (WAITING, OFFERED, ASSIGNED)

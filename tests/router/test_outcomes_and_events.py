@@ -151,9 +151,60 @@ async def test_callback_due_keeps_its_place_and_its_attempt_is_reported(router: 
 
         (attempt,) = await eventually(attempted)
     assert attempt.callback_id == "cb-1" and attempt.result.value == "no_answer" and attempt.agent_id == "alice"
-    # the same CallbackDue again (redelivery or a duplicate) does not create a second work item
-    await router.emit(due)
+    assert work_id == "cb-1"  # offers for a callback carry the callback id (the callback service's contract)
     assert (await router.timeline(work_id))[-1]["kind"] == "completed"
+
+
+async def test_callback_due_upserts_and_closed_callbacks_leave_the_queue(router: Router) -> None:
+    _, alice = await router.register("alice", status="offline", capacity={"voice": 1})
+    now = utcnow()
+
+    def due(**changes: object) -> CallbackDue:
+        base = dict(
+            callback_id="cb-9",
+            customer=Customer(id="cust-9"),
+            channel=Channel.VOICE,
+            deadline=now + timedelta(hours=2),
+            virtual_start_time=now - timedelta(minutes=1),
+        )
+        return CallbackDue(**{**base, **changes})  # type: ignore[arg-type]
+
+    first = await router.bus.emit(due(), source="switchboard/callback")
+    await router.bus.emit(due(), source="switchboard/callback", event_id=first.id)  # redelivery: no effect
+    await router.bus.emit(due(priority_boost=30.0, at_risk=True), source="switchboard/callback")  # escalation
+
+    async def updated() -> list:
+        r = await router.client.get("/v1/contacts/cb-9/timeline", headers=ADMIN)
+        kinds = [e["kind"] for e in r.json()["events"]] if r.status_code == 200 else []
+        return kinds if "callback_updated" in kinds else []
+
+    assert await eventually(updated) == ["received", "queued", "callback_updated"]
+    items = (await router.client.get("/v1/queue")).json()["items"]
+    assert [i["contact_id"] for i in items] == ["cb-9"]  # one work item: replaced, not doubled
+    waited = items[0]["waited_seconds"]
+    assert items[0]["priority"] >= waited + 30  # aged 1 point/s on voice, plus the new boost of 30
+
+    # an attempt recorded elsewhere (the callback API) drops the queued call
+    await router.bus.emit(
+        CallbackAttempted(callback_id="cb-9", customer=Customer(id="cust-9"), result="no_answer"),
+        source="switchboard/callback",
+    )
+
+    async def dropped() -> bool:
+        return await router.queue_ids() == []
+
+    await eventually(dropped)
+    assert (await router.timeline("cb-9"))[-1]["kind"] == "callback_closed"
+    # the next attempt brings it back on the same audit trail, and it is served
+    await router.bus.emit(due(attempt=2), source="switchboard/callback")
+    await eventually(router.queue_ids)
+    await router.client.put("/v1/agents/alice/status", json={"status": "available"}, headers=alice)
+    offer = await serve(router, "alice", alice)
+    assert offer["contact_id"] == "cb-9" and offer["contact"]["callback_attempt"] == 2
+    r = await router.client.post("/v1/contacts/cb-9/complete", json={"attempt_result": "reached"}, headers=alice)
+    assert r.status_code == 200, r.text
+    kinds = [e["kind"] for e in await router.timeline("cb-9")]
+    assert kinds[-5:] == ["received", "queued", "offered", "accepted", "completed"]
 
 
 async def test_outcome_counters_goodwill_budget_and_agent_promise(router: Router) -> None:

@@ -30,7 +30,10 @@ from shared import db
 from shared.events import (
     AgentStatus,
     AttemptResult,
+    CallbackAttempted,
+    CallbackBreached,
     CallbackDue,
+    CallbackFulfilled,
     Channel,
     ContactAbandoned,
     ContactRequested,
@@ -39,7 +42,6 @@ from shared.events import (
     Outcome,
     Role,
     Tier,
-    deterministic_id,
     make_event,
 )
 
@@ -149,24 +151,47 @@ class RouterMachine(RuleBasedStateMachine):
         self.run(self.svc.handle_event(make_event(event, source="test")))
         self.contact_ids.append(event.contact_id)
 
-    @precondition(lambda self: len(self.contact_ids) < 25)
-    @rule(data=st.data(), widen=st.booleans(), boost=st.sampled_from([0.0, 5.0]), waited=st.sampled_from([0, 300]))
-    def callback_due(self, data: st.DataObject, widen: bool, boost: float, waited: int) -> None:
+    @rule(
+        data=st.data(),
+        widen=st.booleans(),
+        boost=st.sampled_from([0.0, 5.0]),
+        waited=st.sampled_from([0, 300]),
+        callback=st.sampled_from(["cb0", "cb1", "cb2"]),
+        attempt=st.integers(1, 3),
+    )
+    def callback_due(
+        self, data: st.DataObject, widen: bool, boost: float, waited: int, callback: str, attempt: int
+    ) -> None:
+        """New, repeated (an escalation replaces it) or next-attempt callbacks: one work item per id."""
         preferred = data.draw(st.sampled_from([None, *self.agent_ids]))
-        n = len(self.contact_ids)
         now = datetime.fromtimestamp(self.clock.now, UTC)
         event = CallbackDue(
-            callback_id=f"cb{n}",
-            customer=Customer(id=f"cust{n}"),
+            callback_id=callback,
+            customer=Customer(id=f"cust-{callback}"),
             channel=Channel.VOICE,
             deadline=now + timedelta(hours=1),
+            attempt=attempt,
             priority_boost=boost,
             widen_roles=widen,
             preferred_agent_id=preferred,
             virtual_start_time=now - timedelta(seconds=waited),
         )
-        self.run(self.svc.handle_event(make_event(event, source="test")))
-        self.contact_ids.append(deterministic_id("callback-work", "default", f"cb{n}", "1"))
+        self.run(self.svc.handle_event(make_event(event, source="switchboard/callback")))
+        if callback not in self.contact_ids:
+            self.contact_ids.append(callback)
+
+    @precondition(lambda self: any(c.startswith("cb") for c in self.contact_ids))
+    @rule(data=st.data(), kind=st.sampled_from(["attempted", "fulfilled", "breached"]))
+    def callback_closed_elsewhere(self, data: st.DataObject, kind: str) -> None:
+        callback = data.draw(st.sampled_from([c for c in self.contact_ids if c.startswith("cb")]))
+        customer = Customer(id=f"cust-{callback}")
+        at = datetime.fromtimestamp(self.clock.now, UTC)
+        event = {
+            "attempted": CallbackAttempted(callback_id=callback, customer=customer, result=AttemptResult.BUSY, at=at),
+            "fulfilled": CallbackFulfilled(callback_id=callback, customer=customer, at=at),
+            "breached": CallbackBreached(callback_id=callback, customer=customer, deadline=at, at=at),
+        }[kind]
+        self.run(self.svc.handle_event(make_event(event, source="switchboard/callback")))
 
     @precondition(lambda self: self.contact_ids)
     @rule(data=st.data())
@@ -248,7 +273,9 @@ class RouterMachine(RuleBasedStateMachine):
         assert set(rows) == set(self.contact_ids)  # nothing lost, nothing invented
         pending = Counter(o.contact_id for o in all_offers if o.state == OfferState.PENDING)
         accepted = Counter(o.contact_id for o in all_offers if o.state == OfferState.ACCEPTED)
-        assert all(n == 1 for n in pending.values()) and all(n == 1 for n in accepted.values())
+        assert all(n == 1 for n in pending.values())
+        # one accepted offer per contact; a callback is one item with one accepted offer per attempt
+        assert all(n == 1 or cid.startswith("cb") for cid, n in accepted.items())
         load: dict[str, Counter[str]] = {a: Counter() for a in agent_rows}
         for cid, row in rows.items():
             reserved = svc.engine.reserved_agent(cid)
@@ -260,7 +287,7 @@ class RouterMachine(RuleBasedStateMachine):
                 assert o.agent_id == row.agent_id and svc._offer_of_contact[cid] == o.offer_id
                 load[row.agent_id][row.channel] += 1
             elif row.state == ContactState.ASSIGNED:
-                assert accepted[cid] == 1 and cid not in pending and reserved == row.agent_id
+                assert accepted[cid] >= 1 and cid not in pending and reserved == row.agent_id
                 load[row.agent_id][row.channel] += 1
             else:
                 assert reserved is None and not svc.engine.is_waiting(cid) and cid not in pending
