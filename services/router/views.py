@@ -1,0 +1,396 @@
+"""Read models of the router: agents, offers, assignments, the queue, timelines and statistics.
+
+Reads never change state. They run on their own sessions (the database is the truth) and, for the line,
+on the engine under the service's lock. :class:`RouterViews` is mixed into
+:class:`~services.router.service.RouterService`; the payloads pushed on agent streams come from here too,
+so REST and streams show the same shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.router.auth import Principal
+from services.router.errors import Forbidden, NotFound
+from services.router.matching import Decision, MatchingEngine, WaitingContact
+from services.router.settings import RouterSettings
+from services.router.stats import ContactTimes, service_level
+from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
+from services.router.strategy import GoodwillLedger, Strategy
+from services.router.streams import Presence
+from shared.events import Channel, Intent, Tier
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def to_ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def language_key(tag: str) -> str:
+    """Languages match on the primary subtag, case-insensitively: a customer tagged ``en-US`` is served
+    by an agent who speaks ``en`` (an exact-tag match would leave the customer waiting forever)."""
+    return tag.strip().replace("_", "-").split("-", 1)[0].lower() or "en"
+
+
+def period_of(ts: float) -> str:
+    return to_datetime(ts).strftime("%Y-%m-%d")
+
+
+def offer_view(row: Any) -> dict[str, Any]:
+    return {
+        "offer_id": row.offer_id,
+        "contact_id": row.contact_id,
+        "agent_id": row.agent_id,
+        "state": row.state,
+        "made_at": to_datetime(row.made_at).isoformat(),
+        "expires_at": to_datetime(row.expires_at).isoformat(),
+        "resolved_at": to_datetime(row.resolved_at).isoformat() if row.resolved_at else None,
+        "rule": row.rule,
+        "score": row.score,
+        "explanation": row.explanation,
+        "reason": row.reason,
+    }
+
+
+class RouterViews:
+    """Queries over the router's state; the service provides these attributes."""
+
+    _sessionmaker: async_sessionmaker[AsyncSession]
+    _lock: asyncio.Lock
+    settings: RouterSettings
+    strategy: Strategy
+    engine: MatchingEngine
+    goodwill: GoodwillLedger
+    presence: Presence
+
+    def clock(self) -> float:  # replaced by the service's injected clock
+        raise NotImplementedError
+
+    @staticmethod
+    def _waiting(row: Any) -> WaitingContact:
+        customer = row.customer or {}
+        return WaitingContact(
+            contact_id=row.contact_id,
+            site=row.site,
+            channel=Channel(row.channel),
+            intent=Intent(row.intent) if row.intent else None,
+            tier=Tier(customer.get("tier", Tier.STANDARD)),
+            language=language_key(customer.get("language") or "en"),
+            enqueued_at=row.virtual_start,
+            expected_handling_seconds=row.expected_handling_seconds,
+            priority_boost=row.priority_boost,
+            preferred_agent_id=row.preferred_agent_id,
+            widen_roles=row.widen_roles,
+            callback_id=row.callback_id,
+        )
+
+    @staticmethod
+    async def _loads(session: AsyncSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
+        """Reserved + assigned contacts per agent and channel, as the database knows them."""
+        stmt = (
+            select(contacts.c.agent_id, contacts.c.channel, func.count())
+            .where(contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)))
+            .group_by(contacts.c.agent_id, contacts.c.channel)
+        )
+        if agent_id is not None:
+            stmt = stmt.where(contacts.c.agent_id == agent_id)
+        loads: dict[str, dict[Channel, int]] = {}
+        for aid, channel, count in (await session.execute(stmt)).all():
+            if aid is not None:
+                loads.setdefault(aid, {})[Channel(channel)] = int(count)
+        return loads
+
+    async def _agent_row(self, session: AsyncSession, agent_id: str) -> Any:
+        row = (await session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+        if row is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return row
+
+    async def _has_work(self, session: AsyncSession, agent_id: str) -> bool:
+        n = (
+            await session.execute(
+                select(func.count())
+                .select_from(contacts)
+                .where(
+                    contacts.c.agent_id == agent_id,
+                    contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)),
+                )
+            )
+        ).scalar_one()
+        return n > 0
+
+    def _agent_view(self, row: Any, load: dict[Channel, int], now: float) -> dict[str, Any]:
+        return {
+            "agent_id": row.agent_id,
+            "name": row.name,
+            "site": row.site,
+            "team": row.team,
+            "roles": list(row.roles),
+            "primary_role": row.primary_role,
+            "skills": dict(row.skills),
+            "languages": list(row.languages),
+            "capacity": dict(row.capacity),
+            "status": row.status,
+            "status_reason": row.status_reason,
+            "status_since": to_datetime(row.status_since),
+            "wrap_up_until": to_datetime(row.wrap_up_until) if row.wrap_up_until else None,
+            "missed_offers": row.missed_offers,
+            "load": {c.value: n for c, n in load.items()},
+            "connected": self.presence.is_online(row.agent_id),
+            "present": self.presence.is_present(row.agent_id, now),
+        }
+
+    async def get_agent(self, agent_id: str) -> dict[str, Any]:
+        async with self._sessionmaker() as session:
+            row = await self._agent_row(session, agent_id)
+            loads = await self._loads(session, agent_id)
+        return self._agent_view(row, loads.get(agent_id, {}), self.clock())
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(select(agents).order_by(agents.c.agent_id))).all()
+            loads = await self._loads(session)
+        now = self.clock()
+        return [self._agent_view(r, loads.get(r.agent_id, {}), now) for r in rows]
+
+    async def _contact_row(self, session: AsyncSession, contact_id: str) -> Any:
+        return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
+
+    def _offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
+        plan = self.strategy.plan(self._waiting(row))
+        return {
+            "offer_id": offer_id,
+            "contact_id": row.contact_id,
+            "agent_id": decision.agent_id,
+            "expires_at": to_datetime(expires).isoformat(),
+            "rule": decision.rule,
+            "score": float(decision.score),
+            "explanation": dict(decision.explanation),
+            "contact": self._contact_summary(row),
+            "plan": {
+                "upsell": plan.upsell,
+                "allowed_handling_seconds": plan.allowed_handling_seconds,
+                "goodwill_budget": self.goodwill.budget_for(plan, self.clock()),
+                "short_question": plan.short_question,
+            },
+        }
+
+    @staticmethod
+    def _contact_summary(row: Any) -> dict[str, Any]:
+        return {
+            "contact_id": row.contact_id,
+            "site": row.site,
+            "channel": row.channel,
+            "intent": row.intent,
+            "summary": row.summary,
+            "customer": row.customer,
+            "callback_id": row.callback_id,
+            "callback_attempt": row.callback_attempt,
+            "virtual_start": to_datetime(row.virtual_start).isoformat(),
+        }
+
+    async def _offer_for(self, session: AsyncSession, offer_id: str, who: Principal) -> Any:
+        row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
+        if row is None:
+            raise NotFound(f"offer {offer_id!r} not found")
+        if not who.may_act_for(row.agent_id):
+            raise Forbidden("this offer belongs to another agent")
+        return row
+
+    async def get_offer(self, offer_id: str, who: Principal) -> dict[str, Any]:
+        async with self._sessionmaker() as session:
+            return offer_view(await self._offer_for(session, offer_id, who))
+
+    def _assignment_view(self, row: Any) -> dict[str, Any]:
+        plan = self.strategy.plan(self._waiting(row))
+        return {
+            "contact_id": row.contact_id,
+            "agent_id": row.agent_id,
+            "state": row.state,
+            "answered_at": to_datetime(row.answered_at).isoformat() if row.answered_at else None,
+            "contact": self._contact_summary(row),
+            "plan": {
+                "rule": plan.rule,
+                "upsell": plan.upsell,
+                "allowed_handling_seconds": plan.allowed_handling_seconds,
+                "goodwill_budget": self.goodwill.budget_for(plan, self.clock()),
+                "short_question": plan.short_question,
+            },
+        }
+
+    async def agent_offers(self, agent_id: str) -> list[dict[str, Any]]:
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(offers, contacts)
+                    .join(contacts, contacts.c.contact_id == offers.c.contact_id)
+                    .where(offers.c.agent_id == agent_id, offers.c.state == OfferState.PENDING)
+                    .order_by(offers.c.made_at)
+                )
+            ).all()
+        out = []
+        for r in rows:
+            decision = Decision(r.contact_id, r.agent_id, r.rule, r.score, r.explanation)
+            out.append(self._offer_payload(r.offer_id, r, decision, r.expires_at))
+        return out
+
+    async def agent_assignments(self, agent_id: str) -> list[dict[str, Any]]:
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(contacts)
+                    .where(contacts.c.agent_id == agent_id, contacts.c.state == ContactState.ASSIGNED)
+                    .order_by(contacts.c.answered_at)
+                )
+            ).all()
+        return [self._assignment_view(r) for r in rows]
+
+    async def queue(
+        self, *, limit: int | None = None, site: str | None = None, channel: Channel | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Waiting contacts in the order the engine would serve them (priority, then place in line),
+        and how many wait in total."""
+        async with self._lock:
+            now = self.clock()
+            entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
+            total = self.engine.waiting_count()
+        items = [
+            {
+                "contact_id": e.contact_id,
+                "site": e.site,
+                "channel": e.channel.value,
+                "priority": round(e.priority, 3),
+                "waited_seconds": round(e.waited_seconds, 3),
+                "rule": e.rule,
+                "open_roles": [r.value for r in e.open_roles],
+                "callback_id": e.callback_id,
+                "preferred_agent_id": e.preferred_agent_id,
+            }
+            for e in entries
+        ]
+        return items, total
+
+    async def timeline(self, contact_id: str, who: Principal) -> dict[str, Any]:
+        async with self._sessionmaker() as session:
+            row = await self._contact_row(session, contact_id)
+            if row is None:
+                raise NotFound(f"contact {contact_id!r} not found")
+            if not who.is_admin:
+                involved = (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(offers)
+                        .where(offers.c.contact_id == contact_id, offers.c.agent_id == who.agent_id)
+                    )
+                ).scalar_one()
+                if not involved:
+                    raise Forbidden("this contact was never offered to you")
+            entries = (
+                await session.execute(
+                    select(timeline).where(timeline.c.contact_id == contact_id).order_by(timeline.c.seq)
+                )
+            ).all()
+        return {
+            "contact_id": contact_id,
+            "state": row.state,
+            "channel": row.channel,
+            "site": row.site,
+            "agent_id": row.agent_id,
+            "callback_id": row.callback_id,
+            "events": [
+                {"at": to_datetime(e.at).isoformat(), "kind": e.kind, "agent_id": e.agent_id, **(e.detail or {})}
+                for e in entries
+            ],
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        now = self.clock()
+        window = self.settings.service_level_window_seconds
+        since = now - window
+        async with self._sessionmaker() as session:
+            waiting_rows = (
+                await session.execute(
+                    select(contacts.c.site, contacts.c.channel, func.count(), func.min(contacts.c.virtual_start))
+                    .where(contacts.c.state.in_(ContactState.OPEN))
+                    .group_by(contacts.c.site, contacts.c.channel)
+                )
+            ).all()
+            status_rows = (await session.execute(select(agents.c.status, func.count()).group_by(agents.c.status))).all()
+            outstanding = (
+                await session.execute(
+                    select(func.count()).select_from(offers).where(offers.c.state == OfferState.PENDING)
+                )
+            ).scalar_one()
+            recent = (
+                await session.execute(
+                    select(
+                        contacts.c.channel,
+                        contacts.c.state,
+                        contacts.c.received_at,
+                        contacts.c.answered_at,
+                        contacts.c.ended_at,
+                    ).where(
+                        contacts.c.callback_id.is_(None),
+                        contacts.c.received_at > since,
+                        contacts.c.state != ContactState.DIVERTED,
+                    )
+                )
+            ).all()
+            today = period_of(now)
+            day = {
+                r.name: r.value
+                for r in (await session.execute(select(counters).where(counters.c.period == today))).all()
+            }
+        waiting = [
+            {"site": site, "channel": channel, "waiting": n, "oldest_wait_seconds": round(now - oldest, 3)}
+            for site, channel, n, oldest in waiting_rows
+        ]
+        by_channel: dict[str, list[ContactTimes]] = {}
+        for r in recent:
+            by_channel.setdefault(r.channel, []).append(
+                ContactTimes(
+                    received_at=r.received_at,
+                    answered_at=r.answered_at,
+                    abandoned_at=r.ended_at if r.state == ContactState.ABANDONED else None,
+                    waiting=r.state in ContactState.OPEN,
+                )
+            )
+        service_levels = {
+            channel: service_level(rows, now, self.strategy.channel_policy(Channel(channel)).service_level)
+            for channel, rows in by_channel.items()
+        }
+        sales_n, offered_n = self.engine.sales.counts(now)
+        return {
+            "at": to_datetime(now).isoformat(),
+            "strategy_version": self.strategy.version,
+            "waiting": waiting,
+            "waiting_total": sum(w["waiting"] for w in waiting),
+            "oldest_wait_seconds": max((w["oldest_wait_seconds"] for w in waiting), default=0.0),
+            "agents_by_status": {status: n for status, n in status_rows},
+            "offers_outstanding": outstanding,
+            "window_seconds": window,
+            "service_level": service_levels,
+            "sales_share": {
+                "share": round(sales_n / offered_n, 4) if offered_n else 0.0,
+                "offered_to_sales": sales_n,
+                "offered": offered_n,
+                "cap": self.strategy.sales_share.max_share,
+                "period_seconds": self.strategy.sales_share.period_seconds,
+            },
+            "goodwill": {
+                "spent": round(self.goodwill.spent(now), 2),
+                "remaining": self.goodwill.remaining(now),
+                "period_seconds": self.strategy.goodwill.period_seconds,
+            },
+            "today": day,
+        }
