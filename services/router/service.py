@@ -1203,10 +1203,6 @@ class RouterService(RouterViews):
         self.wake()
         return strategy
 
-    # ------------------------------------------------------------------------------------------
-    # Reads: agent's own work, queue, timeline, stats
-    # ------------------------------------------------------------------------------------------
-
 
 def _role_of(explanation: Any) -> Role | None:
     if isinstance(explanation, dict):
