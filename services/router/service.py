@@ -1,8 +1,9 @@
 """The router service: the pure matching engine wrapped in durable, transactional state changes.
 
-One :class:`RouterService` owns one routing domain's state. Every state change runs under one asyncio
-lock (one writer per domain; Kafka gives one router per partition of ``contacts``) and as one database
-transaction that also records the timeline and stages the emitted events in the outbox. The in-memory
+One :class:`RouterService` owns the routing state in its database (fenced by an ownership lease, see
+:mod:`services.router.ownership`). Every state change runs under one asyncio lock (one writer) and as one
+database transaction that also renews the lease, records the timeline and stages the emitted events in
+the outbox. The in-memory
 engine is an index of the database: it is rebuilt from the database on start, and again whenever a
 transaction fails after the engine was already changed, so the two never drift apart.
 
