@@ -155,6 +155,7 @@ class RouterService(RouterViews):
         self._absent: set[str] = set()  # agents the engine was told are not connected
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
         self._refresh_on_release: set[str] = set()
+        self._stale = False  # the engine may differ from the database (a failed rebuild): rebuild first
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
@@ -218,6 +219,14 @@ class RouterService(RouterViews):
         async with self._lock:
             await self._rebuild()
 
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The writer lock, with the engine brought back in line with the database if it may differ."""
+        async with self._lock:
+            if self._stale:
+                await self._rebuild()
+            yield
+
     def wake(self) -> None:
         """Route now rather than at the next tick (a contact arrived, an agent became free)."""
         self._wake.set()
@@ -268,6 +277,7 @@ class RouterService(RouterViews):
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
             self.engine = engine
+            self._stale = False
             await self._rebuild_counters(session, now)
         log.info(
             "router.rebuilt",
@@ -322,8 +332,13 @@ class RouterService(RouterViews):
                 log.error("router.ownership_lost", lease=self.ownership.name)
                 raise  # the engine is rebuilt once ownership is regained
             except BaseException:
-                with contextlib.suppress(Exception):
+                try:
                     await self._rebuild()
+                except Exception:
+                    # The database is unreachable: rebuild before the engine is used again, or a
+                    # reservation the database never saw would stay stuck in memory.
+                    self._stale = True
+                    log.exception("router.rebuild_failed")
                 raise
         self._renewed_at = tx.now
         if tx.emitted:
@@ -387,7 +402,7 @@ class RouterService(RouterViews):
             raise Invalid("an agent starts as available, break or offline")
         agent_id = agent_id or str(uuid.uuid4())
         token = new_token()
-        async with self._lock, self._tx() as tx:
+        async with self._locked(), self._tx() as tx:
             exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
             if exists.first() is not None:
                 raise Conflict(f"agent {agent_id!r} already exists")
@@ -431,7 +446,7 @@ class RouterService(RouterViews):
         return await self.get_agent(agent_id), token
 
     async def update_agent(self, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
-        async with self._lock, self._tx() as tx:
+        async with self._locked(), self._tx() as tx:
             row = await self._agent_row(tx.session, agent_id)
             if profile.site != row.site and await self._has_work(tx.session, agent_id):
                 raise Conflict("an agent cannot change site while it has offers or assignments")
@@ -456,7 +471,7 @@ class RouterService(RouterViews):
 
     async def rotate_token(self, agent_id: str) -> str:
         token = new_token()
-        async with self._lock, self._tx() as tx:
+        async with self._locked(), self._tx() as tx:
             await self._agent_row(tx.session, agent_id)
             await tx.session.execute(
                 update(agents)
@@ -476,7 +491,7 @@ class RouterService(RouterViews):
         """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
         if status is AgentStatus.WRAP_UP:
             raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
-        async with self._lock, self._tx() as tx:
+        async with self._locked(), self._tx() as tx:
             row = await self._agent_row(tx.session, agent_id)
             if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
                 pass  # already taking work
@@ -550,7 +565,7 @@ class RouterService(RouterViews):
             return  # our own callback.attempted, already applied when the agent completed the call
         while True:
             try:
-                async with self._lock, self._tx() as tx:
+                async with self._locked(), self._tx() as tx:
                     if not await first_time(tx.session, self.consumer_name, envelope.id):
                         metrics.EVENTS_DUPLICATE.inc()
                         return
@@ -798,7 +813,7 @@ class RouterService(RouterViews):
             log.info("router.owner_again", lease=self.ownership.name)
             async with self._lock:
                 await self._rebuild()
-        async with self._lock:
+        async with self._locked():
             now = self.clock()
             gone = self._apply_presence(now)
             expired = [o for o in self._pending.values() if o.expires_at <= now]
@@ -985,7 +1000,7 @@ class RouterService(RouterViews):
     # ------------------------------------------------------------------------------------------
 
     async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
-        async with self._lock:
+        async with self._locked():
             async with self._tx() as tx:
                 row = await self._offer_for(tx.session, offer_id, who)
                 pending = self._pending.get(offer_id)
@@ -1046,7 +1061,7 @@ class RouterService(RouterViews):
         return view
 
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
-        async with self._lock:
+        async with self._locked():
             async with self._tx() as tx:
                 row = await self._offer_for(tx.session, offer_id, who)
                 pending = self._pending.get(offer_id)
@@ -1068,7 +1083,7 @@ class RouterService(RouterViews):
         outcome: Outcome,
         attempt_result: AttemptResult | None,
     ) -> dict[str, Any]:
-        async with self._lock:
+        async with self._locked():
             async with self._tx() as tx:
                 row = await self._contact_row(tx.session, contact_id)
                 if row is None:
@@ -1196,7 +1211,7 @@ class RouterService(RouterViews):
     async def reload_strategy(self, path: Path | None) -> Strategy:
         """Load, validate and activate a strategy file; on error the active one stays (raises)."""
         strategy = await asyncio.to_thread(load_strategy, path)
-        async with self._lock:
+        async with self._locked():
             self.engine.replace_strategy(strategy)
             self.strategy = strategy
             self.goodwill.policy = strategy.goodwill

@@ -9,6 +9,7 @@ so REST and streams show the same shapes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +75,9 @@ class RouterViews:
     presence: Presence
 
     def clock(self) -> float:  # replaced by the service's injected clock
+        raise NotImplementedError
+
+    def _locked(self) -> contextlib.AbstractAsyncContextManager[None]:  # the service's writer lock
         raise NotImplementedError
 
     @staticmethod
@@ -260,7 +264,7 @@ class RouterViews:
     ) -> tuple[list[dict[str, Any]], int]:
         """Waiting contacts in the order the engine would serve them (priority, then place in line),
         and how many wait in total."""
-        async with self._lock:
+        async with self._locked():
             now = self.clock()
             entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
             total = self.engine.waiting_count()

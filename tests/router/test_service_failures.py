@@ -73,3 +73,41 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
     monkeypatch.setattr(service_module, "stage", real_stage)
     assert await service.tick() == 1  # the database is reachable again: the offer is made
     assert service.engine.reserved_agent("c1") == "alice"
+
+
+async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next_use(
+    service: RouterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = AgentProfile(
+        name="A",
+        roles=[Role.SERVICE],
+        primary_role=Role.SERVICE,
+        skills={},
+        languages=["en"],
+        capacity={Channel.CHAT: 1},
+        site="main",
+    )
+    await service.register_agent("alice", profile, AgentStatus.AVAILABLE)
+    event = ContactRequested(
+        contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
+    )
+    await service.handle_event(make_event(event, source="t"))
+    real_stage, real_rebuild = service_module.stage, RouterService._rebuild
+
+    async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("database went away")
+
+    async def broken_rebuild(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("still away")
+
+    monkeypatch.setattr(service_module, "stage", broken_stage)
+    monkeypatch.setattr(RouterService, "_rebuild", broken_rebuild)
+    with pytest.raises(RuntimeError):
+        await service.tick()
+    assert service.engine.reserved_agent("c1") == "alice"  # a phantom: the database never saw it
+    monkeypatch.setattr(service_module, "stage", real_stage)
+    monkeypatch.setattr(RouterService, "_rebuild", real_rebuild)
+    assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
+    async with service._sessionmaker() as s:
+        assert (await s.execute(select(contacts.c.state))).scalar_one() == "offered"
+        assert len((await s.execute(select(offers))).all()) == 1
