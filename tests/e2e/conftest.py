@@ -42,9 +42,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
 
 # End-to-end tests must not depend on when they run: every site is open around the clock unless a test
 # sets its own calendar (otherwise a night-time CI run would turn each contact into a callback promise).
-ALWAYS_OPEN_SITES = json.dumps(
-    {"default": {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}}
-)
+WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALWAYS_OPEN_SITES = json.dumps({"default": {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in WEEK}}})
 
 
 def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
