@@ -5,11 +5,14 @@ Each service adds its own settings class with a narrower prefix (``SWITCHBOARD_R
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.business_hours import BusinessCalendars, load_sites_file
 
 
 class CommonSettings(BaseSettings):
@@ -30,6 +33,16 @@ class CommonSettings(BaseSettings):
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    sites_file: Path | None = Field(
+        None, description="Business calendars of the sites (YAML/JSON, see shared.business_hours), for every service."
+    )
+    sites_json: str | None = Field(None, description="The same sites config inline as JSON.")
+
+    def calendars(self) -> BusinessCalendars:
+        """The deployment's business calendars: one source, so intake and callback agree on opening hours."""
+        if self.sites_file is not None:
+            return load_sites_file(self.sites_file)
+        return BusinessCalendars.from_config(json.loads(self.sites_json) if self.sites_json else {})
 
     @property
     def embedded_bus_path(self) -> Path:

@@ -44,7 +44,7 @@ def create_app(
     common = common or CommonSettings()
     settings = settings or CallbackSettings()
     configure_logging("callback", level=common.log_level, json=common.log_json)
-    calendars = settings.calendars()  # fail at start-up on a bad sites config, not at the first request
+    calendars = settings.calendars(common)  # fail at start-up on a bad sites config, not at the first request
     policy = Policy.from_settings(settings)
     runtime = ServiceRuntime("callback", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file, parse_periods
+from shared.settings import CommonSettings
 
 
 class CallbackSettings(BaseSettings):
@@ -59,8 +60,11 @@ class CallbackSettings(BaseSettings):
                 raise ValueError("one period HH:MM-HH:MM")
         return value or None
 
-    def calendars(self) -> BusinessCalendars:
+    def calendars(self, common: CommonSettings | None = None) -> BusinessCalendars:
+        """Callback's own sites config if set, else the deployment's (``SWITCHBOARD_SITES_FILE``/``_JSON``)."""
         if self.sites_file is not None:
             return load_sites_file(self.sites_file)
-        raw: dict[str, Any] = json.loads(self.sites_json) if self.sites_json else {}
-        return BusinessCalendars.from_config(SitesConfig.model_validate(raw))
+        if self.sites_json:
+            raw: dict[str, Any] = json.loads(self.sites_json)
+            return BusinessCalendars.from_config(SitesConfig.model_validate(raw))
+        return (common or CommonSettings()).calendars()

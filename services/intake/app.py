@@ -113,7 +113,7 @@ def create_app(
     configure_logging("intake", level=common.log_level, json=common.log_json)
     runtime = ServiceRuntime("intake", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
     checks: dict[str, Check] = {}
-    cal = calendars or settings.calendars()
+    cal = calendars or settings.calendars(common)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.intake.rules import EnrichmentRules
 from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file
 from shared.events import DEFAULT_SITE
+from shared.settings import CommonSettings
 
 
 class IntakeSettings(BaseSettings):
@@ -92,11 +93,14 @@ class IntakeSettings(BaseSettings):
             object.__setattr__(self, "rules", EnrichmentRules.model_validate(raw))
         return self
 
-    def calendars(self) -> BusinessCalendars:
-        """Business calendars: the sites file, else inline sites, else the default (Mon-Fri 08-18 UTC)."""
+    def calendars(self, common: CommonSettings | None = None) -> BusinessCalendars:
+        """Business calendars: intake's own sites file or inline sites if set, else the deployment's
+        (``SWITCHBOARD_SITES_FILE``/``_JSON``), else the default (Mon-Fri 08-18 UTC)."""
         if self.sites_file is not None:
             return load_sites_file(self.sites_file)
-        return BusinessCalendars.from_config(self.sites or SitesConfig())
+        if self.sites is not None:
+            return BusinessCalendars.from_config(self.sites)
+        return (common or CommonSettings()).calendars()
 
     def secret_for(self, source: str) -> bytes | None:
         secret = self.source_secrets.get(source)

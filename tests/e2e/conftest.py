@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -39,14 +40,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
+# End-to-end tests must not depend on when they run: every site is open around the clock unless a test
+# sets its own calendar (otherwise a night-time CI run would turn each contact into a callback promise).
+WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALWAYS_OPEN_SITES = json.dumps({"default": {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in WEEK}}})
+
+
 def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(
         PYTHONPATH=str(ROOT),
         SWITCHBOARD_DATA_DIR=str(data_dir),
         SWITCHBOARD_LOG_LEVEL="WARNING",
-        **extra,
+        SWITCHBOARD_SITES_JSON=ALWAYS_OPEN_SITES,
     )
+    env.update(extra)
     return env
 
 
