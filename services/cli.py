@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -62,6 +63,17 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bo
     return False
 
 
+def _admin_token(data_dir: Path) -> str:
+    """The router's admin token for this data dir: generated once, kept (0600) so it survives restarts."""
+    path = data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]], grace: float = 15.0) -> None:
     for proc in procs.values():
         if proc.poll() is None:
@@ -94,6 +106,8 @@ def run(
     ports = {"intake": intake_port, "router": router_port, "callback": callback_port}
     env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir)}
     env.setdefault("SWITCHBOARD_LOG_JSON", "true")
+    if "SWITCHBOARD_ROUTER_ADMIN_TOKEN" not in env:
+        env["SWITCHBOARD_ROUTER_ADMIN_TOKEN"] = _admin_token(data_dir)
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _interrupt(signum: int, _frame: object) -> None:
@@ -115,6 +129,9 @@ def run(
         typer.echo(f"Switchboard is running (data in {data_dir}, bus: {env.get('SWITCHBOARD_BUS', 'embedded')})")
         for name, port in ports.items():
             typer.echo(f"  {name:<9} http://{host}:{port}   docs: http://{host}:{port}/docs")
+        if "SWITCHBOARD_ROUTER_ADMIN_TOKEN" not in os.environ:
+            token = env["SWITCHBOARD_ROUTER_ADMIN_TOKEN"]
+            typer.echo(f"  admin token (router): {token}  (kept in {data_dir}/admin-token)")
         typer.echo("Press Ctrl-C to stop.")
         while True:
             for name, proc in procs.items():

@@ -72,9 +72,13 @@ class ServiceRuntime:
             await self.engine.dispose()
         log.info("service.stopped", service=self.name)
 
+    async def database_ready(self) -> bool:
+        """False until the lifespan created the engine, then whether the database answers."""
+        return self.engine is not None and await db.ping(self.engine)
+
     def checks(self) -> dict[str, Check]:
+        """Readiness checks, evaluated at request time (safe to build before ``start()``)."""
         checks: dict[str, Check] = {"bus": self.bus.ping}
-        if self.engine is not None:
-            engine = self.engine
-            checks["database"] = lambda: db.ping(engine)
+        if self.migrations is not None:
+            checks["database"] = self.database_ready
         return checks

@@ -20,7 +20,6 @@ from services.callback.migrations_path import MIGRATIONS
 from services.callback.scheduler import Scheduler
 from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
-from shared import db
 from shared.bus import EventBus
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
@@ -28,10 +27,6 @@ from shared.settings import CommonSettings
 from shared.topics import CALLBACKS, ROUTING
 
 log = structlog.get_logger(__name__)
-
-
-async def _db_ready(runtime: ServiceRuntime) -> bool:
-    return runtime.engine is not None and await db.ping(runtime.engine)
 
 
 def create_app(
@@ -86,5 +81,5 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.include_router(api_router)
-    install_operations(app, {"bus": runtime.bus.ping, "database": lambda: _db_ready(runtime)})
+    install_operations(app, runtime.checks())
     return app

@@ -23,7 +23,7 @@ from services.router.ownership import OwnershipLost
 from services.router.service import Clock, RouterService
 from services.router.settings import DEFAULT_ADMIN_TOKEN, RouterSettings
 from services.router.strategy import load_strategy
-from shared import db, topics
+from shared import topics
 from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.observability import configure_logging, install_operations
@@ -110,15 +110,11 @@ def create_app(
                 log.exception("router.metrics_refresh_failed")
         return await call_next(request)
 
-    async def database_ok() -> bool:
-        return runtime.engine is not None and await db.ping(runtime.engine)
-
     async def routing_owner() -> bool:
         service = getattr(app.state, "service", None)
         return bool(service is not None and service.active)
 
-    # Built here rather than from runtime.checks(): the engine exists only once the lifespan started.
-    install_operations(app, {"bus": runtime.bus.ping, "database": database_ok, "routing_owner": routing_owner})
+    install_operations(app, {**runtime.checks(), "routing_owner": routing_owner})
     for module in (agents, offers, contacts, ops):
         app.include_router(module.router)
     return app
