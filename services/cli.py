@@ -113,6 +113,9 @@ def run(
     def _interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Explicitly, not by default: a shell starts background jobs with SIGINT ignored, and then Python would
+    # never raise KeyboardInterrupt. SIGTERM (process managers, containers) stops just like Ctrl-C.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         for name, port in ports.items():
