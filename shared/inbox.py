@@ -6,7 +6,9 @@ transaction as its state change; a redelivered event finds its id and is skipped
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, String, Table, select
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, Index, String, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +22,7 @@ processed_events = Table(
     Column("event_id", String(100), primary_key=True),
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
+Index("processed_events_processed_at", processed_events.c.processed_at)
 
 
 async def first_time(session: AsyncSession, consumer: str, event_id: str) -> bool:
@@ -44,3 +47,10 @@ async def was_processed(session: AsyncSession, consumer: str, event_id: str) -> 
         )
     )
     return row.first() is not None
+
+
+async def purge(session: AsyncSession, older_than: datetime) -> int:
+    """Forget ids handled before ``older_than``. Safe once the bus can no longer redeliver them: keep the
+    window longer than the bus's retention (embedded: 7 days; Kafka: the topic's ``retention.ms``)."""
+    result = await session.execute(delete(processed_events).where(processed_events.c.processed_at < older_than))
+    return int(result.rowcount or 0)

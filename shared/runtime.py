@@ -6,14 +6,18 @@ and stops it on shutdown (stop consuming first, then flush the outbox, then clos
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import db
+from shared import db, inbox
 from shared.bus import EventBus, Handler, Subscription, create_bus
+from shared.events import utcnow
 from shared.observability import Check
 from shared.outbox import OutboxRelay
 from shared.settings import CommonSettings
@@ -41,6 +45,7 @@ class ServiceRuntime:
         self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self.relay: OutboxRelay | None = None
         self.subscriptions: list[Subscription] = []
+        self._housekeeping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.common.data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +57,7 @@ class ServiceRuntime:
         if self.sessionmaker is not None:
             self.relay = OutboxRelay(self.sessionmaker, self.bus)
             await self.relay.start()
+            self._housekeeping = asyncio.create_task(self._prune_inbox_forever(), name=f"{self.name}-inbox-prune")
         log.info("service.started", service=self.name, bus=self.common.bus, database=self.database_url)
 
     async def consume(
@@ -61,7 +67,29 @@ class ServiceRuntime:
         self.subscriptions.append(sub)
         return sub
 
+    async def prune_inbox(self) -> int:
+        """Drop inbox rows older than the dedupe window; returns how many went."""
+        if self.sessionmaker is None:
+            return 0
+        async with self.sessionmaker() as session, session.begin():
+            return await inbox.purge(session, utcnow() - timedelta(days=self.common.inbox_retention_days))
+
+    async def _prune_inbox_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.prune_inbox()
+                if removed:
+                    log.info("inbox.pruned", service=self.name, removed=removed)
+            except Exception:
+                log.exception("inbox.prune_failed", service=self.name)
+            await asyncio.sleep(3600)
+
     async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
         for sub in self.subscriptions:
             await sub.stop()
         self.subscriptions.clear()

@@ -30,6 +30,9 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix of every topic name (isolates environments).")
     max_delivery_attempts: int = Field(5, description="Handler attempts before an event goes to the DLQ.")
     tenant_id: str = Field("default", description="Tenant of this deployment.")
+    inbox_retention_days: float = Field(
+        8.0, gt=0, description="How long consumers remember handled event ids; keep it above the bus retention."
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")

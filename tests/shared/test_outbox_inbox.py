@@ -115,3 +115,28 @@ async def test_outbox_rows_survive_until_the_bus_takes_them(database_url: str, t
         await relay.stop()
         await bus.stop()
         await engine.dispose()
+
+
+async def test_inbox_purge_forgets_only_ids_older_than_the_window(database_url: str) -> None:
+    from datetime import timedelta
+
+    from shared.events import utcnow
+
+    engine = await _engine(database_url)
+    sm = db.make_sessionmaker(engine)
+    try:
+        async with sm() as s, s.begin():
+            assert await inbox.first_time(s, "router", "old")
+            await s.execute(
+                inbox.processed_events.update()
+                .where(inbox.processed_events.c.event_id == "old")
+                .values(processed_at=utcnow() - timedelta(days=9))
+            )
+            assert await inbox.first_time(s, "router", "recent")
+        async with sm() as s, s.begin():
+            assert await inbox.purge(s, utcnow() - timedelta(days=8)) == 1
+        async with sm() as s, s.begin():
+            assert not await inbox.was_processed(s, "router", "old")
+            assert await inbox.was_processed(s, "router", "recent")
+    finally:
+        await engine.dispose()
