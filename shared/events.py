@@ -12,9 +12,10 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_TENANT = "default"
 DEFAULT_SITE = "main"
@@ -409,20 +410,19 @@ class Envelope(BaseModel):
     tenantid: str = DEFAULT_TENANT
     data: dict[str, Any]
 
-    _payload: EventData | None = PrivateAttr(default=None)
-
-    @property
+    # Cached by ``functools.cached_property`` (pydantic leaves it out of fields, dumps and equality), not
+    # a ``PrivateAttr``: resolving a private attribute's default on every construction cost more than
+    # validating the whole envelope, on the hot publish path.
+    @cached_property
     def payload(self) -> EventData:
         """The typed payload, validated against the registered contract for ``type``."""
-        if self._payload is None:
-            cls = EVENT_TYPES.get(self.type)
-            if cls is None:
-                raise MalformedEvent(f"unknown event type {self.type!r}")
-            try:
-                self._payload = cls.model_validate(self.data)
-            except ValidationError as exc:
-                raise MalformedEvent(f"invalid {self.type} payload: {exc}") from exc
-        return self._payload
+        cls = EVENT_TYPES.get(self.type)
+        if cls is None:
+            raise MalformedEvent(f"unknown event type {self.type!r}")
+        try:
+            return cls.model_validate(self.data)
+        except ValidationError as exc:
+            raise MalformedEvent(f"invalid {self.type} payload: {exc}") from exc
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -442,7 +442,7 @@ def make_event(
         tenantid=data.tenant_id,
         data=data.model_dump(mode="json"),
     )
-    env._payload = data
+    env.__dict__["payload"] = data  # the typed payload we already have: what ``payload`` would compute
     return env
 
 
