@@ -8,6 +8,7 @@ mirrors it in the ``tenantid`` extension so a consumer can route without parsing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -28,9 +29,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_ID_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+
+
 def deterministic_id(*parts: str) -> str:
-    """UUIDv5 over the parts: the same inputs always give the same id (idempotency across retries)."""
-    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+    """UUIDv5 over the parts: the same inputs always give the same id (idempotency across retries).
+
+    Exactly ``str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))`` (tests/shared/test_events.py checks it),
+    computed without building a ``UUID`` object: intake derives two ids per request.
+    """
+    raw = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def contact_id_for(tenant_id: str, source: str, external_id: str) -> str:
