@@ -212,7 +212,7 @@ class _SqliteThread:
     @staticmethod
     def db_time(value: datetime) -> str:
         """The text SQLAlchemy's SQLite ``DateTime`` writes (UTC): rows from both paths compare alike."""
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     async def select(self, hashes: list[str]) -> list[tuple[Any, ...]]:
         return await self._call(self._select, hashes)
