@@ -8,13 +8,15 @@ mirrors it in the ``tenantid`` extension so a consumer can route without parsing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_TENANT = "default"
 DEFAULT_SITE = "main"
@@ -27,9 +29,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_ID_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+
+
 def deterministic_id(*parts: str) -> str:
-    """UUIDv5 over the parts: the same inputs always give the same id (idempotency across retries)."""
-    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+    """UUIDv5 over the parts: the same inputs always give the same id (idempotency across retries).
+
+    Exactly ``str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))`` (tests/shared/test_events.py checks it),
+    computed without building a ``UUID`` object: intake derives two ids per request.
+    """
+    raw = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def contact_id_for(tenant_id: str, source: str, external_id: str) -> str:
@@ -409,20 +422,19 @@ class Envelope(BaseModel):
     tenantid: str = DEFAULT_TENANT
     data: dict[str, Any]
 
-    _payload: EventData | None = PrivateAttr(default=None)
-
-    @property
+    # Cached by ``functools.cached_property`` (pydantic leaves it out of fields, dumps and equality), not
+    # a ``PrivateAttr``: resolving a private attribute's default on every construction cost more than
+    # validating the whole envelope, on the hot publish path.
+    @cached_property
     def payload(self) -> EventData:
         """The typed payload, validated against the registered contract for ``type``."""
-        if self._payload is None:
-            cls = EVENT_TYPES.get(self.type)
-            if cls is None:
-                raise MalformedEvent(f"unknown event type {self.type!r}")
-            try:
-                self._payload = cls.model_validate(self.data)
-            except ValidationError as exc:
-                raise MalformedEvent(f"invalid {self.type} payload: {exc}") from exc
-        return self._payload
+        cls = EVENT_TYPES.get(self.type)
+        if cls is None:
+            raise MalformedEvent(f"unknown event type {self.type!r}")
+        try:
+            return cls.model_validate(self.data)
+        except ValidationError as exc:
+            raise MalformedEvent(f"invalid {self.type} payload: {exc}") from exc
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -442,7 +454,7 @@ def make_event(
         tenantid=data.tenant_id,
         data=data.model_dump(mode="json"),
     )
-    env._payload = data
+    env.__dict__["payload"] = data  # the typed payload we already have: what ``payload`` would compute
     return env
 
 

@@ -19,10 +19,12 @@ last moments can lose a few, harmlessly. That keeps one fsync per batch of reque
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -36,9 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    create_engine,
     delete,
-    event,
     select,
     text,
 )
@@ -86,11 +86,12 @@ class RequestKey:
     scope: str
     source: str
     key: str
+    # Computed once: a request's key is looked up, then recorded.
+    hash: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def hash(self) -> str:
+    def __post_init__(self) -> None:
         raw = "\x1f".join((self.tenant_id, self.scope, self.source, self.key))
-        return hashlib.sha256(raw.encode()).hexdigest()
+        object.__setattr__(self, "hash", hashlib.sha256(raw.encode()).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,41 +161,109 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Row tuples in this column order travel between the store and its drivers.
+COLUMNS = tuple(c.name for c in requests_table.columns)
+_CHUNK = 500  # rows per statement: 13 columns x 500 stays far below SQLite's 32766 variables
+
+
+def _padded(hashes: list[str]) -> list[str]:
+    """Pad to a power of two with a repeat: a handful of distinct IN (...) statements, all cached."""
+    size = 1 << (len(hashes) - 1).bit_length()
+    return hashes + [hashes[0]] * (size - len(hashes))
+
+
 class _SqliteThread:
-    """SQLite: one thread owns a synchronous connection; a whole batch costs one hop to it.
+    """SQLite: one thread owns a plain ``sqlite3`` connection; a batch is one statement and one hop.
 
     Through the async driver every DBAPI call (cursor, execute, fetch, commit) is its own thread hop
-    and event-loop wake-up: for small statements that overhead, not SQLite, dominated the cost.
+    and event-loop wake-up, and SQLAlchemy's per-row parameter processing runs on the worker thread,
+    where it competes with the event loop for the GIL. Here the rows arrive as ready tuples: the worker
+    binds them in C and releases the GIL while SQLite works.
     """
+
+    dialect = "sqlite"
+    _SELECT = f"SELECT {', '.join(COLUMNS)} FROM intake_requests WHERE key_hash IN "
+    _INSERT = f"INSERT INTO intake_requests ({', '.join(COLUMNS)}) VALUES "
+    _ROW = "(" + ", ".join("?" * len(COLUMNS)) + ")"
 
     def __init__(self, url: str) -> None:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(
-            f"sqlite+pysqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False}
-        )
-        self.dialect = "sqlite"
+        self._path = path or ":memory:"
+        self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="intake-store")
+        self._created_at = COLUMNS.index("created_at")
 
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")  # see the module docstring: the bus gates the 202
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+    async def _call(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def run(self, fn: Callable[[Connection], R], *, write: bool) -> R:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring: the bus gates the 202
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = conn
+        return self._conn
 
-    def _run(self, fn: Callable[[Connection], R], write: bool) -> R:
-        with self.engine.begin() if write else self.engine.connect() as conn:
-            return fn(conn)
+    @staticmethod
+    def db_time(value: datetime) -> str:
+        """The text SQLAlchemy's SQLite ``DateTime`` writes (UTC): rows from both paths compare alike."""
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    async def select(self, hashes: list[str]) -> list[tuple[Any, ...]]:
+        return await self._call(self._select, hashes)
+
+    async def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._call(self._insert, rows)
+
+    async def ping(self) -> None:
+        await self._call(lambda: self._connection().execute("SELECT 1").fetchone())
+
+    async def purge(self, cutoff: datetime) -> int:
+        return await self._call(self._purge, self.db_time(cutoff))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.dispose)
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._call(_close)
         self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------- on the owned thread only
+
+    def _select(self, hashes: list[str]) -> list[tuple[Any, ...]]:
+        conn = self._connection()
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(hashes), _CHUNK):
+            chunk = _padded(hashes[i : i + _CHUNK])
+            sql = self._SELECT + "(" + ", ".join("?" * len(chunk)) + ")"
+            out.extend(conn.execute(sql, chunk).fetchall())
+        at = self._created_at
+        return [(*r[:at], _utc(datetime.fromisoformat(r[at])), *r[at + 1 :]) for r in out]
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(0, len(rows), _CHUNK):
+                chunk = rows[i : i + _CHUNK]
+                sql = self._INSERT + ", ".join([self._ROW] * len(chunk)) + " ON CONFLICT DO NOTHING"
+                conn.execute(sql, [v for row in chunk for v in row])
+            conn.execute("COMMIT")  # one transaction, one commit for the whole batch
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _purge(self, cutoff: str) -> int:
+        conn = self._connection()
+        return conn.execute("DELETE FROM intake_requests WHERE created_at < ?", (cutoff,)).rowcount or 0
 
 
 class _AsyncDriver:
@@ -203,12 +272,46 @@ class _AsyncDriver:
     def __init__(self, url: str) -> None:
         self.engine = db.make_engine(url)
         self.dialect = self.engine.dialect.name
+        self._insert_statement = (
+            postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        )(requests_table).on_conflict_do_nothing()
 
-    async def run(self, fn: Callable[[Connection], R], *, write: bool) -> R:
+    @staticmethod
+    def db_time(value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    async def _run(self, fn: Callable[[Connection], R], *, write: bool) -> R:
         async with self.engine.begin() if write else self.engine.connect() as conn:
             if write and self.dialect == "postgresql":
                 await conn.execute(_NO_FLUSH_WAIT)
             return await conn.run_sync(fn)
+
+    async def select(self, hashes: list[str]) -> list[tuple[Any, ...]]:
+        def select_rows(conn: Connection) -> list[tuple[Any, ...]]:
+            out: list[tuple[Any, ...]] = []
+            for i in range(0, len(hashes), _CHUNK):
+                out.extend(tuple(r) for r in conn.execute(_FIND, {"hashes": hashes[i : i + _CHUNK]}))
+            return out
+
+        at = COLUMNS.index("created_at")
+        return [(*r[:at], _utc(r[at]), *r[at + 1 :]) for r in await self._run(select_rows, write=False)]
+
+    async def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        values = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+
+        def insert_rows(conn: Connection) -> None:  # one transaction, one commit for the whole batch
+            conn.execute(self._insert_statement, values)
+
+        await self._run(insert_rows, write=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute(select(1)).scalar(), write=False)
+
+    async def purge(self, cutoff: datetime) -> int:
+        def delete_old(conn: Connection) -> int:
+            return conn.execute(delete(requests_table).where(requests_table.c.created_at < cutoff)).rowcount or 0
+
+        return await self._run(delete_old, write=True)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -219,7 +322,6 @@ class IdempotencyStore:
 
     def __init__(self, driver: _SqliteThread | _AsyncDriver) -> None:
         self._driver = driver
-        self._insert = postgresql.insert if driver.dialect == "postgresql" else sqlite.insert
         self._lookups: GroupCommit[tuple[RequestKey, ...], StoredRequest | None] = GroupCommit(self._lookup_batch)
         self._inserts: GroupCommit[list[StoredRequest], None] = GroupCommit(self._insert_batch)
 
@@ -229,7 +331,7 @@ class IdempotencyStore:
     async def ping(self) -> bool:
         """For ``/readyz``: the store answers a query now."""
         try:
-            await self._driver.run(lambda conn: conn.execute(select(1)).scalar(), write=False)
+            await self._driver.ping()
             return True
         except Exception:
             return False
@@ -256,63 +358,50 @@ class IdempotencyStore:
 
     async def purge(self, older_than: datetime) -> int:
         """Forget requests recorded before ``older_than`` (retries come within hours, not weeks)."""
-        cutoff = older_than.astimezone(UTC)
-
-        def delete_old(conn: Connection) -> int:
-            return conn.execute(delete(requests_table).where(requests_table.c.created_at < cutoff)).rowcount or 0
-
-        return await self._driver.run(delete_old, write=True)
+        return await self._driver.purge(older_than.astimezone(UTC))
 
     async def _lookup_batch(self, batch: list[tuple[RequestKey, ...]]) -> list[StoredRequest | None]:
-        wanted = [[k.hash for k in keys] for keys in batch]
-        hashes = sorted({h for keys in wanted for h in keys})
-
-        def select_rows(conn: Connection) -> dict[str, StoredRequest]:
-            found: dict[str, StoredRequest] = {}
-            for i in range(0, len(hashes), 500):
-                for row in conn.execute(_FIND, {"hashes": hashes[i : i + 500]}).mappings():
-                    found[row["key_hash"]] = StoredRequest(
-                        key=RequestKey(row["tenant_id"], row["scope"], row["source"], row["key"]),
-                        resource_id=row["resource_id"],
-                        event_id=row["event_id"],
-                        site=row["site"],
-                        fingerprint=row["fingerprint"],
-                        status_code=row["status_code"],
-                        media_type=row["media_type"],
-                        response=row["response"],
-                        created_at=_utc(row["created_at"]),
-                    )
-            return found
-
-        found = await self._driver.run(select_rows, write=False)
-        return [next((found[h] for h in keys if h in found), None) for keys in wanted]
+        hashes = list({k.hash: None for keys in batch for k in keys})
+        found: dict[str, StoredRequest] = {}
+        for r in await self._driver.select(hashes):
+            (key_hash, tenant_id, scope, source, key, resource_id, event_id, site, fp, status, media, body, at) = r
+            found[key_hash] = StoredRequest(
+                key=RequestKey(tenant_id, scope, source, key),
+                resource_id=resource_id,
+                event_id=event_id,
+                site=site,
+                fingerprint=fp,
+                status_code=status,
+                media_type=media,
+                response=body,
+                created_at=at,
+            )
+        if not found:
+            return [None] * len(batch)
+        return [next((found[k.hash] for k in keys if k.hash in found), None) for keys in batch]
 
     async def _insert_batch(self, batch: list[list[StoredRequest]]) -> list[None]:
+        db_time = self._driver.db_time
         values = [
-            {
-                "key_hash": r.key.hash,
-                "tenant_id": r.key.tenant_id,
-                "scope": r.key.scope,
-                "source": r.key.source,
-                "key": r.key.key,
-                "resource_id": r.resource_id,
-                "event_id": r.event_id,
-                "site": r.site,
-                "fingerprint": r.fingerprint,
-                "status_code": r.status_code,
-                "media_type": r.media_type,
-                "response": r.response,
-                "created_at": r.created_at.astimezone(UTC),
-            }
+            (
+                r.key.hash,
+                r.key.tenant_id,
+                r.key.scope,
+                r.key.source,
+                r.key.key,
+                r.resource_id,
+                r.event_id,
+                r.site,
+                r.fingerprint,
+                r.status_code,
+                r.media_type,
+                r.response,
+                db_time(r.created_at),
+            )
             for rows in batch
             for r in rows
         ]
-        statement = self._insert(requests_table).on_conflict_do_nothing()
-
-        def insert_rows(conn: Connection) -> None:  # one transaction, one commit for the whole batch
-            conn.execute(statement, values)
-
-        await self._driver.run(insert_rows, write=True)
+        await self._driver.insert(values)
         return [None] * len(batch)
 
 

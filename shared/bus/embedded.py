@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS partition_leases (
 """
 
 TopicPartition = tuple[str, int]
+_ROWS_PER_STATEMENT = 500  # x 7 columns: far below SQLite's 32766 bound variables
+_PUBLISH_SECONDS = BUS_PUBLISH_SECONDS.labels("embedded")  # bound once: labels() locks and builds a key
 
 
 def partition_for(key: str | None, partitions: int) -> int:
@@ -226,7 +228,7 @@ class EmbeddedBus(EventBus):
             self._flusher = asyncio.create_task(self._flush())
         started = time.perf_counter()
         await fut
-        BUS_PUBLISH_SECONDS.labels("embedded").observe(time.perf_counter() - started)
+        _PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -266,26 +268,32 @@ class EmbeddedBus(EventBus):
         conn.execute("BEGIN IMMEDIATE")
         try:
             next_offsets: dict[TopicPartition, int] = {}
-            rows = []
+            rows: list[tuple[Any, ...]] = []
             for item in batch:
                 tp = (item.topic, partition_for(item.key, self._partitions_of(conn, item.topic)))
-                if tp not in next_offsets:
+                offset = next_offsets.get(tp)
+                if offset is None:
                     row = conn.execute(
                         "SELECT next_offset FROM partitions WHERE topic=? AND partition=?", tp
                     ).fetchone()
-                    next_offsets[tp] = row[0] if row else 0
-                offset = next_offsets[tp]
+                    offset = row[0] if row else 0
                 next_offsets[tp] = offset + 1
                 rows.append((*tp, offset, item.key, item.value, _encode_headers(item.headers), now))
-            conn.executemany(
-                "INSERT INTO events(topic, partition, offset, key, value, headers, ts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            conn.executemany(
-                "INSERT INTO partitions(topic, partition, next_offset) VALUES (?, ?, ?) "
-                "ON CONFLICT(topic, partition) DO UPDATE SET next_offset=excluded.next_offset",
-                [(t, p, o) for (t, p), o in next_offsets.items()],
+            # Whole batches as multi-row statements: the writer binds them in C and keeps the GIL only
+            # briefly (executemany takes it back for every row, against a busy event loop).
+            for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[i : i + _ROWS_PER_STATEMENT]
+                conn.execute(
+                    "INSERT INTO events(topic, partition, offset, key, value, headers, ts) VALUES "
+                    + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)),
+                    [v for r in chunk for v in r],
+                )
+            heads = [v for (t, p), o in next_offsets.items() for v in (t, p, o)]
+            conn.execute(
+                "INSERT INTO partitions(topic, partition, next_offset) VALUES "
+                + ",".join(["(?,?,?)"] * len(next_offsets))
+                + " ON CONFLICT(topic, partition) DO UPDATE SET next_offset=excluded.next_offset",
+                heads,
             )
             if now - self._last_prune > 60:
                 self._last_prune = now

@@ -8,7 +8,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from services.intake.api.common import JSON_MEDIA, begin, body_schema, error_responses, replay_json
+from services.intake.api.common import (
+    JSON_MEDIA,
+    RequestOnlyRoute,
+    begin,
+    body_schema,
+    error_responses,
+    replay_json,
+)
 from services.intake.context import context
 from services.intake.edge import (
     FORM,
@@ -27,7 +34,7 @@ from services.intake.store import Scope
 from shared.business_hours import Deadline
 from shared.events import CallbackOrigin, CallbackRequested, Channel, Customer, TimeWindow, deterministic_id
 
-router = APIRouter(prefix="/v1", tags=["callbacks"])
+router = APIRouter(prefix="/v1", tags=["callbacks"], route_class=RequestOnlyRoute)
 
 
 def form_fields(body: bytes) -> dict[str, Any]:

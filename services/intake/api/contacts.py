@@ -7,7 +7,14 @@ from typing import Any, TypeVar, cast
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from services.intake.api.common import JSON_MEDIA, begin, body_schema, error_responses, replay_json
+from services.intake.api.common import (
+    JSON_MEDIA,
+    RequestOnlyRoute,
+    begin,
+    body_schema,
+    error_responses,
+    replay_json,
+)
 from services.intake.context import IntakeContext, context
 from services.intake.edge import (
     fingerprint,
@@ -24,7 +31,7 @@ from services.intake.signatures import SOURCE_HEADER, SignatureFailure
 from services.intake.store import Scope
 from shared.events import ContactAbandoned, ContactRequested, Customer, TimeWindow, contact_id_for
 
-router = APIRouter(prefix="/v1", tags=["contacts"])
+router = APIRouter(prefix="/v1", tags=["contacts"], route_class=RequestOnlyRoute)
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake import twiml
-from services.intake.api.common import begin, body_schema, error_responses
+from services.intake.api.common import RequestOnlyRoute, begin, body_schema, error_responses
 from services.intake.context import IntakeContext, context
 from services.intake.edge import FORM, fingerprint, parse_form, public_url, read_body, require_media_type, validate
 from services.intake.rules import enrich, timezone_for
@@ -49,7 +49,7 @@ from shared.events import (
     deterministic_id,
 )
 
-router = APIRouter(prefix="/v1/webhooks/twilio", tags=["twilio"])
+router = APIRouter(prefix="/v1/webhooks/twilio", tags=["twilio"], route_class=RequestOnlyRoute)
 
 VOICE_PATH = "/v1/webhooks/twilio/voice"
 QUEUE_RESULT_PATH = "/v1/webhooks/twilio/queue-result"
