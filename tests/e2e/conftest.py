@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,54 @@ class ServiceProcess:
                 self.proc.wait()
 
 
+@pytest.fixture(params=["embedded", "kafka+postgres"])
+async def stack_env(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """Which stack the services run on: the embedded default (SQLite + embedded bus), or production's
+    (Kafka + one PostgreSQL database per service). The second runs when both are given, else it skips."""
+    if request.param == "embedded":
+        yield {}
+        return
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    postgres = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
+    if not kafka or not postgres:
+        pytest.skip(
+            "production-stack leg (Kafka + PostgreSQL): set KAFKA_BOOTSTRAP_SERVERS=host:port and "
+            "SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db to run it"
+        )
+    import asyncpg
+
+    dsn = postgres.replace("postgresql+asyncpg://", "postgresql://")
+    suffix = uuid.uuid4().hex[:10]
+    names = {svc: f"sb_e2e_{svc}_{suffix}" for svc in ("intake", "router", "callback")}
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for name in names.values():
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = postgres.rsplit("/", 1)[0]
+    yield {
+        "SWITCHBOARD_BUS": "kafka",
+        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "SWITCHBOARD_KAFKA_PARTITIONS": "2",
+        "SWITCHBOARD_TOPIC_PREFIX": f"e2e-{suffix}-",
+        **{f"SWITCHBOARD_{svc.upper()}_DATABASE_URL": f"{base}/{name}" for svc, name in names.items()},
+    }
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for name in names.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def services(tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start a service as a real process on the stack under test; all are SIGKILLed at the end."""
     started: list[ServiceProcess] = []
 
     def start(service: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServiceProcess:
-        proc = ServiceProcess(service, data_dir or tmp_path, env).start()
+        proc = ServiceProcess(service, data_dir or tmp_path, {**stack_env, **(env or {})}).start()
         started.append(proc)
         return proc
 
