@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ from shared import db
 from shared.business_hours import BusinessCalendars
 from shared.events import Envelope, decode_event
 from shared.outbox import outbox
+from tests.postgres import fresh_database
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -66,27 +65,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'callback.sqlite3'}"
         return
-    base = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("PostgreSQL leg: set SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db")
-    import asyncpg
-
-    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"sb_callback_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL leg: server at {base} not reachable: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield base.rsplit("/", 1)[0] + "/" + name
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database("sb_callback") as url:
+        yield url
 
 
 @pytest.fixture

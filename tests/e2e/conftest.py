@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,7 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.postgres import fresh_database
+
 ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("intake", "router", "callback")
 
 
 def free_port() -> int:
@@ -112,31 +116,16 @@ async def stack_env(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, s
             "production-stack leg (Kafka + PostgreSQL): set KAFKA_BOOTSTRAP_SERVERS=host:port and "
             "SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db to run it"
         )
-    import asyncpg
-
-    dsn = postgres.replace("postgresql+asyncpg://", "postgresql://")
     suffix = uuid.uuid4().hex[:10]
-    names = {svc: f"sb_e2e_{svc}_{suffix}" for svc in ("intake", "router", "callback")}
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        for name in names.values():
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = postgres.rsplit("/", 1)[0]
-    yield {
-        "SWITCHBOARD_BUS": "kafka",
-        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "SWITCHBOARD_KAFKA_PARTITIONS": "2",
-        "SWITCHBOARD_TOPIC_PREFIX": f"e2e-{suffix}-",
-        **{f"SWITCHBOARD_{svc.upper()}_DATABASE_URL": f"{base}/{name}" for svc, name in names.items()},
-    }
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        for name in names.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {svc: await stack.enter_async_context(fresh_database(f"sb_e2e_{svc}")) for svc in SERVICES}
+        yield {
+            "SWITCHBOARD_BUS": "kafka",
+            "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "SWITCHBOARD_KAFKA_PARTITIONS": "2",
+            "SWITCHBOARD_TOPIC_PREFIX": f"e2e-{suffix}-",
+            **{f"SWITCHBOARD_{svc.upper()}_DATABASE_URL": url for svc, url in urls.items()},
+        }
 
 
 @pytest.fixture

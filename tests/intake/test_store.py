@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from services.intake.app import MIGRATIONS
 from services.intake.store import IdempotencyStore, RequestKey, Scope, StoredRequest, open_store
 from shared import db
 from tests.intake.conftest import IntakeFactory, contact_payload
+from tests.postgres import fresh_database
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -27,27 +26,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'intake.sqlite3'}"
         return
-    base = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("PostgreSQL leg: set SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db")
-    import asyncpg
-
-    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"sb_intake_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL leg: server at {base} not reachable: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield base.rsplit("/", 1)[0] + "/" + name
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database("sb_intake") as url:
+        yield url
 
 
 def row(key: str, resource: str = "r1", *, scope: str = Scope.EXTERNAL) -> StoredRequest:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from services.router.settings import RouterSettings
 from shared.bus import EventBus
 from shared.events import Channel, ContactRequested, Customer, Intent, Tier, contact_id_for
 from shared.settings import CommonSettings
+from tests.postgres import fresh_database
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -297,24 +296,5 @@ async def collect_events(bus: EventBus, topic: str, group: str) -> AsyncIterator
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
-    base = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("PostgreSQL store: set SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db")
-    import asyncpg
-
-    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"sb_router_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL store: server at {base} not reachable: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield base.rsplit("/", 1)[0] + "/" + name
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database("sb_router") as url:
+        yield url

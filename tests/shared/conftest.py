@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -14,24 +14,5 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'svc.sqlite3'}"
         return
-    base = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("PostgreSQL leg: set SWITCHBOARD_TEST_POSTGRES_URL=postgresql+asyncpg://user@host:5432/db")
-    import asyncpg
-
-    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"sb_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL leg: server at {base} not reachable: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield base.rsplit("/", 1)[0] + "/" + name
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database("sb_test") as url:
+        yield url
