@@ -19,7 +19,13 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.callback.lifecycle import Status
-from services.callback.service import CallbackService, CommitmentNotFound, ListFilter, SiteSummary
+from services.callback.service import (
+    AttemptBeforeRequest,
+    CallbackService,
+    CommitmentNotFound,
+    ListFilter,
+    SiteSummary,
+)
 from services.callback.store import Attempt, Commitment
 from shared.business_hours import zone
 from shared.events import (
@@ -266,13 +272,15 @@ async def list_callbacks(
     service: ServiceDep,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     day: Annotated[date | None, Query(alias="date", description="site-local deadline date")] = None,
-    agent_id: Annotated[str | None, Query(description="promised by, offered to, accepted or fulfilled by")] = None,
-    customer_id: str | None = None,
-    site: str | None = None,
+    agent_id: Annotated[
+        str | None, Query(max_length=100, description="promised by, offered to, accepted or fulfilled by")
+    ] = None,
+    customer_id: Annotated[str | None, Query(max_length=200)] = None,
+    site: Annotated[str | None, Query(max_length=100)] = None,
     at_risk: bool | None = None,
-    tenant_id: str | None = None,
+    tenant_id: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # within every database's integer
 ) -> list[CallbackOut]:
     rows = await service.list(
         ListFilter(
@@ -319,10 +327,15 @@ async def record_attempt(
             agent_id=body.agent_id,
             notes=body.notes,
             at=body.at,
-            attempt_key=f"api:{idempotency_key}" if idempotency_key else None,
+            attempt_key=deterministic_id("api-attempt", callback_id, idempotency_key) if idempotency_key else None,
         )
     except CommitmentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
+    except AttemptBeforeRequest as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [{"loc": ["body", "at"], "msg": str(exc), "type": "value_error"}],
+        ) from None
     return await get_callback(callback_id, service)
 
 

@@ -21,6 +21,7 @@ from services.callback.scheduler import Scheduler
 from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
 from shared.bus import EventBus
+from shared.nul_guard import RejectNulBytes
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
@@ -80,6 +81,7 @@ def create_app(
         redoc_url="/redoc" if common.docs_enabled else None,
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
+    app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     app.include_router(api_router)
     install_operations(app, runtime.checks())
     return app

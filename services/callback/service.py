@@ -68,6 +68,10 @@ class CommitmentNotFound(LookupError):
     pass
 
 
+class AttemptBeforeRequest(ValueError):
+    """An attempt dated before the commitment existed (API input error)."""
+
+
 @dataclass
 class TickReport:
     """What one scheduler pass did (for logs, metrics and tests)."""
@@ -368,6 +372,13 @@ class CallbackService:
             return c
         now = self.now()
         at = min(at.astimezone(UTC), now)  # an attempt is never in the future
+        requested_at = c.requested_at if c.requested_at.tzinfo else c.requested_at.replace(tzinfo=UTC)
+        if at < requested_at:
+            if source == "api":  # a person typed it: say so
+                raise AttemptBeforeRequest(
+                    f"attempt at {at.isoformat()} is before the callback was requested ({requested_at.isoformat()})"
+                )
+            at = requested_at  # another service's clock, slightly behind ours: not worth a dead letter
         windows = self._windows(c)
         if c.status in OPEN and evaluate(c, windows, at, self.policy).breach:
             # The call was made after the deadline: the breach comes first, honestly. (A call made

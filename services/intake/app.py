@@ -33,6 +33,7 @@ from services.intake.store import IdempotencyStore, open_store
 from shared.bus.base import EventBus
 from shared.business_hours import BusinessCalendars
 from shared.events import utcnow
+from shared.nul_guard import RejectNulBytes
 from shared.observability import Check, configure_logging, install_operations
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
@@ -161,6 +162,7 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.state.runtime = runtime
+    app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422 here, not a DLQ downstream
     install_error_handlers(app)
     app.include_router(contacts.router)
     app.include_router(twilio.router)

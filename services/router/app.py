@@ -27,6 +27,7 @@ from services.router.strategy import load_strategy
 from shared import topics
 from shared.bus import EventBus, Record
 from shared.events import Envelope
+from shared.nul_guard import RejectNulBytes
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
@@ -93,6 +94,7 @@ def create_app(
         redoc_url="/redoc" if common.docs_enabled else None,
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
+    app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     app.state.settings = settings
     app.state.runtime = runtime
 

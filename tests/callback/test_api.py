@@ -134,6 +134,15 @@ async def test_attempts_history_and_idempotency(client: httpx.AsyncClient, clock
     assert (await client.get("/v1/callbacks/nope")).status_code == 404
 
 
+async def test_an_attempt_dated_before_the_request_is_422_not_recorded(client: httpx.AsyncClient) -> None:
+    cid = (await client.post("/v1/callbacks", json={"customer": CUSTOMER})).json()["id"]
+    r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "busy", "at": "2000-01-01T00:00:00Z"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "at"]
+    detail = (await client.get(f"/v1/callbacks/{cid}")).json()
+    assert detail["attempts"] == 0 and detail["attempt_history"] == []
+
+
 async def test_list_filters_and_summary(client: httpx.AsyncClient, clock: ManualClock, app: FastAPI) -> None:
     ids = {}
     for cust, site, agent in (("c1", "main", None), ("c2", "main", "a7"), ("c3", "nyc", None)):
