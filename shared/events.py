@@ -145,15 +145,22 @@ class EventData(_Model):
     """Base of every payload. ``event_type`` is the CloudEvents type, schema version included."""
 
     event_type: ClassVar[str]
+    # The CloudEvents subject: the entity the event is about (a dotted path into the payload).
+    subject_field: ClassVar[str | None] = None
     tenant_id: str = DEFAULT_TENANT
 
     def subject(self) -> str | None:
-        """The CloudEvents subject: the entity the event is about."""
-        return None
+        value: object = self
+        if self.subject_field is None:
+            return None
+        for part in self.subject_field.split("."):
+            value = getattr(value, part)
+        return str(value)
 
 
 class ContactRequested(EventData):
     event_type: ClassVar[str] = "switchboard.contact.requested.v1"
+    subject_field: ClassVar[str] = "contact_id"
     contact_id: str
     site: str = DEFAULT_SITE
     source: str
@@ -170,23 +177,19 @@ class ContactRequested(EventData):
     within_business_hours: bool | None = None
     received_at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class ContactAbandoned(EventData):
     event_type: ClassVar[str] = "switchboard.contact.abandoned.v1"
+    subject_field: ClassVar[str] = "contact_id"
     contact_id: str
     site: str = DEFAULT_SITE
     reason: str = "caller_hung_up"
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class OfferMade(EventData):
     event_type: ClassVar[str] = "switchboard.offer.made.v1"
+    subject_field: ClassVar[str] = "contact_id"
     offer_id: str
     contact_id: str
     agent_id: str
@@ -197,24 +200,20 @@ class OfferMade(EventData):
     explanation: dict[str, Any] = Field(default_factory=dict)
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class OfferAccepted(EventData):
     event_type: ClassVar[str] = "switchboard.offer.accepted.v1"
+    subject_field: ClassVar[str] = "contact_id"
     offer_id: str
     contact_id: str
     agent_id: str
     site: str = DEFAULT_SITE
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class OfferDeclined(EventData):
     event_type: ClassVar[str] = "switchboard.offer.declined.v1"
+    subject_field: ClassVar[str] = "contact_id"
     offer_id: str
     contact_id: str
     agent_id: str
@@ -222,24 +221,20 @@ class OfferDeclined(EventData):
     reason: str | None = None
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class OfferTimedOut(EventData):
     event_type: ClassVar[str] = "switchboard.offer.timed_out.v1"
+    subject_field: ClassVar[str] = "contact_id"
     offer_id: str
     contact_id: str
     agent_id: str
     site: str = DEFAULT_SITE
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class AssignmentCompleted(EventData):
     event_type: ClassVar[str] = "switchboard.assignment.completed.v1"
+    subject_field: ClassVar[str] = "contact_id"
     contact_id: str
     agent_id: str
     site: str = DEFAULT_SITE
@@ -249,12 +244,10 @@ class AssignmentCompleted(EventData):
     handled_seconds: float | None = None
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.contact_id
-
 
 class AgentStatusChanged(EventData):
     event_type: ClassVar[str] = "switchboard.agent.status_changed.v1"
+    subject_field: ClassVar[str] = "agent_id"
     agent_id: str
     site: str = DEFAULT_SITE
     status: AgentStatus
@@ -262,12 +255,10 @@ class AgentStatusChanged(EventData):
     reason: str | None = None
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.agent_id
-
 
 class CallbackRequested(EventData):
     event_type: ClassVar[str] = "switchboard.callback.requested.v1"
+    subject_field: ClassVar[str] = "customer.id"
     request_id: str  # deterministic per origin, so a redelivered request merges
     customer: Customer
     site: str = DEFAULT_SITE
@@ -282,12 +273,10 @@ class CallbackRequested(EventData):
     virtual_start_time: datetime | None = None
     requested_at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.customer.id
-
 
 class CallbackScheduled(EventData):
     event_type: ClassVar[str] = "switchboard.callback.scheduled.v1"
+    subject_field: ClassVar[str] = "callback_id"
     callback_id: str
     customer: Customer
     site: str = DEFAULT_SITE
@@ -297,12 +286,10 @@ class CallbackScheduled(EventData):
     promise_text: str | None = None  # what we honestly told the customer
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.callback_id
-
 
 class CallbackDue(EventData):
     event_type: ClassVar[str] = "switchboard.callback.due.v1"
+    subject_field: ClassVar[str] = "callback_id"
     callback_id: str
     customer: Customer
     site: str = DEFAULT_SITE
@@ -318,12 +305,10 @@ class CallbackDue(EventData):
     virtual_start_time: datetime | None = None
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.callback_id
-
 
 class CallbackAtRisk(EventData):
     event_type: ClassVar[str] = "switchboard.callback.at_risk.v1"
+    subject_field: ClassVar[str] = "callback_id"
     callback_id: str
     customer: Customer
     site: str = DEFAULT_SITE
@@ -331,12 +316,10 @@ class CallbackAtRisk(EventData):
     slack_seconds: float
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.callback_id
-
 
 class CallbackAttempted(EventData):
     event_type: ClassVar[str] = "switchboard.callback.attempted.v1"
+    subject_field: ClassVar[str] = "callback_id"
     callback_id: str
     customer: Customer
     site: str = DEFAULT_SITE
@@ -345,24 +328,20 @@ class CallbackAttempted(EventData):
     notes: str | None = None
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.callback_id
-
 
 class CallbackFulfilled(EventData):
     event_type: ClassVar[str] = "switchboard.callback.fulfilled.v1"
+    subject_field: ClassVar[str] = "callback_id"
     callback_id: str
     customer: Customer
     site: str = DEFAULT_SITE
     agent_id: str | None = None
     at: datetime = Field(default_factory=utcnow)
 
-    def subject(self) -> str:
-        return self.callback_id
-
 
 class CallbackBreached(EventData):
     event_type: ClassVar[str] = "switchboard.callback.breached.v1"
+    subject_field: ClassVar[str] = "callback_id"
     callback_id: str
     customer: Customer
     site: str = DEFAULT_SITE
@@ -370,9 +349,6 @@ class CallbackBreached(EventData):
     attempts: int = 0
     reason: str = "deadline_passed"
     at: datetime = Field(default_factory=utcnow)
-
-    def subject(self) -> str:
-        return self.callback_id
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {
