@@ -22,12 +22,12 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from services.intake.group_commit import GroupCommit
 from shared import db
 
 INTAKE_METADATA = MetaData()
@@ -111,49 +112,11 @@ class StoreUnavailable(RuntimeError):
     """The idempotency store could not be read or written."""
 
 
-T = TypeVar("T")
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(str(exc) or type(exc).__name__)
+
+
 R = TypeVar("R")
-
-
-class GroupCommit(Generic[T, R]):
-    """Runs ``fn`` over everything submitted while the previous batch was in flight.
-
-    Under no load a call costs one round trip; under load N concurrent calls cost ~one round trip.
-    """
-
-    def __init__(self, fn: Callable[[list[T]], Awaitable[list[R]]], *, max_batch: int = 500) -> None:
-        self._fn = fn
-        self._max = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._running = False
-        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
-
-    async def submit(self, item: T) -> R:
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if not self._running:
-            self._running = True
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-                try:
-                    results = await self._fn([item for item, _ in batch])
-                except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc if isinstance(exc, Exception) else StoreUnavailable(str(exc)))
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
-        finally:
-            self._running = False
 
 
 def _utc(value: datetime) -> datetime:
@@ -322,8 +285,10 @@ class IdempotencyStore:
 
     def __init__(self, driver: _SqliteThread | _AsyncDriver) -> None:
         self._driver = driver
-        self._lookups: GroupCommit[tuple[RequestKey, ...], StoredRequest | None] = GroupCommit(self._lookup_batch)
-        self._inserts: GroupCommit[list[StoredRequest], None] = GroupCommit(self._insert_batch)
+        self._lookups: GroupCommit[tuple[RequestKey, ...], StoredRequest | None] = GroupCommit(
+            self._lookup_batch, error=_unavailable
+        )
+        self._inserts: GroupCommit[list[StoredRequest], None] = GroupCommit(self._insert_batch, error=_unavailable)
 
     async def close(self) -> None:
         await self._driver.close()
@@ -353,6 +318,22 @@ class IdempotencyStore:
             await self._inserts.submit(rows)
         except StoreUnavailable:
             raise
+        except Exception as exc:
+            raise StoreUnavailable(f"idempotency record failed: {exc}") from exc
+
+    async def find_many(self, key_sets: Sequence[Sequence[RequestKey]]) -> list[StoredRequest | None]:
+        """:meth:`find` for callers that batch themselves: one query answers every key set."""
+        try:
+            return await self._lookup_batch([tuple(keys) for keys in key_sets])
+        except Exception as exc:
+            raise StoreUnavailable(f"idempotency lookup failed: {exc}") from exc
+
+    async def record_many(self, rows: list[StoredRequest]) -> None:
+        """:meth:`record` for callers that batch themselves: one transaction for all rows."""
+        if not rows:
+            return
+        try:
+            await self._insert_batch([rows])
         except Exception as exc:
             raise StoreUnavailable(f"idempotency record failed: {exc}") from exc
 

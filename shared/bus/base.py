@@ -106,6 +106,15 @@ class EventBus(abc.ABC):
     ) -> None:
         """Durably append bytes to a (logical) topic. Raise :class:`BusUnavailable` on failure."""
 
+    async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
+        """Publish (logical topic, key, value) records concurrently; each is durable or fails on its own.
+
+        Returns, per record, ``None`` once it is durably accepted or the exception that says it is not
+        (normally :class:`BusUnavailable`): one caller can then answer many requests from one wait.
+        """
+        results = await asyncio.gather(*(self.publish_raw(t, k, v) for t, k, v in records), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
     async def publish(self, topic: str, event: Envelope, key: str) -> None:
         await self.publish_raw(topic, key, event.to_bytes())
 

@@ -230,6 +230,27 @@ class EmbeddedBus(EventBus):
         await fut
         _PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
+    async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
+        """One wait for the whole list: the records join the next group commit together."""
+        if not self._started:
+            error = BusUnavailable("embedded bus is not started")
+            return [error for _ in records]
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for topic, key, value in records:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._pending.append(_Pending(self.physical(topic), key, value, (), fut))
+            futures.append(fut)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        started = time.perf_counter()
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        elapsed = time.perf_counter() - started
+        for result in results:
+            if result is None:
+                _PUBLISH_SECONDS.observe(elapsed)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:

@@ -166,6 +166,24 @@ async def test_events_of_one_key_arrive_in_publish_order(harness: BusHarness) ->
     assert len({p for ps in partitions.values() for p in ps}) > 1  # the keys did spread
 
 
+async def test_publish_many_acks_each_record_and_keeps_list_order_per_key(harness: BusHarness) -> None:
+    """``publish_many``: one wait for a list; every record is durable once it returns ``None`` for it."""
+    bus = await harness.new_bus()
+    got = Collector()
+    sub = await bus.subscribe([CONTACTS], harness.unique("g"), got)
+    await ready(sub)
+
+    envelopes = [event(i, site=f"site-{i % 3}") for i in range(30)]
+    results = await bus.publish_many([(CONTACTS, f"site-{i % 3}", env.to_bytes()) for i, env in enumerate(envelopes)])
+
+    assert results == [None] * len(envelopes)
+    await got.wait_count(len(envelopes))
+    assert sorted(got.ids) == sorted(env.id for env in envelopes)
+    for site in range(3):
+        expected = [env.id for i, env in enumerate(envelopes) if i % 3 == site]
+        assert [env.id for env, record in got.deliveries if record.key == f"site-{site}"] == expected
+
+
 async def test_a_new_group_can_start_from_now_instead_of_the_beginning(harness: BusHarness) -> None:
     """``from_beginning=False``: a new group starts at the end; ``ready`` means positioned, so an event
     published right after ``ready`` is not missed."""
