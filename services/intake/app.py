@@ -24,6 +24,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.intake import metrics
 from services.intake.api import callbacks, contacts, twilio
+from services.intake.api.direct import IntakeAPI
 from services.intake.context import IntakeContext
 from services.intake.edge import InvalidInput
 from services.intake.schemas import AbandonIn, CallbackRequestIn, ContactIn
@@ -118,6 +119,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert isinstance(app, IntakeAPI)
         await runtime.start()
         assert runtime.database_url is not None
         checks.update(runtime.checks())
@@ -141,6 +143,8 @@ def create_app(
             gc.freeze()
         if not settings.source_secrets and settings.twilio_auth_token is None:
             log.warning("intake.signatures_disabled", hint="set SWITCHBOARD_INTAKE_SOURCE_SECRETS / TWILIO_AUTH_TOKEN")
+        if settings.direct_dispatch:
+            app.enable_direct_dispatch()
         pruner = asyncio.create_task(prune_forever(store, settings, clock), name="intake-prune")
         try:
             yield
@@ -148,10 +152,11 @@ def create_app(
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
+            app.disable_direct_dispatch()
             await runtime.stop()
             await store.close()
 
-    app = FastAPI(
+    app = IntakeAPI(
         title="Switchboard intake",
         version="1.0.0",
         description="Telephony webhooks and web forms in; `contact.requested`, `contact.abandoned` and "
@@ -164,9 +169,9 @@ def create_app(
     app.state.runtime = runtime
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422 here, not a DLQ downstream
     install_error_handlers(app)
-    app.include_router(contacts.router)
-    app.include_router(twilio.router)
-    app.include_router(callbacks.router)
+    app.include_direct_router(contacts.router)
+    app.include_direct_router(twilio.router)
+    app.include_direct_router(callbacks.router)
     install_operations(app, checks)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

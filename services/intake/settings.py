@@ -80,6 +80,11 @@ class IntakeSettings(BaseSettings):
     )
     prune_interval_seconds: float = Field(600, gt=0, description="How often expired requests are purged.")
     gc_freeze: bool = Field(True, description="gc.freeze() after start-up: long-lived objects skip GC passes.")
+    direct_dispatch: bool = Field(
+        True,
+        description="Serve the webhook endpoints straight from the ASGI call, past the framework's middleware "
+        "stack (same answers; see services/intake/api/direct.py). Off: every request takes FastAPI's full path.",
+    )
 
     @field_validator("public_base_url")
     @classmethod

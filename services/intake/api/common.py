@@ -27,15 +27,21 @@ class RequestOnlyRoute(APIRoute):
     the body-size limit. Any other endpoint shape gets the generic handler.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    @property
+    def takes_request_only(self) -> bool:
+        """``async def endpoint(request: Request) -> Response``: the shape this route serves itself."""
         endpoint = self.endpoint
         params = list(inspect.signature(endpoint, eval_str=True).parameters.values())
-        if not (
+        return (
             inspect.iscoroutinefunction(endpoint)
             and len(params) == 1
             and params[0].annotation is Request
             and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        ):
+        )
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+        if not self.takes_request_only:
             return super().get_route_handler()
 
         async def handler(request: Request) -> Response:
