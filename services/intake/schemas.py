@@ -19,6 +19,10 @@ from shared.events import Channel, Intent, Tier
 
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 
+# phonenumbers compiles its metadata patterns through ``re``'s 512-entry cache: numbers from many
+# countries thrash it (recompiling), and even hits cost a lookup per pattern. Keep them all compiled.
+phonenumbers.enable_pattern_cache()
+
 
 @lru_cache(maxsize=16384)
 def _e164(value: str) -> str:

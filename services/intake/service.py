@@ -30,7 +30,7 @@ from services.intake.store import (
     StoreUnavailable,
 )
 from shared.bus.base import BusUnavailable, EventBus
-from shared.events import EventData, deterministic_id, make_event
+from shared.events import EventData, deterministic_id, encode_event
 from shared.topics import route
 
 log = structlog.get_logger(__name__)
@@ -237,7 +237,7 @@ class IntakeService:
         for prepared in batch:
             data = prepared.data
             topic, key = route(data)
-            records.append((topic, key, make_event(data, source=self.source, event_id=prepared.event_id).to_bytes()))
+            records.append((topic, key, encode_event(data, source=self.source, event_id=prepared.event_id)))
         try:
             async with asyncio.timeout(self.publish_timeout):
                 results = await self.bus.publish_many(records)

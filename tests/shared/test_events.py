@@ -23,6 +23,7 @@ from shared.events import (
     contact_id_for,
     decode_event,
     deterministic_id,
+    encode_event,
     make_event,
 )
 
@@ -53,6 +54,45 @@ def test_round_trip_keeps_typed_payload_and_cloudevents_attributes() -> None:
     back = decode_event(env.to_bytes())
     assert back.payload == data
     assert back.time.tzinfo is not None
+
+
+@given(
+    summary=st.none() | st.text(max_size=40),
+    external_id=st.text(min_size=1, max_size=20),
+    name=st.none() | st.text(max_size=10),
+    micros=st.integers(0, 999_999),
+    offset_minutes=st.sampled_from([0, 60, -330]),
+)
+def test_encode_event_gives_the_bytes_of_the_envelope_model(
+    summary: str | None, external_id: str, name: str | None, micros: int, offset_minutes: int
+) -> None:
+    from datetime import timedelta, timezone
+
+    at = datetime(2026, 11, 25, 10, 0, 0, micros, tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    data = _contact(
+        summary=summary,
+        external_id=external_id,
+        customer=Customer(id="c", phone="+4930123456", name=name),
+        received_at=at,
+    )
+    assert encode_event(data, source="switchboard/intake", event_id="e-1", time=at) == make_event(
+        data, source="switchboard/intake", event_id="e-1", time=at
+    ).to_bytes()
+
+
+def test_encode_event_without_a_subject_and_with_a_fresh_id() -> None:
+    data = CallbackRequested.model_validate(
+        {
+            "request_id": "r-1",
+            "customer": {"id": "c", "phone": "+4930123456"},
+            "origin": CallbackOrigin.WEB_FORM,
+            "requested_at": datetime(2026, 11, 25, 10, tzinfo=UTC),
+        }
+    )
+    raw = encode_event(data, source="s")
+    env = decode_event(raw)
+    assert env.payload == data
+    assert raw == make_event(data, source="s", event_id=env.id, time=env.time).to_bytes()
 
 
 def test_every_event_type_is_versioned_and_has_a_topic() -> None:

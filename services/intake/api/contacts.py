@@ -29,7 +29,7 @@ from services.intake.schemas import AbandonAccepted, AbandonIn, ContactAccepted,
 from services.intake.service import IntakeError, Prepared
 from services.intake.signatures import SOURCE_HEADER, SignatureFailure
 from services.intake.store import Scope
-from shared.events import ContactAbandoned, ContactRequested, Customer, TimeWindow, contact_id_for
+from shared.events import ContactAbandoned, ContactRequested, contact_id_for
 
 router = APIRouter(prefix="/v1", tags=["contacts"], route_class=RequestOnlyRoute)
 M = TypeVar("M", bound=BaseModel)
@@ -112,26 +112,34 @@ async def post_contact(request: Request) -> Response:
         contact_id = contact_id_for(ctx.tenant_id, contact.source, contact.external_id)
         c = contact.customer
         window = contact.preferred_window
-        # Every value below was validated at the edge (or computed by us): construct without re-validating.
-        event = ContactRequested.model_construct(
-            tenant_id=ctx.tenant_id,
-            contact_id=contact_id,
-            site=site,
-            source=contact.source,
-            external_id=contact.external_id,
-            channel=contact.channel,
-            customer=Customer.model_construct(
-                id=c.id, phone=c.phone, name=c.name, tier=c.tier, language=c.language, timezone=e.customer_timezone
-            ),
-            intent=e.intent,
-            summary=contact.summary,
-            ivr_selections=contact.ivr_selections,
-            callback_requested=contact.callback_requested,
-            preferred_window=TimeWindow.model_construct(start=window.start, end=window.end) if window else None,
-            expected_handling_seconds=e.expected_handling_seconds,
-            customer_local_time=e.customer_local_time,
-            within_business_hours=e.within_business_hours,
-            received_at=now,
+        # Validated from plain values by pydantic-core in one call: cheaper than model_construct's
+        # Python loop over the fields, and the contract is checked too.
+        event = ContactRequested.model_validate(
+            {
+                "tenant_id": ctx.tenant_id,
+                "contact_id": contact_id,
+                "site": site,
+                "source": contact.source,
+                "external_id": contact.external_id,
+                "channel": contact.channel,
+                "customer": {
+                    "id": c.id,
+                    "phone": c.phone,
+                    "name": c.name,
+                    "tier": c.tier,
+                    "language": c.language,
+                    "timezone": e.customer_timezone,
+                },
+                "intent": e.intent,
+                "summary": contact.summary,
+                "ivr_selections": contact.ivr_selections,
+                "callback_requested": contact.callback_requested,
+                "preferred_window": {"start": window.start, "end": window.end} if window else None,
+                "expected_handling_seconds": e.expected_handling_seconds,
+                "customer_local_time": e.customer_local_time,
+                "within_business_hours": e.within_business_hours,
+                "received_at": now,
+            }
         )
         answer = ContactAccepted(
             contact_id=contact_id,
