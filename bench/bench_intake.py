@@ -7,9 +7,12 @@ every intake answer is a first-time ``202``: validated, enriched, published with
 ack (group commit) and recorded in the idempotency store. After the run the bus log is counted:
 every 202 must be there, or the benchmark fails.
 
-Rows: the *bare* endpoint (``await request.json()`` -> 202) is the baseline of the ratio. A second
-reference, the same server validating the same ``ContactIn`` model as a FastAPI body parameter
-(nothing published), splits intake's cost into "validating a contact" and "making it durable".
+Rows: the *bare* endpoint (``await request.json()`` -> 202) is the baseline of the ratio. Two
+references put it in proportion: the same answer from a plain ASGI callable on uvicorn (what HTTP
+costs without any framework: intake's webhooks skip FastAPI's per-request stack, see
+``services/intake/api/direct.py``), and the bare server validating the same ``ContactIn`` model as a
+FastAPI body parameter (nothing published), which splits intake's cost into "validating a contact"
+and "making it durable".
 The server CPU column (user+system of the server process per answer, all threads) is the number to
 read on a shared machine: throughput moves with the neighbours' load, CPU per request much less.
 
@@ -59,6 +62,40 @@ def create_app() -> FastAPI:
     @app.post("/v1/contacts-validated", status_code=202)
     async def validated(body: ContactIn) -> dict[str, Any]:
         return {"contact_id": body.external_id, "duplicate": False}
+
+    return app
+'''
+
+
+RAW_APP = '''
+import json
+
+
+def create_app():
+    """The same answer as the bare endpoint from a plain ASGI callable: what uvicorn alone costs."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                done = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+                await send({"type": f"lifespan.{done}.complete"})
+                if done == "shutdown":
+                    return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        if scope["path"] == "/readyz":
+            status, out = 200, b\'{"status":"ready"}\'
+        else:
+            body = json.loads(b"".join(chunks))
+            status, out = 202, json.dumps({"contact_id": body["external_id"], "duplicate": False}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
 
     return app
 '''
@@ -163,6 +200,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 TARGETS = (  # name, label, server, path
+    ("raw", "plain ASGI, no framework (reference)", "raw", "/v1/contacts"),
     ("bare", "bare FastAPI endpoint (baseline)", "bare", "/v1/contacts"),
     ("validated", "FastAPI + ContactIn, not published", "bare", "/v1/contacts-validated"),
     ("intake", "intake POST /v1/contacts (durable)", "intake", "/v1/contacts"),
@@ -179,6 +217,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "bare_app.py").write_text(BARE_APP)
+        (tmpdir / "raw_app.py").write_text(RAW_APP)
         data_dir = tmpdir / "data"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
@@ -187,6 +226,7 @@ def main() -> None:
         servers = {
             "intake": start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log"),
             "bare": start_server("bare_app:create_app", bare_env, tmpdir, tmpdir / "bare.log"),
+            "raw": start_server("raw_app:create_app", bare_env, tmpdir, tmpdir / "raw.log"),
         }
         results: dict[str, list[tuple[float, int, list[float]]]] = {name: [] for name, *_ in TARGETS}
         cpu: dict[str, list[float]] = {name: [] for name, *_ in TARGETS}  # server CPU us per answer
