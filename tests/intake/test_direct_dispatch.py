@@ -146,3 +146,16 @@ async def test_an_unexpected_error_is_a_logged_500_on_both_paths(
         response = await client.post("/v1/contacts", json=contact_payload())
     assert response.status_code == 500
     assert response.text == "Internal Server Error"
+
+
+async def test_with_telemetry_configured_every_request_takes_fastapis_path(
+    intake: IntakeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's native telemetry traces each request on its own path: direct dispatch steps aside."""
+    app = await intake(direct_dispatch=True)
+    assert app.app.direct_paths  # on while nothing is configured
+    monkeypatch.setattr(app.app._native_telemetry, "enabled", lambda: True)
+    assert app.app.enable_direct_dispatch() is False
+    assert app.app.direct_paths == frozenset()
+    response = await app.client.post("/v1/contacts", json=contact_payload())
+    assert response.status_code == 202  # served, by FastAPI's full path
