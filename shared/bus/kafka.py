@@ -109,17 +109,20 @@ class KafkaBus(EventBus):
         self._admin_lock = asyncio.Lock()
         self._known_topics: set[str] = set()
         self._consumers: list[_Consumer] = []
+        self._stopped = False  # after stop(): refuse to publish (a new producer would never be stopped)
 
     # --------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Connect the producer if the broker answers; if not, keep going and connect on first use."""
+        self._stopped = False
         try:
             await asyncio.wait_for(self._ensure_producer(), timeout=self.publish_timeout)
         except (*_CONNECT_ERRORS, BusUnavailable) as exc:
             log.warning("kafka.start_unreachable", bootstrap=self.bootstrap_servers, error=repr(exc))
 
     async def stop(self) -> None:
+        self._stopped = True
         for consumer in list(self._consumers):
             await consumer.stop()
         if self._producer is not None:
@@ -212,6 +215,8 @@ class KafkaBus(EventBus):
     async def publish_raw(
         self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
     ) -> None:
+        if self._stopped:
+            raise BusUnavailable("kafka bus is stopped")
         physical = self.physical(topic)
         started = time.perf_counter()
         try:

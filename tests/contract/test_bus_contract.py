@@ -184,6 +184,17 @@ async def test_publish_many_acks_each_record_and_keeps_list_order_per_key(harnes
         assert [env.id for env, record in got.deliveries if record.key == f"site-{site}"] == expected
 
 
+async def test_a_stopped_bus_refuses_publishes_per_record_until_started_again(harness: BusHarness) -> None:
+    from shared.bus.base import BusUnavailable
+
+    bus = await harness.new_bus()
+    await bus.stop()
+    results = await bus.publish_many([(CONTACTS, "k", event(i).to_bytes()) for i in range(3)])
+    assert len(results) == 3 and all(isinstance(r, BusUnavailable) for r in results)
+    await bus.start()
+    assert await bus.publish_many([(CONTACTS, "k", event(9).to_bytes())]) == [None]
+
+
 async def test_a_new_group_can_start_from_now_instead_of_the_beginning(harness: BusHarness) -> None:
     """``from_beginning=False``: a new group starts at the end; ``ready`` means positioned, so an event
     published right after ``ready`` is not missed."""
