@@ -221,11 +221,7 @@ class EmbeddedBus(EventBus):
     ) -> None:
         if not self._started:
             raise BusUnavailable("embedded bus is not started")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append(_Pending(self.physical(topic), key, value, headers, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        (fut,) = self._enqueue([(topic, key, value, headers)])
         started = time.perf_counter()
         await fut
         _PUBLISH_SECONDS.observe(time.perf_counter() - started)
@@ -235,14 +231,7 @@ class EmbeddedBus(EventBus):
         if not self._started:
             error = BusUnavailable("embedded bus is not started")
             return [error for _ in records]
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-        for topic, key, value in records:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._pending.append(_Pending(self.physical(topic), key, value, (), fut))
-            futures.append(fut)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        futures = self._enqueue([(topic, key, value, ()) for topic, key, value in records])
         started = time.perf_counter()
         results = await asyncio.gather(*futures, return_exceptions=True)
         elapsed = time.perf_counter() - started
@@ -250,6 +239,20 @@ class EmbeddedBus(EventBus):
             if result is None:
                 _PUBLISH_SECONDS.observe(elapsed)
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    def _enqueue(
+        self, records: Sequence[tuple[str, str | None, bytes, Sequence[tuple[str, bytes]]]]
+    ) -> list[asyncio.Future[None]]:
+        """Queue records for the next group commit (starting the flusher if idle); one future each."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for topic, key, value, headers in records:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._pending.append(_Pending(self.physical(topic), key, value, headers, fut))
+            futures.append(fut)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return futures
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
