@@ -25,6 +25,7 @@ import phonenumbers
 from phonenumbers import timezone as phone_timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.intake.phones import parse_e164
 from shared.events import Channel, Intent
 
 IntentSource = Literal["payload", "ivr", "keywords", "none"]
@@ -185,7 +186,7 @@ def timezone_for(explicit: str | None, phone_e164: str | None) -> str | None:
     if not phone_e164:
         return None
     try:
-        number = phonenumbers.parse(phone_e164, None)
+        number = parse_e164(phone_e164)
     except phonenumbers.NumberParseException:
         return None
     zones = [z for z in phone_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]

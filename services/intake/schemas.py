@@ -12,30 +12,19 @@ from functools import lru_cache
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from services.intake.phones import normalise_e164
 from shared.events import Channel, Intent, Tier
 
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 
-# phonenumbers compiles its metadata patterns through ``re``'s 512-entry cache: numbers from many
-# countries thrash it (recompiling), and even hits cost a lookup per pattern. Keep them all compiled.
-phonenumbers.enable_pattern_cache()
-
 
 @lru_cache(maxsize=16384)
 def _e164(value: str) -> str:
-    """The number in E.164, or ValueError. Cached: callers retry and call again from the same numbers,
-    and parsing + validating with ``phonenumbers`` is most of a contact's validation cost (~15 us).
+    """The number in E.164, or ValueError. Cached: callers retry and call again from the same numbers.
     Only valid numbers are cached (an exception is never cached), so junk cannot evict them wholesale."""
-    try:
-        number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number in E.164 format (+<country><number>): {exc}") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return normalise_e164(value)
 
 
 def _iana(value: str) -> str:
