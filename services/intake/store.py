@@ -363,25 +363,31 @@ class IdempotencyStore:
 
     async def _insert_batch(self, batch: list[list[StoredRequest]]) -> list[None]:
         db_time = self._driver.db_time
-        values = [
-            (
-                r.key.hash,
-                r.key.tenant_id,
-                r.key.scope,
-                r.key.source,
-                r.key.key,
-                r.resource_id,
-                r.event_id,
-                r.site,
-                r.fingerprint,
-                r.status_code,
-                r.media_type,
-                r.response,
-                db_time(r.created_at),
-            )
-            for rows in batch
-            for r in rows
-        ]
+        times: dict[datetime, Any] = {}  # a batch's rows mostly share one timestamp: convert it once
+        values = []
+        for rows in batch:
+            for r in rows:
+                at = times.get(r.created_at)
+                if at is None:
+                    at = times[r.created_at] = db_time(r.created_at)
+                key = r.key
+                values.append(
+                    (
+                        key.hash,
+                        key.tenant_id,
+                        key.scope,
+                        key.source,
+                        key.key,
+                        r.resource_id,
+                        r.event_id,
+                        r.site,
+                        r.fingerprint,
+                        r.status_code,
+                        r.media_type,
+                        r.response,
+                        at,
+                    )
+                )
         await self._driver.insert(values)
         return [None] * len(batch)
 

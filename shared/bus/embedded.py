@@ -221,38 +221,41 @@ class EmbeddedBus(EventBus):
     ) -> None:
         if not self._started:
             raise BusUnavailable("embedded bus is not started")
-        (fut,) = self._enqueue([(topic, key, value, headers)])
         started = time.perf_counter()
-        await fut
+        await self._enqueue([(topic, key, value, headers)])
         _PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
-        """One wait for the whole list: the records join the next group commit together."""
+        """One wait for the whole list: the records join the same group commit, so they share its fate."""
         if not self._started:
             error = BusUnavailable("embedded bus is not started")
             return [error for _ in records]
-        futures = self._enqueue([(topic, key, value, ()) for topic, key, value in records])
         started = time.perf_counter()
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        try:
+            await self._enqueue([(topic, key, value, ()) for topic, key, value in records])
+        except BusUnavailable as exc:
+            return [exc for _ in records]
         elapsed = time.perf_counter() - started
-        for result in results:
-            if result is None:
-                _PUBLISH_SECONDS.observe(elapsed)
-        return [r if isinstance(r, BaseException) else None for r in results]
+        for _ in records:
+            _PUBLISH_SECONDS.observe(elapsed)
+        return [None] * len(records)
 
     def _enqueue(
         self, records: Sequence[tuple[str, str | None, bytes, Sequence[tuple[str, bytes]]]]
-    ) -> list[asyncio.Future[None]]:
-        """Queue records for the next group commit (starting the flusher if idle); one future each."""
+    ) -> asyncio.Future[None]:
+        """Queue records for the next group commit (starting the flusher if idle).
+
+        They share one future: they are queued together, so they are written in one transaction and
+        committed or refused together (a future per record only cost CPU under load).
+        """
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
+        fut: asyncio.Future[None] = loop.create_future()
+        pending = self._pending
         for topic, key, value, headers in records:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._pending.append(_Pending(self.physical(topic), key, value, headers, fut))
-            futures.append(fut)
+            pending.append(_Pending(self.physical(topic), key, value, headers, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return futures
+        return fut
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
