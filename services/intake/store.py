@@ -127,6 +127,9 @@ def _utc(value: datetime) -> datetime:
 # Row tuples in this column order travel between the store and its drivers.
 COLUMNS = tuple(c.name for c in requests_table.columns)
 _CHUNK = 500  # rows per statement: 13 columns x 500 stays far below SQLite's 32766 variables
+# Rows per INSERT on SQLite: 13 x 2000 = 26000 variables, still below 32766. A batch is at most 500
+# requests of one or two keys each, so it always fits one statement.
+_INSERT_CHUNK = 2000
 
 
 def _padded(hashes: list[str]) -> list[str]:
@@ -211,18 +214,27 @@ class _SqliteThread:
         return [(*r[:at], _utc(datetime.fromisoformat(r[at])), *r[at + 1 :]) for r in out]
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """The batch as one multi-row INSERT, committed on its own (autocommit): one statement is one
+        transaction. Wrapping it in BEGIN IMMEDIATE ... COMMIT measured ~0.6 ms slower per batch of 63
+        rows (1.4 ms against 0.8), time every waiting request spends. Only a batch too large for one
+        statement gets an explicit transaction around its statements."""
         conn = self._connection()
+        if len(rows) <= _INSERT_CHUNK:
+            conn.execute(self._insert_sql(len(rows)), [v for row in rows for v in row])
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for i in range(0, len(rows), _CHUNK):
-                chunk = rows[i : i + _CHUNK]
-                sql = self._INSERT + ", ".join([self._ROW] * len(chunk)) + " ON CONFLICT DO NOTHING"
-                conn.execute(sql, [v for row in chunk for v in row])
-            conn.execute("COMMIT")  # one transaction, one commit for the whole batch
+            for i in range(0, len(rows), _INSERT_CHUNK):
+                chunk = rows[i : i + _INSERT_CHUNK]
+                conn.execute(self._insert_sql(len(chunk)), [v for row in chunk for v in row])
+            conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+
+    def _insert_sql(self, rows: int) -> str:
+        return self._INSERT + ", ".join([self._ROW] * rows) + " ON CONFLICT DO NOTHING"
 
     def _purge(self, cutoff: str) -> int:
         conn = self._connection()

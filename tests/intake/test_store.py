@@ -104,3 +104,12 @@ async def test_purge_forgets_only_requests_older_than_the_cutoff(store: Idempote
     assert await store.purge(NOW + timedelta(days=1)) == 1
     assert await store.find([old.key]) is None
     assert await store.find([new.key]) is not None
+
+
+async def test_a_batch_larger_than_one_statement_is_recorded_whole(store: IdempotencyStore) -> None:
+    """Past one statement's rows (SQLite: 2000) a batch spans statements in one transaction: all or nothing."""
+    rows = [row(f"big{i}", f"r{i}") for i in range(2600)]
+    await store.record_many([*rows[:10], row("big0", "later writer")])  # first writer wins inside a batch too
+    await store.record_many(rows)
+    found = await store.find_many([[r.key] for r in rows])
+    assert [f.resource_id for f in found] == [f"r{i}" for i in range(2600)]  # type: ignore[union-attr]
