@@ -585,11 +585,27 @@ class MatchingEngine:
         return None
 
     def _serve(self, c: _Contact, now: float, priority: float) -> Decision | None:
-        """Reserve the best agent for this contact following its own order of preference."""
+        """Reserve the best agent for this contact following its own order of preference.
+
+        Agents who declined or missed it are skipped for ``reoffer_after_seconds``, but only while someone
+        else can take it: when nobody else can, those whose ``reoffer_alone_after_seconds`` have passed
+        are asked again rather than leave the customer waiting next to an idle agent."""
+        if not c.excluded:
+            return self._serve_excluding(c, now, priority, ())
+        strategy = self.strategy
+        since = c.excluded
+        excluded = {aid for aid, at in since.items() if now - at < strategy.reoffer_after_seconds}
+        decision = self._serve_excluding(c, now, priority, excluded)
+        if decision is None and excluded:
+            alone = strategy.reoffer_alone_after_seconds
+            still = {aid for aid in excluded if now - since[aid] < alone}
+            if len(still) < len(excluded):
+                decision = self._serve_excluding(c, now, priority, still)
+        return decision
+
+    def _serve_excluding(self, c: _Contact, now: float, priority: float, excluded: Any) -> Decision | None:
         wc = c.wc
         plan = c.plan
-        reoffer = self.strategy.reoffer_after_seconds
-        excluded = {aid for aid, at in c.excluded.items() if now - at < reoffer} if c.excluded else ()
         pq = c.pref_queue
         if pq is not None and pq.pool.members:
             pid = wc.preferred_agent_id
@@ -653,6 +669,9 @@ class MatchingEngine:
             "short_question": plan.short_question,
             "allowed_handling_seconds": plan.allowed_handling_seconds,
             "goodwill_budget": plan.goodwill_budget,
+            # this agent declined or missed this contact before (asked again: nobody else could take it,
+            # or reoffer_after_seconds have passed)
+            "asked_again": st.agent_id in c.excluded,
             "strategy_version": self.strategy.version,
         }
         return Decision(wc.contact_id, st.agent_id, "preferred_agent" if step is None else plan.rule,

@@ -265,10 +265,18 @@ class Strategy(_Model):
     tie_break: TieBreak = "longest_idle"
     offer_timeout_seconds: float = Field(default=15.0, gt=0)
     max_missed_offers: int = Field(default=3, ge=1)  # consecutive misses -> the agent goes to break
-    reoffer_after_seconds: float = Field(default=300.0, ge=0)  # a declining agent is skipped this long
+    reoffer_after_seconds: float = Field(default=300.0, ge=0)  # a declining agent is skipped this long...
+    # ...while someone else could take the contact. When nobody else can, the contact goes back to an agent
+    # who declined or missed it after this much shorter pause: a caller does not wait on an idle agent.
+    reoffer_alone_after_seconds: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Strategy:
+        if self.reoffer_alone_after_seconds > self.reoffer_after_seconds:
+            raise ValueError(
+                f"reoffer_alone_after_seconds ({self.reoffer_alone_after_seconds:g}) must not exceed "
+                f"reoffer_after_seconds ({self.reoffer_after_seconds:g}): it is the pause when nobody else can help"
+            )
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

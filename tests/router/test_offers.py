@@ -4,6 +4,7 @@ abandonment during an offer, and the invariants under a random workload."""
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -11,7 +12,15 @@ from sqlalchemy import func, select
 from services.router.store import ContactState, OfferState, contacts, offers
 from shared import topics
 from shared.events import ContactAbandoned, OfferMade, OfferTimedOut
-from tests.router.conftest import ADMIN, Router, collect_events, contact, eventually, running_router
+from tests.router.conftest import (
+    ADMIN,
+    Router,
+    collect_events,
+    contact,
+    eventually,
+    running_router,
+    write_strategy,
+)
 
 
 def kinds(events: list[dict]) -> list[str]:
@@ -61,6 +70,28 @@ async def test_decline_reoffers_to_the_next_agent(router: Router) -> None:
     assert timeline[3]["reason"] == "on a break soon"
     assert [e["agent_id"] for e in timeline if e["kind"] == "offered"] == ["alice", "bob"]
     assert (await router.client.post(f"/v1/offers/{first['offer_id']}/accept", headers=alice)).status_code == 409
+
+
+async def test_the_only_agent_who_declined_gets_it_back_after_the_short_pause(tmp_path: Path) -> None:
+    """Nobody else could take it: the customer waits reoffer_alone_after_seconds, not reoffer_after_seconds."""
+    strategy = write_strategy(tmp_path / "s.yaml", reoffer_after_seconds=300, reoffer_alone_after_seconds=1)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, alice = await router.register("alice")
+        c = contact("alone")
+        await router.emit(c)
+        first = await router.wait_offer("alice", alice)
+        declined = await router.client.post(f"/v1/offers/{first['offer_id']}/decline", headers=alice)
+        assert declined.status_code == 200
+        assert await router.offers_of("alice", alice) == []  # not at once: she just said no
+        again = await router.wait_offer("alice", alice)
+        assert again["contact_id"] == c.contact_id and again["offer_id"] != first["offer_id"]
+        assert again["explanation"]["asked_again"] is True and first["explanation"]["asked_again"] is False
+        me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
+        assert me["missed_offers"] == 0  # a decline is an answer, not a miss
+        timeline = await router.timeline(c.contact_id)
+        assert kinds(timeline) == ["received", "queued", "offered", "declined", "requeued", "offered"]
+        declined_at, offered_again_at = (datetime.fromisoformat(timeline[i]["at"]) for i in (3, 5))
+        assert (offered_again_at - declined_at).total_seconds() >= 1.0  # the pause was kept
 
 
 async def test_agents_only_touch_their_own_offers(router: Router) -> None:

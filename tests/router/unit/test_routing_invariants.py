@@ -41,6 +41,7 @@ def _strategy(tie_break: str, max_sales_share: float = 1.0, skill_fit: str = "be
     data["tie_break"] = tie_break
     data["skill_fit"] = skill_fit
     data["reoffer_after_seconds"] = 20
+    data["reoffer_alone_after_seconds"] = 6  # a decliner is asked again after 6 s if nobody else can help
     data["sales_share"] = {"max_share": max_sales_share, "period_seconds": 600, "min_sample": 3}
     return parse_strategy(data, "property-test")
 
@@ -268,7 +269,7 @@ class RoutingMachine(RuleBasedStateMachine):
             # legal: the agent could serve it, given what it had already taken in this decide
             a = sim[d.agent_id]
             sales_ok = tracker.sales_allowed(now)
-            assert self._can_serve(a, wc, now, sales_ok=sales_ok), (d, a, sales_ok)
+            assert self._eligible(a, wc, now, sim.values(), sales_ok), (d, a, sales_ok)
             self._check_preference(d, wc, sim, now, sales_ok)
             a.load[wc.channel] = a.load.get(wc.channel, 0) + 1
             tracker.record_offer(d.contact_id, Role(d.explanation["role"]), now)
@@ -285,12 +286,23 @@ class RoutingMachine(RuleBasedStateMachine):
         plan = self.engine.plan_for(wc)
         return plan.open_steps(now - wc.enqueued_at, wc.widen_roles)
 
-    def _excluded(self, cid: str, aid: str, now: float) -> bool:
+    def _excluded(self, cid: str, aid: str, now: float, alone: bool) -> bool:
+        """Skipped for having declined/missed it: ``alone`` is the case where nobody else can take it."""
         at = self.excluded.get(cid, {}).get(aid)
-        return at is not None and now - at < self.engine.strategy.reoffer_after_seconds
+        strategy = self.engine.strategy
+        pause = strategy.reoffer_alone_after_seconds if alone else strategy.reoffer_after_seconds
+        return at is not None and now - at < pause
+
+    def _eligible(self, a: AgentState, wc: WaitingContact, now: float, agents, sales_ok: bool) -> bool:
+        """``a`` may take ``wc``: as anyone may, or as a past decliner because none of ``agents`` can."""
+        if self._can_serve(a, wc, now, sales_ok=sales_ok):
+            return True
+        return self._can_serve(a, wc, now, sales_ok=sales_ok, alone=True) and not any(
+            self._can_serve(b, wc, now, sales_ok=sales_ok) for b in agents
+        )
 
     def _can_serve(self, a: AgentState, wc: WaitingContact, now: float, ignore_load: bool = False,
-                   sales_ok: bool = True) -> bool:
+                   sales_ok: bool = True, alone: bool = False) -> bool:
         if a.status is not AgentStatus.AVAILABLE or not a.connected or a.site != wc.site:
             return False
         ch = wc.channel
@@ -305,7 +317,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 return False
         elif a.capacity.get(ch, 0) <= 0:
             return False
-        if self._excluded(wc.contact_id, a.agent_id, now):
+        if self._excluded(wc.contact_id, a.agent_id, now, alone):
             return False
         if wc.preferred_agent_id == a.agent_id:
             return True
@@ -327,14 +339,18 @@ class RoutingMachine(RuleBasedStateMachine):
         """The contact's own order: its promised agent if free, else the earliest open step with a free
         agent, and within the step no better-skilled free agent was passed over."""
         pid = wc.preferred_agent_id
-        promised_free = pid in sim and self._can_serve(sim[pid], wc, now) and sim[pid].site == wc.site
+        free = [a for a in sim.values() if self._can_serve(a, wc, now, sales_ok=sales_ok)]
+        alone = not free  # nobody may take it but agents who declined it: they are asked again
+        if alone:
+            free = [a for a in sim.values() if self._can_serve(a, wc, now, sales_ok=sales_ok, alone=True)]
+        promised_free = pid in sim and self._can_serve(sim[pid], wc, now, alone=alone) and sim[pid].site == wc.site
+        assert d.explanation["asked_again"] is (d.agent_id in self.excluded.get(wc.contact_id, {}))
         if d.explanation["preferred_agent"]:
             assert d.agent_id == pid
             return
         assert not promised_free, f"{d.contact_id}: promised agent {pid} was free"
         k = d.explanation["step"]
         steps = self.engine.plan_for(wc).steps
-        free = [a for a in sim.values() if self._can_serve(a, wc, now, sales_ok=sales_ok)]
 
         def fits(a: AgentState, step) -> bool:
             return (step.role in a.roles and wc.language in a.languages
@@ -354,11 +370,12 @@ class RoutingMachine(RuleBasedStateMachine):
                 assert sign * other <= sign * score, f"{a.agent_id} fits {d.contact_id} better"
 
     def _check_maximal(self, now: float, sales_ok: bool) -> None:
-        """Nothing matchable left: no waiting contact that some agent could take right now."""
+        """Nothing matchable left: no waiting contact that some agent could take right now, not even an
+        agent who declined it, once its short pause is over (nobody else could have taken it)."""
         agents = [self.engine.agent(aid) for aid in self.agent_ids]
         for wc in self.waiting.values():
             for a in agents:
-                assert not self._can_serve(a, wc, now, sales_ok=sales_ok), (
+                assert not self._can_serve(a, wc, now, sales_ok=sales_ok, alone=True), (
                     f"{wc.contact_id} left though {a.agent_id} fits"
                 )
 

@@ -357,13 +357,55 @@ def test_release_requeues_in_original_place_and_skips_that_agent(engine):
 
 
 def test_declined_agent_gets_it_again_after_the_reoffer_window():
-    engine = MatchingEngine(strategy(reoffer_after_seconds=30))
+    engine = MatchingEngine(strategy(reoffer_after_seconds=30, reoffer_alone_after_seconds=30))
     engine.upsert_agent(agent("only"))
     engine.enqueue(contact("c", at=0))
     engine.decide(now=1)
     engine.release("c", now=2)
     assert engine.decide(now=31) == []
     assert assigned(engine.decide(now=32)) == {"c": "only"}
+
+
+def test_the_only_agent_who_declined_is_asked_again_after_the_short_pause(engine):
+    """Nobody else can take it: the customer waits 30 s (the default), not the full 300 s."""
+    assert (engine.strategy.reoffer_after_seconds, engine.strategy.reoffer_alone_after_seconds) == (300, 30)
+    engine.upsert_agent(agent("only"))
+    engine.enqueue(contact("c", at=0))
+    (first,) = engine.decide(now=1)
+    assert first.explanation["asked_again"] is False
+    engine.release("c", now=2, missed=False)
+    assert engine.decide(now=31) == []
+    (again,) = engine.decide(now=32)
+    assert again.agent_id == "only" and again.explanation["asked_again"] is True
+
+
+def test_a_decliner_is_asked_again_early_only_while_everyone_else_is_busy(engine):
+    engine.upsert_agent(agent("a", idle_since=0))
+    engine.upsert_agent(agent("b", idle_since=5))
+    engine.enqueue(contact("c", at=0))
+    engine.enqueue(contact("other", at=1))
+    assert assigned(engine.decide(now=2)) == {"c": "a", "other": "b"}
+    engine.release("c", now=3, missed=False)  # a declines; b is busy with "other"
+    assert engine.decide(now=20) == []
+    assert assigned(engine.decide(now=33)) == {"c": "a"}  # b still busy: a is asked again
+    engine.release("c", now=34, missed=False)  # a declines again
+    engine.finish("other", now=40)  # b is free: the contact goes to b, a is left alone
+    assert assigned(engine.decide(now=70)) == {"c": "b"}
+
+
+def test_a_free_colleague_takes_the_contact_before_any_decliner_is_asked_again(engine):
+    engine.upsert_agent(agent("a", idle_since=0))
+    engine.upsert_agent(agent("b", idle_since=5, status=AgentStatus.OFFLINE))
+    engine.enqueue(contact("c", at=0))
+    engine.decide(now=1)
+    engine.release("c", now=2, missed=False)
+    engine.upsert_agent(agent("b", idle_since=5))  # b logs in
+    assert assigned(engine.decide(now=100)) == {"c": "b"}  # a's short pause is long over: b still first
+
+
+def test_the_short_pause_may_not_exceed_the_full_one():
+    with pytest.raises(ValueError, match="reoffer_alone_after_seconds"):
+        strategy(reoffer_after_seconds=20, reoffer_alone_after_seconds=60)
 
 
 def test_release_without_requeue_drops_the_contact(engine):
