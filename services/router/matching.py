@@ -50,7 +50,7 @@ Interface notes for the service (additions to the agreed signatures; none were c
   and gets an exclusive-channel contact only when idle on every channel.
 * ``Decision.explanation`` keys: rule, step, role, preferred_agent, priority, waited_seconds,
   required_skills, agent_skills, primary_role, skill_fit, tie_break, tie_break_value, upsell,
-  short_question, allowed_handling_seconds, goodwill_budget, strategy_version.
+  short_question, allowed_handling_seconds, goodwill_budget, asked_again, strategy_version.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -386,9 +387,10 @@ class MatchingEngine:
 
     # -- contacts -----------------------------------------------------------------------------------
 
-    def enqueue(self, contact: WaitingContact) -> None:
+    def enqueue(self, contact: WaitingContact, *, declined: Mapping[str, float] | None = None) -> None:
         """Put a contact in line at ``enqueued_at`` (its virtual start time). Enqueueing an id already
-        waiting or reserved is ignored (idempotent redelivery)."""
+        waiting or reserved is ignored (idempotent redelivery). ``declined``: agents who declined or missed
+        this contact before, and when (a restart or a changed contact keeps them skipped as before)."""
         if contact.contact_id in self._contacts:
             return
         plan = self.plan_for(contact)
@@ -396,8 +398,15 @@ class MatchingEngine:
         self._rates.setdefault(contact.channel, rate)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / rate
         c = self._new_contact(contact, plan, v)
+        if declined:
+            c.excluded = dict(declined)
         self._contacts[contact.contact_id] = c
         self._enter_line(c)
+
+    def declined_by(self, contact_id: str) -> dict[str, float]:
+        """Agents who declined or missed this contact, and when (empty for an unknown contact)."""
+        c = self._contacts.get(contact_id)
+        return dict(c.excluded) if c is not None else {}
 
     def _new_contact(self, contact: WaitingContact, plan: RoutingPlan, v: float) -> _Contact:
         c = _Contact(contact, plan, v, next(self._seq))
@@ -430,19 +439,24 @@ class MatchingEngine:
             del self._contacts[contact_id]
         return c.wc
 
-    def restore_reservation(self, contact: WaitingContact, agent_id: str, now: float) -> None:
+    def restore_reservation(
+        self, contact: WaitingContact, agent_id: str, now: float, *, declined: Mapping[str, float] | None = None
+    ) -> None:
         """Rebuild a reservation (open offer or assignment in progress) after a restart. Pass agents
-        without that load in ``AgentState.load``: this adds it. Unknown agents put the contact in line."""
+        without that load in ``AgentState.load``: this adds it. Unknown agents put the contact in line.
+        ``declined`` as for :meth:`enqueue`: if this offer is declined too, the earlier ones still count."""
         if contact.contact_id in self._contacts:
             return
         a = self._agents.get(agent_id)
         if a is None:
-            self.enqueue(contact)
+            self.enqueue(contact, declined=declined)
             return
         plan = self.plan_for(contact)
         self._rates.setdefault(contact.channel, plan.aging_per_second)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / plan.aging_per_second
         c = self._new_contact(contact, plan, v)
+        if declined:
+            c.excluded = dict(declined)
         c.state = _RESERVED
         c.agent_id = agent_id
         c.reserved_at = now

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -268,11 +268,14 @@ class RouterService(RouterViews):
                     select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
                 )
             ).all()
+            declined = await self._declined_offers(session, rows, now)
             for row in rows:
                 if row.state == ContactState.WAITING or row.agent_id is None:
-                    engine.enqueue(self._waiting(row))
+                    engine.enqueue(self._waiting(row), declined=declined.get(row.contact_id))
                 else:
-                    engine.restore_reservation(self._waiting(row), row.agent_id, row.answered_at or now)
+                    engine.restore_reservation(
+                        self._waiting(row), row.agent_id, row.answered_at or now, declined=declined.get(row.contact_id)
+                    )
             pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
@@ -286,6 +289,28 @@ class RouterService(RouterViews):
             pending_offers=len(self._pending),
             strategy=self.strategy.version,
         )
+
+    async def _declined_offers(
+        self, session: AsyncSession, rows: Sequence[Any], now: float
+    ) -> dict[str, dict[str, float]]:
+        """Per live contact, the agents who declined or missed it in its current attempt and when, so that
+        a restart skips them as the running engine did (recent ones only: older ones are free again)."""
+        attempt_start = {r.contact_id: r.received_at for r in rows if r.state != ContactState.ASSIGNED}
+        if not attempt_start:
+            return {}
+        result = await session.execute(
+            select(offers.c.contact_id, offers.c.agent_id, offers.c.resolved_at).where(
+                offers.c.state.in_((OfferState.DECLINED, OfferState.TIMED_OUT)),
+                offers.c.resolved_at >= now - self.strategy.reoffer_after_seconds,
+            )
+        )
+        declined: dict[str, dict[str, float]] = {}
+        for contact_id, agent_id, at in result:
+            start = attempt_start.get(contact_id)
+            if start is not None and at >= start:
+                by_agent = declined.setdefault(contact_id, {})
+                by_agent[agent_id] = max(at, by_agent.get(agent_id, at))
+        return declined
 
     async def _rebuild_counters(self, session: AsyncSession, now: float) -> None:
         """Replay the rolling sales-share and goodwill windows from durable offers and completions."""
@@ -745,9 +770,10 @@ class RouterService(RouterViews):
             await tx.note(work_id, "callback_updated", **details)
             return
         if row is not None and row.state == ContactState.WAITING:
+            declined = self.engine.declined_by(work_id)  # the new terms do not change who said no
             self.engine.withdraw(work_id)
             await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)))
+            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)), declined=declined)
             await tx.note(work_id, "callback_updated", **details)
             return
         fresh = dict(
@@ -954,8 +980,11 @@ class RouterService(RouterViews):
         )
         if requeue and offer.contact_id in self._refresh_on_release:
             self._refresh_on_release.discard(offer.contact_id)
+            declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
             self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
-            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, offer.contact_id)))
+            self.engine.enqueue(
+                self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined
+            )
         elif requeue:
             # Back to its original place in line; this agent is skipped for a while (reoffer_after).
             self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)

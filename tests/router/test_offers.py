@@ -3,15 +3,16 @@ abandonment during an offer, and the invariants under a random workload."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from services.router.store import ContactState, OfferState, contacts, offers
 from shared import topics
-from shared.events import ContactAbandoned, OfferMade, OfferTimedOut
+from shared.events import CallbackDue, Channel, ContactAbandoned, Customer, OfferMade, OfferTimedOut
 from tests.router.conftest import (
     ADMIN,
     Router,
@@ -92,6 +93,68 @@ async def test_the_only_agent_who_declined_gets_it_back_after_the_short_pause(tm
         assert kinds(timeline) == ["received", "queued", "offered", "declined", "requeued", "offered"]
         declined_at, offered_again_at = (datetime.fromisoformat(timeline[i]["at"]) for i in (3, 5))
         assert (offered_again_at - declined_at).total_seconds() >= 1.0  # the pause was kept
+
+
+async def still_not_offered(router: Router, agent_id: str, headers: dict[str, str], seconds: float = 1.0) -> None:
+    """Many ticks (50 ms each) pass without an offer to this agent."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        assert await router.offers_of(agent_id, headers) == []
+        await asyncio.sleep(0.1)
+
+
+async def test_a_restart_still_skips_the_agent_who_declined(tmp_path: Path) -> None:
+    strategy = write_strategy(tmp_path / "s.yaml", reoffer_after_seconds=300, reoffer_alone_after_seconds=300)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, alice = await router.register("alice")
+        c = contact("restart")
+        await router.emit(c)
+        first = await router.wait_offer("alice", alice)
+        assert (await router.client.post(f"/v1/offers/{first['offer_id']}/decline", headers=alice)).status_code == 200
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:  # a new process
+        await still_not_offered(router, "alice", alice)  # the engine was rebuilt knowing she said no
+        assert await router.queue_ids() == [c.contact_id]
+        _, bob = await router.register("bob")
+        assert (await router.wait_offer("bob", bob))["contact_id"] == c.contact_id
+
+
+async def test_a_callback_escalated_during_its_offer_keeps_who_declined_it(tmp_path: Path) -> None:
+    """callback.due again while offered: the offer stands, and when it is declined the callback returns
+    with the new terms, still skipping everyone who declined it before."""
+    strategy = write_strategy(tmp_path / "s.yaml", reoffer_after_seconds=300, reoffer_alone_after_seconds=300)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, alice = await router.register("alice")
+        _, bob = await router.register("bob")
+
+        def due(boost: float) -> CallbackDue:
+            now = datetime.now(UTC)
+            return CallbackDue(
+                callback_id="cb-escalated",
+                customer=Customer(id="cust-cb"),
+                channel=Channel.VOICE,
+                deadline=now + timedelta(hours=1),
+                attempt=1,
+                priority_boost=boost,
+                virtual_start_time=now,
+            )
+
+        await router.bus.emit(due(0.0), source="switchboard/callback")
+        first = await router.wait_offer("alice", alice)  # alice has been idle longest
+        await router.client.post(f"/v1/offers/{first['offer_id']}/decline", headers=alice)
+        second = await router.wait_offer("bob", bob)
+        await router.bus.emit(due(50.0), source="switchboard/callback")  # escalated while bob has it
+
+        async def noted() -> bool:
+            return "callback_updated" in kinds(await router.timeline("cb-escalated"))
+
+        await eventually(noted)
+        await router.client.post(f"/v1/offers/{second['offer_id']}/decline", headers=bob)
+        await still_not_offered(router, "alice", alice)
+        await still_not_offered(router, "bob", bob, seconds=0.3)
+        _, carol = await router.register("carol")
+        third = await router.wait_offer("carol", carol)
+        assert third["contact_id"] == "cb-escalated"
+        assert third["explanation"]["priority"] > second["explanation"]["priority"]  # with the new terms
 
 
 async def test_agents_only_touch_their_own_offers(router: Router) -> None:

@@ -292,11 +292,42 @@ class RouterMachine(RuleBasedStateMachine):
             else:
                 assert reserved is None and not svc.engine.is_waiting(cid) and cid not in pending
         assert set(svc._pending) == {o.offer_id for o in all_offers if o.state == OfferState.PENDING}
+        self._check_declines_survive(rows, all_offers)
         for agent_id, row in agent_rows.items():
             engine_load = {ch.value: n for ch, n in svc.engine.agent(agent_id).load.items() if n}
             assert engine_load == {ch: n for ch, n in load[agent_id].items() if n}, agent_id
             for ch, n in load[agent_id].items():
                 assert n <= row.capacity.get(ch, 0), (agent_id, ch, n)
+
+    def _check_declines_survive(self, rows: dict[str, Any], all_offers: list[Any]) -> None:
+        """Who declined or missed a waiting or offered contact (recently, in its current attempt) is what
+        the offers table says: so a restart, or a callback escalated while waiting or while offered,
+        skips the same agents as before. A callback's next attempt starts afresh; with this frozen clock
+        an offer of the previous attempt can end at the very instant the next attempt starts, so for
+        those instants the table may name more than the engine."""
+        svc = self.svc
+        now = self.clock.now
+        window = svc.strategy.reoffer_after_seconds
+        for cid, row in rows.items():
+            if row.state not in (ContactState.WAITING, ContactState.OFFERED):
+                continue
+            start = row.received_at
+            in_engine = {a: t for a, t in svc.engine.declined_by(cid).items() if now - t < window}
+            in_table: dict[str, float] = {}
+            for o in all_offers:
+                if (
+                    o.contact_id == cid
+                    and o.state in (OfferState.DECLINED, OfferState.TIMED_OUT)
+                    and o.resolved_at >= start
+                    and now - o.resolved_at < window
+                ):
+                    in_table[o.agent_id] = max(o.resolved_at, in_table.get(o.agent_id, o.resolved_at))
+            later = {a: t for a, t in in_engine.items() if t > start}
+            assert later == {a: t for a, t in in_table.items() if t > start}, (cid, in_engine, in_table)
+            if cid.startswith("cb"):
+                assert in_engine.items() <= in_table.items(), (cid, in_engine, in_table)
+            else:
+                assert in_engine == in_table, (cid, in_engine, in_table)
 
 
 TestRouterMachine = RouterMachine.TestCase

@@ -403,6 +403,20 @@ def test_a_free_colleague_takes_the_contact_before_any_decliner_is_asked_again(e
     assert assigned(engine.decide(now=100)) == {"c": "b"}  # a's short pause is long over: b still first
 
 
+def test_declines_handed_back_in_keep_the_agent_skipped(engine):
+    """After a restart (or a contact re-queued with new terms) the engine is told who said no, and when."""
+    engine.upsert_agent(agent("a", idle_since=0))
+    engine.upsert_agent(agent("b", idle_since=5))
+    engine.enqueue(contact("c", at=0), declined={"a": 10.0})
+    engine.restore_reservation(contact("r", at=0), "b", now=10.0, declined={"a": 9.0})
+    assert engine.declined_by("c") == {"a": 10.0} and engine.declined_by("r") == {"a": 9.0}
+    assert engine.decide(now=20) == []  # a may not have c (b is busy with r, a's short pause runs)
+    engine.release("r", now=21, missed=False)
+    assert engine.declined_by("r") == {"a": 9.0, "b": 21.0}
+    assert assigned(engine.decide(now=22)) == {"c": "b"}  # b is free: c goes to b, not to a
+    assert engine.declined_by("unknown") == {}
+
+
 def test_the_short_pause_may_not_exceed_the_full_one():
     with pytest.raises(ValueError, match="reoffer_alone_after_seconds"):
         strategy(reoffer_after_seconds=20, reoffer_alone_after_seconds=60)
