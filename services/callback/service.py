@@ -801,16 +801,22 @@ class CallbackService:
             return list((await s.execute(stmt)).scalars().all())
 
     async def summary_today(self, now: datetime | None = None) -> Summary:
-        """Promises due today (each site's local today), per site and overall."""
+        """The promises for today (each site's local today), per site and overall.
+
+        A promise belongs to the day it was made for (``promise_day``: "today" in the customer's clock),
+        not to the date its deadline falls on at the site: "by 21:00" for a customer three hours west of
+        a UTC site ends after the site's midnight, and is still one of today's promises."""
         now = (now or self.clock.now()).astimezone(UTC)
         utc_day = now.date()
         async with self.sessionmaker() as s:
             rows = (
                 (
                     await s.execute(
+                        # deadline_day is indexed, and lies within three days of any site's today for
+                        # the promises made for that day (timezones differ by up to 26 hours)
                         select(Commitment).where(
-                            Commitment.deadline_day >= utc_day - timedelta(days=1),
-                            Commitment.deadline_day <= utc_day + timedelta(days=1),
+                            Commitment.deadline_day >= utc_day - timedelta(days=3),
+                            Commitment.deadline_day <= utc_day + timedelta(days=3),
                         )
                     )
                 )
@@ -820,7 +826,7 @@ class CallbackService:
         sites: dict[str, SiteSummary] = {}
         for c in rows:
             today = now.astimezone(self.calendars.for_site(c.site).tz).date()
-            if c.deadline_day == today:
+            if c.promise_day == today:
                 sites.setdefault(c.site, SiteSummary(site=c.site, date=today)).count(c)
         overall = SiteSummary(site=None, date=None)
         for entry in sites.values():

@@ -343,3 +343,31 @@ async def test_restart_rederives_due_at_risk_and_breached_from_the_database(
     assert rows["tomorrow"].status == Status.PENDING and rows["tomorrow"].next_business_day
     assert (await staged.take_types()).count("callback.breached") == 2
     assert not (await make_service().tick())  # nothing twice
+
+
+async def test_a_promise_ending_after_the_sites_midnight_is_one_of_todays(
+    make_service: ServiceFactory, clock: ManualClock
+) -> None:
+    """A site open round the clock in UTC; a customer three hours west asks at 15:30 UTC (12:30 for
+    them): "today by 21:00" for them ends at 00:00 UTC, the site's tomorrow. It is still one of today's
+    promises in the summary, and only today's."""
+    from datetime import UTC, datetime
+
+    from shared.business_hours import BusinessCalendars
+
+    week = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    always_open = {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in week}}
+    calendars = BusinessCalendars.from_config({"default": always_open})
+    service = make_service(calendars=calendars)
+    consumer = CallbackConsumer(service)
+    asked = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
+    clock.set(asked)
+    assert await consumer.handle(requested("west", asked, timezone="Etc/GMT+3"))
+    [c] = await service.list(ListFilter())
+    assert c.deadline == datetime(2026, 11, 26, 0, 0, tzinfo=UTC) and not c.next_business_day
+    assert (c.promise_day.isoformat(), c.deadline_day.isoformat()) == ("2026-11-25", "2026-11-26")
+    today = await service.summary_today(asked)
+    assert (today.overall.promised, today.overall.open) == (1, 1)
+    assert today.sites[0].date.isoformat() == "2026-11-25"
+    tomorrow = await service.summary_today(asked + timedelta(hours=9))  # 00:30 UTC on the 26th
+    assert tomorrow.overall.promised == 0
