@@ -230,6 +230,8 @@ class EmbeddedBus(EventBus):
         if not self._started:
             error = BusUnavailable("embedded bus is not started")
             return [error for _ in records]
+        if not records:
+            return []  # no record would ever settle the shared future
         started = time.perf_counter()
         try:
             await self._enqueue([(topic, key, value, ()) for topic, key, value in records])

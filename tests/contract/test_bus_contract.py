@@ -177,6 +177,7 @@ async def test_publish_many_acks_each_record_and_keeps_list_order_per_key(harnes
     results = await bus.publish_many([(CONTACTS, f"site-{i % 3}", env.to_bytes()) for i, env in enumerate(envelopes)])
 
     assert results == [None] * len(envelopes)
+    assert await asyncio.wait_for(bus.publish_many([]), 5) == []  # nothing to wait for: answered at once
     await got.wait_count(len(envelopes))
     assert sorted(got.ids) == sorted(env.id for env in envelopes)
     for site in range(3):
