@@ -397,9 +397,7 @@ class MatchingEngine:
         rate = plan.aging_per_second
         self._rates.setdefault(contact.channel, rate)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / rate
-        c = self._new_contact(contact, plan, v)
-        if declined:
-            c.excluded = dict(declined)
+        c = self._new_contact(contact, plan, v, declined)
         self._contacts[contact.contact_id] = c
         self._enter_line(c)
 
@@ -408,8 +406,12 @@ class MatchingEngine:
         c = self._contacts.get(contact_id)
         return dict(c.excluded) if c is not None else {}
 
-    def _new_contact(self, contact: WaitingContact, plan: RoutingPlan, v: float) -> _Contact:
+    def _new_contact(
+        self, contact: WaitingContact, plan: RoutingPlan, v: float, declined: Mapping[str, float] | None = None
+    ) -> _Contact:
         c = _Contact(contact, plan, v, next(self._seq))
+        if declined:
+            c.excluded = dict(declined)
         # The queues of a plan's steps depend only on (plan, site, language): looked up once per class.
         ckey = (id(plan), contact.site, contact.language)
         queues = self._class_queues.get(ckey)
@@ -454,9 +456,7 @@ class MatchingEngine:
         plan = self.plan_for(contact)
         self._rates.setdefault(contact.channel, plan.aging_per_second)
         v = contact.enqueued_at - (plan.priority + contact.priority_boost) / plan.aging_per_second
-        c = self._new_contact(contact, plan, v)
-        if declined:
-            c.excluded = dict(declined)
+        c = self._new_contact(contact, plan, v, declined)
         c.state = _RESERVED
         c.agent_id = agent_id
         c.reserved_at = now
