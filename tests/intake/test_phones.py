@@ -45,6 +45,13 @@ def example_numbers() -> list[str]:
 EXAMPLES = example_numbers()
 
 
+def test_the_short_path_is_in_use_with_this_phonenumbers() -> None:
+    """Else every test below compares parse() with itself (the fallback when a private helper is gone)."""
+    from services.intake import phones
+
+    assert phones._SHORT_PATH, "phonenumbers dropped a helper the E.164 short path uses"
+
+
 def test_every_regions_examples_parse_as_phonenumbers_parses_them() -> None:
     assert len(EXAMPLES) > 1000  # ~250 regions x their number types: the corpus is really there
     for value in EXAMPLES:
