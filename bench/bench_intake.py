@@ -7,12 +7,13 @@ every intake answer is a first-time ``202``: validated, enriched, published with
 ack (group commit) and recorded in the idempotency store. After the run the bus log is counted:
 every 202 must be there, or the benchmark fails.
 
-Rows: the *bare* endpoint (``await request.json()`` -> 202) is the baseline of the ratio. Two
+Rows: the *bare* endpoint (``await request.json()`` -> 202) is the baseline of the ratio. Three
 references put it in proportion: the same answer from a plain ASGI callable on uvicorn (what HTTP
 costs without any framework: intake's webhooks skip FastAPI's per-request stack, see
-``services/intake/api/direct.py``), and the bare server validating the same ``ContactIn`` model as a
-FastAPI body parameter (nothing published), which splits intake's cost into "validating a contact"
-and "making it durable".
+``services/intake/api/direct.py``); the bare server validating the same ``ContactIn`` model as a
+FastAPI body parameter (nothing published); and intake itself with its store and bus answering at
+once (everything but the durable I/O: the ceiling any durable path stays under). Together they split
+intake's cost into "validating a contact", "the rest of intake's work" and "making it durable".
 The server CPU column (user+system of the server process per answer, all threads) is the number to
 read on a shared machine: throughput moves with the neighbours' load, CPU per request much less.
 
@@ -98,6 +99,39 @@ def create_app():
         await send({"type": "http.response.body", "body": out})
 
     return app
+'''
+
+
+CEILING_APP = '''
+"""Intake with its idempotency store and bus answering at once: the ceiling of intake's own work.
+
+NOT durable, a reference only: every request is validated, enriched, turned into an event and
+answered exactly as intake does, but nothing is looked up, published or recorded.
+"""
+from services.intake import app as intake_app
+from services.intake.store import IdempotencyStore
+from shared.bus.embedded import EmbeddedBus
+
+
+async def find_many(self, key_sets):
+    return [None] * len(key_sets)
+
+
+async def record_many(self, rows):
+    return None
+
+
+async def publish_many(self, records):
+    return [None] * len(records)
+
+
+IdempotencyStore.find_many = find_many
+IdempotencyStore.record_many = record_many
+EmbeddedBus.publish_many = publish_many
+
+
+def create_app():
+    return intake_app.create_app()
 '''
 
 
@@ -203,6 +237,7 @@ TARGETS = (  # name, label, server, path
     ("raw", "plain ASGI, no framework (reference)", "raw", "/v1/contacts"),
     ("bare", "bare FastAPI endpoint (baseline)", "bare", "/v1/contacts"),
     ("validated", "FastAPI + ContactIn, not published", "bare", "/v1/contacts-validated"),
+    ("ceiling", "intake, store+bus answer at once (ref)", "ceiling", "/v1/contacts"),
     ("intake", "intake POST /v1/contacts (durable)", "intake", "/v1/contacts"),
 )
 
@@ -218,15 +253,19 @@ def main() -> None:
         tmpdir = Path(tmp)
         (tmpdir / "bare_app.py").write_text(BARE_APP)
         (tmpdir / "raw_app.py").write_text(RAW_APP)
+        (tmpdir / "ceiling_app.py").write_text(CEILING_APP)
         data_dir = tmpdir / "data"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
                       "SWITCHBOARD_LOG_LEVEL": "WARNING"}
         bare_env = {**base_env, "PYTHONPATH": f"{tmpdir}{os.pathsep}{ROOT}"}
+        ceiling_env = {**intake_env, "PYTHONPATH": bare_env["PYTHONPATH"],
+                       "SWITCHBOARD_DATA_DIR": str(tmpdir / "ceiling")}
         servers = {
             "intake": start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log"),
             "bare": start_server("bare_app:create_app", bare_env, tmpdir, tmpdir / "bare.log"),
             "raw": start_server("raw_app:create_app", bare_env, tmpdir, tmpdir / "raw.log"),
+            "ceiling": start_server("ceiling_app:create_app", ceiling_env, ROOT, tmpdir / "ceiling.log"),
         }
         results: dict[str, list[tuple[float, int, list[float]]]] = {name: [] for name, *_ in TARGETS}
         cpu: dict[str, list[float]] = {name: [] for name, *_ in TARGETS}  # server CPU us per answer

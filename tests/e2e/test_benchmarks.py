@@ -1,0 +1,53 @@
+"""The benchmarks still run: a benchmark nobody runs rots, and ``bench_intake`` is also a check.
+
+Each runs here in a tiny configuration as its own process, as a reader would run it. The figures are
+not asserted (timed tests on a shared machine prove nothing); what is asserted is that the table is
+printed, every row is there, and ``bench_intake``'s durability check (every ``202`` in the bus log)
+passed, which it must at any size.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.e2e.conftest import ROOT
+
+
+def run_bench(*args: str, timeout: float = 240) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_intake_benchmark_prints_every_row_and_every_202_is_in_the_bus_log() -> None:
+    out = run_bench("bench/bench_intake.py", "--seconds", "0.5", "--rounds", "1", "--connections", "8")
+    for label in (
+        "plain ASGI, no framework (reference)",
+        "bare FastAPI endpoint (baseline)",
+        "FastAPI + ContactIn, not published",
+        "intake, store+bus answer at once (ref)",
+        "intake POST /v1/contacts (durable)",
+    ):
+        row = next((line for line in out.splitlines() if line.startswith(label)), None)
+        assert row is not None, f"missing row {label!r}:\n{out}"
+        accepted = int(row[len(label) :].split()[0])
+        assert accepted > 0, row  # each server answered 202s
+    answered = int(re.search(r"intake 202s in timed rounds\s+(\d+)", out).group(1))  # type: ignore[union-attr]
+    in_log = int(re.search(r"of which in the bus log\s+(\d+)", out).group(1))  # type: ignore[union-attr]
+    assert answered > 0 and in_log == answered, out
+    assert re.search(r"ratio intake / bare\s+\d+\.\d+x", out), out
+
+
+def test_bus_benchmark_prints_its_table() -> None:
+    out = run_bench("bench/bench_bus.py", "--events", "200")
+    assert re.search(r"ratio bus / baseline\s+\d+\.\d+x", out), out
+    assert re.search(r"cross-process publish->handler p99 \(ms\)\s+\d", out), out
+
+
+def test_routing_benchmark_prints_its_table() -> None:
+    out = run_bench("bench/bench_routing.py", "--quick", "--agents", "1000", "--waiting", "2000", "--cycles", "200")
+    assert re.search(r"^\s+1000\s+\d+\s+\d+\s+\d+", out, re.MULTILINE), out
