@@ -537,6 +537,7 @@ class MatchingEngine:
             self._release_capped()
         decisions: list[Decision] = []
         parked: list[_Contact] = []
+        held_by_cap: list[_Contact] = []  # parked only because the sales share was at its cap
         active = self._active
         rates = self._rates
         while limit is None or len(decisions) < limit:
@@ -557,15 +558,34 @@ class MatchingEngine:
                 self._leave_line(c)
                 c.state = _PARKED
                 parked.append(c)
+                if self._held_by_cap(c, now):
+                    held_by_cap.append(c)
             else:
                 decisions.append(decision)
-                if self._capped_waiting and c.role is not Role.SALES and self.sales.sales_allowed(now):
-                    self._release_capped()  # the share fell: held-back overflow may go to sales again
+                if (
+                    (self._capped_waiting or held_by_cap)
+                    and c.role is not Role.SALES
+                    and self.sales.sales_allowed(now)
+                ):
+                    # The share fell: held-back overflow may go to sales again, both the queues set
+                    # aside and the contacts parked earlier in this pass for want of an allowed step.
+                    self._release_capped()
+                    for h in held_by_cap:
+                        if h.state == _PARKED:
+                            h.state = _WAITING
+                            self._enter_line(h)
+                    held_by_cap.clear()
         for c in parked:
             if c.state == _PARKED:
                 c.state = _WAITING
                 self._enter_line(c)
         return decisions
+
+    def _held_by_cap(self, c: _Contact, now: float) -> bool:
+        """Did the sales-share cap alone stop this contact (a capped step with agents in its pool)?"""
+        return not self.sales.sales_allowed(now) and any(
+            q.capped and q.pool.members for q in c.step_queues[: c.opened]
+        )
 
     def _release_capped(self) -> None:
         queues, self._capped_waiting = self._capped_waiting, {}

@@ -13,7 +13,7 @@ import copy
 import random
 from dataclasses import replace
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -464,6 +464,9 @@ OPS = {
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), tie_break=st.sampled_from(sorted(STRATEGIES)), compact=st.booleans())
+# Found by a full run: a contact parked because the sales share was at its cap stayed waiting for the rest
+# of the pass after a non-sales offer brought the share back under it, next to a free sales agent.
+@example(seed=1453755201, tie_break="closest_fit", compact=True)
 def test_long_random_workloads_keep_the_invariants(seed, tie_break, compact):
     rng = random.Random(seed)
     agent_p = lambda: {k: rng.choice(v) for k, v in AGENT_CHOICES.items()}  # noqa: E731
