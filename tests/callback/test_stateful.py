@@ -91,9 +91,8 @@ class CallbackMachine(RuleBasedStateMachine):
                 ).scalar_one()
             before = {c.id for c in await self.rows(Status.RELEASED.value)}
             report = await self.service.tick()
-            # Released earlier and still waiting for an agent after this pass: a released callback that
-            # breached (or fell back to the pool) in the pass's time step frees its agent for the release
-            # step of the same pass.
+            # Released earlier and still released after this pass: one that breached in the pass's time
+            # step no longer holds an agent, so the release step of the same pass may use that agent.
             still = {c.id for c in await self.rows(Status.RELEASED.value)} & before
             assert len(report.released) <= max(0, free - len(still)), (report, free, still)
             now = self.clock.now()
