@@ -65,6 +65,8 @@ class Policy:
     max_boost: float = 100.0
     at_risk_boost: float = 50.0
     in_progress_grace: timedelta = timedelta(minutes=30)
+    # A released callback nobody accepted stops holding a free agent after this: see README "Releasing".
+    release_hold: timedelta = timedelta(minutes=5)
 
     @classmethod
     def from_settings(cls, s: CallbackSettings) -> Policy:
@@ -81,6 +83,7 @@ class Policy:
             max_boost=s.max_priority_boost,
             at_risk_boost=s.at_risk_priority_boost,
             in_progress_grace=timedelta(minutes=s.in_progress_grace_minutes),
+            release_hold=timedelta(minutes=s.release_hold_minutes),
         )
 
 

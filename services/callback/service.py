@@ -676,6 +676,9 @@ class CallbackService:
                     Commitment.tenant_id == tenant_id,
                     Commitment.site == site,
                     Commitment.status == Status.RELEASED.value,
+                    # One nobody took within the hold (no free agent fits it, say) waits in the router's
+                    # line on its own; counting it for ever would starve the callbacks those agents fit.
+                    Commitment.released_at > now - self.policy.release_hold,
                 )
             )
         ).scalar_one()

@@ -43,6 +43,12 @@ class CallbackSettings(BaseSettings):
     in_progress_grace_minutes: float = Field(
         30, ge=0, description="A call accepted before the deadline may finish this long after it."
     )
+    release_hold_minutes: float = Field(
+        5,
+        gt=0,
+        description="A released callback not accepted within this stops holding a free agent: it waits in the "
+        "router's line like any contact, and another callback may be released.",
+    )
     poll_interval_seconds: float = Field(1.0, gt=0, description="Scheduler polling interval.")
     batch_size: int = Field(200, ge=1, description="Commitments handled per scheduler transaction.")
     release_without_presence: bool = Field(

@@ -144,6 +144,32 @@ async def test_releases_never_exceed_free_agents(
     assert statuses == ["in_progress", "released", "released"]
 
 
+async def test_a_release_nobody_accepts_stops_holding_the_free_agent_after_the_hold(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    """The free agent may not fit the released callback (another language, say): it waits in the
+    router's line, and after the hold the agent may be offered a callback it does fit."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    for i in range(2):
+        await consumer.handle(requested(f"cust-{i}", t - timedelta(minutes=10 - i)))
+    [first] = (await service.tick()).released
+    hold = service.policy.release_hold
+    clock.set(t + hold - timedelta(seconds=1))
+    assert not (await service.tick()).released  # still within the hold: a1 has it on offer
+    clock.set(t + hold)
+    [second] = (await service.tick()).released
+    assert second != first
+    assert {c.status for c in await service.list(ListFilter())} == {Status.RELEASED}
+    await staged.take()
+    # The first is still released (the router still has it) and counts as released, not pending.
+    assert (await service.get(first)).released_at == t
+    # The second holds a1 for its own hold: nothing more is released meanwhile.
+    await consumer.handle(requested("cust-2", t + hold))
+    assert not (await service.tick()).released
+
+
 async def test_an_old_agent_status_arriving_late_does_not_win(
     consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
 ) -> None:

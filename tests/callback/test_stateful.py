@@ -89,13 +89,15 @@ class CallbackMachine(RuleBasedStateMachine):
                         select(func.count()).select_from(AgentPresence).where(AgentPresence.status == "available")
                     )
                 ).scalar_one()
-            before = {c.id for c in await self.rows(Status.RELEASED.value)}
+            now = self.clock.now()
+            holding = {  # released within the hold: each holds a free agent
+                c.id for c in await self.rows(Status.RELEASED.value) if c.released_at > now - self.policy.release_hold
+            }
             report = await self.service.tick()
             # Released earlier and still released after this pass: one that breached in the pass's time
             # step no longer holds an agent, so the release step of the same pass may use that agent.
-            still = {c.id for c in await self.rows(Status.RELEASED.value)} & before
+            still = {c.id for c in await self.rows(Status.RELEASED.value)} & holding
             assert len(report.released) <= max(0, free - len(still)), (report, free, still)
-            now = self.clock.now()
             for c in await self.rows(*OPEN):
                 grace = self.policy.in_progress_grace if c.status == Status.IN_PROGRESS else timedelta(0)
                 assert now < c.deadline + grace, f"{c.id} open past its deadline after a pass"
