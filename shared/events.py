@@ -349,6 +349,9 @@ class CallbackBreached(EventData):
     deadline: datetime
     attempts: int = 0
     reason: str = "deadline_passed"
+    # When it was flagged at risk. A deadline breach without it broke unflagged: nothing ran the
+    # scheduler through its at-risk point (downtime), so ops heard of it only now.
+    at_risk_at: datetime | None = None
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -199,6 +199,10 @@ class SummaryCounts(BaseModel):
     open: int
     at_risk: int
     breached: int
+    breached_unflagged: int = Field(
+        description="of the breached, those not flagged at risk first (the scheduler was not running through "
+        "their at-risk point): promises neither kept nor flagged before they broke; should be 0"
+    )
     closed: int = Field(description="ended unfulfilled before the deadline: wrong number, attempts exhausted")
     same_day_fulfilment_rate: float | None = Field(description="fulfilled / promised; null if none")
 
@@ -212,6 +216,7 @@ class SummaryCounts(BaseModel):
             open=s.open,
             at_risk=s.at_risk,
             breached=s.breached,
+            breached_unflagged=s.breached_unflagged,
             closed=s.closed,
             same_day_fulfilment_rate=s.same_day_fulfilment_rate,
         )

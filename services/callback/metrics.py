@@ -19,18 +19,29 @@ SCHEDULER_PASS_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
+BREACHES_UNFLAGGED = Counter(
+    "switchboard_callback_breaches_unflagged_total",
+    "Deadline breaches not flagged at risk first (the scheduler did not run through the at-risk point): "
+    "the promise was neither kept nor flagged before it broke; should stay 0",
+    ["site"],
+)
+
 _KEY = "switchboard_callback_metrics"
 
 
 def count_on_commit(session: Any, event_name: str, site: str, reason: str = "") -> None:
     """Remember an emitted event on the (sync) session; it is counted only if the transaction commits."""
-    session.info.setdefault(_KEY, []).append((event_name, site, reason))
+    session.info.setdefault(_KEY, []).append(CALLBACK_EVENTS.labels(event_name, site, reason))
+
+
+def count_unflagged_breach_on_commit(session: Any, site: str) -> None:
+    session.info.setdefault(_KEY, []).append(BREACHES_UNFLAGGED.labels(site))
 
 
 @event.listens_for(Session, "after_commit")
 def _flush(session: Session) -> None:
-    for event_name, site, reason in session.info.pop(_KEY, ()):
-        CALLBACK_EVENTS.labels(event_name, site, reason).inc()
+    for counter in session.info.pop(_KEY, ()):
+        counter.inc()
 
 
 @event.listens_for(Session, "after_rollback")

@@ -34,7 +34,7 @@ from services.callback.lifecycle import (
     priority_boost,
     slack_seconds,
 )
-from services.callback.metrics import SCHEDULER_PASS_SECONDS, count_on_commit
+from services.callback.metrics import SCHEDULER_PASS_SECONDS, count_on_commit, count_unflagged_breach_on_commit
 from services.callback.store import AgentPresence, Attempt, Commitment, DispatchLock, Request
 from shared.business_hours import BusinessCalendars, Interval
 from shared.events import (
@@ -473,6 +473,7 @@ class CallbackService:
             deadline=c.deadline,
             attempts=c.attempts,
             reason=c.close_reason or CloseReason.DEADLINE_PASSED.value,
+            at_risk_at=c.at_risk_at,
             at=now,
         )
 
@@ -481,7 +482,13 @@ class CallbackService:
         c.close_reason = CloseReason.DEADLINE_PASSED.value
         self._end(c, now)
         await self._stage(s, self._breached_event(c, now), deterministic_id("callback.breached", c.id))
-        log.warning("callback.breached", callback_id=c.id, deadline=c.deadline.isoformat(), attempts=c.attempts)
+        if c.at_risk_at is None:  # e.g. the service was down through its at-risk point
+            count_unflagged_breach_on_commit(s.sync_session, c.site)
+            log.error(
+                "callback.breached_unflagged", callback_id=c.id, deadline=c.deadline.isoformat(), attempts=c.attempts
+            )
+        else:
+            log.warning("callback.breached", callback_id=c.id, deadline=c.deadline.isoformat(), attempts=c.attempts)
 
     # -- routing events ---------------------------------------------------------------------------
 
@@ -852,6 +859,7 @@ class SiteSummary:
     open: int = 0
     at_risk: int = 0
     breached: int = 0
+    breached_unflagged: int = 0  # of those, not flagged at risk first
     closed: int = 0
 
     def count(self, c: Commitment) -> None:
@@ -863,11 +871,12 @@ class SiteSummary:
             self.at_risk += int(c.at_risk)
         elif c.status == Status.BREACHED.value:
             self.breached += 1
+            self.breached_unflagged += int(c.at_risk_at is None)
         elif c.status == Status.CLOSED.value:
             self.closed += 1
 
     def add(self, other: SiteSummary) -> None:
-        for name in ("promised", "fulfilled", "open", "at_risk", "breached", "closed"):
+        for name in ("promised", "fulfilled", "open", "at_risk", "breached", "breached_unflagged", "closed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property

@@ -181,6 +181,7 @@ async def test_list_filters_and_summary(client: httpx.AsyncClient, clock: Manual
         "open": 1,
         "at_risk": 1,
         "breached": 0,
+        "breached_unflagged": 0,
         "closed": 1,
         "same_day_fulfilment_rate": 0.3333,
     }
@@ -191,6 +192,7 @@ async def test_list_filters_and_summary(client: httpx.AsyncClient, clock: Manual
     await app.state.service.tick()
     s = (await client.get("/v1/summary/today")).json()
     assert s["overall"]["breached"] == 1 and s["overall"]["open"] == 0
+    assert s["overall"]["breached_unflagged"] == 0  # c2 was flagged at risk at 17:30
 
 
 async def test_events_in_and_out_through_the_embedded_bus(app: FastAPI, client: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from services.callback.clock import ManualClock
@@ -369,6 +370,38 @@ async def test_restart_rederives_due_at_risk_and_breached_from_the_database(
     assert rows["tomorrow"].status == Status.PENDING and rows["tomorrow"].next_business_day
     assert (await staged.take_types()).count("callback.breached") == 2
     assert not (await make_service().tick())  # nothing twice
+
+
+async def test_a_breach_after_downtime_through_the_at_risk_point_says_it_was_not_flagged(
+    make_service: ServiceFactory, staged: Outbox, clock: ManualClock
+) -> None:
+    """ "Kept, or flagged before it breaks": when nothing ran through a promise's at-risk point, its
+    breach says so (event, summary, metric), unlike a breach that was flagged in time."""
+    clock.set(berlin(2026, 3, 25, 9, 0))
+    service = make_service()
+    consumer = CallbackConsumer(service)
+    await consumer.handle(requested("flagged", berlin(2026, 3, 25, 9, 0)))  # deadline 18:00
+    await consumer.handle(requested("unflagged", berlin(2026, 3, 25, 9, 0), site="nyc"))
+    clock.set(berlin(2026, 3, 25, 17, 0))  # "flagged" is at risk; "nyc" (New York) is hours away from it
+    assert len((await service.tick()).at_risk) == 1
+    await staged.take()
+    unflagged = REGISTRY.get_sample_value("switchboard_callback_breaches_unflagged_total", {"site": "nyc"}) or 0
+    clock.set(berlin(2026, 3, 25, 18, 0))
+    assert len((await service.tick()).breached) == 1  # "flagged": warned an hour ahead
+    # The service is down from here until after New York's deadline: nothing flags "unflagged".
+    nyc = await service.list(ListFilter(site="nyc"))
+    clock.set(nyc[0].deadline + timedelta(minutes=5))
+    assert len((await make_service().tick()).breached) == 1
+    breaches = {
+        e.payload.customer.id: e.payload for e in await staged.take() if isinstance(e.payload, CallbackBreached)
+    }
+    assert breaches["flagged"].at_risk_at == berlin(2026, 3, 25, 17, 0)
+    assert breaches["unflagged"].at_risk_at is None and breaches["unflagged"].reason == "deadline_passed"
+    after = REGISTRY.get_sample_value("switchboard_callback_breaches_unflagged_total", {"site": "nyc"})
+    assert after == unflagged + 1
+    summary = await service.summary_today(berlin(2026, 3, 26, 0, 30))  # still the 25th in New York
+    by_site = {e.site: e for e in summary.sites}
+    assert by_site["nyc"].breached == 1 and by_site["nyc"].breached_unflagged == 1
 
 
 async def test_a_promise_ending_after_the_sites_midnight_is_one_of_todays(
