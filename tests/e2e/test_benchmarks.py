@@ -54,3 +54,21 @@ def test_bus_benchmark_prints_its_table() -> None:
 def test_routing_benchmark_prints_its_table() -> None:
     out = run_bench("bench/bench_routing.py", "--quick", "--agents", "1000", "--waiting", "2000", "--cycles", "200")
     assert re.search(r"^\s+1000\s+\d+\s+\d+\s+\d+", out, re.MULTILINE), out
+
+
+def test_end_to_end_benchmark_offers_every_202_on_both_servers() -> None:
+    """The whole path (intake -> router -> agent's stream) as real processes, and the relay baseline."""
+    out = run_bench("bench/bench_e2e.py", "--agents", "3", "--rates", "4", "--duration", "1.5", "--bound", "10")
+    rows = {
+        label: line.split()
+        for label in ("baseline relay", "switchboard")
+        for line in out.splitlines()
+        if line.startswith(label + " ")
+    }
+    assert set(rows) == {"baseline relay", "switchboard"}, out
+    for label, cells in rows.items():
+        words = len(label.split())
+        posted, accepted, offered, late = (int(x) for x in cells[words + 1 : words + 5])
+        assert accepted == posted > 0, out  # every post answered 202
+        assert offered == accepted and late == 0, out  # every 202 reached an agent's stream in time
+    assert re.search(r"^peak sustained \(switchboard", out, re.MULTILINE), out
