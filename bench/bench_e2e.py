@@ -53,7 +53,7 @@ PEAK_P99_MS = 100.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The floor: what HTTP in, one SSE push out, and the agent's two calls cost with no work in between.
-RELAY_APP = r'''
+RELAY_APP = r"""
 import asyncio, json, uuid
 from collections import deque
 from starlette.applications import Starlette
@@ -121,7 +121,7 @@ app = Starlette(routes=[
     Route("/v1/agents/{agent_id}/stream", stream), Route("/v1/offers/{offer_id}/accept", accept, methods=["POST"]),
     Route("/v1/contacts/{contact_id}/complete", complete, methods=["POST"]),
 ])
-'''
+"""
 
 
 def free_port() -> int:
@@ -527,15 +527,19 @@ async def main_async(args: Any) -> int:
     print()
     for name, rows in results.items():
         best = peak(rows)
-        print(f"peak sustained ({name}, p99 202->offer <= {PEAK_P99_MS:g} ms, none late): "
-              + (f"{best:g} contacts/s" if best is not None else "none of the rates"))
+        print(
+            f"peak sustained ({name}, p99 202->offer <= {PEAK_P99_MS:g} ms, none late): "
+            + (f"{best:g} contacts/s" if best is not None else "none of the rates")
+        )
     if "baseline" in results:
         for sb, base in zip(results["switchboard"], results["baseline"], strict=True):
             if sb.offer_ms and base.offer_ms:
-                print(f"at {sb.rate:g}/s: p99 202->offer {pct(sb.offer_ms, 99):.1f} ms "
-                      f"(baseline {pct(base.offer_ms, 99):.1f}); "
-                      f"CPU per contact {sb.cpu_ms_per_contact:.2f} ms, "
-                      f"{sb.cpu_ms_per_contact / max(base.cpu_ms_per_contact, 0.001):.1f}x the baseline's")
+                print(
+                    f"at {sb.rate:g}/s: p99 202->offer {pct(sb.offer_ms, 99):.1f} ms "
+                    f"(baseline {pct(base.offer_ms, 99):.1f}); "
+                    f"CPU per contact {sb.cpu_ms_per_contact:.2f} ms, "
+                    f"{sb.cpu_ms_per_contact / max(base.cpu_ms_per_contact, 0.001):.1f}x the baseline's"
+                )
     total = sum(r.accepted for rows in results.values() for r in rows)
     return 0 if total > 0 else 1
 
