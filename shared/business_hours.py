@@ -419,6 +419,27 @@ class BusinessCalendars:
     def __contains__(self, site: object) -> bool:
         return site in self.sites
 
+    def configured_sites(self, default_site: str | None = None) -> list[str]:
+        """The sites a request may name: the listed ones, plus the deployment's default site (which a
+        request naming no site gets; its calendar is ``default`` unless it is listed). So the default
+        configuration (no sites file) knows exactly one site, ``main``."""
+        from shared.events import DEFAULT_SITE
+
+        return sorted({*self.sites, default_site or DEFAULT_SITE})
+
+    def is_configured(self, site: str, default_site: str | None = None) -> bool:
+        return site in self.sites or site == (default_site or self.default_site_name())
+
+    @staticmethod
+    def default_site_name() -> str:
+        from shared.events import DEFAULT_SITE
+
+        return DEFAULT_SITE
+
+    def unknown_site_error(self, site: str, default_site: str | None = None) -> str:
+        """The message of the 422 every API answers for a site nobody configured."""
+        return f"unknown site {site!r}; configured sites: {', '.join(self.configured_sites(default_site))}"
+
 
 def load_sites_file(path: str | Path) -> BusinessCalendars:
     """Read a YAML (or JSON, which is YAML) sites file. The only I/O in this module."""

@@ -125,10 +125,21 @@ async def test_attempts_history_and_idempotency(client: httpx.AsyncClient, clock
     body = r.json()
     assert body["attempts"] == 1 and len(body["attempt_history"]) == 1
     assert body["status"] == "pending" and body["not_before"] == "2026-03-25T09:35:00Z"  # 30 min spacing
+    # Inside the retry spacing: refused with when the next attempt is allowed (issue 12).
+    clock.advance(timedelta(minutes=10))
+    r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "reached", "agent_id": "a2"})
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"]["reason"] == "retry_spacing"
+    assert r.json()["detail"]["retry_at"] == "2026-03-25T09:35:00+00:00" and r.headers["Retry-After"] == "1200"
+    clock.advance(timedelta(minutes=20))
     r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "reached", "agent_id": "a2"})
     body = r.json()
     assert body["status"] == "fulfilled" and body["fulfilled_by_agent_id"] == "a2"
     assert [a["result"] for a in body["attempt_history"]] == ["no_answer", "reached"]
+    # The promise has ended: a further attempt is refused, not recorded.
+    r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "no_answer"})
+    assert r.status_code == 409 and r.json()["detail"]["reason"] == "callback_closed"
+    assert len((await client.get(f"/v1/callbacks/{cid}")).json()["attempt_history"]) == 2
     assert (await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "maybe"})).status_code == 422
     assert (await client.post("/v1/callbacks/nope/attempts", json={"result": "reached"})).status_code == 404
     assert (await client.get("/v1/callbacks/nope")).status_code == 404
