@@ -194,6 +194,7 @@ async def test_list_filters_and_summary(client: httpx.AsyncClient, clock: Manual
         "breached": 0,
         "breached_unflagged": 0,
         "closed": 1,
+        "exhausted": 0,
         "same_day_fulfilment_rate": 0.3333,
     }
     per_site = {e["site"]: e for e in s["sites"]}

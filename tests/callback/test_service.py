@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from services.callback.clock import ManualClock
 from services.callback.consumers import CallbackConsumer
 from services.callback.lifecycle import Status
-from services.callback.service import CallbackService, ListFilter
+from services.callback.service import CallbackService, CommitmentClosed, ListFilter
 from services.callback.store import Commitment
 from shared.events import AgentStatus, AttemptResult, CallbackBreached, CallbackDue, CallbackScheduled
 from tests.callback.conftest import Outbox, ServiceFactory, berlin
@@ -281,8 +281,11 @@ async def test_wrong_number_closes_honestly_and_reached_fulfils(
     assert (await service.get(a.id)).close_reason == "wrong_number"
     b2 = await service.get(b.id)
     assert b2.status == Status.FULFILLED and b2.fulfilled_by_agent_id == "a2"
-    # A late attempt on an ended commitment is kept in the history and changes nothing.
-    await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2")
+    # A late attempt on an ended commitment reported by the router (a call that was made) is kept in
+    # the history and changes nothing; typed in through the API it is refused (issue 12: 409).
+    with pytest.raises(CommitmentClosed):
+        await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2")
+    await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2", source="event")
     b3 = await service.get(b.id)
     assert b3.status == Status.FULFILLED and b3.attempts == 1 and b3.attempt_history[-1].late
 
