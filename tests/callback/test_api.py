@@ -264,3 +264,16 @@ async def test_operations_endpoints(client: httpx.AsyncClient) -> None:
     before = await scheduled_nyc()
     await client.post("/v1/callbacks", json={"customer": {"id": "metrics-1"}, "site": "nyc"})
     assert await scheduled_nyc() == before + 1
+
+
+async def test_unknown_site_and_impossible_promise_are_422(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/callbacks", json={"customer": {"id": "x"}, "site": "atlantis"})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "site"] and error["msg"] == "unknown site 'atlantis'; configured sites: main, nyc"
+    # 08:00-21:00 in Pacific/Gambier (UTC-9) never meets Munich's opening hours: no promise we could keep.
+    r = await client.post("/v1/callbacks", json={"customer": {"id": "x", "timezone": "Pacific/Gambier"}})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["type"] == "no_callback_possible" and error["next_open"]
+    assert (await client.get("/v1/callbacks")).json() == []
