@@ -14,7 +14,9 @@ wall clock, ignoring a DST offset change between them, so arithmetic must happen
 ``.astimezone(calendar.tz)`` for display). Single instants (``closing_time``, ``next_open``) are in the
 site's timezone.
 
-The callback promise (:meth:`SiteCalendar.same_day_deadline`) follows two clocks at once:
+The services decide the callback promise with :func:`shared.promise.decide_promise` (the same rule,
+plus a bound on how far ahead a promise may land); :meth:`SiteCalendar.same_day_deadline` is the
+unbounded rule. Both follow two clocks at once:
 
 * the **site's** hours decide *when we can call* (agents are there);
 * the **customer's** clock decides what *"today"* means (and, optionally, at which local hours a
