@@ -14,7 +14,9 @@ wall clock, ignoring a DST offset change between them, so arithmetic must happen
 ``.astimezone(calendar.tz)`` for display). Single instants (``closing_time``, ``next_open``) are in the
 site's timezone.
 
-The callback promise (:meth:`SiteCalendar.same_day_deadline`) follows two clocks at once:
+The services decide the callback promise with :func:`shared.promise.decide_promise` (the same rule,
+plus a bound on how far ahead a promise may land); :meth:`SiteCalendar.same_day_deadline` is the
+unbounded rule. Both follow two clocks at once:
 
 * the **site's** hours decide *when we can call* (agents are there);
 * the **customer's** clock decides what *"today"* means (and, optionally, at which local hours a
@@ -418,6 +420,27 @@ class BusinessCalendars:
 
     def __contains__(self, site: object) -> bool:
         return site in self.sites
+
+    def configured_sites(self, default_site: str | None = None) -> list[str]:
+        """The sites a request may name: the listed ones, plus the deployment's default site (which a
+        request naming no site gets; its calendar is ``default`` unless it is listed). So the default
+        configuration (no sites file) knows exactly one site, ``main``."""
+        from shared.events import DEFAULT_SITE
+
+        return sorted({*self.sites, default_site or DEFAULT_SITE})
+
+    def is_configured(self, site: str, default_site: str | None = None) -> bool:
+        return site in self.sites or site == (default_site or self.default_site_name())
+
+    @staticmethod
+    def default_site_name() -> str:
+        from shared.events import DEFAULT_SITE
+
+        return DEFAULT_SITE
+
+    def unknown_site_error(self, site: str, default_site: str | None = None) -> str:
+        """The message of the 422 every API answers for a site nobody configured."""
+        return f"unknown site {site!r}; configured sites: {', '.join(self.configured_sites(default_site))}"
 
 
 def load_sites_file(path: str | Path) -> BusinessCalendars:

@@ -273,6 +273,10 @@ class CallbackRequested(EventData):
     # The customer's original place in line: a callback neither jumps the queue nor loses its place.
     virtual_start_time: datetime | None = None
     requested_at: datetime = Field(default_factory=utcnow)
+    # What the requester already told the customer (intake's answer; shared.promise): the callback
+    # service tracks exactly this deadline, and flags it when its own calendar would have said otherwise.
+    promised_deadline: datetime | None = None
+    promise_text: str | None = None
 
 
 class CallbackScheduled(EventData):

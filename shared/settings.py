@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.business_hours import BusinessCalendars, load_sites_file
+from shared.business_hours import BusinessCalendars, load_sites_file, parse_periods
+from shared.promise import PromisePolicy, WhenNoOverlap
 
 
 class CommonSettings(BaseSettings):
@@ -56,3 +57,64 @@ class CommonSettings(BaseSettings):
         if override:
             return override
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.sqlite3').resolve()}"
+
+
+class PromiseSettings(BaseSettings):
+    """The callback promise (``SWITCHBOARD_PROMISE_*``): ONE source read by intake and callback alike, so
+    what intake tells the customer is what the callback service tracks (see :mod:`shared.promise`).
+
+    Deprecated aliases still read (first match wins, in this order): ``SWITCHBOARD_CALLBACK_CUTOFF_MINUTES``,
+    ``SWITCHBOARD_INTAKE_CALLBACK_CUTOFF_MINUTES``, ``SWITCHBOARD_CALLBACK_CUSTOMER_CALLING_HOURS``."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_PROMISE_", env_file=".env", extra="ignore")
+
+    cutoff_minutes: int = Field(
+        30,
+        ge=0,
+        validation_alias=AliasChoices(
+            "SWITCHBOARD_PROMISE_CUTOFF_MINUTES",
+            "SWITCHBOARD_CALLBACK_CUTOFF_MINUTES",
+            "SWITCHBOARD_INTAKE_CALLBACK_CUTOFF_MINUTES",
+            "cutoff_minutes",
+        ),
+        description="Less callable time than this left today: the promise is for the next day with callable time.",
+    )
+    customer_calling_hours: str | None = Field(
+        "08:00-21:00",
+        validation_alias=AliasChoices(
+            "SWITCHBOARD_PROMISE_CUSTOMER_CALLING_HOURS",
+            "SWITCHBOARD_CALLBACK_CUSTOMER_CALLING_HOURS",
+            "customer_calling_hours",
+        ),
+        description="Customer-local hours we may call in (HH:MM-HH:MM); empty: any time.",
+    )
+    max_business_days: int = Field(
+        2,
+        ge=0,
+        validation_alias=AliasChoices("SWITCHBOARD_PROMISE_MAX_BUSINESS_DAYS", "max_business_days"),
+        description="No deadline after the end of the site's N-th business day after today.",
+    )
+    when_no_overlap: WhenNoOverlap = Field(
+        WhenNoOverlap.DECLINE,
+        validation_alias=AliasChoices("SWITCHBOARD_PROMISE_WHEN_NO_OVERLAP", "when_no_overlap"),
+        description="No callable moment within the bound: `decline` (no promise: the web form says when to "
+        "call, the caller stays queued) or `site_hours` (promise within the site's hours, customer's local "
+        "time said plainly).",
+    )
+
+    @field_validator("customer_calling_hours")
+    @classmethod
+    def _valid_hours(cls, value: str | None) -> str | None:
+        if value:
+            if len(parse_periods([value])) != 1:
+                raise ValueError("one period HH:MM-HH:MM")
+        return value or None
+
+    def policy(self) -> PromisePolicy:
+        hours = parse_periods([self.customer_calling_hours])[0] if self.customer_calling_hours else None
+        return PromisePolicy(
+            cutoff_minutes=self.cutoff_minutes,
+            customer_hours=hours,
+            max_business_days=self.max_business_days,
+            when_no_overlap=self.when_no_overlap,
+        )

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -18,10 +19,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.callback.lifecycle import Status
+from services.callback.lifecycle import NoCallbackPossible, Status
 from services.callback.service import (
     AttemptBeforeRequest,
+    AttemptTooSoon,
     CallbackService,
+    CommitmentClosed,
     CommitmentNotFound,
     ListFilter,
     SiteSummary,
@@ -204,6 +207,7 @@ class SummaryCounts(BaseModel):
         "their at-risk point): promises neither kept nor flagged before they broke; should be 0"
     )
     closed: int = Field(description="ended unfulfilled before the deadline: wrong number, attempts exhausted")
+    exhausted: int = Field(0, description="of the closed, those closed after max_attempts without reaching anyone")
     same_day_fulfilment_rate: float | None = Field(description="fulfilled / promised; null if none")
 
     @classmethod
@@ -218,6 +222,7 @@ class SummaryCounts(BaseModel):
             breached=s.breached,
             breached_unflagged=s.breached_unflagged,
             closed=s.closed,
+            exhausted=s.exhausted,
             same_day_fulfilment_rate=s.same_day_fulfilment_rate,
         )
 
@@ -238,7 +243,10 @@ class SummaryOut(BaseModel):
     response_model=CallbackOut,
     status_code=status.HTTP_201_CREATED,
     summary="Create a callback commitment (merges into the customer's open one)",
-    responses={200: {"description": "merged into an open commitment, or the same request again"}},
+    responses={
+        200: {"description": "merged into an open commitment, or the same request again"},
+        422: {"description": "invalid body, a site nobody configured, or no callback possible within the bound"},
+    },
 )
 async def create_callback(
     body: CallbackCreate,
@@ -246,6 +254,11 @@ async def create_callback(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> CallbackOut:
+    if not service.calendars.is_configured(body.site):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [{"loc": ["body", "site"], "msg": service.calendars.unknown_site_error(body.site), "type": "value_error"}],
+        )
     now = service.clock.now()
     key = body.request_id or idempotency_key
     request_id = deterministic_id("api", body.tenant_id, key) if key else str(uuid.uuid4())
@@ -266,7 +279,21 @@ async def create_callback(
         virtual_start_time=body.virtual_start_time,
         requested_at=now,
     )
-    commitment, created = await service.request(req)
+    try:
+        commitment, created = await service.request(req, accepted=False)
+    except NoCallbackPossible as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [
+                {
+                    "loc": ["body", "customer", "timezone"],
+                    "msg": "no callback possible: no callable moment (site open and within the customer's "
+                    f"calling hours) within the promise bound; {exc}",
+                    "type": "no_callback_possible",
+                    "next_open": exc.refusal.next_open.isoformat() if exc.refusal.next_open else None,
+                }
+            ],
+        ) from None
     if not created:
         response.status_code = status.HTTP_200_OK
     return CallbackOut.of(commitment)
@@ -318,6 +345,10 @@ async def get_callback(callback_id: str, service: ServiceDep) -> CallbackDetail:
     "/callbacks/{callback_id}/attempts",
     response_model=CallbackDetail,
     summary="Record an attempt (reached, no_answer, busy, voicemail, wrong_number)",
+    responses={
+        409: {"description": "the callback has ended, or the attempt is inside the retry spacing (`retry_at`)"},
+        422: {"description": "invalid body, or an attempt dated before the request"},
+    },
 )
 async def record_attempt(
     callback_id: str,
@@ -336,6 +367,18 @@ async def record_attempt(
         )
     except CommitmentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
+    except CommitmentClosed as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {"msg": str(exc), "reason": "callback_closed", "status": exc.status, "close_reason": exc.close_reason},
+        ) from None
+    except AttemptTooSoon as exc:
+        wait = max(1, math.ceil((exc.retry_at - service.clock.now()).total_seconds()))
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {"msg": str(exc), "reason": "retry_spacing", "retry_at": exc.retry_at.isoformat()},
+            headers={"Retry-After": str(wait)},
+        ) from None
     except AttemptBeforeRequest as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,

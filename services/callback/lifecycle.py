@@ -24,8 +24,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
-from shared.business_hours import Interval, Period, SiteCalendar, parse_periods, seconds_in, zone
+from shared.business_hours import Interval, Period, SiteCalendar, seconds_in, zone
 from shared.events import AttemptResult
+from shared.promise import NoPromise, Promise, PromisePolicy, WhenNoOverlap, decide_promise
+from shared.settings import PromiseSettings
 
 if TYPE_CHECKING:
     from services.callback.settings import CallbackSettings
@@ -52,10 +54,13 @@ class CloseReason(StrEnum):
 
 @dataclass(frozen=True)
 class Policy:
-    """The tunables of the promise, from :class:`CallbackSettings`."""
+    """The tunables of the promise and its lifecycle. The promise itself (cut-off, customer hours, the
+    bound) comes from :class:`shared.settings.PromiseSettings`, the source intake reads too."""
 
     cutoff_minutes: int = 30
     customer_hours: Period | None = (8 * 60, 21 * 60)
+    max_promise_business_days: int = 2
+    when_no_overlap: WhenNoOverlap = WhenNoOverlap.DECLINE
     retry_spacing: timedelta = timedelta(minutes=30)
     min_retry_spacing: timedelta = timedelta(minutes=5)
     max_attempts: int = 3
@@ -68,12 +73,23 @@ class Policy:
     # A released callback nobody accepted stops holding a free agent after this: see README "Releasing".
     release_hold: timedelta = timedelta(minutes=5)
 
+    @property
+    def promise(self) -> PromisePolicy:
+        return PromisePolicy(
+            cutoff_minutes=self.cutoff_minutes,
+            customer_hours=self.customer_hours,
+            max_business_days=self.max_promise_business_days,
+            when_no_overlap=self.when_no_overlap,
+        )
+
     @classmethod
-    def from_settings(cls, s: CallbackSettings) -> Policy:
-        hours = parse_periods([s.customer_calling_hours])[0] if s.customer_calling_hours else None
+    def from_settings(cls, s: CallbackSettings, promise: PromiseSettings | None = None) -> Policy:
+        p = (promise or PromiseSettings()).policy()
         return cls(
-            cutoff_minutes=s.cutoff_minutes,
-            customer_hours=hours,
+            cutoff_minutes=p.cutoff_minutes,
+            customer_hours=p.customer_hours,
+            max_promise_business_days=p.max_business_days,
+            when_no_overlap=p.when_no_overlap,
             retry_spacing=timedelta(minutes=s.retry_spacing_minutes),
             min_retry_spacing=timedelta(minutes=s.min_retry_spacing_minutes),
             max_attempts=s.max_attempts,
@@ -137,6 +153,14 @@ def customer_zone(cal: SiteCalendar, customer_tz: str | None) -> ZoneInfo:
 # --------------------------------------------------------------------------------------------------
 
 
+class NoCallbackPossible(ValueError):
+    """No callable moment within the promise bound (API requests are refused with it)."""
+
+    def __init__(self, refusal: NoPromise) -> None:
+        super().__init__(refusal.sentence())
+        self.refusal = refusal
+
+
 @dataclass(frozen=True)
 class Plan:
     deadline: datetime
@@ -148,6 +172,31 @@ class Plan:
     preferred_until: datetime | None  # end of the promising agent's exclusivity
     initial_slack_seconds: float
     promise_text: str
+    # How the promise was found: "bounded" (the policy as configured), "site_hours" (an accepted event
+    # with no callable moment in the customer's hours: the site's hours within the bound), "unbounded"
+    # (not even that: the first callable day, however far; flagged, never lost).
+    basis: str = "bounded"
+
+
+def decide_for_request(
+    cal: SiteCalendar, policy: Policy, requested_at: datetime, customer_tz: str | None, *, accepted: bool
+) -> tuple[Promise, str]:
+    """The promise (and its basis) for a request. ``accepted``: the request was already accepted
+    elsewhere (an event on the bus), so it is never refused; else :class:`NoCallbackPossible`."""
+    ctz = customer_zone(cal, customer_tz)
+    decided = decide_promise(cal, policy.promise, requested_at, ctz)
+    if isinstance(decided, Promise):
+        return decided, "bounded" if not decided.outside_customer_hours else "site_hours"
+    if not accepted:
+        raise NoCallbackPossible(decided)
+    fallback = decide_promise(cal, policy.promise, requested_at, ctz, when_no_overlap=WhenNoOverlap.SITE_HOURS)
+    if isinstance(fallback, Promise):
+        return fallback, "site_hours"
+    unbounded = PromisePolicy(policy.cutoff_minutes, policy.customer_hours, max_business_days=370)
+    last = decide_promise(cal, unbounded, requested_at, ctz)
+    if isinstance(last, Promise):
+        return last, "unbounded"
+    raise NoCallbackPossible(decided)
 
 
 def plan_commitment(
@@ -158,84 +207,38 @@ def plan_commitment(
     customer_tz: str | None,
     preferred_window: Interval | None = None,
     promised_by_agent: bool = False,
+    accepted: bool = True,
 ) -> Plan:
-    """Deadline, first try and the honest promise for a request made at ``requested_at``."""
-    ctz = customer_zone(cal, customer_tz)
-    d = cal.same_day_deadline(
-        requested_at, policy.cutoff_minutes, customer_tz=ctz, customer_hours=policy.customer_hours
-    )
-    windows = list(d.windows)
+    """Deadline, first try and the honest promise for a request made at ``requested_at``: the same
+    :func:`shared.promise.decide_promise` value intake tells the customer."""
+    p, basis = decide_for_request(cal, policy, requested_at, customer_tz, accepted=accepted)
+    windows = list(p.windows)
     window: Interval | None = None
     if preferred_window is not None:
         inside = clip(windows, preferred_window[0], preferred_window[1])
         if seconds_in(inside) > 0:
             window = (inside[0][0], inside[-1][1])
-    not_before = window[0] if window else d.earliest
-    total = seconds_in(clip(windows, not_before, d.deadline))
+    not_before = window[0] if window else p.earliest
+    total = seconds_in(clip(windows, not_before, p.deadline))
     initial_slack = total - policy.attempt_reserve.total_seconds()
     preferred_until = None
     if promised_by_agent:
         usable = max(0.0, initial_slack - policy.at_risk_slack.total_seconds())
         preferred_until = moment_with_remaining(
-            clip(windows, not_before, d.deadline), total - policy.preferred_share * usable
+            clip(windows, not_before, p.deadline), total - policy.preferred_share * usable
         )
-    text = promise_text(
-        cal,
-        ctz,
-        requested_at=requested_at,
-        deadline=d.deadline,
-        next_business_day=d.next_business_day,
-        window=window,
-        window_asked=preferred_window is not None,
-    )
     return Plan(
-        deadline=d.deadline,
-        promise_day=d.day,
-        next_business_day=d.next_business_day,
+        deadline=p.deadline,
+        promise_day=p.day,
+        next_business_day=p.next_business_day,
         not_before=not_before,
         window=window,
         window_honoured=window is not None,
         preferred_until=preferred_until,
         initial_slack_seconds=initial_slack,
-        promise_text=text,
+        promise_text=p.sentence(window, window_asked=preferred_window is not None),
+        basis=basis,
     )
-
-
-def _fmt_time(at: datetime) -> str:
-    return at.strftime("%H:%M")
-
-
-def _fmt_day(at: datetime) -> str:
-    return f"{at.strftime('%A')} {at.day} {at.strftime('%B')}"
-
-
-def promise_text(
-    cal: SiteCalendar,
-    ctz: ZoneInfo,
-    *,
-    requested_at: datetime,
-    deadline: datetime,
-    next_business_day: bool,
-    window: Interval | None,
-    window_asked: bool,
-) -> str:
-    """What we tell the customer, in the customer's clock. Honest about 'not today' and the window."""
-    local_deadline = deadline.astimezone(ctz)
-    zone_note = "" if ctz.key == cal.tz.key else f" ({ctz.key} time)"
-    if next_business_day:
-        if not cal.is_business_day(requested_at.astimezone(cal.tz).date()):
-            why = "We are closed today"
-        else:
-            why = "It is too late to call you back today"
-        text = f"{why}. We will call you back on {_fmt_day(local_deadline)} by {_fmt_time(local_deadline)}{zone_note}."
-    else:
-        text = f"We will call you back today by {_fmt_time(local_deadline)}{zone_note}."
-    if window is not None:
-        start, end = (w.astimezone(ctz) for w in window)
-        text += f" We will try between {_fmt_time(start)} and {_fmt_time(end)} as you asked."
-    elif window_asked:
-        text += " Your preferred time was not possible before then, so we will call as soon as we can."
-    return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,6 +266,10 @@ def callable_windows(cal: SiteCalendar, policy: Policy, c: CommitmentLike) -> li
     """The commitment's callable time on its promise day, up to its deadline."""
     ctz = customer_zone(cal, c.customer_timezone)
     windows = cal.callable_on(c.promise_day, ctz, policy.customer_hours)
+    if not windows and policy.customer_hours is not None:
+        # Promised within the site's hours outside the customer's (``when_no_overlap=site_hours``):
+        # the day has no callable time in the customer's hours, so the promise was made without them.
+        windows = cal.callable_on(c.promise_day, ctz, None)
     return clip(windows, windows[0][0], c.deadline) if windows else []
 
 

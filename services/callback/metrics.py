@@ -26,6 +26,15 @@ BREACHES_UNFLAGGED = Counter(
     ["site"],
 )
 
+PROMISE_DRIFT = Counter(
+    "switchboard_callback_promise_drift_total",
+    "Requests whose tracked promise is not the one this service would compute under its own policy: "
+    "`deadline_differs` (the requester told the customer another deadline: the told one is tracked), "
+    "`site_hours`/`unbounded` (an accepted request with no callable moment in the customer's hours or "
+    "within the bound); should stay 0 when intake and callback share SWITCHBOARD_PROMISE_* and the sites",
+    ["site", "kind"],
+)
+
 _KEY = "switchboard_callback_metrics"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import structlog
@@ -27,6 +27,7 @@ from services.callback.lifecycle import (
     Policy,
     Status,
     callable_windows,
+    customer_zone,
     decide_attempt,
     evaluate,
     is_callable,
@@ -34,9 +35,14 @@ from services.callback.lifecycle import (
     priority_boost,
     slack_seconds,
 )
-from services.callback.metrics import SCHEDULER_PASS_SECONDS, count_on_commit, count_unflagged_breach_on_commit
+from services.callback.metrics import (
+    PROMISE_DRIFT,
+    SCHEDULER_PASS_SECONDS,
+    count_on_commit,
+    count_unflagged_breach_on_commit,
+)
 from services.callback.store import AgentPresence, Attempt, Commitment, DispatchLock, Request
-from shared.business_hours import BusinessCalendars, Interval
+from shared.business_hours import BusinessCalendars, Interval, SiteCalendar
 from shared.events import (
     AgentStatus,
     AgentStatusChanged,
@@ -58,6 +64,7 @@ from shared.events import (
     deterministic_id,
 )
 from shared.outbox import stage
+from shared.promise import WhenNoOverlap
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +77,27 @@ class CommitmentNotFound(LookupError):
 
 class AttemptBeforeRequest(ValueError):
     """An attempt dated before the commitment existed (API input error)."""
+
+
+class CommitmentClosed(ValueError):
+    """An attempt typed in for a promise that has already ended (API: 409)."""
+
+    def __init__(self, c: Commitment) -> None:
+        super().__init__(f"callback {c.id} is {c.status}" + (f" ({c.close_reason})" if c.close_reason else ""))
+        self.status = c.status
+        self.close_reason = c.close_reason
+
+
+class AttemptTooSoon(ValueError):
+    """An attempt typed in inside the retry spacing after the previous one (API: 409)."""
+
+    def __init__(self, c: Commitment, at: datetime) -> None:
+        retry_at = c.not_before if c.not_before.tzinfo else c.not_before.replace(tzinfo=UTC)
+        super().__init__(
+            f"attempt at {at.isoformat()} is inside the retry spacing; the next attempt is allowed from "
+            f"{retry_at.isoformat()}"
+        )
+        self.retry_at = retry_at
 
 
 @dataclass
@@ -167,13 +195,16 @@ class CallbackService:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    async def request(self, req: CallbackRequested) -> tuple[Commitment, bool]:
-        """Create (or merge) a commitment; True when a new commitment was created."""
+    async def request(self, req: CallbackRequested, *, accepted: bool = True) -> tuple[Commitment, bool]:
+        """Create (or merge) a commitment; True when a new commitment was created.
+
+        ``accepted=False`` (the API): a request with no callable moment within the promise bound is
+        refused with :class:`NoCallbackPossible` instead of being promised anyway."""
         for attempt in range(3):
             try:
                 async with self.sessionmaker() as s, s.begin():
                     await self.write_lock(s)
-                    result = await self.request_in(s, req)
+                    result = await self.request_in(s, req, accepted=accepted)
                 self.committed()
                 return result
             except IntegrityError:
@@ -182,7 +213,9 @@ class CallbackService:
                     raise
         raise AssertionError("unreachable")
 
-    async def request_in(self, s: AsyncSession, req: CallbackRequested) -> tuple[Commitment, bool]:
+    async def request_in(
+        self, s: AsyncSession, req: CallbackRequested, *, accepted: bool = True
+    ) -> tuple[Commitment, bool]:
         now = self.now()
         requested_at = req.requested_at.astimezone(UTC)
         known = await s.get(Request, (req.tenant_id, req.request_id))
@@ -197,7 +230,8 @@ class CallbackService:
                 .with_for_update()
             )
         ).scalar_one_or_none()
-        if req.site not in self.calendars:
+        if not self.calendars.is_configured(req.site):
+            # Refused at every API; one on the bus is kept (never lost) on the default calendar.
             log.warning("callback.unknown_site", site=req.site, using=self.calendars.default.name)
         # A merged request is planned with the open commitment's site: one promise, one calendar.
         cal = self.calendars.for_site(open_c.site if open_c is not None else req.site)
@@ -209,7 +243,9 @@ class CallbackService:
             customer_tz=req.customer.timezone or (open_c.customer_timezone if open_c is not None else None),
             preferred_window=window,
             promised_by_agent=req.promised_by_agent_id is not None,
+            accepted=accepted,
         )
+        plan = self._as_told(req, plan, cal)
         if open_c is not None:
             self._merge(open_c, req, plan, now)
             c, created = open_c, False
@@ -274,6 +310,37 @@ class CallbackService:
             next_business_day=c.next_business_day,
         )
         return c, created
+
+    def _as_told(self, req: CallbackRequested, plan: Plan, cal: SiteCalendar) -> Plan:
+        """The customer was told ``req.promised_deadline``: that is the promise to track. Both sides
+        compute it with :func:`shared.promise.decide_promise`, so a difference means the deployments'
+        settings or calendars differ: flagged (log + metric), and the told deadline wins."""
+        if plan.basis == "unbounded" or (
+            plan.basis == "site_hours" and self.policy.when_no_overlap != WhenNoOverlap.SITE_HOURS
+        ):
+            PROMISE_DRIFT.labels(req.site, plan.basis).inc()
+            log.warning("callback.promise_outside_bound", request_id=req.request_id, basis=plan.basis)
+        told = req.promised_deadline
+        if told is None or told.astimezone(UTC) == plan.deadline:
+            return plan
+        told = told.astimezone(UTC)
+        PROMISE_DRIFT.labels(req.site, "deadline_differs").inc()
+        log.warning(
+            "callback.promise_drift",
+            request_id=req.request_id,
+            told=told.isoformat(),
+            computed=plan.deadline.isoformat(),
+            site=req.site,
+        )
+        ctz = customer_zone(cal, req.customer.timezone)
+        return replace(
+            plan,
+            deadline=told,
+            promise_day=(told - timedelta(microseconds=1)).astimezone(ctz).date(),
+            next_business_day=(told - timedelta(microseconds=1)).astimezone(ctz).date()
+            > req.requested_at.astimezone(ctz).date(),
+            promise_text=req.promise_text or plan.promise_text,
+        )
 
     def _merge(self, c: Commitment, req: CallbackRequested, plan: Plan, now: datetime) -> None:
         """A second request for a customer with an open promise: one commitment, the stricter promise."""
@@ -379,6 +446,12 @@ class CallbackService:
                     f"attempt at {at.isoformat()} is before the callback was requested ({requested_at.isoformat()})"
                 )
             at = requested_at  # another service's clock, slightly behind ours: not worth a dead letter
+        if source == "api":  # a person typed it: the rules of the promise apply (router events are calls made)
+            if c.status not in OPEN:
+                raise CommitmentClosed(c)
+            not_before = c.not_before if c.not_before.tzinfo else c.not_before.replace(tzinfo=UTC)
+            if c.attempts > 0 and c.status == Status.PENDING.value and at < not_before:
+                raise AttemptTooSoon(c, at)
         windows = self._windows(c)
         if c.status in OPEN and evaluate(c, windows, at, self.policy).breach:
             # The call was made after the deadline: the breach comes first, honestly. (A call made
@@ -443,6 +516,8 @@ class CallbackService:
             c.status = Status.CLOSED.value
             c.close_reason = decision.close_reason.value
             self._end(c, now)
+            if decision.close_reason == CloseReason.ATTEMPTS_EXHAUSTED:
+                log.warning("callback.exhausted", callback_id=c.id, attempts=c.attempts, site=c.site)
             await self._stage(s, self._breached_event(c, now), deterministic_id("callback.breached", c.id))
         else:
             c.status = Status.PENDING.value
@@ -861,6 +936,7 @@ class SiteSummary:
     breached: int = 0
     breached_unflagged: int = 0  # of those, not flagged at risk first
     closed: int = 0
+    exhausted: int = 0  # of those closed, after max_attempts without reaching the customer
 
     def count(self, c: Commitment) -> None:
         self.promised += 1
@@ -874,9 +950,19 @@ class SiteSummary:
             self.breached_unflagged += int(c.at_risk_at is None)
         elif c.status == Status.CLOSED.value:
             self.closed += 1
+            self.exhausted += int(c.close_reason == CloseReason.ATTEMPTS_EXHAUSTED.value)
 
     def add(self, other: SiteSummary) -> None:
-        for name in ("promised", "fulfilled", "open", "at_risk", "breached", "breached_unflagged", "closed"):
+        for name in (
+            "promised",
+            "fulfilled",
+            "open",
+            "at_risk",
+            "breached",
+            "breached_unflagged",
+            "closed",
+            "exhausted",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file, parse_periods
+from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file
 from shared.settings import CommonSettings
 
 
@@ -20,12 +20,9 @@ class CallbackSettings(BaseSettings):
     sites_file: Path | None = Field(None, description="YAML/JSON business calendars (see business_hours).")
     sites_json: str | None = Field(None, description="The same sites config inline as JSON.")
 
-    cutoff_minutes: int = Field(
-        30, ge=0, description="Less callable time than this left today: promise the next business day."
-    )
-    customer_calling_hours: str | None = Field(
-        "08:00-21:00", description="Customer-local hours we may call in (HH:MM-HH:MM); empty: any time."
-    )
+    # The promise's own settings (cut-off, customer calling hours, the bound) are shared with intake:
+    # shared.settings.PromiseSettings, SWITCHBOARD_PROMISE_* (SWITCHBOARD_CALLBACK_CUTOFF_MINUTES and
+    # SWITCHBOARD_CALLBACK_CUSTOMER_CALLING_HOURS still read there, deprecated).
     retry_spacing_minutes: float = Field(30, gt=0, description="Wait between unsuccessful attempts.")
     min_retry_spacing_minutes: float = Field(
         5, gt=0, description="Shortest spacing when the deadline compresses the last retry."
@@ -56,15 +53,6 @@ class CallbackSettings(BaseSettings):
         description="Release due callbacks without agent presence (only if no agent.status_changed flows).",
     )
     scheduler_enabled: bool = Field(True, description="Run the scheduler loop in this process.")
-
-    @field_validator("customer_calling_hours")
-    @classmethod
-    def _valid_hours(cls, value: str | None) -> str | None:
-        if value:
-            periods = parse_periods([value])
-            if len(periods) != 1:
-                raise ValueError("one period HH:MM-HH:MM")
-        return value or None
 
     def calendars(self, common: CommonSettings | None = None) -> BusinessCalendars:
         """Callback's own sites config if set, else the deployment's (``SWITCHBOARD_SITES_FILE``/``_JSON``)."""

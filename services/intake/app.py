@@ -37,7 +37,7 @@ from shared.events import utcnow
 from shared.nul_guard import RejectNulBytes
 from shared.observability import Check, configure_logging, install_operations
 from shared.runtime import ServiceRuntime
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, PromiseSettings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 log = structlog.get_logger(__name__)
@@ -108,6 +108,7 @@ def create_app(
     bus: EventBus | None = None,
     clock: Callable[[], datetime] = utcnow,
     calendars: BusinessCalendars | None = None,
+    promise: PromiseSettings | None = None,
 ) -> FastAPI:
     """Build the intake app. Tests inject settings, a bus and a clock; production reads the env."""
     settings = settings or IntakeSettings()
@@ -116,6 +117,7 @@ def create_app(
     runtime = ServiceRuntime("intake", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
     checks: dict[str, Check] = {}
     cal = calendars or settings.calendars(common)
+    promise_policy = (promise or PromiseSettings()).policy()  # the same source the callback service reads
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,7 +136,12 @@ def create_app(
             clock=clock,
         )
         app.state.intake = IntakeContext(
-            settings=settings, service=service, calendars=cal, tenant_id=common.tenant_id, clock=clock
+            settings=settings,
+            service=service,
+            calendars=cal,
+            tenant_id=common.tenant_id,
+            clock=clock,
+            promise_policy=promise_policy,
         )
         if settings.gc_freeze:
             # Everything loaded so far (phone metadata, calendars, schemas) lives as long as the process:

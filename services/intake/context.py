@@ -9,7 +9,7 @@ from datetime import datetime
 import structlog
 from fastapi import Request
 
-from services.intake.edge import public_url
+from services.intake.edge import field_error, public_url
 from services.intake.rules import MinuteCachedHours, OpenHours
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
@@ -25,6 +25,7 @@ from services.intake.signatures import (
 from services.intake.store import RequestKey
 from services.intake.twiml import Voice
 from shared.business_hours import BusinessCalendars, SiteCalendar
+from shared.promise import NoPromise, Promise, PromisePolicy, decide_promise
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,7 @@ class IntakeContext:
     calendars: BusinessCalendars
     tenant_id: str
     clock: Callable[[], datetime]
+    promise_policy: PromisePolicy = field(default_factory=PromisePolicy)
     _hours: dict[str, OpenHours] = field(default_factory=dict)
 
     @property
@@ -44,6 +46,15 @@ class IntakeContext:
 
     def calendar(self, site: str) -> SiteCalendar:
         return self.calendars.for_site(site)
+
+    def promise(self, site: str, at: datetime, customer_tz: str | None) -> Promise | NoPromise:
+        """THE callback promise (shared.promise): the callback service computes the same value."""
+        return decide_promise(self.calendar(site), self.promise_policy, at, customer_tz)
+
+    def require_site(self, site: str, loc: list[str | int]) -> None:
+        """422 naming the configured sites for a site nobody configured."""
+        if not self.calendars.is_configured(site, self.settings.default_site):
+            raise field_error(loc, self.calendars.unknown_site_error(site, self.settings.default_site))
 
     def hours(self, site: str) -> OpenHours:
         """The site's open/closed answer, memoised per minute (hours are configured to the minute)."""

@@ -150,9 +150,12 @@ class CallbackRequestAccepted(BaseModel):
     request_id: str
     duplicate: bool
     expected_by: datetime | None = Field(
-        None, description="Latest time we expect to call (site calendar); the callback service confirms."
+        None,
+        description="The promised deadline (site calendar, customer's clock and calling hours, cut-off, bound): "
+        "the deadline the callback service tracks.",
     )
     next_business_day: bool | None = None
+    promise_text: str | None = Field(None, description="What to tell the customer (show it on the page).")
 
 
 class Problem(BaseModel):

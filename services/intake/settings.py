@@ -58,9 +58,9 @@ class IntakeSettings(BaseSettings):
     rules_file: Path | None = Field(None, description="YAML/JSON file with the enrichment rules.")
     sites: SitesConfig | None = Field(None, description="Business calendars (see shared.business_hours).")
     sites_file: Path | None = Field(None, description="YAML/JSON business calendars file.")
-    callback_cutoff_minutes: int = Field(
-        30, ge=0, description="Less callable time than this left today: the promise is for the next day."
-    )
+    # The callback promise's cut-off, customer calling hours and bound are shared with the callback
+    # service: shared.settings.PromiseSettings, SWITCHBOARD_PROMISE_* (SWITCHBOARD_INTAKE_CALLBACK_CUTOFF_MINUTES
+    # is still read there, deprecated).
     twilio_gather: bool = Field(True, description="Ask the IVR menu (one digit) before deciding.")
     twilio_language: str = Field("en-US", description="<Say> language.")
     twilio_voice: str | None = Field(None, description="<Say> voice, e.g. Polly.Joanna.")

@@ -1178,7 +1178,12 @@ class RouterService(RouterViews):
                     notes=outcome.notes,
                     at=to_datetime(tx.now),
                 ),
-                event_id=deterministic_id("callback-attempted", row.contact_id),
+                # One id per attempt (the work item is re-queued with a fresh received_at for each
+                # callback.due after an attempt), so attempt 2, 3... are not dropped as duplicates of the
+                # first, while a redelivery of this same completion still dedupes.
+                event_id=deterministic_id(
+                    "callback-attempted", row.contact_id, str(row.callback_attempt), repr(float(row.received_at))
+                ),
             )
         if outcome.callback_promised:
             await tx.emit(

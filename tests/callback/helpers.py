@@ -33,6 +33,8 @@ def requested(
     agent: str | None = None,
     window: tuple[datetime, datetime] | None = None,
     virtual_start_time: datetime | None = None,
+    promised_deadline: datetime | None = None,
+    promise_text: str | None = None,
 ) -> Envelope:
     return make_event(
         CallbackRequested(
@@ -44,6 +46,8 @@ def requested(
             preferred_window=TimeWindow(start=window[0], end=window[1]) if window else None,
             virtual_start_time=virtual_start_time,
             requested_at=at,
+            promised_deadline=promised_deadline,
+            promise_text=promise_text,
         ),
         source="switchboard/intake",
     )

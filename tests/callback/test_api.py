@@ -125,10 +125,21 @@ async def test_attempts_history_and_idempotency(client: httpx.AsyncClient, clock
     body = r.json()
     assert body["attempts"] == 1 and len(body["attempt_history"]) == 1
     assert body["status"] == "pending" and body["not_before"] == "2026-03-25T09:35:00Z"  # 30 min spacing
+    # Inside the retry spacing: refused with when the next attempt is allowed (issue 12).
+    clock.advance(timedelta(minutes=10))
+    r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "reached", "agent_id": "a2"})
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"]["reason"] == "retry_spacing"
+    assert r.json()["detail"]["retry_at"] == "2026-03-25T09:35:00+00:00" and r.headers["Retry-After"] == "1200"
+    clock.advance(timedelta(minutes=20))
     r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "reached", "agent_id": "a2"})
     body = r.json()
     assert body["status"] == "fulfilled" and body["fulfilled_by_agent_id"] == "a2"
     assert [a["result"] for a in body["attempt_history"]] == ["no_answer", "reached"]
+    # The promise has ended: a further attempt is refused, not recorded.
+    r = await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "no_answer"})
+    assert r.status_code == 409 and r.json()["detail"]["reason"] == "callback_closed"
+    assert len((await client.get(f"/v1/callbacks/{cid}")).json()["attempt_history"]) == 2
     assert (await client.post(f"/v1/callbacks/{cid}/attempts", json={"result": "maybe"})).status_code == 422
     assert (await client.post("/v1/callbacks/nope/attempts", json={"result": "reached"})).status_code == 404
     assert (await client.get("/v1/callbacks/nope")).status_code == 404
@@ -183,6 +194,7 @@ async def test_list_filters_and_summary(client: httpx.AsyncClient, clock: Manual
         "breached": 0,
         "breached_unflagged": 0,
         "closed": 1,
+        "exhausted": 0,
         "same_day_fulfilment_rate": 0.3333,
     }
     per_site = {e["site"]: e for e in s["sites"]}
@@ -252,3 +264,16 @@ async def test_operations_endpoints(client: httpx.AsyncClient) -> None:
     before = await scheduled_nyc()
     await client.post("/v1/callbacks", json={"customer": {"id": "metrics-1"}, "site": "nyc"})
     assert await scheduled_nyc() == before + 1
+
+
+async def test_unknown_site_and_impossible_promise_are_422(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/callbacks", json={"customer": {"id": "x"}, "site": "atlantis"})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "site"] and error["msg"] == "unknown site 'atlantis'; configured sites: main, nyc"
+    # 08:00-21:00 in Pacific/Gambier (UTC-9) never meets Munich's opening hours: no promise we could keep.
+    r = await client.post("/v1/callbacks", json={"customer": {"id": "x", "timezone": "Pacific/Gambier"}})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["type"] == "no_callback_possible" and error["next_open"]
+    assert (await client.get("/v1/callbacks")).json() == []

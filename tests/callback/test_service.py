@@ -3,7 +3,7 @@ requests and merges, inbox dedupe, capacity-gated releases, preferred agents, at
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from services.callback.clock import ManualClock
 from services.callback.consumers import CallbackConsumer
 from services.callback.lifecycle import Status
-from services.callback.service import CallbackService, ListFilter
+from services.callback.service import CallbackService, CommitmentClosed, ListFilter
 from services.callback.store import Commitment
 from shared.events import AgentStatus, AttemptResult, CallbackBreached, CallbackDue, CallbackScheduled
 from tests.callback.conftest import Outbox, ServiceFactory, berlin
@@ -281,8 +281,11 @@ async def test_wrong_number_closes_honestly_and_reached_fulfils(
     assert (await service.get(a.id)).close_reason == "wrong_number"
     b2 = await service.get(b.id)
     assert b2.status == Status.FULFILLED and b2.fulfilled_by_agent_id == "a2"
-    # A late attempt on an ended commitment is kept in the history and changes nothing.
-    await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2")
+    # A late attempt on an ended commitment reported by the router (a call that was made) is kept in
+    # the history and changes nothing; typed in through the API it is refused (issue 12: 409).
+    with pytest.raises(CommitmentClosed):
+        await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2")
+    await service.record_attempt(b.id, AttemptResult.NO_ANSWER, agent_id="a2", source="event")
     b3 = await service.get(b.id)
     assert b3.status == Status.FULFILLED and b3.attempts == 1 and b3.attempt_history[-1].late
 
@@ -430,3 +433,57 @@ async def test_a_promise_ending_after_the_sites_midnight_is_one_of_todays(
     assert today.sites[0].date.isoformat() == "2026-11-25"
     tomorrow = await service.summary_today(asked + timedelta(hours=9))  # 00:30 UTC on the 26th
     assert tomorrow.overall.promised == 0
+
+
+async def test_the_told_deadline_is_tracked_and_a_drift_is_flagged(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    """Intake carries what it told the customer; the callback service tracks exactly that (issue 12)."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    before = REGISTRY.get_sample_value(
+        "switchboard_callback_promise_drift_total", {"site": "main", "kind": "deadline_differs"}
+    ) or 0
+    await consumer.handle(requested("agrees", t, promised_deadline=berlin(2026, 3, 25, 18, 0)))
+    told = berlin(2026, 3, 25, 17, 0)  # e.g. intake ran with other calendars
+    await consumer.handle(
+        requested("drifts", t, promised_deadline=told, promise_text="We will call you back today by 17:00.")
+    )
+    by_customer = {c.customer_id: c for c in await service.list(ListFilter())}
+    assert by_customer["agrees"].deadline.replace(tzinfo=UTC) == berlin(2026, 3, 25, 18, 0)
+    drifted = by_customer["drifts"]
+    assert drifted.deadline.replace(tzinfo=UTC) == told and drifted.promise_text.endswith("by 17:00.")
+    after = REGISTRY.get_sample_value(
+        "switchboard_callback_promise_drift_total", {"site": "main", "kind": "deadline_differs"}
+    )
+    assert after == before + 1  # only the drifting one
+
+
+async def test_an_event_for_an_unknown_site_is_kept_on_the_default_calendar(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    """The APIs refuse unknown sites; one already on the bus must not be lost."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    assert await consumer.handle(requested("lost?", t, site="atlantis"))
+    [c] = await service.list(ListFilter())
+    assert c.site == "atlantis" and c.status == Status.PENDING
+
+
+async def test_an_event_with_no_callable_moment_is_kept_on_the_site_hours_and_flagged(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    """Pacific/Gambier's 08:00-21:00 never meets Munich's hours: an accepted request (e.g. an agent's
+    promise) is not refused after the fact; it is planned within the site's hours and counted."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(requested("far", t, timezone="Pacific/Gambier"))
+    [c] = await service.list(ListFilter())
+    # 09:00 in Munich is 23:00 on the 24th in Gambier: the customer's today still has an hour of site time.
+    assert c.status == Status.PENDING and c.deadline.replace(tzinfo=UTC) == berlin(2026, 3, 25, 10, 0)
+    assert c.promise_text == (
+        "We will call you back today by 00:00 your time (Pacific/Gambier), outside your usual hours."
+    )
+    assert REGISTRY.get_sample_value("switchboard_callback_promise_drift_total", {"site": "main", "kind": "site_hours"})
+    # Its callable windows are the site's hours (not the customer's, which never meet them): releasable now.
+    assert service._windows(c)[-1] == (berlin(2026, 3, 25, 8, 0), berlin(2026, 3, 25, 10, 0))

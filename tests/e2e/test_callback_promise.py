@@ -7,6 +7,7 @@ service: fulfilled, and today's summary says so. Issue 5's end-to-end promise.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -95,3 +96,104 @@ def test_midday_timezone_puts_the_customer_near_noon() -> None:
         local = now.astimezone(ZoneInfo(midday_timezone(now)))
         assert 10 <= local.hour <= 14, (hour, midday_timezone(now), local)
         assert now + timedelta(0) == local  # same instant, other clock
+
+
+async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfils(
+    services: Callable[..., ServiceProcess],
+) -> None:
+    """Issue 12 across the real services: each completion is its own ``callback.attempted`` (the router
+    used to give every attempt on a callback one event id, so attempts 2, 3... were dropped as duplicates).
+    One callback: no_answer x3 -> closed as exhausted; another: no_answer, then reached -> fulfilled."""
+    intake = services("intake")
+    router = services("router", env=ROUTER_ENV)
+    callback = services(
+        "callback",
+        env={
+            "SWITCHBOARD_CALLBACK_POLL_INTERVAL_SECONDS": "0.2",
+            "SWITCHBOARD_CALLBACK_RETRY_SPACING_MINUTES": "0.05",  # 3 s between attempts
+            "SWITCHBOARD_CALLBACK_MIN_RETRY_SPACING_MINUTES": "0.02",
+        },
+    )
+    alice = await register(router, "alice", ["service"])
+    tz = midday_timezone(datetime.now(UTC))
+    script = {"+4930901001": ["no_answer", "no_answer", "no_answer"], "+4930901002": ["no_answer", "reached"]}
+
+    async with agent_stream(router.url, "alice", alice) as stream, httpx.AsyncClient() as http:
+        await stream.wait_for("hello")
+        told = {}
+        for phone in script:
+            r = await http.post(
+                f"{intake.url}/v1/callback-requests", data={"phone": phone, "timezone": tz, "intent": "support"}
+            )
+            assert r.status_code == 202, r.text
+            told[phone] = r.json()
+
+        def commitments() -> dict[str, dict] | None:
+            items = httpx.get(f"{callback.url}/v1/callbacks").json()
+            return {c["customer"]["phone"]: c for c in items} if len(items) == 2 else None
+
+        by_phone = wait_until(commitments, timeout=15)
+        for phone, answer in told.items():  # what the customer was told is what is tracked
+            assert datetime.fromisoformat(answer["expected_by"]) == datetime.fromisoformat(by_phone[phone]["deadline"])
+            assert answer["promise_text"] == by_phone[phone]["promise_text"]
+        phone_of = {c["id"]: phone for phone, c in by_phone.items()}
+        remaining = {c["id"]: list(script[phone]) for phone, c in by_phone.items()}
+
+        seen: set[str] = set()  # the reader keeps every event: answer each offer once
+        async with asyncio.timeout(90):
+            while any(remaining.values()):
+                offer = await stream.wait_for(
+                    "offer", lambda d: d["offer_id"] not in seen and bool(remaining.get(d["contact_id"])), timeout=30
+                )
+                seen.add(offer["offer_id"])
+                cid = offer["contact_id"]
+                r = await http.post(f"{router.url}/v1/offers/{offer['offer_id']}/accept", headers=alice)
+                if r.status_code != 200:
+                    continue  # withdrawn meanwhile (e.g. re-released): the next offer follows
+                result = remaining[cid].pop(0)
+                r = await http.post(
+                    f"{router.url}/v1/contacts/{cid}/complete",
+                    headers=alice,
+                    json={"resolved": result == "reached", "attempt_result": result},
+                )
+                assert r.status_code == 200, r.text
+                # Ready for the next one: end the wrap-up early, as an agent's client does.
+                r = await http.put(
+                    f"{router.url}/v1/agents/alice/status", headers=alice, json={"status": "available"}
+                )
+                assert r.status_code == 200, r.text
+                # The next attempt waits for the callback service to record this one (and its spacing).
+                want = len(script[phone_of[cid]]) - len(remaining[cid])
+                wait_until(
+                    lambda cid=cid, want=want: httpx.get(f"{callback.url}/v1/callbacks/{cid}").json()["attempts"]
+                    == want,
+                    timeout=15,
+                )
+
+        def ended() -> dict[str, dict] | None:
+            items = {c["customer"]["phone"]: c for c in httpx.get(f"{callback.url}/v1/callbacks").json()}
+            open_ = ("pending", "released", "in_progress")
+            return items if all(c["status"] not in open_ for c in items.values()) else None
+
+        final = wait_until(ended, timeout=15)
+        exhausted, fulfilled = final["+4930901001"], final["+4930901002"]
+        assert (exhausted["status"], exhausted["close_reason"], exhausted["attempts"]) == (
+            "closed",
+            "attempts_exhausted",
+            3,
+        )
+        assert (fulfilled["status"], fulfilled["attempts"]) == ("fulfilled", 2)
+        history = httpx.get(f"{callback.url}/v1/callbacks/{exhausted['id']}").json()["attempt_history"]
+        assert [a["result"] for a in history] == ["no_answer"] * 3 and not any(a["late"] for a in history)
+        # Attempts were spaced: each retry came no sooner than the (shortened) spacing after the last.
+        times = [datetime.fromisoformat(a["at"]) for a in history]
+        assert all(b - a >= timedelta(seconds=1.2) for a, b in zip(times, times[1:], strict=False)), times
+
+        overall = httpx.get(f"{callback.url}/v1/summary/today").json()["overall"]
+        assert (overall["promised"], overall["fulfilled"], overall["closed"], overall["exhausted"]) == (2, 1, 1, 1)
+        assert (overall["open"], overall["breached"]) == (0, 0)
+        assert overall["same_day_fulfilment_rate"] == 0.5
+
+        # Attempts typed in on an ended promise are refused.
+        r = await http.post(f"{callback.url}/v1/callbacks/{exhausted['id']}/attempts", json={"result": "reached"})
+        assert r.status_code == 409 and r.json()["detail"]["reason"] == "callback_closed"

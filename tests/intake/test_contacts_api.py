@@ -229,7 +229,7 @@ async def test_metrics_count_received_accepted_duplicates_and_rejections(intake:
 
 
 async def test_abandon_publishes_contact_abandoned_on_the_contacts_domain_once(intake: IntakeFactory) -> None:
-    app = await intake(**SECRETS)
+    app = await intake(**SECRETS, sites={"sites": {"berlin": {}}})  # a configured site (issue 12)
     accepted = await app.post_signed("/v1/contacts", contact_payload(site="berlin"))
     contact_id = accepted.json()["contact_id"]
     notice = {"source": "acme", "external_id": "call-1"}

@@ -109,7 +109,8 @@ async def test_a_subscriber_receives_the_contact_through_the_embedded_bus(
 ) -> None:
     """Intake in its own process; a router-like consumer in this one, on the same bus file."""
     data = tmp_path / "data"
-    proc = Uvicorn(data).start()
+    # "hamburg" is a configured site: intake refuses sites nobody configured (issue 12).
+    proc = Uvicorn(data, SWITCHBOARD_SITES_JSON='{"sites": {"hamburg": {}}}').start()
     processes.append(proc)
     bus = EmbeddedBus(data / "bus.sqlite3")
     await bus.start()

@@ -29,12 +29,26 @@ from services.intake.edge import (
 )
 from services.intake.rules import timezone_for
 from services.intake.schemas import CallbackRequestAccepted, CallbackRequestIn
-from services.intake.service import Prepared
+from services.intake.service import IntakeError, Prepared
 from services.intake.store import Scope
-from shared.business_hours import Deadline
+from shared.business_hours import Interval, seconds_in
 from shared.events import CallbackOrigin, CallbackRequested, Channel, Customer, TimeWindow, deterministic_id
+from shared.promise import NoPromise, Promise
 
 router = APIRouter(prefix="/v1", tags=["callbacks"], route_class=RequestOnlyRoute)
+
+
+def honoured_window(promise: Promise, window: TimeWindow | None) -> tuple[Interval | None, bool]:
+    """The preferred window as the promise can honour it (clipped to callable time), as the callback
+    service's plan does, so the sentence intake says is the one the callback service stores."""
+    if window is None:
+        return None, False
+    inside = [
+        (max(s, window.start), min(e, window.end)) for s, e in promise.windows if e > window.start and s < window.end
+    ]
+    if seconds_in(inside) <= 0:
+        return None, True
+    return (inside[0][0], inside[-1][1]), True
 
 
 def form_fields(body: bytes) -> dict[str, Any]:
@@ -53,8 +67,10 @@ def form_fields(body: bytes) -> dict[str, Any]:
     summary="Web form: call me back today",
     description=(
         "JSON or `application/x-www-form-urlencoded`. Publishes `callback.requested` (origin `web_form`) "
-        "and answers 202 once it is durable, with the time we expect to call by (the site's calendar and "
-        "the customer's clock). Idempotent per `external_id`, `Idempotency-Key`, or else identical "
+        "and answers 202 once it is durable, with the time we will call by and the sentence to show the "
+        "customer (`promise_text`), the very promise the callback service tracks. 422 for a site nobody "
+        "configured, and (`no_callback_possible`) when no callable moment exists within the promise bound: "
+        "the answer says when to call instead. Idempotent per `external_id`, `Idempotency-Key`, or else identical "
         "content on the same day."
     ),
     responses=error_responses(400, 401, 413, 415, 422, 503),
@@ -74,7 +90,9 @@ async def post_callback_request(request: Request) -> Response:
     form: CallbackRequestIn = validate(CallbackRequestIn, data)
     now = ctx.clock()
     site = form.site or ctx.settings.default_site
+    ctx.require_site(site, ["body", "site"])
     tz_name = timezone_for(form.timezone, form.phone)
+    promise = ctx.promise(site, now, tz_name)  # THE promise: the callback service tracks this very value
 
     idem = idempotency_key(request)
     if form.external_id is not None:
@@ -90,19 +108,20 @@ async def post_callback_request(request: Request) -> Response:
     if idem is not None and primary.scope != Scope.IDEMPOTENCY_KEY:
         keys.insert(0, ctx.key(Scope.IDEMPOTENCY_KEY, form.source, idem))
 
+    if isinstance(promise, NoPromise) and await ctx.service.lookup(keys) is None:
+        # No callable moment within the bound (e.g. the customer's hours never meet ours): promise
+        # nothing we cannot keep, and say when to reach us instead. Nothing is published.
+        raise IntakeError(422, "no_callback_possible", promise.sentence())
+
     def prepare() -> Prepared:
         request_id = deterministic_id("callback-request", ctx.tenant_id, form.source, primary.scope, primary.key)
-        try:
-            deadline: Deadline | None = ctx.calendar(site).same_day_deadline(
-                now, ctx.settings.callback_cutoff_minutes, customer_tz=tz_name
-            )
-        except ValueError:
-            deadline = None
         window = (
             TimeWindow(start=form.window_start, end=form.window_end)
             if form.window_start is not None and form.window_end is not None
             else None
         )
+        kept = promise if isinstance(promise, Promise) else None
+        text = kept.sentence(*honoured_window(kept, window)) if kept else None
         event = CallbackRequested(
             tenant_id=ctx.tenant_id,
             request_id=request_id,
@@ -121,12 +140,15 @@ async def post_callback_request(request: Request) -> Response:
             reason=(form.message or "web_form")[:1000],
             virtual_start_time=now,
             requested_at=now,
+            promised_deadline=kept.deadline if kept else None,
+            promise_text=text,
         )
         answer = CallbackRequestAccepted(
             request_id=request_id,
             duplicate=False,
-            expected_by=deadline.deadline if deadline else None,
-            next_business_day=deadline.next_business_day if deadline else None,
+            expected_by=kept.deadline if kept else None,
+            next_business_day=kept.next_business_day if kept else None,
+            promise_text=text,
         )
         return Prepared(event, request_id, site, 202, JSON_MEDIA, answer.model_dump_json())
 

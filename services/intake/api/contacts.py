@@ -90,6 +90,7 @@ async def post_contact(request: Request) -> Response:
     begin(request, "contacts")
     ctx = context(request)
     body, contact = await read_signed(ctx, request, ContactIn, required_without_secret=True)
+    ctx.require_site(contact.site or ctx.settings.default_site, ["body", "site"])
     idem = idempotency_key(request)
     keys = [ctx.key(Scope.EXTERNAL, contact.source, contact.external_id)]
     if idem is not None:

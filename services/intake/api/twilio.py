@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +35,6 @@ from services.intake.rules import enrich, timezone_for
 from services.intake.schemas import _e164
 from services.intake.service import Prepared, Result
 from services.intake.store import Scope
-from shared.business_hours import Deadline
 from shared.events import (
     CallbackOrigin,
     CallbackRequested,
@@ -48,6 +46,7 @@ from shared.events import (
     contact_id_for,
     deterministic_id,
 )
+from shared.promise import NoPromise, Promise
 
 router = APIRouter(prefix="/v1/webhooks/twilio", tags=["twilio"], route_class=RequestOnlyRoute)
 
@@ -81,13 +80,9 @@ def caller_phone(raw: str) -> str | None:
         return None
 
 
-def promise_text(deadline: Deadline | None, tz: ZoneInfo) -> str:
-    if deadline is None:
-        return "We will call you back as soon as we can. Goodbye."
-    by = deadline.deadline.astimezone(tz)
-    if deadline.next_business_day:
-        return f"We will call you back on {by:%A}, {by.day} {by:%B}, by {by:%H:%M}. Goodbye."
-    return f"We will call you back today by {by:%H:%M}. Goodbye."
+def spoken(promise: Promise) -> str:
+    """The promise as the caller hears it: the callback service stores this same sentence."""
+    return f"{promise.sentence()} Goodbye."
 
 
 def closed_text(ctx: IntakeContext, site: str, now: datetime) -> str:
@@ -132,20 +127,14 @@ def callback_event(
     site: str,
     phone: str,
     tz_name: str | None,
+    promise: Promise,
     intent: Intent | None,
     origin: CallbackOrigin,
     reason: str,
     now: datetime,
 ) -> tuple[CallbackRequested, str]:
-    """The callback promise for a caller: the event and the TwiML that tells them."""
+    """The callback promise for a caller: the event and the TwiML that tells them, from one value."""
     source = ctx.settings.twilio_source
-    cal = ctx.calendar(site)
-    try:
-        deadline: Deadline | None = cal.same_day_deadline(
-            now, ctx.settings.callback_cutoff_minutes, customer_tz=tz_name
-        )
-    except ValueError:
-        deadline = None  # a calendar that never opens: promise nothing we cannot keep
     event = CallbackRequested(
         tenant_id=ctx.tenant_id,
         request_id=deterministic_id("callback-request", ctx.tenant_id, source, call.call_sid),
@@ -158,10 +147,15 @@ def callback_event(
         reason=reason,
         virtual_start_time=now,  # keeps the caller's place in line
         requested_at=now,
+        promised_deadline=promise.deadline,
+        promise_text=promise.sentence(),
     )
-    return event, twiml.say_and_hang_up(
-        promise_text(deadline, ZoneInfo(tz_name) if tz_name else cal.tz), voice=ctx.voice
-    )
+    return event, twiml.say_and_hang_up(spoken(promise), voice=ctx.voice)
+
+
+NO_CALLBACK_QUEUED = (
+    "We cannot call you back at a time that suits you in the next days, so we are keeping your place in line instead."
+)
 
 
 @router.post(
@@ -206,6 +200,13 @@ async def twilio_voice(request: Request) -> Response:
     wants_callback = rules.wants_callback(selections)
     if not is_open and phone is None:
         return twiml_response(twiml.say_and_hang_up(closed_text(ctx, site, now), voice=ctx.voice))
+    tz_name = timezone_for(None, phone)  # what enrich() derives for the caller, before the decision
+    promise = ctx.promise(site, now, tz_name) if phone is not None and (wants_callback or not is_open) else None
+    if isinstance(promise, NoPromise):
+        if not is_open:
+            # Closed, and no callback we could keep within the bound: say when we are open instead.
+            return twiml_response(twiml.say_and_hang_up(closed_text(ctx, site, now), voice=ctx.voice))
+        wants_callback = False  # open: the caller keeps a place in line rather than a promise we would break
 
     def prepare() -> Prepared:
         e = enrich(
@@ -219,13 +220,14 @@ async def twilio_voice(request: Request) -> Response:
             phone_e164=phone,
             site_hours=cal,
         )
-        if phone is not None and (wants_callback or not is_open):
+        if phone is not None and isinstance(promise, Promise) and (wants_callback or not is_open):
             event, text = callback_event(
                 ctx,
                 call,
                 site=site,
                 phone=phone,
                 tz_name=e.customer_timezone,
+                promise=promise,
                 intent=e.intent,
                 origin=CallbackOrigin.CUSTOMER_REQUEST if wants_callback else CallbackOrigin.ROUTER_POLICY,
                 reason="ivr_callback_digit" if wants_callback else "outside_business_hours",
@@ -251,8 +253,11 @@ async def twilio_voice(request: Request) -> Response:
             within_business_hours=e.within_business_hours,
             received_at=now,
         )
+        hold = ctx.settings.twilio_hold_message
+        if isinstance(promise, NoPromise):
+            hold = f"{NO_CALLBACK_QUEUED} {hold}"
         text = twiml.enqueue(
-            ctx.settings.twilio_hold_message,
+            hold,
             queue=f"{ctx.settings.twilio_queue_prefix}-{site}",
             action_url=absolute(ctx, request, QUEUE_RESULT_PATH),
             wait_url=ctx.settings.twilio_wait_url,
@@ -319,13 +324,21 @@ async def twilio_queue_result(request: Request) -> Response:
         text = "We are sorry, we cannot take your call right now. Please call again later. Goodbye."
         return twiml_response(twiml.say_and_hang_up(text, voice=ctx.voice))
 
+    tz_name = timezone_for(None, phone)
+    promise = ctx.promise(known.site, now, tz_name)
+    if isinstance(promise, NoPromise):
+        text = f"We are sorry, we cannot take your call right now. {promise.sentence()} Goodbye."
+        return twiml_response(twiml.say_and_hang_up(text, voice=ctx.voice))
+
     def fallback() -> Prepared:
+        assert isinstance(promise, Promise)
         event, text = callback_event(
             ctx,
             call,
             site=known.site,
             phone=phone,
-            tz_name=timezone_for(None, phone),
+            tz_name=tz_name,
+            promise=promise,
             intent=None,
             origin=CallbackOrigin.ROUTER_POLICY,
             reason=f"queue_{result}",
