@@ -87,7 +87,8 @@ class AuthSettings(BaseSettings):
             )
         if len(token) < MIN_ADMIN_TOKEN_LENGTH or token.lower() in KNOWN_WEAK_TOKENS:
             raise MissingAdminToken(
-                f"SWITCHBOARD_ADMIN_TOKEN is too weak: use a random token of at least {MIN_ADMIN_TOKEN_LENGTH} characters"
+                "SWITCHBOARD_ADMIN_TOKEN is too weak: use a random token of at least "
+                f"{MIN_ADMIN_TOKEN_LENGTH} characters"
             )
         return token
 

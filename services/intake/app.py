@@ -31,6 +31,7 @@ from services.intake.schemas import AbandonIn, CallbackRequestIn, ContactIn
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
 from services.intake.store import IdempotencyStore, open_store
+from shared.auth import Authenticator, AuthSettings, install_auth
 from shared.bus.base import EventBus
 from shared.business_hours import BusinessCalendars
 from shared.events import utcnow
@@ -101,6 +102,27 @@ async def prune_forever(store: IdempotencyStore, settings: IntakeSettings, clock
         await asyncio.sleep(settings.prune_interval_seconds)
 
 
+def log_signature_policy(settings: IntakeSettings) -> None:
+    """Say at start-up, loudly when it is unsafe, whether unsigned webhooks are accepted."""
+    required = settings.signatures_required()
+    no_secrets = not settings.source_secrets and settings.twilio_auth_token is None and not settings.twilio_shared_keys
+    if required and no_secrets:
+        log.warning(
+            "intake.signatures_required_but_no_secrets",
+            listen_host=settings.listen_host,
+            hint="every webhook will be refused (401): set SWITCHBOARD_INTAKE_SOURCE_SECRETS / _TWILIO_AUTH_TOKEN",
+        )
+    elif not required and settings.listens_on_loopback_only():
+        log.info("intake.unsigned_webhooks_accepted_on_loopback", listen_host=settings.listen_host)
+    elif not required:
+        log.critical(
+            "intake.SIGNATURES_DISABLED_ON_A_PUBLIC_INTERFACE",
+            listen_host=settings.listen_host,
+            hint="SWITCHBOARD_INTAKE_REQUIRE_SIGNATURES=false: anyone who reaches intake can submit and abandon "
+            "contacts; remove it and configure source secrets",
+        )
+
+
 def create_app(
     settings: IntakeSettings | None = None,
     common: CommonSettings | None = None,
@@ -108,11 +130,14 @@ def create_app(
     bus: EventBus | None = None,
     clock: Callable[[], datetime] = utcnow,
     calendars: BusinessCalendars | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """Build the intake app. Tests inject settings, a bus and a clock; production reads the env."""
     settings = settings or IntakeSettings()
     common = common or CommonSettings()
     configure_logging("intake", level=common.log_level, json=common.log_json)
+    authenticator = Authenticator(auth or AuthSettings())  # no admin token: refuse to start
+    log_signature_policy(settings)
     runtime = ServiceRuntime("intake", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
     checks: dict[str, Check] = {}
     cal = calendars or settings.calendars(common)
@@ -141,8 +166,6 @@ def create_app(
             # keep it out of the collector's full passes, which otherwise rescan it under load.
             gc.collect()
             gc.freeze()
-        if not settings.source_secrets and settings.twilio_auth_token is None:
-            log.warning("intake.signatures_disabled", hint="set SWITCHBOARD_INTAKE_SOURCE_SECRETS / TWILIO_AUTH_TOKEN")
         if settings.direct_dispatch:
             app.enable_direct_dispatch()
         pruner = asyncio.create_task(prune_forever(store, settings, clock), name="intake-prune")
@@ -167,6 +190,7 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.state.runtime = runtime
+    install_auth(app, authenticator)
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422 here, not a DLQ downstream
     install_error_handlers(app)
     app.include_direct_router(contacts.router)

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.postgres import fresh_database
 from tests.conftest import TEST_ADMIN_TOKEN
+from tests.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "router", "callback")
