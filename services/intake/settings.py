@@ -106,6 +106,11 @@ class IntakeSettings(BaseSettings):
         "stack (same answers; see services/intake/api/direct.py). Off: every request takes FastAPI's full path.",
     )
 
+    @field_validator("twilio_auth_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # compose's `${VAR:-}`
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
