@@ -23,6 +23,7 @@ from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from shared.settings import CommonSettings
 from tests.conftest import ADMIN_HEADERS
+from tests.intake.conftest import intake  # noqa: F401  (the in-process intake factory fixture)
 from tests.router.conftest import Router, contact, eventually, running_router
 
 SECRET = "acme-webhook-secret"
@@ -59,15 +60,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     callback_app = create_callback(
         common, CallbackSettings(customer_calling_hours="", cutoff_minutes=0, scheduler_enabled=False)
     )
-    intake_app = create_intake(
-        IntakeSettings(source_secrets={"acme": SECRET}, listen_host="0.0.0.0"), common
-    )
+    intake_app = create_intake(IntakeSettings(source_secrets={"acme": SECRET}, listen_host="0.0.0.0"), common)
     async with (
         running_router(data_dir, common_overrides={"sites_json": ALWAYS_OPEN}) as router,
         asgi(callback_app, "http://callback") as callback,
-        asgi(intake_app, "http://intake") as intake,
+        asgi(intake_app, "http://intake") as intake_client,
     ):
-        s = Stack(router, callback, callback_app, intake)
+        s = Stack(router, callback, callback_app, intake_client)
         s.headers["none"] = {}
         s.headers["admin"] = ADMIN_HEADERS
         for agent, status in (("alice", "available"), ("bob", "offline"), ("carol", "offline")):

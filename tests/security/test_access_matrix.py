@@ -142,7 +142,10 @@ CALLBACK: dict[tuple[str, str], tuple[Access, Request]] = {
     ("GET", "/docs"): (Access.PUBLIC, fixed("/docs")),
     ("GET", "/docs/oauth2-redirect"): (Access.PUBLIC, fixed("/docs/oauth2-redirect")),
     ("GET", "/redoc"): (Access.PUBLIC, fixed("/redoc")),
-    ("POST", "/v1/callbacks"): (Access.ANY, fixed("/v1/callbacks", {"customer": {"id": "c-any", "phone": "+4930901821"}})),
+    ("POST", "/v1/callbacks"): (
+        Access.ANY,
+        fixed("/v1/callbacks", {"customer": {"id": "c-any", "phone": "+4930901821"}}),
+    ),
     ("GET", "/v1/callbacks"): (Access.TRUSTED, fixed("/v1/callbacks")),
     ("GET", "/v1/callbacks/{callback_id}"): (Access.SEE_OWN, _callback),
     ("POST", "/v1/callbacks/{callback_id}/attempts"): (Access.SEE_OWN, _attempt),
@@ -206,11 +209,15 @@ async def _call(client: httpx.AsyncClient, method: str, url: str, body: Any, hea
             return response.status_code  # the stream's first bytes are not needed: the status decides
     if url.startswith("/v1/webhooks/twilio"):
         headers = {**headers, "content-type": "application/x-www-form-urlencoded"}
-        return (await client.request(method, url, content=b"CallSid=CA1&From=%2B4930901820", headers=headers)).status_code
+        return (
+            await client.request(method, url, content=b"CallSid=CA1&From=%2B4930901820", headers=headers)
+        ).status_code
     return (await client.request(method, url, json=body, headers=headers)).status_code
 
 
-async def check_matrix(stack: Stack, client: httpx.AsyncClient, table: dict[tuple[str, str], tuple[Access, Request]]) -> None:
+async def check_matrix(
+    stack: Stack, client: httpx.AsyncClient, table: dict[tuple[str, str], tuple[Access, Request]]
+) -> None:
     failures = []
     for (method, _path), (access, build) in table.items():
         url, body = await build(stack)

@@ -80,7 +80,9 @@ async def test_forged_expired_and_foreign_tokens_are_refused(stack: Stack) -> No
     own = Authenticator(AuthSettings(admin_token=TEST_ADMIN_TOKEN))
     admin_claim = jwt.encode({**claims, "scope": "admin"}, own._key, algorithm="HS256")
     expired = jwt.encode(
-        {**claims, "scope": "supervisor", "sub": "sam", "iat": now - 7200, "exp": now - 3600}, own._key, algorithm="HS256"
+        {**claims, "scope": "supervisor", "sub": "sam", "iat": now - 7200, "exp": now - 3600},
+        own._key,
+        algorithm="HS256",
     )
     eternal_supervisor = jwt.encode({**claims, "scope": "supervisor", "sub": "sam"}, own._key, algorithm="HS256")
     for token in (foreign_key, unsigned, admin_claim, expired, eternal_supervisor, "garbage", "x" * 5000):
@@ -131,7 +133,9 @@ async def test_an_agent_records_attempts_only_in_its_own_name(stack: Stack) -> N
     async with service.sessionmaker() as s, s.begin():
         (await s.get(Commitment, cid)).released_to_agent_id = "alice"
     url = f"/v1/callbacks/{cid}/attempts"
-    as_bob = await stack.callback.post(url, json={"result": "wrong_number", "agent_id": "bob"}, headers=stack.headers["alice"])
+    as_bob = await stack.callback.post(
+        url, json={"result": "wrong_number", "agent_id": "bob"}, headers=stack.headers["alice"]
+    )
     assert as_bob.status_code == 403
     bobs = await stack.callback.post(url, json={"result": "wrong_number"}, headers=stack.headers["bob"])
     assert bobs.status_code == 403
