@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
 from services.router import metrics
 from services.router.api import agents, contacts, offers, ops, tokens
@@ -25,7 +26,7 @@ from services.router.service import Clock, RouterService
 from services.router.settings import RouterSettings
 from services.router.strategy import load_strategy
 from shared import topics
-from shared.auth import Authenticator, AuthSettings, Principal, install_auth
+from shared.auth import Authenticator, AuthSettings, MissingAdminToken, Principal, install_auth
 from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.nul_guard import RejectNulBytes
@@ -50,7 +51,12 @@ def create_app(
     configure_logging("router", level=common.log_level, json=common.log_json)
     strategy = load_strategy(settings.strategy_path)  # an invalid strategy stops the start, loudly
     if auth is None:
-        auth = AuthSettings(admin_token=settings.admin_token) if settings.admin_token else AuthSettings()
+        auth = AuthSettings()
+        if settings.admin_token:  # the router's own (older) name for the operator token
+            given = auth.admin_token.get_secret_value() if auth.admin_token is not None else None
+            if given is not None and given != settings.admin_token:
+                raise MissingAdminToken("SWITCHBOARD_ADMIN_TOKEN and SWITCHBOARD_ROUTER_ADMIN_TOKEN differ: set one")
+            auth = auth.model_copy(update={"admin_token": SecretStr(settings.admin_token)})
     authenticator = Authenticator(auth)  # no admin token: refuse to start (MissingAdminToken)
     runtime = ServiceRuntime("router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.e2e.conftest import ServiceProcess, wait_until
-from tests.e2e.test_contact_to_agent import ROUTER_ENV, register
+from tests.e2e.test_contact_to_agent import ADMIN_HEADERS, ROUTER_ENV, register
 from tests.router.conftest import agent_stream
 
 
@@ -48,7 +48,7 @@ async def test_callback_requested_through_intake_is_offered_attempted_and_fulfil
         assert r.status_code == 202, r.text
 
         def commitment() -> dict | None:
-            items = httpx.get(f"{callback.url}/v1/callbacks").json()
+            items = httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()
             return items[0] if items else None
 
         promise = wait_until(commitment, timeout=15)
@@ -69,14 +69,14 @@ async def test_callback_requested_through_intake_is_offered_attempted_and_fulfil
         assert r.status_code == 200, r.text
 
         def fulfilled() -> dict | None:
-            detail = httpx.get(f"{callback.url}/v1/callbacks/{callback_id}").json()
+            detail = httpx.get(f"{callback.url}/v1/callbacks/{callback_id}", headers=ADMIN_HEADERS).json()
             return detail if detail["status"] == "fulfilled" else None
 
         detail = wait_until(fulfilled, timeout=15)
         assert [a["result"] for a in detail["attempt_history"]] == ["reached"]
         assert detail["attempt_history"][0]["agent_id"] == "alice"
 
-        summary = httpx.get(f"{callback.url}/v1/summary/today").json()
+        summary = httpx.get(f"{callback.url}/v1/summary/today", headers=ADMIN_HEADERS).json()
         overall = summary["overall"]
         assert (overall["promised"], overall["fulfilled"], overall["breached"]) == (1, 1, 0)
         assert overall["same_day_fulfilment_rate"] == 1.0
@@ -84,7 +84,7 @@ async def test_callback_requested_through_intake_is_offered_attempted_and_fulfil
         # The same form submitted again (double click) merges: still one promise.
         again = await http.post(f"{intake.url}/v1/callback-requests", data=form)
         assert again.status_code == 202 and again.json()["duplicate"] is True
-        assert len(httpx.get(f"{callback.url}/v1/callbacks").json()) == 1
+        assert len(httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()) == 1
 
 
 def test_midday_timezone_puts_the_customer_near_noon() -> None:
