@@ -73,6 +73,35 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": errors}, status_code=422)
 
 
+SIGNATURE_SCHEMES = {
+    "switchboardSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Switchboard-Signature",
+        "description": "v1=HMAC-SHA256(source secret, X-Switchboard-Timestamp + '.' + body); see the intake README",
+    },
+    "twilioSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Twilio-Signature",
+        "description": "Twilio's request signature (account auth token or SharedKey)",
+    },
+}
+
+
+def declare_signature_schemes(schema: dict[str, Any]) -> None:
+    """Webhooks authenticate by signature, not bearer token: say so in the OpenAPI document."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SIGNATURE_SCHEMES)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if path.startswith("/v1/webhooks/twilio"):
+                operation["security"] = [{"twilioSignature": []}]
+            elif path == "/v1/callback-requests":  # browsers cannot sign: signed only for sources with a secret
+                operation["security"] = [{}, {"switchboardSignature": []}]
+            elif path.startswith("/v1/contacts"):
+                operation["security"] = [{"switchboardSignature": []}]
+
+
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """FastAPI's schema plus the request bodies we read by hand (signatures need the raw bytes)."""
 
@@ -84,6 +113,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 ref_template="#/components/schemas/{model}",
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            declare_signature_schemes(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

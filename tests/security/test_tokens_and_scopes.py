@@ -156,3 +156,11 @@ async def test_openapi_declares_the_bearer_scheme(stack: Stack) -> None:
         assert secured, "no operation declares its security"
     router_spec = (await stack.router.client.get("/openapi.json")).json()
     assert router_spec["paths"]["/v1/queue"]["get"]["security"] == [{"bearer": []}]
+
+
+async def test_intake_openapi_declares_its_signature_schemes(stack: Stack) -> None:
+    spec = (await stack.intake.get("/openapi.json")).json()
+    assert set(spec["components"]["securitySchemes"]) == {"switchboardSignature", "twilioSignature"}
+    assert spec["paths"]["/v1/contacts"]["post"]["security"] == [{"switchboardSignature": []}]
+    assert spec["paths"]["/v1/contacts/abandoned"]["post"]["security"] == [{"switchboardSignature": []}]
+    assert spec["paths"]["/v1/webhooks/twilio/voice"]["post"]["security"] == [{"twilioSignature": []}]
