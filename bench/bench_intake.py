@@ -300,7 +300,10 @@ def main() -> None:
         data_dir = tmpdir / "data"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
-                      "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+                      "SWITCHBOARD_LOG_LEVEL": "WARNING",
+                      "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-token-not-secret",
+                      # uvicorn binds loopback here: unsigned webhooks are allowed (no secrets configured)
+                      "SWITCHBOARD_INTAKE_LISTEN_HOST": "127.0.0.1"}
         bare_env = {**base_env, "PYTHONPATH": f"{tmpdir}{os.pathsep}{ROOT}"}
         ceiling_env = {**intake_env, "PYTHONPATH": bare_env["PYTHONPATH"],
                        "SWITCHBOARD_DATA_DIR": str(tmpdir / "ceiling")}

@@ -34,8 +34,15 @@ def _factory(service: str) -> str:
     return f"services.{service}.app:create_app"
 
 
+PRIVATE_UMASK = 0o077  # data files (databases, bus log, token) hold phone numbers and secrets: owner only
+
+
 def _serve(service: str, host: str, port: int, log_level: str) -> None:
     import uvicorn
+
+    os.umask(PRIVATE_UMASK)
+    # Intake requires webhook signatures unless it listens on loopback only: it must know where it listens.
+    os.environ["SWITCHBOARD_INTAKE_LISTEN_HOST"] = host
 
     uvicorn.run(
         _factory(service),
@@ -64,13 +71,18 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bo
 
 
 def _admin_token(data_dir: Path) -> str:
-    """The router's admin token for this data dir: generated once, kept (0600) so it survives restarts."""
+    """The operator token of this data dir, for all three services: generated once, kept (0600) so it
+    survives restarts. Created with O_EXCL and mode 0600, so it is never readable by others, not even
+    for a moment, and two concurrent starts cannot both write it."""
     path = data_dir / "admin-token"
-    if path.exists():
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # a token file from an older version may be world-readable
         return path.read_text().strip()
-    token = secrets.token_urlsafe(24)
-    path.touch(mode=0o600)
-    path.write_text(token + "\n")
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
     return token
 
 
@@ -101,13 +113,14 @@ def run(
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 60.0,
 ) -> None:
     """Start intake, router and callback as three processes on the embedded default; Ctrl-C stops all."""
+    os.umask(PRIVATE_UMASK)
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ports = {"intake": intake_port, "router": router_port, "callback": callback_port}
     env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir)}
     env.setdefault("SWITCHBOARD_LOG_JSON", "true")
-    if "SWITCHBOARD_ROUTER_ADMIN_TOKEN" not in env:
-        env["SWITCHBOARD_ROUTER_ADMIN_TOKEN"] = _admin_token(data_dir)
+    given_token = env.get("SWITCHBOARD_ADMIN_TOKEN") or env.get("SWITCHBOARD_ROUTER_ADMIN_TOKEN")
+    env["SWITCHBOARD_ADMIN_TOKEN"] = given_token or _admin_token(data_dir)
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _interrupt(signum: int, _frame: object) -> None:
@@ -132,9 +145,9 @@ def run(
         typer.echo(f"Switchboard is running (data in {data_dir}, bus: {env.get('SWITCHBOARD_BUS', 'embedded')})")
         for name, port in ports.items():
             typer.echo(f"  {name:<9} http://{host}:{port}   docs: http://{host}:{port}/docs")
-        if "SWITCHBOARD_ROUTER_ADMIN_TOKEN" not in os.environ:
-            token = env["SWITCHBOARD_ROUTER_ADMIN_TOKEN"]
-            typer.echo(f"  admin token (router): {token}  (kept in {data_dir}/admin-token)")
+        if not given_token:
+            token = env["SWITCHBOARD_ADMIN_TOKEN"]
+            typer.echo(f"  admin token (all services): {token}  (kept in {data_dir}/admin-token)")
         typer.echo("Press Ctrl-C to stop.")
         while True:
             for name, proc in procs.items():

@@ -257,6 +257,20 @@ class AgentStatusChanged(EventData):
     at: datetime = Field(default_factory=utcnow)
 
 
+class AgentTokenIssued(EventData):
+    """The router issued an agent a new bearer token: every older token of that agent is revoked.
+
+    Carries only the token's id (its ``jti``), never the token. Services other than the router refuse an
+    agent token whose id is not the latest one they heard of (see ``shared.auth``)."""
+
+    event_type: ClassVar[str] = "switchboard.agent.token_issued.v1"
+    subject_field: ClassVar[str] = "agent_id"
+    agent_id: str
+    site: str = DEFAULT_SITE
+    token_id: str = Field(min_length=1, max_length=100)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class CallbackRequested(EventData):
     event_type: ClassVar[str] = "switchboard.callback.requested.v1"
     subject_field: ClassVar[str] = "customer.id"
@@ -370,6 +384,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OfferTimedOut,
         AssignmentCompleted,
         AgentStatusChanged,
+        AgentTokenIssued,
         CallbackRequested,
         CallbackScheduled,
         CallbackDue,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Response
@@ -29,6 +31,58 @@ BUS_PUBLISH_SECONDS = Histogram(
 )
 
 
+# A phone number in any logged text: "+" then 7-15 digits, maybe with separators (E.164 as we store it,
+# or as a caller typed it). Fields named like a phone number are masked whatever their shape.
+_PHONE_IN_TEXT = re.compile(r"\+\d(?:[\d ().-]{5,20})\d")
+_PHONE_KEYS = re.compile(r"phone|caller|msisdn|^from$|^to$|^called$", re.IGNORECASE)
+_MAX_DEPTH = 4
+
+
+def mask_phone(text: str) -> str:
+    """Every digit but the last two replaced: enough to tell two callers apart in a log, no more."""
+    digits = sum(c.isdigit() for c in text)
+    seen = 0
+    out = []
+    for c in text:
+        if c.isdigit():
+            seen += 1
+            out.append(c if seen > digits - 2 else "*")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _mask(value: Any, key: str = "", depth: int = 0) -> Any:
+    if isinstance(value, str):
+        if _PHONE_KEYS.search(key) and any(c.isdigit() for c in value):
+            return mask_phone(value)
+        return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), value) if "+" in value else value
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k), depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask(v, key, depth + 1) for v in value)
+    if isinstance(value, BaseException | int | float | bool) or value is None:
+        return value
+    text = str(value)  # anything else would be rendered with str() anyway: mask what it renders to
+    masked = _mask(text, key, depth + 1)
+    return masked if masked != text else value
+
+
+def mask_phone_numbers(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: no full phone number reaches a log line, at any level, from our code or a
+    library's (stdlib records pass the same chain: aiosqlite logs SQL parameters at DEBUG)."""
+    for key, value in list(event_dict.items()):
+        if key.startswith("_"):
+            continue
+        event_dict[key] = _mask(value, key)
+    positional = event_dict.get("positional_args")
+    if positional:
+        event_dict["positional_args"] = _mask(positional)
+    return event_dict
+
+
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
     """structlog for our code and stdlib logging (uvicorn, aiokafka) through one JSON renderer."""
     renderer: structlog.types.Processor = (
@@ -39,6 +93,8 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        mask_phone_numbers,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

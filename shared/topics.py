@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from shared.events import (
     AgentStatusChanged,
+    AgentTokenIssued,
     AssignmentCompleted,
     CallbackAtRisk,
     CallbackAttempted,
@@ -60,6 +61,7 @@ _TOPIC_OF: dict[type[EventData], str] = {
     OfferTimedOut: ROUTING,
     AssignmentCompleted: ROUTING,
     AgentStatusChanged: ROUTING,
+    AgentTokenIssued: ROUTING,
     CallbackRequested: CALLBACKS,
     CallbackScheduled: CALLBACKS,
     CallbackAtRisk: CALLBACKS,

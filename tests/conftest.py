@@ -7,6 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
+# Every service refuses to start without an operator token (shared.auth): in-process apps read it from
+# here; helpers that spawn processes with a clean environment pass it on explicitly.
+TEST_ADMIN_TOKEN = "test-admin-token"
+os.environ["SWITCHBOARD_ADMIN_TOKEN"] = TEST_ADMIN_TOKEN
+ADMIN_HEADERS = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
+
 KAFKA_HOW_TO = (
     "set KAFKA_BOOTSTRAP_SERVERS=host:port to run it against a broker, "
     "or start a Docker engine so testcontainers can run one"

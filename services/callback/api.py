@@ -6,6 +6,11 @@
 * ``GET /v1/callbacks/{id}``: one commitment with its attempt history.
 * ``POST /v1/callbacks/{id}/attempts``: record an attempt (``Idempotency-Key`` dedupes retries).
 * ``GET /v1/summary/today``: promised, fulfilled, open, at risk, breached, closed, same-day rate.
+
+Every route needs a bearer token (``shared.auth``). Customer data (the list, the summary) needs a
+supervisor or the admin; an agent sees and records attempts only on callbacks that are its own work
+(promised by, released to, accepted or fulfilled by it) and may not set scheduling fields
+(``virtual_start_time``, a customer tier above standard): those come from trusted callers only (403).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from services.callback.service import (
     SiteSummary,
 )
 from services.callback.store import Attempt, Commitment
+from shared.auth import Authenticated, Principal, Trusted, forbidden
 from shared.business_hours import zone
 from shared.events import (
     DEFAULT_SITE,
@@ -234,6 +240,28 @@ class SummaryOut(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------------
+# Who may do what (beyond the scope checks of shared.auth)
+# --------------------------------------------------------------------------------------------------
+
+
+def _agents_of(c: Commitment) -> set[str]:
+    """The agents whose work a commitment is."""
+    ids = (c.promised_by_agent_id, c.released_to_agent_id, c.accepted_by_agent_id, c.fulfilled_by_agent_id)
+    return {i for i in ids if i}
+
+
+def check_untrusted_create(who: Principal, body: CallbackCreate) -> None:
+    """Scheduling fields move a customer ahead of others: only a supervisor or the admin may set them.
+    Refused (403), not silently dropped, so a client learns its request was not what it asked for."""
+    if who.is_trusted:
+        return
+    if body.virtual_start_time is not None or body.customer.tier is not Tier.STANDARD:
+        raise forbidden("scheduling fields (virtual_start_time, customer.tier) need a supervisor or admin token")
+    if body.promised_by_agent_id not in (None, who.agent_id):
+        raise forbidden("an agent promises callbacks only in its own name")
+
+
+# --------------------------------------------------------------------------------------------------
 # Routes
 # --------------------------------------------------------------------------------------------------
 
@@ -252,8 +280,11 @@ async def create_callback(
     body: CallbackCreate,
     service: ServiceDep,
     response: Response,
+    who: Authenticated,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> CallbackOut:
+    """Any token. An agent may promise only in its own name and may not set scheduling fields."""
+    check_untrusted_create(who, body)
     if not service.calendars.is_configured(body.site):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
@@ -299,9 +330,12 @@ async def create_callback(
     return CallbackOut.of(commitment)
 
 
-@router.get("/callbacks", response_model=list[CallbackOut], summary="List and filter commitments")
+@router.get(
+    "/callbacks", response_model=list[CallbackOut], summary="List and filter commitments (supervisor or admin)"
+)
 async def list_callbacks(
     service: ServiceDep,
+    _: Trusted,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     day: Annotated[date | None, Query(alias="date", description="site-local deadline date")] = None,
     agent_id: Annotated[
@@ -330,15 +364,29 @@ async def list_callbacks(
     return [CallbackOut.of(c) for c in rows]
 
 
-@router.get("/callbacks/{callback_id}", response_model=CallbackDetail, summary="One commitment with its attempts")
-async def get_callback(callback_id: str, service: ServiceDep) -> CallbackDetail:
+async def _commitment(callback_id: str, service: CallbackService) -> Commitment:
     try:
-        c = await service.get(callback_id)
+        return await service.get(callback_id)
     except CommitmentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
+
+
+def _detail(c: Commitment) -> CallbackDetail:
     return CallbackDetail(
         **CallbackOut.of(c).model_dump(), attempt_history=[AttemptOut.of(a) for a in c.attempt_history]
     )
+
+
+@router.get(
+    "/callbacks/{callback_id}",
+    response_model=CallbackDetail,
+    summary="One commitment with its attempts (supervisor, admin, or the agent whose work it is)",
+)
+async def get_callback(callback_id: str, service: ServiceDep, who: Authenticated) -> CallbackDetail:
+    c = await _commitment(callback_id, service)
+    if not who.is_trusted and who.agent_id not in _agents_of(c):
+        raise forbidden("an agent sees only the callbacks that are its own work")
+    return _detail(c)
 
 
 @router.post(
@@ -354,8 +402,17 @@ async def record_attempt(
     callback_id: str,
     body: AttemptCreate,
     service: ServiceDep,
+    who: Authenticated,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> CallbackDetail:
+    """Supervisor or admin; an agent only on a callback released to or accepted by it, in its own name."""
+    if not who.is_trusted:
+        c = await _commitment(callback_id, service)
+        if who.agent_id not in (c.released_to_agent_id, c.accepted_by_agent_id):
+            raise forbidden("an agent records attempts only on the callbacks it is handling")
+        if body.agent_id not in (None, who.agent_id):
+            raise forbidden("an agent records attempts only in its own name")
+        body = body.model_copy(update={"agent_id": who.agent_id})
     try:
         await service.record_attempt(
             callback_id,
@@ -384,10 +441,12 @@ async def record_attempt(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
             [{"loc": ["body", "at"], "msg": str(exc), "type": "value_error"}],
         ) from None
-    return await get_callback(callback_id, service)
+    return _detail(await _commitment(callback_id, service))
 
 
-@router.get("/summary/today", response_model=SummaryOut, summary="Today's promises per site and overall")
-async def summary_today(service: ServiceDep) -> SummaryOut:
+@router.get(
+    "/summary/today", response_model=SummaryOut, summary="Today's promises per site and overall (supervisor or admin)"
+)
+async def summary_today(service: ServiceDep, _: Trusted) -> SummaryOut:
     s = await service.summary_today()
     return SummaryOut(at=s.at, overall=SummaryCounts.of(s.overall), sites=[SummaryCounts.of(x) for x in s.sites])

@@ -20,6 +20,7 @@ from services.callback.migrations_path import MIGRATIONS
 from services.callback.scheduler import Scheduler
 from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
+from shared.auth import Authenticator, AuthSettings, Principal, install_auth
 from shared.bus import EventBus
 from shared.nul_guard import RejectNulBytes
 from shared.observability import configure_logging, install_operations
@@ -36,10 +37,12 @@ def create_app(
     *,
     clock: Clock | None = None,
     bus: EventBus | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     common = common or CommonSettings()
     settings = settings or CallbackSettings()
     configure_logging("callback", level=common.log_level, json=common.log_json)
+    authenticator = Authenticator(auth or AuthSettings())  # no admin token: refuse to start
     calendars = settings.calendars(common)  # fail at start-up on a bad sites config, not at the first request
     policy = Policy.from_settings(settings)
     runtime = ServiceRuntime("callback", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
@@ -60,6 +63,12 @@ def create_app(
         )
         app.state.service = service
         app.state.runtime = runtime
+
+        async def current_agent_token(principal: Principal, _token: str) -> bool:
+            assert principal.token_id is not None
+            return await service.agent_token_is_current(common.tenant_id, principal.subject, principal.token_id)
+
+        authenticator.token_check = current_agent_token
         scheduler = Scheduler(service, interval=settings.poll_interval_seconds)
         app.state.scheduler = scheduler
         await runtime.consume([CALLBACKS, ROUTING], CallbackConsumer(service))
@@ -82,6 +91,7 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
+    install_auth(app, authenticator)
     app.include_router(api_router)
     install_operations(app, runtime.checks())
     return app

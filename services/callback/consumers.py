@@ -2,7 +2,8 @@
 
 Consumes ``callbacks`` (``callback.requested`` from router policy, intake web form and agent promises;
 ``callback.attempted`` from the router) and ``routing`` (``agent.status_changed`` for free agents,
-``offer.accepted/declined/timed_out`` and ``assignment.completed`` for callbacks being handled).
+``offer.accepted/declined/timed_out`` and ``assignment.completed`` for callbacks being handled;
+``agent.token_issued`` to refuse agent tokens the router has replaced).
 Everything else, including the service's own events, is ignored without touching the database.
 """
 
@@ -14,6 +15,7 @@ from services.callback.service import CallbackService, CommitmentNotFound
 from shared.bus.base import Record
 from shared.events import (
     AgentStatusChanged,
+    AgentTokenIssued,
     AssignmentCompleted,
     CallbackAttempted,
     CallbackRequested,
@@ -28,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 CONSUMER = "callback"
 HANDLED = (
+    AgentTokenIssued,
     CallbackRequested,
     CallbackAttempted,
     AgentStatusChanged,
@@ -76,6 +79,8 @@ class CallbackConsumer:
                     log.warning("callback.attempt_for_unknown_commitment", callback_id=data.callback_id)
             elif isinstance(data, AgentStatusChanged):
                 await svc.agent_status_in(s, data)
+            elif isinstance(data, AgentTokenIssued):
+                await svc.agent_token_in(s, data)
             elif isinstance(data, OfferAccepted):
                 await svc.offer_accepted_in(s, data)
             elif isinstance(data, OfferDeclined | OfferTimedOut):

@@ -41,11 +41,12 @@ from services.callback.metrics import (
     count_on_commit,
     count_unflagged_breach_on_commit,
 )
-from services.callback.store import AgentPresence, Attempt, Commitment, DispatchLock, Request
+from services.callback.store import AgentPresence, AgentToken, Attempt, Commitment, DispatchLock, Request
 from shared.business_hours import BusinessCalendars, Interval, SiteCalendar
 from shared.events import (
     AgentStatus,
     AgentStatusChanged,
+    AgentTokenIssued,
     AssignmentCompleted,
     AttemptResult,
     CallbackAtRisk,
@@ -585,6 +586,21 @@ class CallbackService:
             return False
         row.site, row.status, row.changed_at = ev.site, ev.status.value, ev.at
         return True
+
+    async def agent_token_in(self, s: AsyncSession, ev: AgentTokenIssued) -> None:
+        """Remember the agent's current token id: every older token of that agent is revoked here."""
+        row = await s.get(AgentToken, (ev.tenant_id, ev.agent_id), with_for_update=True)
+        if row is None:
+            s.add(AgentToken(tenant_id=ev.tenant_id, agent_id=ev.agent_id, token_id=ev.token_id, issued_at=ev.at))
+        elif ev.at >= row.issued_at:  # an older issue arriving late must not revive its token
+            row.token_id, row.issued_at = ev.token_id, ev.at
+
+    async def agent_token_is_current(self, tenant_id: str, agent_id: str, token_id: str) -> bool:
+        """False when the router has since issued the agent another token. An agent not heard of yet
+        (its ``agent.token_issued`` still on the way) is trusted on its signature alone."""
+        async with self.sessionmaker() as s:
+            row = await s.get(AgentToken, (tenant_id, agent_id))
+        return row is None or row.token_id == token_id
 
     async def offer_accepted_in(self, s: AsyncSession, ev: OfferAccepted) -> None:
         c = await self._open_for_contact(s, ev.contact_id)

@@ -182,3 +182,14 @@ class DispatchLock(Base):
     tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     site: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_dispatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AgentToken(Base):
+    """The id of each agent's current bearer token (``agent.token_issued``): older tokens are revoked."""
+
+    __tablename__ = "callback_agent_tokens"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(100))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -31,6 +31,7 @@ from services.intake.schemas import AbandonIn, CallbackRequestIn, ContactIn
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
 from services.intake.store import IdempotencyStore, open_store
+from shared.auth import Authenticator, AuthSettings, install_auth
 from shared.bus.base import EventBus
 from shared.business_hours import BusinessCalendars
 from shared.events import utcnow
@@ -72,6 +73,35 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": errors}, status_code=422)
 
 
+SIGNATURE_SCHEMES = {
+    "switchboardSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Switchboard-Signature",
+        "description": "v1=HMAC-SHA256(source secret, X-Switchboard-Timestamp + '.' + body); see the intake README",
+    },
+    "twilioSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Twilio-Signature",
+        "description": "Twilio's request signature (account auth token or SharedKey)",
+    },
+}
+
+
+def declare_signature_schemes(schema: dict[str, Any]) -> None:
+    """Webhooks authenticate by signature, not bearer token: say so in the OpenAPI document."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SIGNATURE_SCHEMES)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if path.startswith("/v1/webhooks/twilio"):
+                operation["security"] = [{"twilioSignature": []}]
+            elif path == "/v1/callback-requests":  # browsers cannot sign: signed only for sources with a secret
+                operation["security"] = [{}, {"switchboardSignature": []}]
+            elif path.startswith("/v1/contacts"):
+                operation["security"] = [{"switchboardSignature": []}]
+
+
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """FastAPI's schema plus the request bodies we read by hand (signatures need the raw bytes)."""
 
@@ -83,6 +113,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 ref_template="#/components/schemas/{model}",
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            declare_signature_schemes(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -101,6 +132,27 @@ async def prune_forever(store: IdempotencyStore, settings: IntakeSettings, clock
         await asyncio.sleep(settings.prune_interval_seconds)
 
 
+def log_signature_policy(settings: IntakeSettings) -> None:
+    """Say at start-up, loudly when it is unsafe, whether unsigned webhooks are accepted."""
+    required = settings.signatures_required()
+    no_secrets = not settings.source_secrets and settings.twilio_auth_token is None and not settings.twilio_shared_keys
+    if required and no_secrets:
+        log.warning(
+            "intake.signatures_required_but_no_secrets",
+            listen_host=settings.listen_host,
+            hint="every webhook will be refused (401): set SWITCHBOARD_INTAKE_SOURCE_SECRETS / _TWILIO_AUTH_TOKEN",
+        )
+    elif not required and settings.listens_on_loopback_only():
+        log.info("intake.unsigned_webhooks_accepted_on_loopback", listen_host=settings.listen_host)
+    elif not required:
+        log.critical(
+            "intake.SIGNATURES_DISABLED_ON_A_PUBLIC_INTERFACE",
+            listen_host=settings.listen_host,
+            hint="SWITCHBOARD_INTAKE_REQUIRE_SIGNATURES=false: anyone who reaches intake can submit and abandon "
+            "contacts; remove it and configure source secrets",
+        )
+
+
 def create_app(
     settings: IntakeSettings | None = None,
     common: CommonSettings | None = None,
@@ -109,11 +161,14 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
     calendars: BusinessCalendars | None = None,
     promise: PromiseSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """Build the intake app. Tests inject settings, a bus and a clock; production reads the env."""
     settings = settings or IntakeSettings()
     common = common or CommonSettings()
     configure_logging("intake", level=common.log_level, json=common.log_json)
+    authenticator = Authenticator(auth or AuthSettings())  # no admin token: refuse to start
+    log_signature_policy(settings)
     runtime = ServiceRuntime("intake", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
     checks: dict[str, Check] = {}
     cal = calendars or settings.calendars(common)
@@ -148,8 +203,6 @@ def create_app(
             # keep it out of the collector's full passes, which otherwise rescan it under load.
             gc.collect()
             gc.freeze()
-        if not settings.source_secrets and settings.twilio_auth_token is None:
-            log.warning("intake.signatures_disabled", hint="set SWITCHBOARD_INTAKE_SOURCE_SECRETS / TWILIO_AUTH_TOKEN")
         if settings.direct_dispatch:
             app.enable_direct_dispatch()
         pruner = asyncio.create_task(prune_forever(store, settings, clock), name="intake-prune")
@@ -174,6 +227,7 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.state.runtime = runtime
+    install_auth(app, authenticator)
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422 here, not a DLQ downstream
     install_error_handlers(app)
     app.include_direct_router(contacts.router)

@@ -39,6 +39,10 @@ class IntakeContext:
     clock: Callable[[], datetime]
     promise_policy: PromisePolicy = field(default_factory=PromisePolicy)
     _hours: dict[str, OpenHours] = field(default_factory=dict)
+    signatures_required: bool = True
+
+    def __post_init__(self) -> None:
+        self.signatures_required = self.settings.signatures_required()
 
     @property
     def voice(self) -> Voice:
@@ -84,7 +88,7 @@ class IntakeContext:
         """401 unless ``body`` carries a valid, fresh signature for ``source`` (when one is due)."""
         secret = self.settings.secret_for(source)
         if secret is None:
-            if required_without_secret and self.settings.require_signatures:
+            if required_without_secret and self.signatures_required:
                 raise self.reject_signature(request, source, SignatureFailure.UNKNOWN_SOURCE, len(body))
             return
         failure = verify_generic(
@@ -102,7 +106,9 @@ class IntakeContext:
         token = self.settings.twilio_auth_token
         shared = {k: v.get_secret_value().encode() for k, v in self.settings.twilio_shared_keys.items()}
         if token is None and not shared:
-            return  # verification not configured (development); production sets the auth token
+            if self.signatures_required:  # nothing to verify with, and unsigned is not allowed here
+                raise self.reject_signature(request, self.settings.twilio_source, SignatureFailure.UNKNOWN_SOURCE, size)
+            return  # loopback-only development without a Twilio token
         failure = verify_twilio(
             auth_token=token.get_secret_value().encode() if token is not None else None,
             shared_keys=shared,

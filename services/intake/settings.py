@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,18 @@ from shared.events import DEFAULT_SITE
 from shared.settings import CommonSettings
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether listening on ``host`` reaches this machine only (unknown: no)."""
+    if not host:
+        return False
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class IntakeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_INTAKE_", env_file=".env", extra="ignore")
 
@@ -25,10 +38,17 @@ class IntakeSettings(BaseSettings):
         default_factory=dict,
         description='Per-source HMAC-SHA256 secrets for signed JSON webhooks, e.g. {"acme-ivr": "..."}.',
     )
-    require_signatures: bool = Field(
-        False,
-        description="Reject JSON webhooks from sources without a configured secret (production: true). "
-        "The web callback form is exempt unless its source has a secret (browsers cannot sign).",
+    require_signatures: bool | None = Field(
+        None,
+        description="Reject unsigned webhooks (JSON from sources without a secret; Twilio without its token). "
+        "Default (unset): required unless intake listens on loopback only and no source secret is configured; "
+        "`false` is an explicit opt-out, logged loudly. The web callback form is exempt unless its source "
+        "has a secret (browsers cannot sign).",
+    )
+    listen_host: str | None = Field(
+        None,
+        description="The interface intake listens on; `switchboard intake/run --host` set it. Unknown (unset): "
+        "treated as public, so signatures are required unless require_signatures is false.",
     )
     signature_tolerance_seconds: int = Field(
         300, gt=0, description="Max clock skew of X-Switchboard-Timestamp; older requests are replays."
@@ -86,6 +106,11 @@ class IntakeSettings(BaseSettings):
         "stack (same answers; see services/intake/api/direct.py). Off: every request takes FastAPI's full path.",
     )
 
+    @field_validator("twilio_auth_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # compose's `${VAR:-}`
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -106,6 +131,16 @@ class IntakeSettings(BaseSettings):
         if self.sites is not None:
             return BusinessCalendars.from_config(self.sites)
         return (common or CommonSettings()).calendars()
+
+    def listens_on_loopback_only(self) -> bool:
+        return is_loopback(self.listen_host)
+
+    def signatures_required(self) -> bool:
+        """Secure by default: unsigned webhooks only on a loopback-only intake with no secrets configured
+        (a developer's machine), or where the operator explicitly opted out."""
+        if self.require_signatures is not None:
+            return self.require_signatures
+        return bool(self.source_secrets) or not self.listens_on_loopback_only()
 
     def secret_for(self, source: str) -> bytes | None:
         secret = self.source_secrets.get(source)

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -47,6 +46,7 @@ from sqlalchemy.engine import Connection
 
 from services.intake.group_commit import GroupCommit
 from shared import db
+from shared.files import private_file
 
 INTAKE_METADATA = MetaData()
 
@@ -155,7 +155,7 @@ class _SqliteThread:
     def __init__(self, url: str) -> None:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # owner only: it holds request bodies' fingerprints and answers
         self._path = path or ":memory:"
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="intake-store")

@@ -16,15 +16,17 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
 from services.router import metrics
-from services.router.api import agents, contacts, offers, ops
+from services.router.api import agents, contacts, offers, ops, tokens
 from services.router.errors import RouterError
 from services.router.ownership import OwnershipLost
 from services.router.service import Clock, RouterService
-from services.router.settings import DEFAULT_ADMIN_TOKEN, RouterSettings
+from services.router.settings import RouterSettings
 from services.router.strategy import load_strategy
 from shared import topics
+from shared.auth import Authenticator, AuthSettings, MissingAdminToken, Principal, install_auth
 from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.nul_guard import RejectNulBytes
@@ -42,13 +44,20 @@ def create_app(
     *,
     bus: EventBus | None = None,
     clock: Clock | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     settings = settings or RouterSettings()
     common = common or CommonSettings()
     configure_logging("router", level=common.log_level, json=common.log_json)
     strategy = load_strategy(settings.strategy_path)  # an invalid strategy stops the start, loudly
-    if settings.admin_token == DEFAULT_ADMIN_TOKEN:
-        log.warning("router.default_admin_token", hint="set SWITCHBOARD_ROUTER_ADMIN_TOKEN")
+    if auth is None:
+        auth = AuthSettings()
+        if settings.admin_token:  # the router's own (older) name for the operator token
+            given = auth.admin_token.get_secret_value() if auth.admin_token is not None else None
+            if given is not None and given != settings.admin_token:
+                raise MissingAdminToken("SWITCHBOARD_ADMIN_TOKEN and SWITCHBOARD_ROUTER_ADMIN_TOKEN differ: set one")
+            auth = auth.model_copy(update={"admin_token": SecretStr(settings.admin_token)})
+    authenticator = Authenticator(auth)  # no admin token: refuse to start (MissingAdminToken)
     runtime = ServiceRuntime("router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 
     @asynccontextmanager
@@ -63,7 +72,13 @@ def create_app(
             tenant_id=common.tenant_id,
             notify=runtime.relay.notify,
             clock=clock or time.time,
+            issue_agent_token=authenticator.issue_agent_token,
         )
+
+        async def current_agent_token(principal: Principal, token: str) -> bool:
+            return await service.agent_for_token(token) == principal.subject  # re-issued: the old one fails
+
+        authenticator.token_check = current_agent_token
         await service.start()  # rebuild from the database and time out expired offers first
         app.state.service = service
         # The rebuilt engine (agents, heaps of waiting contacts) lives as long as the process: keep it out
@@ -97,6 +112,7 @@ def create_app(
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     app.state.settings = settings
     app.state.runtime = runtime
+    install_auth(app, authenticator)
 
     @app.exception_handler(OwnershipLost)
     async def _not_owner(_request: Request, _exc: OwnershipLost) -> JSONResponse:
@@ -122,6 +138,6 @@ def create_app(
         return bool(service is not None and service.active)
 
     install_operations(app, {**runtime.checks(), "routing_owner": routing_owner})
-    for module in (agents, offers, contacts, ops):
+    for module in (agents, offers, contacts, ops, tokens):
         app.include_router(module.router)
     return app

@@ -1,60 +1,21 @@
-"""Bearer-token authentication: one admin token, and one token per agent issued at registration.
+"""The router's side of authentication; principals, scopes and verification live in ``shared.auth``.
 
-Agent tokens are 256-bit random secrets; only their SHA-256 is stored (a slow KDF buys nothing for
-secrets with that much entropy), compared in constant time. An agent may see and act only on its own
-offers and assignments; the admin may do everything (supervisors, ops tooling).
+Agent tokens are JWTs signed with the deployment's signing key (any service can verify them); the router
+additionally keeps the SHA-256 of each agent's current token, so re-issuing a token revokes the old one
+here at once (``agent_for_token``), and announces the new token's id to the other services.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
-from dataclasses import dataclass
 
-from fastapi import HTTPException, Request, status
+from shared.auth import IssuedToken, Principal, forbidden, token_hash, unauthorized
 
-_BEARER = "bearer"
+__all__ = ["IssuedToken", "Principal", "forbidden", "hash_token", "new_token", "unauthorized"]
+
+hash_token = token_hash
 
 
 def new_token() -> str:
+    """An opaque random token (unit tests that build the service without a signing key)."""
     return secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def token_matches(token: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_token(token), stored_hash)
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the admin, or one agent."""
-
-    is_admin: bool
-    agent_id: str | None = None
-
-    def may_act_for(self, agent_id: str) -> bool:
-        return self.is_admin or self.agent_id == agent_id
-
-
-def unauthorized(detail: str = "missing or invalid bearer token") -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-def forbidden(detail: str = "not allowed for this token") -> HTTPException:
-    return HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=detail)
-
-
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != _BEARER or not token.strip():
-        return None
-    return token.strip()

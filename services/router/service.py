@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import metrics
-from services.router.auth import Principal, hash_token, new_token
+from services.router.auth import IssuedToken, Principal, hash_token, new_token
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
@@ -42,6 +42,7 @@ from services.router.views import RouterViews, language_key, offer_view, period_
 from shared.events import (
     AgentStatus,
     AgentStatusChanged,
+    AgentTokenIssued,
     AssignmentCompleted,
     AttemptResult,
     CallbackAttempted,
@@ -136,8 +137,11 @@ class RouterService(RouterViews):
         tenant_id: str = "default",
         notify: Callable[[], None] = lambda: None,
         clock: Clock = time.time,
+        issue_agent_token: Callable[[str], IssuedToken] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # Signed tokens any service can verify (shared.auth); opaque random ones in unit tests.
+        self._issue_agent_token = issue_agent_token or (lambda _agent: IssuedToken(new_token(), uuid.uuid4().hex, None))
         self.settings = settings
         self.strategy = strategy
         self.source = source
@@ -426,7 +430,8 @@ class RouterService(RouterViews):
         if status in (AgentStatus.BUSY, AgentStatus.WRAP_UP):
             raise Invalid("an agent starts as available, break or offline")
         agent_id = agent_id or str(uuid.uuid4())
-        token = new_token()
+        issued = self._issue_agent_token(agent_id)
+        token = issued.token
         async with self._locked(), self._tx() as tx:
             exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
             if exists.first() is not None:
@@ -466,6 +471,11 @@ class RouterService(RouterViews):
                     at=to_datetime(tx.now),
                 )
             )
+            await tx.emit(
+                AgentTokenIssued(
+                    tenant_id=self.tenant_id, agent_id=agent_id, site=profile.site, token_id=issued.token_id
+                )
+            )
             metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
         self.wake()
         return await self.get_agent(agent_id), token
@@ -495,15 +505,20 @@ class RouterService(RouterViews):
         return await self.get_agent(agent_id)
 
     async def rotate_token(self, agent_id: str) -> str:
-        token = new_token()
+        """A new token; the old one stops working here at once, on the other services once they have
+        consumed the ``agent.token_issued`` event staged in the same transaction."""
+        issued = self._issue_agent_token(agent_id)
         async with self._locked(), self._tx() as tx:
-            await self._agent_row(tx.session, agent_id)
+            row = await self._agent_row(tx.session, agent_id)
             await tx.session.execute(
                 update(agents)
                 .where(agents.c.agent_id == agent_id)
-                .values(token_hash=hash_token(token), updated_at=tx.now)
+                .values(token_hash=hash_token(issued.token), updated_at=tx.now)
             )
-        return token
+            await tx.emit(
+                AgentTokenIssued(tenant_id=self.tenant_id, agent_id=agent_id, site=row.site, token_id=issued.token_id)
+            )
+        return issued.token
 
     async def agent_for_token(self, token: str) -> str | None:
         """The agent a bearer token belongs to (lookup by the token's hash; the token is never stored)."""

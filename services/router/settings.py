@@ -7,8 +7,6 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_ADMIN_TOKEN = "change-me"
-
 
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ROUTER_", env_file=".env", extra="ignore")
@@ -16,8 +14,9 @@ class RouterSettings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default: an SQLite file router.sqlite3 in the data dir."
     )
-    admin_token: str = Field(
-        DEFAULT_ADMIN_TOKEN, description="Bearer token for admin endpoints (agents, strategy reload). Set it!"
+    admin_token: str | None = Field(
+        None,
+        description="Deprecated name of SWITCHBOARD_ADMIN_TOKEN (the operator token of every service); no default.",
     )
     strategy_path: Path | None = Field(
         None, description="Strategy file (YAML/TOML); default: the shipped default strategy."

@@ -203,17 +203,17 @@ class RouterViews:
             "virtual_start": to_datetime(row.virtual_start).isoformat(),
         }
 
-    async def _offer_for(self, session: AsyncSession, offer_id: str, who: Principal) -> Any:
+    async def _offer_for(self, session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
         row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
         if row is None:
             raise NotFound(f"offer {offer_id!r} not found")
-        if not who.may_act_for(row.agent_id):
+        if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
             raise Forbidden("this offer belongs to another agent")
         return row
 
     async def get_offer(self, offer_id: str, who: Principal) -> dict[str, Any]:
         async with self._sessionmaker() as session:
-            return offer_view(await self._offer_for(session, offer_id, who))
+            return offer_view(await self._offer_for(session, offer_id, who, read=True))
 
     def _assignment_view(self, row: Any) -> dict[str, Any]:
         plan = self.strategy.plan(self._waiting(row))
@@ -289,7 +289,7 @@ class RouterViews:
             row = await self._contact_row(session, contact_id)
             if row is None:
                 raise NotFound(f"contact {contact_id!r} not found")
-            if not who.is_admin:
+            if not who.is_trusted:
                 involved = (
                     await session.execute(
                         select(func.count())

@@ -42,6 +42,7 @@ from shared.bus.base import (
     Record,
     Subscription,
 )
+from shared.files import private_file
 from shared.observability import (
     BUS_PUBLISH_SECONDS,
 )
@@ -169,7 +170,7 @@ class EmbeddedBus(EventBus):
         return conn
 
     def _init_writer(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # the log holds every event, phone numbers included: owner only
         self._wconn = self._connect()
         self._wconn.executescript(_SCHEMA)
 

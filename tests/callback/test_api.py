@@ -22,6 +22,7 @@ from shared.settings import CommonSettings
 from shared.topics import CALLBACKS, CONTACTS
 from tests.callback.conftest import SITES, berlin
 from tests.callback.helpers import agent_status, requested
+from tests.conftest import ADMIN_HEADERS
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,7 +45,10 @@ async def app(tmp_path: Path, clock: ManualClock) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://callback") as c:
+    # These tests are about behaviour, as the operator; who may do what is tests/security's business.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://callback", headers=ADMIN_HEADERS
+    ) as c:
         yield c
 
 

@@ -23,6 +23,7 @@ from shared.bus.embedded import EmbeddedBus
 from shared.events import AgentStatus, Envelope
 from shared.topics import CALLBACKS, CONTACTS
 from tests.callback.helpers import agent_status, requested
+from tests.conftest import ADMIN_HEADERS, TEST_ADMIN_TOKEN
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,7 @@ class CallbackProcess:
 
     def start(self) -> CallbackProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        env["SWITCHBOARD_ADMIN_TOKEN"] = TEST_ADMIN_TOKEN  # no service starts without one
         env.update(
             PYTHONPATH=str(ROOT),
             SWITCHBOARD_DATA_DIR=str(self.data_dir),
@@ -116,7 +118,7 @@ async def wait_for(check, timeout: float = 20.0):  # type: ignore[no-untyped-def
 async def test_kill_9_loses_nothing(tmp_path: Path, processes: list[CallbackProcess]) -> None:
     first = CallbackProcess(tmp_path).start()
     processes.append(first)
-    async with httpx.AsyncClient(base_url=first.url) as http:
+    async with httpx.AsyncClient(base_url=first.url, headers=ADMIN_HEADERS) as http:
         r = await http.post("/v1/callbacks", json={"customer": {"id": "before-crash"}})
         assert r.status_code == 201
         accepted_id = r.json()["id"]
@@ -131,7 +133,7 @@ async def test_kill_9_loses_nothing(tmp_path: Path, processes: list[CallbackProc
 
         second = CallbackProcess(tmp_path).start()
         processes.append(second)
-        async with httpx.AsyncClient(base_url=second.url) as http:
+        async with httpx.AsyncClient(base_url=second.url, headers=ADMIN_HEADERS) as http:
 
             async def both() -> list[dict[str, object]]:
                 rows = (await http.get("/v1/callbacks")).json()

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ ALWAYS_OPEN_SITES = json.dumps({"default": {"timezone": "UTC", "hours": {d: ["00
 
 def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env["SWITCHBOARD_ADMIN_TOKEN"] = TEST_ADMIN_TOKEN  # no service starts without one
     env.update(
         PYTHONPATH=str(ROOT),
         SWITCHBOARD_DATA_DIR=str(data_dir),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.e2e.conftest import ServiceProcess, wait_until
-from tests.e2e.test_contact_to_agent import ROUTER_ENV, register
+from tests.e2e.test_contact_to_agent import ADMIN_HEADERS, ROUTER_ENV, register
 from tests.router.conftest import agent_stream
 
 
@@ -49,7 +49,7 @@ async def test_callback_requested_through_intake_is_offered_attempted_and_fulfil
         assert r.status_code == 202, r.text
 
         def commitment() -> dict | None:
-            items = httpx.get(f"{callback.url}/v1/callbacks").json()
+            items = httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()
             return items[0] if items else None
 
         promise = wait_until(commitment, timeout=15)
@@ -70,14 +70,14 @@ async def test_callback_requested_through_intake_is_offered_attempted_and_fulfil
         assert r.status_code == 200, r.text
 
         def fulfilled() -> dict | None:
-            detail = httpx.get(f"{callback.url}/v1/callbacks/{callback_id}").json()
+            detail = httpx.get(f"{callback.url}/v1/callbacks/{callback_id}", headers=ADMIN_HEADERS).json()
             return detail if detail["status"] == "fulfilled" else None
 
         detail = wait_until(fulfilled, timeout=15)
         assert [a["result"] for a in detail["attempt_history"]] == ["reached"]
         assert detail["attempt_history"][0]["agent_id"] == "alice"
 
-        summary = httpx.get(f"{callback.url}/v1/summary/today").json()
+        summary = httpx.get(f"{callback.url}/v1/summary/today", headers=ADMIN_HEADERS).json()
         overall = summary["overall"]
         assert (overall["promised"], overall["fulfilled"], overall["breached"]) == (1, 1, 0)
         assert overall["same_day_fulfilment_rate"] == 1.0
@@ -85,7 +85,7 @@ async def test_callback_requested_through_intake_is_offered_attempted_and_fulfil
         # The same form submitted again (double click) merges: still one promise.
         again = await http.post(f"{intake.url}/v1/callback-requests", data=form)
         assert again.status_code == 202 and again.json()["duplicate"] is True
-        assert len(httpx.get(f"{callback.url}/v1/callbacks").json()) == 1
+        assert len(httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()) == 1
 
 
 def test_midday_timezone_puts_the_customer_near_noon() -> None:
@@ -129,7 +129,7 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
             told[phone] = r.json()
 
         def commitments() -> dict[str, dict] | None:
-            items = httpx.get(f"{callback.url}/v1/callbacks").json()
+            items = httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()
             return {c["customer"]["phone"]: c for c in items} if len(items) == 2 else None
 
         by_phone = wait_until(commitments, timeout=15)
@@ -165,13 +165,13 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
                 # The next attempt waits for the callback service to record this one (and its spacing).
                 want = len(script[phone_of[cid]]) - len(remaining[cid])
                 wait_until(
-                    lambda cid=cid, want=want: httpx.get(f"{callback.url}/v1/callbacks/{cid}").json()["attempts"]
+                    lambda cid=cid, want=want: httpx.get(f"{callback.url}/v1/callbacks/{cid}", headers=ADMIN_HEADERS).json()["attempts"]
                     == want,
                     timeout=15,
                 )
 
         def ended() -> dict[str, dict] | None:
-            items = {c["customer"]["phone"]: c for c in httpx.get(f"{callback.url}/v1/callbacks").json()}
+            items = {c["customer"]["phone"]: c for c in httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()}
             open_ = ("pending", "released", "in_progress")
             return items if all(c["status"] not in open_ for c in items.values()) else None
 
@@ -183,17 +183,17 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
             3,
         )
         assert (fulfilled["status"], fulfilled["attempts"]) == ("fulfilled", 2)
-        history = httpx.get(f"{callback.url}/v1/callbacks/{exhausted['id']}").json()["attempt_history"]
+        history = httpx.get(f"{callback.url}/v1/callbacks/{exhausted['id']}", headers=ADMIN_HEADERS).json()["attempt_history"]
         assert [a["result"] for a in history] == ["no_answer"] * 3 and not any(a["late"] for a in history)
         # Attempts were spaced: each retry came no sooner than the (shortened) spacing after the last.
         times = [datetime.fromisoformat(a["at"]) for a in history]
         assert all(b - a >= timedelta(seconds=1.2) for a, b in zip(times, times[1:], strict=False)), times
 
-        overall = httpx.get(f"{callback.url}/v1/summary/today").json()["overall"]
+        overall = httpx.get(f"{callback.url}/v1/summary/today", headers=ADMIN_HEADERS).json()["overall"]
         assert (overall["promised"], overall["fulfilled"], overall["closed"], overall["exhausted"]) == (2, 1, 1, 1)
         assert (overall["open"], overall["breached"]) == (0, 0)
         assert overall["same_day_fulfilment_rate"] == 0.5
 
         # Attempts typed in on an ended promise are refused.
-        r = await http.post(f"{callback.url}/v1/callbacks/{exhausted['id']}/attempts", json={"result": "reached"})
+        r = await http.post(f"{callback.url}/v1/callbacks/{exhausted['id']}/attempts", json={"result": "reached"}, headers=ADMIN_HEADERS)
         assert r.status_code == 409 and r.json()["detail"]["reason"] == "callback_closed"

@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import ServiceProcess
 from tests.router.conftest import agent_stream
 
-ADMIN = "e2e-admin-token"
+ADMIN = TEST_ADMIN_TOKEN  # the operator token every service gets from service_env
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
-ROUTER_ENV = {"SWITCHBOARD_ROUTER_ADMIN_TOKEN": ADMIN, "SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS": "30"}
+ROUTER_ENV = {"SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS": "30"}
 
 
 def contact(external_id: str, **overrides: Any) -> dict[str, Any]:

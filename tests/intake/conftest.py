@@ -106,6 +106,7 @@ async def intake(tmp_path: Path) -> AsyncIterator[IntakeFactory]:
     ) -> Intake:
         data_dir = data_dir or tmp_path / "data"
         clock = clock or Clock()
+        settings.setdefault("listen_host", "127.0.0.1")  # in-process, as `switchboard intake` on loopback
         intake_settings = IntakeSettings(**settings)
         common = CommonSettings(data_dir=data_dir, log_json=False, log_level="WARNING")
         app = create_app(intake_settings, common, bus=bus, clock=clock)

@@ -18,6 +18,7 @@ from shared.bus.base import Record
 from shared.bus.embedded import EmbeddedBus
 from shared.events import ContactRequested, Envelope, contact_id_for
 from shared.topics import CONTACTS
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.conftest import SECRET, bus_events, contact_payload, sign
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,8 @@ class Uvicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        self.env["SWITCHBOARD_ADMIN_TOKEN"] = TEST_ADMIN_TOKEN  # no service starts without one
+        self.env["SWITCHBOARD_INTAKE_LISTEN_HOST"] = "127.0.0.1"  # uvicorn binds loopback by default
         self.env.update(
             PYTHONPATH=str(ROOT), SWITCHBOARD_DATA_DIR=str(data_dir), SWITCHBOARD_LOG_LEVEL="WARNING", **env
         )

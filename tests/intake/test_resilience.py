@@ -112,7 +112,9 @@ async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: Intak
 @pytest.fixture
 def sync_client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(
-        IntakeSettings(source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096),
+        IntakeSettings(
+            source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096, listen_host="127.0.0.1"
+        ),
         CommonSettings(data_dir=tmp_path / "fuzz", log_json=False, log_level="ERROR"),
         clock=Clock(),
     )
@@ -175,7 +177,8 @@ def test_no_client_input_produces_a_server_error(
 
 def test_fuzzing_also_exercised_the_accept_path(tmp_path: Path) -> None:
     """Guard for the fuzz test above: valid bodies do get through the same client setup."""
-    app = create_app(IntakeSettings(), CommonSettings(data_dir=tmp_path / "d", log_json=False), clock=Clock())
+    settings = IntakeSettings(listen_host="127.0.0.1")
+    app = create_app(settings, CommonSettings(data_dir=tmp_path / "d", log_json=False), clock=Clock())
     with TestClient(app) as client:
         resp = client.post("/v1/contacts", json=contact_payload())
     assert resp.status_code == 202

@@ -106,7 +106,7 @@ class Router:
         return agent, {"Authorization": f"Bearer {agent['token']}"}
 
     async def queue_ids(self) -> list[str]:
-        r = await self.client.get("/v1/queue")
+        r = await self.client.get("/v1/queue", headers=ADMIN)
         return [item["contact_id"] for item in r.json()["items"]]
 
     async def offers_of(self, agent_id: str, headers: dict[str, str]) -> list[dict[str, Any]]:

@@ -272,7 +272,7 @@ async def test_abandon_while_waiting_and_while_offered(router: Router) -> None:
     me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
     assert me["load"] == {} and me["status"] == "available"
     assert kinds(await router.timeline(offered.contact_id))[-2:] == ["offer_withdrawn", "abandoned"]
-    stats = (await router.client.get("/v1/stats")).json()
+    stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
     assert stats["service_level"]["chat"]["abandoned"] == 2
 
 
@@ -384,11 +384,11 @@ async def test_queue_is_in_serving_order_and_filterable(router: Router) -> None:
         return len(await router.queue_ids()) == 3
 
     await eventually(three)
-    body = (await router.client.get("/v1/queue")).json()
+    body = (await router.client.get("/v1/queue", headers=ADMIN)).json()
     assert body["total"] == 3 and body["items"][0]["contact_id"] == vip.contact_id  # higher priority first
     assert body["items"][0]["priority"] > body["items"][-1]["priority"] or len(body["items"]) == 1
     assert all(i["waited_seconds"] >= 0 for i in body["items"])
-    chat = (await router.client.get("/v1/queue", params={"channel": "chat", "limit": 1})).json()
+    chat = (await router.client.get("/v1/queue", params={"channel": "chat", "limit": 1}, headers=ADMIN)).json()
     assert [i["contact_id"] for i in chat["items"]] == [vip.contact_id] and chat["total"] == 3
-    assert (await router.client.get("/v1/queue", params={"limit": 0})).status_code == 422
-    assert (await router.client.get("/v1/queue", params={"channel": "fax"})).status_code == 422
+    assert (await router.client.get("/v1/queue", params={"limit": 0}, headers=ADMIN)).status_code == 422
+    assert (await router.client.get("/v1/queue", params={"channel": "fax"}, headers=ADMIN)).status_code == 422

@@ -127,7 +127,7 @@ async def test_callback_due_keeps_its_place_and_its_attempt_is_reported(router: 
         await router.emit(due)
 
         async def two_waiting() -> list:
-            items = (await router.client.get("/v1/queue")).json()["items"]
+            items = (await router.client.get("/v1/queue", headers=ADMIN)).json()["items"]
             return items if len(items) == 2 else []
 
         items = await eventually(two_waiting)
@@ -179,7 +179,7 @@ async def test_callback_due_upserts_and_closed_callbacks_leave_the_queue(router:
         return kinds if "callback_updated" in kinds else []
 
     assert await eventually(updated) == ["received", "queued", "callback_updated"]
-    items = (await router.client.get("/v1/queue")).json()["items"]
+    items = (await router.client.get("/v1/queue", headers=ADMIN)).json()["items"]
     assert [i["contact_id"] for i in items] == ["cb-9"]  # one work item: replaced, not doubled
     waited = items[0]["waited_seconds"]
     assert items[0]["priority"] >= waited + 30 - 0.01  # aged 1 point/s on voice, plus the new boost of 30
@@ -245,7 +245,7 @@ async def test_outcome_counters_goodwill_budget_and_agent_promise(router: Router
         (promise,) = await eventually(promised)
     assert promise.origin is CallbackOrigin.AGENT_PROMISE and promise.promised_by_agent_id == "amb"
     assert promise.contact_id == unhappy.contact_id and promise.preferred_window is not None
-    stats = (await router.client.get("/v1/stats")).json()
+    stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
     assert stats["goodwill"]["spent"] == 30
     assert stats["today"]["sold"] == 1 and stats["today"]["completed"] == 2
     assert stats["today"]["goodwill_spent"] == 30
@@ -263,14 +263,14 @@ async def test_stats_and_metrics(router: Router) -> None:
         return len(await router.queue_ids()) == 4
 
     await eventually(four)
-    stats = (await router.client.get("/v1/stats")).json()
+    stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
     waiting = {(w["site"], w["channel"]): w for w in stats["waiting"]}
     assert waiting[("main", "chat")]["waiting"] == 3 and waiting[("berlin", "voice")]["waiting"] == 1
     assert stats["waiting_total"] == 4 and stats["oldest_wait_seconds"] >= 0
     assert stats["agents_by_status"] == {"offline": 1, "break": 1}
     assert stats["offers_outstanding"] == 0
     assert stats["service_level"]["chat"]["target_share"] == 0.8
-    assert stats["strategy_version"] == (await router.client.get("/v1/strategy")).json()["version"]
+    assert stats["strategy_version"] == (await router.client.get("/v1/strategy", headers=ADMIN)).json()["version"]
     await router.client.put("/v1/agents/alice/status", json={"status": "available"}, headers=alice)
     await router.wait_offer("alice", alice)
     text = (await router.client.get("/metrics")).text

@@ -46,7 +46,7 @@ async def test_routing_on_postgres_survives_a_restart(tmp_path: Path, postgres_u
         await router.client.put("/v1/agents/alice/status", json={"status": "available"}, headers=alice)
         last = await router.wait_offer("alice", alice)
         assert last["contact_id"] == offer_b["contact_id"]
-        stats = (await router.client.get("/v1/stats")).json()
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
         assert stats["today"]["sold"] == 1 and stats["offers_outstanding"] == 2
         agents = (await router.client.get("/v1/agents", headers=ADMIN)).json()["items"]
         assert {a["agent_id"]: a["load"] for a in agents} == {"alice": {"chat": 1}, "bob": {"chat": 1}}

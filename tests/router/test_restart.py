@@ -94,7 +94,7 @@ class RouterProcess:
 
 async def snapshot(client: httpx.AsyncClient, tokens: dict[str, dict[str, str]]) -> dict[str, Any]:
     """Where every contact is, as the API sees it, checked for disjointness and capacity."""
-    queued = [i["contact_id"] for i in (await client.get("/v1/queue")).json()["items"]]
+    queued = [i["contact_id"] for i in (await client.get("/v1/queue", headers=ADMIN)).json()["items"]]
     offered: dict[str, str] = {}
     assigned: dict[str, str] = {}
     for agent_id, headers in tokens.items():

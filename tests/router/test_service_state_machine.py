@@ -45,7 +45,7 @@ from shared.events import (
     make_event,
 )
 
-ADMIN = Principal(is_admin=True)
+ADMIN = Principal.admin()
 STRATEGY = load_strategy(None)
 
 
@@ -217,7 +217,7 @@ class RouterMachine(RuleBasedStateMachine):
         if not pending:
             return
         offer = data.draw(st.sampled_from(pending))
-        who = Principal(is_admin=False, agent_id=offer.agent_id)
+        who = Principal.agent(offer.agent_id)
         try:
             if accept:
                 self.run(self.svc.accept(offer.offer_id, who))
@@ -238,7 +238,7 @@ class RouterMachine(RuleBasedStateMachine):
             return
         row = data.draw(st.sampled_from(rows))
         result = AttemptResult.REACHED if row.callback_id else None
-        self.run(self.svc.complete(row.contact_id, Principal(False, row.agent_id), Outcome(sold=sold), result))
+        self.run(self.svc.complete(row.contact_id, Principal.agent(row.agent_id), Outcome(sold=sold), result))
 
     @precondition(lambda self: self.agent_ids)
     @rule(

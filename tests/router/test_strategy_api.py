@@ -10,7 +10,7 @@ from tests.router.conftest import ADMIN, contact, eventually, running_router, wr
 async def test_reload_switches_version_and_rejects_an_invalid_file(tmp_path: Path) -> None:
     path = write_strategy(tmp_path / "strategy.yaml", version="ops-1")
     async with running_router(tmp_path / "data", strategy_path=path) as router:
-        current = (await router.client.get("/v1/strategy")).json()
+        current = (await router.client.get("/v1/strategy", headers=ADMIN)).json()
         assert current["version"] == "ops-1" and current["source"] == str(path)
         assert current["offer_timeout_seconds"] == 15 and current["strategy"]["rules"]
 
@@ -44,11 +44,11 @@ async def test_reload_switches_version_and_rejects_an_invalid_file(tmp_path: Pat
         path.write_text("version: [unclosed")
         r = await router.client.post("/v1/strategy/reload", headers=ADMIN)
         assert r.status_code == 422 and "YAML" in r.json()["detail"]["message"]
-        assert (await router.client.get("/v1/strategy")).json()["version"] == "ops-2"
-        stats = (await router.client.get("/v1/stats")).json()
+        assert (await router.client.get("/v1/strategy", headers=ADMIN)).json()["version"] == "ops-2"
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
         assert stats["strategy_version"] == "ops-2"
 
 
 async def test_offer_timeout_setting_overrides_the_strategy(tmp_path: Path) -> None:
     async with running_router(tmp_path / "data", offer_timeout_seconds=3.5) as router:
-        assert (await router.client.get("/v1/strategy")).json()["offer_timeout_seconds"] == 3.5
+        assert (await router.client.get("/v1/strategy", headers=ADMIN)).json()["offer_timeout_seconds"] == 3.5

@@ -63,7 +63,7 @@ async def read_signed(
     if header_source is None:
         if isinstance(body_source, str):
             ctx.check_generic_signature(request, body_source, body, required_without_secret=required_without_secret)
-        elif required_without_secret and ctx.settings.require_signatures:
+        elif required_without_secret and ctx.signatures_required:
             raise ctx.reject_signature(request, "?", SignatureFailure.UNKNOWN_SOURCE, len(body))
     elif body_source is not None and body_source != header_source:
         raise ctx.reject_signature(request, header_source, SignatureFailure.MISMATCH, len(body))

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, status
 from sse_starlette import EventSourceResponse
 
-from services.router.api.deps import AdminDep, PrincipalDep, ServiceDep, check_agent, get_stream_principal
+from services.router.api.deps import (
+    AdminDep,
+    PrincipalDep,
+    ServiceDep,
+    TrustedDep,
+    check_agent,
+    check_may_see,
+    get_stream_principal,
+)
 from services.router.auth import Principal
 from services.router.schemas import AgentCreate, AgentProfileIn, StatusChange
 
@@ -23,15 +31,15 @@ async def register_agent(body: AgentCreate, service: ServiceDep, _: AdminDep) ->
     return {**agent, "token": token}
 
 
-@router.get("", summary="List agents (admin)")
-async def list_agents(service: ServiceDep, _: AdminDep) -> dict[str, Any]:
+@router.get("", summary="List agents (supervisor or admin)")
+async def list_agents(service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     items = await service.list_agents()
     return {"items": items, "count": len(items)}
 
 
-@router.get("/{agent_id}", summary="An agent (admin or the agent itself)")
+@router.get("/{agent_id}", summary="An agent (the agent itself, a supervisor or admin)")
 async def get_agent(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
-    check_agent(who, agent_id)
+    check_may_see(who, agent_id)
     return await service.get_agent(agent_id)
 
 
@@ -48,21 +56,22 @@ async def rotate_token(agent_id: str, service: ServiceDep, _: AdminDep) -> dict[
 @router.put("/{agent_id}/status", summary="Change status: available, busy, break, offline")
 async def change_status(agent_id: str, body: StatusChange, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     """``wrap_up`` is automatic after a contact. Going to break/offline/busy withdraws open offers
-    (they go to the next agent); work in progress stays assigned until completed."""
-    check_agent(who, agent_id)
+    (they go to the next agent); work in progress stays assigned until completed. The agent itself,
+    a supervisor or the admin."""
+    check_may_see(who, agent_id)
     return await service.change_status(agent_id, body.status, body.reason)
 
 
 @router.get("/{agent_id}/offers", summary="The agent's open offers")
 async def agent_offers(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
-    check_agent(who, agent_id)
+    check_may_see(who, agent_id)
     items = await service.agent_offers(agent_id)
     return {"items": items, "count": len(items)}
 
 
 @router.get("/{agent_id}/assignments", summary="The agent's contacts in progress")
 async def agent_assignments(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
-    check_agent(who, agent_id)
+    check_may_see(who, agent_id)
     items = await service.agent_assignments(agent_id)
     return {"items": items, "count": len(items)}
 

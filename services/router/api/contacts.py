@@ -6,16 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from services.router.api.deps import PrincipalDep, ServiceDep
+from services.router.api.deps import PrincipalDep, ServiceDep, TrustedDep
 from services.router.schemas import CompleteIn
 from shared.events import Channel
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
 
 
-@router.get("/queue", summary="Waiting contacts in the order they will be served")
+@router.get("/queue", summary="Waiting contacts in the order they will be served (supervisor or admin)")
 async def get_queue(
     service: ServiceDep,
+    _: TrustedDep,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many, best first")] = 1000,
     site: Annotated[str | None, Query(max_length=100)] = None,
     channel: Channel | None = None,
@@ -37,5 +38,5 @@ async def complete(contact_id: str, body: CompleteIn, service: ServiceDep, who: 
 @router.get("/contacts/{contact_id}/timeline", summary="Audit trail of one contact")
 async def get_timeline(contact_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     """received, queued, offered (to whom, rule, score, explanation), declined / timed out, accepted,
-    completed. Admin, or an agent the contact was offered to."""
+    completed. A supervisor or the admin, or an agent the contact was offered to (its own work)."""
     return await service.timeline(contact_id, who)

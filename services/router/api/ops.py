@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
-from services.router.api.deps import AdminDep, ServiceDep
+from services.router.api.deps import AdminDep, PrincipalDep, ServiceDep, TrustedDep
 from services.router.strategy import StrategyError
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -27,8 +27,8 @@ def _strategy_view(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/strategy", summary="The active routing strategy")
-async def get_strategy(request: Request) -> dict[str, Any]:
+@router.get("/strategy", summary="The active routing strategy (any token)")
+async def get_strategy(request: Request, _: PrincipalDep) -> dict[str, Any]:
     return _strategy_view(request)
 
 
@@ -46,8 +46,8 @@ async def reload_strategy(request: Request, service: ServiceDep, _: AdminDep) ->
     return {**_strategy_view(request), "previous_version": previous}
 
 
-@router.get("/stats", summary="Live operational statistics")
-async def get_stats(service: ServiceDep) -> dict[str, Any]:
+@router.get("/stats", summary="Live operational statistics (supervisor or admin)")
+async def get_stats(service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     """Waiting per site/channel and oldest wait, agents by status, offers outstanding, service level per
     channel against its target and abandonment over the recent window, sales share, goodwill spent."""
     return await service.stats()
