@@ -21,6 +21,7 @@ from services.callback.scheduler import Scheduler
 from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
 from shared.bus import EventBus
+from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
@@ -82,6 +83,7 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
+    install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.include_router(api_router)
     install_operations(app, runtime.checks())
     return app
