@@ -134,7 +134,12 @@ def create_app(
             clock=clock,
         )
         app.state.intake = IntakeContext(
-            settings=settings, service=service, calendars=cal, tenant_id=common.tenant_id, clock=clock
+            settings=settings,
+            service=service,
+            calendars=cal,
+            tenant_id=common.tenant_id,
+            clock=clock,
+            rate_limits=settings.rate_limits(),
         )
         if settings.gc_freeze:
             # Everything loaded so far (phone metadata, calendars, schemas) lives as long as the process:

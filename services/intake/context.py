@@ -10,6 +10,7 @@ import structlog
 from fastapi import Request
 
 from services.intake.edge import public_url
+from services.intake.rate_limits import NoRateLimits, RateLimits
 from services.intake.rules import MinuteCachedHours, OpenHours
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
@@ -36,6 +37,7 @@ class IntakeContext:
     calendars: BusinessCalendars
     tenant_id: str
     clock: Callable[[], datetime]
+    rate_limits: RateLimits = field(default_factory=NoRateLimits)
     _hours: dict[str, OpenHours] = field(default_factory=dict)
 
     @property

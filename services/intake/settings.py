@@ -9,6 +9,7 @@ import yaml
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.intake.rate_limits import NoRateLimits, RateLimits, RateLimitSpecs, parse_limits
 from services.intake.rules import EnrichmentRules
 from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file
 from shared.events import DEFAULT_SITE
@@ -50,6 +51,25 @@ class IntakeSettings(BaseSettings):
         False, description="Without public_base_url: rebuild the URL from X-Forwarded-Proto/Host."
     )
     max_body_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies are refused with 413.")
+    rate_limits_enabled: bool = Field(
+        True, description="429 + Retry-After beyond the rate limits below (off: benchmarks, load tests)."
+    )
+    webhook_rate_limit_per_client: str = Field(
+        "6000/minute",
+        description='JSON and Twilio webhooks, per client address; "N/second|minute|hour|day", several '
+        'separated by ";" (all must hold), "" for none.',
+    )
+    webhook_rate_limit_per_source: str = Field(
+        "6000/minute", description="JSON and Twilio webhooks, per (signing) source."
+    )
+    web_form_rate_limit_per_client: str = Field(
+        "5/minute;20/hour",
+        description="Web callback form, per client address: each request schedules a call to a number of "
+        "the client's choosing.",
+    )
+    web_form_rate_limit_per_source: str = Field(
+        "300/minute", description="Web callback form, per source (all browsers of a website together)."
+    )
     default_site: str = Field(DEFAULT_SITE, description="Site of contacts that name none.")
     twilio_sites: dict[str, str] = Field(
         default_factory=dict, description="Called number (Twilio `To`, E.164) -> site."
@@ -85,6 +105,29 @@ class IntakeSettings(BaseSettings):
         description="Serve the webhook endpoints straight from the ASGI call, past the framework's middleware "
         "stack (same answers; see services/intake/api/direct.py). Off: every request takes FastAPI's full path.",
     )
+
+    @field_validator(
+        "webhook_rate_limit_per_client",
+        "webhook_rate_limit_per_source",
+        "web_form_rate_limit_per_client",
+        "web_form_rate_limit_per_source",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_limits(value)  # a typo stops the start, not the first request
+        return value
+
+    def rate_limits(self) -> RateLimits:
+        if not self.rate_limits_enabled:
+            return NoRateLimits()
+        return RateLimits(
+            RateLimitSpecs(
+                webhook_per_client=self.webhook_rate_limit_per_client,
+                webhook_per_source=self.webhook_rate_limit_per_source,
+                web_form_per_client=self.web_form_rate_limit_per_client,
+                web_form_per_source=self.web_form_rate_limit_per_source,
+            )
+        )
 
     @field_validator("public_base_url")
     @classmethod

@@ -112,7 +112,9 @@ async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: Intak
 @pytest.fixture
 def sync_client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(
-        IntakeSettings(source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096),
+        IntakeSettings(
+            source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096, rate_limits_enabled=False
+        ),
         CommonSettings(data_dir=tmp_path / "fuzz", log_json=False, log_level="ERROR"),
         clock=Clock(),
     )
