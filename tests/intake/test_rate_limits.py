@@ -105,7 +105,9 @@ async def test_limits_off_accept_everything(intake: IntakeFactory) -> None:
 
 async def test_signed_requests_with_timestamps_and_limits(intake: IntakeFactory) -> None:
     """The signed header source is the one counted when header and body agree."""
-    app = await intake(rate_limits_enabled=True, source_secrets={"acme": SECRET}, webhook_rate_limit_per_source="1/hour")
+    app = await intake(
+        rate_limits_enabled=True, source_secrets={"acme": SECRET}, webhook_rate_limit_per_source="1/hour"
+    )
     body = json.dumps(contact_payload("h-1")).encode()
     ts = int(app.clock().timestamp())
     headers = {"content-type": "application/json", "X-Switchboard-Source": "acme", **sign(body, ts)}
