@@ -95,6 +95,14 @@ class IntakeSettings(BaseSettings):
         5.0, gt=0, description="Longer than this without the bus's ack: 503 (the client retries)."
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After of 503 answers.")
+    readiness_timeout_seconds: float = Field(
+        1.0, gt=0, description="Each /readyz probe (bus, store, disk) not answering within this: not ready."
+    )
+    readiness_failure_window_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request that failed to persist keeps /readyz false this long (or until one succeeds).",
+    )
     idempotency_retention_hours: float = Field(
         168, gt=0, description="How long a request is remembered (telephony retries come within hours)."
     )
