@@ -37,6 +37,8 @@ def _factory(service: str) -> str:
 def _serve(service: str, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
+    from shared.http_server import uvicorn_limits
+
     uvicorn.run(
         _factory(service),
         factory=True,
@@ -46,6 +48,7 @@ def _serve(service: str, host: str, port: int, log_level: str) -> None:
         log_config=None,  # our structlog configuration owns the root logger
         timeout_graceful_shutdown=10,
         access_log=False,
+        **uvicorn_limits(),  # idle and header-read timeouts, header size cap (SWITCHBOARD_HTTP_*)
     )
 
 
