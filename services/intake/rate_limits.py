@@ -6,7 +6,8 @@ Two families, each limited per client address and per source:
 
 * ``webhook``: JSON contact/abandon webhooks and Twilio's voice webhooks: machines, few addresses, high
   volume; the defaults are high and only stop a runaway sender.
-* ``web_form``: the website's callback form: browsers, one person each; the defaults are low per client.
+* ``web_form``: the website's callback form: browsers, one person each; the defaults are low per client,
+  and a number can be asked for only a few times an hour whoever asks (from however many addresses).
 
 The client limit is checked before the body is read (a flood costs little); the source limit after the
 signature check, so forged requests cannot spend a signing source's budget. Counting is the ``limits``
@@ -39,6 +40,7 @@ class Family(StrEnum):
 class Dimension(StrEnum):
     CLIENT = "client"
     SOURCE = "source"
+    PHONE = "phone"  # the number a web form asks us to call: no one is called back on demand of a flood
 
 
 def parse_limits(spec: str) -> list[RateLimitItem]:
@@ -55,6 +57,7 @@ class RateLimitSpecs:
     webhook_per_source: str
     web_form_per_client: str
     web_form_per_source: str
+    web_form_per_phone: str = ""
 
 
 class RateLimits:
@@ -66,6 +69,7 @@ class RateLimits:
             (Family.WEBHOOK, Dimension.SOURCE): parse_limits(specs.webhook_per_source),
             (Family.WEB_FORM, Dimension.CLIENT): parse_limits(specs.web_form_per_client),
             (Family.WEB_FORM, Dimension.SOURCE): parse_limits(specs.web_form_per_source),
+            (Family.WEB_FORM, Dimension.PHONE): parse_limits(specs.web_form_per_phone),
         }
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._clock = clock  # only for Retry-After: the library keeps its own (wall) time
@@ -88,6 +92,9 @@ class RateLimits:
 
     def source(self, family: Family, source: str) -> None:
         self.hit(family, Dimension.SOURCE, source)
+
+    def phone(self, family: Family, e164: str) -> None:
+        self.hit(family, Dimension.PHONE, e164)
 
 
 class NoRateLimits(RateLimits):

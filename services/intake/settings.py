@@ -70,6 +70,9 @@ class IntakeSettings(BaseSettings):
     web_form_rate_limit_per_source: str = Field(
         "300/minute", description="Web callback form, per source (all browsers of a website together)."
     )
+    web_form_rate_limit_per_phone: str = Field(
+        "3/hour", description="Web callback form, per phone number to call (a flood from many addresses)."
+    )
     default_site: str = Field(DEFAULT_SITE, description="Site of contacts that name none.")
     twilio_sites: dict[str, str] = Field(
         default_factory=dict, description="Called number (Twilio `To`, E.164) -> site."
@@ -119,6 +122,7 @@ class IntakeSettings(BaseSettings):
         "webhook_rate_limit_per_source",
         "web_form_rate_limit_per_client",
         "web_form_rate_limit_per_source",
+        "web_form_rate_limit_per_phone",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -134,6 +138,7 @@ class IntakeSettings(BaseSettings):
                 webhook_per_source=self.webhook_rate_limit_per_source,
                 web_form_per_client=self.web_form_rate_limit_per_client,
                 web_form_per_source=self.web_form_rate_limit_per_source,
+                web_form_per_phone=self.web_form_rate_limit_per_phone,
             )
         )
 

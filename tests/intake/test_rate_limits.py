@@ -19,7 +19,8 @@ FORM = {"phone": "+49 30 901820", "message": "Please call me", "timezone": "Euro
 
 
 def form(i: int) -> dict[str, str]:
-    return {**FORM, "name": f"Customer {i}"}  # distinct content: not a duplicate of the one before
+    # A distinct customer and number each time: not a duplicate, and not the per-number limit.
+    return {**FORM, "name": f"Customer {i}", "phone": f"+49 30 {901820 + i}"}
 
 
 def other_client(app: object, host: str) -> httpx.AsyncClient:
@@ -42,6 +43,20 @@ async def test_the_default_limits_stop_a_flood_of_web_callback_requests_from_one
     assert 1 <= accepted <= 5, answers
     assert answers.count(429) == 30 - accepted
     assert len(app.events()) == accepted  # a refused request schedules nothing
+
+
+async def test_a_number_is_called_back_only_a_few_times_however_many_clients_ask(intake: IntakeFactory) -> None:
+    """Call-bombing someone's phone from many addresses: the per-number limit holds across clients."""
+    app = await intake(rate_limits_enabled=True, web_form_rate_limit_per_client="")  # per number: as shipped
+    answers = []
+    for i in range(6):
+        async with other_client(app.app, f"198.51.100.{i + 1}") as c:
+            victim = {**FORM, "name": f"Prank {i}"}
+            answers.append(await c.post("/v1/callback-requests", data=victim))
+    assert [r.status_code for r in answers[:3]] == [202, 202, 202]
+    for r in answers[3:]:
+        assert_rate_limited(r)
+    assert len(app.events()) == 3
 
 
 async def test_web_form_limit_is_per_client_with_retry_after(intake: IntakeFactory) -> None:

@@ -75,6 +75,7 @@ async def post_callback_request(request: Request) -> Response:
     )
     form: CallbackRequestIn = validate(CallbackRequestIn, data)
     ctx.rate_limits.source(Family.WEB_FORM, form.source)
+    ctx.rate_limits.phone(Family.WEB_FORM, form.phone)
     now = ctx.clock()
     site = form.site or ctx.settings.default_site
     tz_name = timezone_for(form.timezone, form.phone)
