@@ -302,7 +302,16 @@ class _AsyncDriver:
         await self._run(lambda conn: conn.execute(select(1)).scalar(), write=False)
 
     async def writable(self) -> None:
-        await self._run(lambda conn: conn.execute(select(1)).scalar(), write=True)
+        """A write transaction that may write: not a read-only standby, not ``default_transaction_read_only``."""
+
+        def check(conn: Connection) -> None:
+            if self.dialect == "postgresql":
+                if conn.execute(text("SHOW transaction_read_only")).scalar() == "on":
+                    raise StoreUnavailable("the database is read-only")
+            else:
+                conn.execute(select(1)).scalar()
+
+        await self._run(check, write=True)
 
     directory: Path | None = None  # a database server: its disk is its own concern
 

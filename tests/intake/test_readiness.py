@@ -203,3 +203,32 @@ async def test_a_read_only_file_system_is_not_ready_and_refuses_with_503(
         assert took < PUBLISH_TIMEOUT + SLACK
         # The failed request alone makes readiness false, whatever the probes say.
         assert (await app.client.get("/readyz")).json()["checks"]["recent_requests"] is False
+
+
+@pytest.mark.postgres
+async def test_a_read_only_postgresql_store_is_not_writable() -> None:
+    """PostgreSQL: a standby or a database set read-only answers SELECT 1 but cannot take a row."""
+    import asyncpg
+
+    from services.intake.store import open_store
+    from tests.postgres import fresh_database
+
+    async with fresh_database("sb_intake_ro") as db_url:
+        store = open_store(db_url)
+        try:
+            assert await store.writable() is True
+        finally:
+            await store.close()
+        dsn = db_url.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn)
+        try:
+            name = dsn.rsplit("/", 1)[1]
+            await conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        finally:
+            await conn.close()
+        store = open_store(db_url)  # new sessions take the database's new default
+        try:
+            assert await store.ping() is True
+            assert await store.writable() is False
+        finally:
+            await store.close()
