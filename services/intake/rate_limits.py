@@ -13,7 +13,8 @@ The client limit is checked before the body is read (a flood costs little); the 
 signature check, so forged requests cannot spend a signing source's budget. Counting is the ``limits``
 library's sliding-window counter in memory (O(1) a request, per process: with N intake replicas a
 client gets up to N times the limit). The client is the socket peer as uvicorn reports it (with its
-default ``--proxy-headers``, the ``X-Forwarded-For`` client of a proxy on 127.0.0.1).
+default ``--proxy-headers``, the ``X-Forwarded-For`` client of a proxy listed in ``FORWARDED_ALLOW_IPS``,
+default 127.0.0.1).
 """
 
 from __future__ import annotations
