@@ -14,7 +14,7 @@ signature check, so forged requests cannot spend a signing source's budget. Coun
 library's sliding-window counter in memory (O(1) a request, per process: with N intake replicas a
 client gets up to N times the limit). The client is the socket peer as uvicorn reports it (with its
 default ``--proxy-headers``, the ``X-Forwarded-For`` client of a proxy listed in ``FORWARDED_ALLOW_IPS``,
-default 127.0.0.1).
+default loopback).
 """
 
 from __future__ import annotations
