@@ -303,7 +303,9 @@ def main() -> None:
                       "SWITCHBOARD_LOG_LEVEL": "WARNING",
                       "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-token-not-secret",
                       # uvicorn binds loopback here: unsigned webhooks are allowed (no secrets configured)
-                      "SWITCHBOARD_INTAKE_LISTEN_HOST": "127.0.0.1"}
+                      "SWITCHBOARD_INTAKE_LISTEN_HOST": "127.0.0.1",
+                      # One load generator is one client address: the rate limits would measure themselves.
+                      "SWITCHBOARD_INTAKE_RATE_LIMITS_ENABLED": "false"}
         bare_env = {**base_env, "PYTHONPATH": f"{tmpdir}{os.pathsep}{ROOT}"}
         ceiling_env = {**intake_env, "PYTHONPATH": bare_env["PYTHONPATH"],
                        "SWITCHBOARD_DATA_DIR": str(tmpdir / "ceiling")}

@@ -43,6 +43,7 @@ def _serve(service: str, host: str, port: int, log_level: str) -> None:
     os.umask(PRIVATE_UMASK)
     # Intake requires webhook signatures unless it listens on loopback only: it must know where it listens.
     os.environ["SWITCHBOARD_INTAKE_LISTEN_HOST"] = host
+    from shared.http_server import uvicorn_limits
 
     uvicorn.run(
         _factory(service),
@@ -53,6 +54,7 @@ def _serve(service: str, host: str, port: int, log_level: str) -> None:
         log_config=None,  # our structlog configuration owns the root logger
         timeout_graceful_shutdown=10,
         access_log=False,
+        **uvicorn_limits(),  # idle and header-read timeouts, header size cap (SWITCHBOARD_HTTP_*)
     )
 
 

@@ -98,11 +98,15 @@ def parse_periods(specs: Iterable[str]) -> tuple[Period, ...]:
 
 
 def zone(name: str) -> ZoneInfo:
-    """An IANA timezone, with a ValueError (not a KeyError subclass) for unknown names."""
+    """An IANA timezone, with a ValueError (not a KeyError subclass) for unknown names.
+
+    ``ZoneInfo`` reads a file named after ``name``: a 300-character name raises ``OSError`` ("File name
+    too long") and a directory such as ``America`` ``IsADirectoryError``; both are unknown names too.
+    """
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown timezone {name!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown timezone {name[:64]!r}") from exc
 
 
 class SiteConfig(BaseModel):

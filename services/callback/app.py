@@ -22,6 +22,7 @@ from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
 from shared.auth import Authenticator, AuthSettings, Principal, install_auth
 from shared.bus import EventBus
+from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
@@ -92,6 +93,7 @@ def create_app(
     )
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     install_auth(app, authenticator)
+    install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.include_router(api_router)
     install_operations(app, runtime.checks())
     return app

@@ -27,6 +27,7 @@ from services.intake.api import callbacks, contacts, twilio
 from services.intake.api.direct import IntakeAPI
 from services.intake.context import IntakeContext
 from services.intake.edge import InvalidInput
+from services.intake.readiness import RecentOutcomes, persist_checks
 from services.intake.schemas import AbandonIn, CallbackRequestIn, ContactIn
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
@@ -179,9 +180,19 @@ def create_app(
         assert isinstance(app, IntakeAPI)
         await runtime.start()
         assert runtime.database_url is not None
-        checks.update(runtime.checks())
         store = open_store(runtime.database_url)
-        checks["idempotency_store"] = store.ping
+        outcomes = RecentOutcomes(settings.readiness_failure_window_seconds)
+        bus_path = getattr(runtime.bus, "path", None)  # the embedded bus's log file
+        checks.update(
+            persist_checks(
+                bus_writable=runtime.bus.writable,
+                store_writable=store.writable,
+                database=runtime.database_ready,
+                directories=[d for d in (store.directory, Path(bus_path).parent if bus_path else None) if d],
+                outcomes=outcomes,
+                timeout=settings.readiness_timeout_seconds,
+            )
+        )
         service = IntakeService(
             runtime.bus,
             store,
@@ -189,6 +200,7 @@ def create_app(
             publish_timeout=settings.publish_timeout_seconds,
             retry_after=settings.retry_after_seconds,
             clock=clock,
+            outcomes=outcomes,
         )
         app.state.intake = IntakeContext(
             settings=settings,
@@ -197,6 +209,7 @@ def create_app(
             tenant_id=common.tenant_id,
             clock=clock,
             promise_policy=promise_policy,
+            rate_limits=settings.rate_limits(),
         )
         if settings.gc_freeze:
             # Everything loaded so far (phone metadata, calendars, schemas) lives as long as the process:

@@ -10,6 +10,7 @@ import structlog
 from fastapi import Request
 
 from services.intake.edge import field_error, public_url
+from services.intake.rate_limits import NoRateLimits, RateLimits
 from services.intake.rules import MinuteCachedHours, OpenHours
 from services.intake.service import IntakeError, IntakeService
 from services.intake.settings import IntakeSettings
@@ -38,6 +39,7 @@ class IntakeContext:
     tenant_id: str
     clock: Callable[[], datetime]
     promise_policy: PromisePolicy = field(default_factory=PromisePolicy)
+    rate_limits: RateLimits = field(default_factory=NoRateLimits)
     _hours: dict[str, OpenHours] = field(default_factory=dict)
     signatures_required: bool = True
 

@@ -30,7 +30,7 @@ def _e164(value: str) -> str:
 def _iana(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory (America), a name too long
         raise ValueError(f"unknown IANA timezone {value!r} (e.g. Europe/Berlin)") from None
     return value
 

@@ -22,6 +22,7 @@ import structlog
 
 from services.intake import metrics
 from services.intake.group_commit import GroupCommit
+from services.intake.readiness import RecentOutcomes
 from services.intake.store import (
     IdempotencyStore,
     RequestKey,
@@ -106,6 +107,7 @@ class IntakeService:
         publish_timeout: float,
         retry_after: int,
         clock: Callable[[], datetime],
+        outcomes: RecentOutcomes | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -113,18 +115,30 @@ class IntakeService:
         self.publish_timeout = publish_timeout
         self.retry_after = retry_after
         self.clock = clock
+        # What readiness learns from real requests: did the last one persist?
+        self.outcomes = outcomes or RecentOutcomes(failure_window=10.0)
         self._claims: dict[str, asyncio.Future[None]] = {}
         self._accepts: GroupCommit[_Submission, _Outcome] = GroupCommit(self._accept_batch)
 
     def unavailable(self, reason: str, detail: str) -> IntakeError:
         return IntakeError(503, reason, detail, headers={"Retry-After": str(self.retry_after)})
 
+    def too_slow(self) -> IntakeError:
+        """A request that could not be answered within the publish timeout: 503, never a longer wait."""
+        self.outcomes.failed()
+        log.warning("intake.answer_timeout", timeout=self.publish_timeout)
+        return self.unavailable("timeout", "event bus or idempotency store too slow, retry later")
+
     async def lookup(self, keys: Sequence[RequestKey]) -> StoredRequest | None:
         try:
-            return await self.store.find(keys)
+            async with asyncio.timeout(self.publish_timeout):
+                return await self.store.find(keys)
         except StoreUnavailable as exc:
             log.warning("intake.store_unavailable", error=str(exc))
+            self.outcomes.failed()
             raise self.unavailable("store_unavailable", "idempotency store unavailable, retry later") from exc
+        except TimeoutError:
+            raise self.too_slow() from None
 
     async def submit(
         self,
@@ -137,17 +151,25 @@ class IntakeService:
 
         ``prepare`` runs before the lookup: a duplicate (rare: a sender's retry) wastes it, every
         first-time request saves a round trip.
+
+        The answer never waits longer than the publish timeout in all (queueing behind a slow batch
+        included): past it the client hears 503 + ``Retry-After``. Its event may still be committed
+        after that; the retry is then answered from the store or dropped downstream by its event id.
         """
         submission = _Submission(endpoint, tuple(keys), fingerprint, prepare())
-        while True:
-            outcome = await self._accepts.submit(submission)
-            if isinstance(outcome, Result):
-                return outcome
-            if isinstance(outcome, IntakeError):
-                raise outcome
-            # Another copy of this request is in flight: wait for it (shielded: our cancellation must
-            # not cancel the other request's batch), then look again.
-            await asyncio.shield(outcome)
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                while True:
+                    outcome = await self._accepts.submit(submission)
+                    if isinstance(outcome, Result):
+                        return outcome
+                    if isinstance(outcome, IntakeError):
+                        raise outcome
+                    # Another copy of this request is in flight: wait for it (shielded: our cancellation
+                    # must not cancel the other request's batch), then look again.
+                    await asyncio.shield(outcome)
+        except TimeoutError:
+            raise self.too_slow() from None
 
     async def _accept_batch(self, batch: list[_Submission]) -> list[_Outcome]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -174,10 +196,13 @@ class IntakeService:
         return outcomes
 
     async def _accept_claimed(self, batch: list[_Submission], mine: list[int], outcomes: list[_Outcome]) -> None:
+        started = asyncio.get_running_loop().time()
         try:
-            seen = await self.store.find_many([batch[i].keys for i in mine])
-        except StoreUnavailable as exc:
-            log.warning("intake.store_unavailable", error=str(exc))
+            async with asyncio.timeout(self.publish_timeout):
+                seen = await self.store.find_many([batch[i].keys for i in mine])
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("intake.store_unavailable", error=str(exc) or type(exc).__name__)
+            self.outcomes.failed()
             for i in mine:
                 outcomes[i] = self.unavailable("store_unavailable", "idempotency store unavailable, retry later")
             return
@@ -215,12 +240,18 @@ class IntakeService:
             rows.extend(own_rows)
             outcomes[i] = Result(own_rows[0], duplicate=False)
             metrics.accepted(submission.endpoint, prepared.data.event_type).inc()
+        if rows:
+            self.outcomes.succeeded()
+        # The events are durable: the answers stay 2xx whatever happens to their rows (a retry then
+        # re-publishes the same event ids, which consumers drop). So the rows get what is left of the
+        # publish timeout, not the store's lock wait (30 s): a locked store does not hold answers.
+        budget = max(0.05, self.publish_timeout - (asyncio.get_running_loop().time() - started))
         try:
-            await self.store.record_many(rows)
-        except StoreUnavailable as exc:
-            # The events are durable: the answers stay 2xx. A retry re-publishes the same event ids.
+            async with asyncio.timeout(budget):
+                await self.store.record_many(rows)
+        except (StoreUnavailable, TimeoutError) as exc:
             metrics.STORE_FAILURES.inc()
-            log.error("intake.record_failed", error=str(exc), events=len(rows))
+            log.error("intake.record_failed", error=str(exc) or type(exc).__name__, events=len(rows))
 
     def _replay(self, submission: _Submission, seen: StoredRequest) -> Result | IntakeError:
         if seen.key.scope == Scope.IDEMPOTENCY_KEY and seen.fingerprint != submission.fingerprint:
@@ -242,6 +273,7 @@ class IntakeService:
             async with asyncio.timeout(self.publish_timeout):
                 results = await self.bus.publish_many(records)
         except TimeoutError:
+            self.outcomes.failed()
             log.warning("intake.publish_timeout", timeout=self.publish_timeout, events=len(batch))
             return [
                 self.unavailable("bus_timeout", "event bus did not acknowledge in time, retry later") for _ in batch
@@ -254,9 +286,11 @@ class IntakeService:
                 metrics.publish_seconds(event_type).observe(elapsed)
                 failures.append(None)
             elif isinstance(result, BusUnavailable):
+                self.outcomes.failed()
                 log.warning("intake.bus_unavailable", error=str(result), event_type=event_type)
                 failures.append(self.unavailable("bus_unavailable", "event bus unavailable, retry later"))
             else:  # any failure to get the ack means "not accepted"
+                self.outcomes.failed()
                 log.error("intake.publish_failed", event_type=event_type, error=repr(result))
                 failures.append(self.unavailable("bus_error", "event could not be published, retry later"))
         return failures

@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.intake.rate_limits import NoRateLimits, RateLimits, RateLimitSpecs, parse_limits
 from services.intake.rules import EnrichmentRules
 from shared.business_hours import BusinessCalendars, SitesConfig, load_sites_file
 from shared.events import DEFAULT_SITE
@@ -70,6 +71,28 @@ class IntakeSettings(BaseSettings):
         False, description="Without public_base_url: rebuild the URL from X-Forwarded-Proto/Host."
     )
     max_body_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies are refused with 413.")
+    rate_limits_enabled: bool = Field(
+        True, description="429 + Retry-After beyond the rate limits below (off: benchmarks, load tests)."
+    )
+    webhook_rate_limit_per_client: str = Field(
+        "6000/minute",
+        description='JSON and Twilio webhooks, per client address; "N/second|minute|hour|day", several '
+        'separated by ";" (all must hold), "" for none.',
+    )
+    webhook_rate_limit_per_source: str = Field(
+        "6000/minute", description="JSON and Twilio webhooks, per (signing) source."
+    )
+    web_form_rate_limit_per_client: str = Field(
+        "5/minute;20/hour",
+        description="Web callback form, per client address: each request schedules a call to a number of "
+        "the client's choosing.",
+    )
+    web_form_rate_limit_per_source: str = Field(
+        "300/minute", description="Web callback form, per source (all browsers of a website together)."
+    )
+    web_form_rate_limit_per_phone: str = Field(
+        "3/hour", description="Web callback form, per phone number to call (a flood from many addresses)."
+    )
     default_site: str = Field(DEFAULT_SITE, description="Site of contacts that name none.")
     twilio_sites: dict[str, str] = Field(
         default_factory=dict, description="Called number (Twilio `To`, E.164) -> site."
@@ -95,6 +118,14 @@ class IntakeSettings(BaseSettings):
         5.0, gt=0, description="Longer than this without the bus's ack: 503 (the client retries)."
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After of 503 answers.")
+    readiness_timeout_seconds: float = Field(
+        1.0, gt=0, description="Each /readyz probe (bus, store, disk) not answering within this: not ready."
+    )
+    readiness_failure_window_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request that failed to persist keeps /readyz false this long (or until one succeeds).",
+    )
     idempotency_retention_hours: float = Field(
         168, gt=0, description="How long a request is remembered (telephony retries come within hours)."
     )
@@ -110,6 +141,31 @@ class IntakeSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value  # compose's `${VAR:-}`
+
+    @field_validator(
+        "webhook_rate_limit_per_client",
+        "webhook_rate_limit_per_source",
+        "web_form_rate_limit_per_client",
+        "web_form_rate_limit_per_source",
+        "web_form_rate_limit_per_phone",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_limits(value)  # a typo stops the start, not the first request
+        return value
+
+    def rate_limits(self) -> RateLimits:
+        if not self.rate_limits_enabled:
+            return NoRateLimits()
+        return RateLimits(
+            RateLimitSpecs(
+                webhook_per_client=self.webhook_rate_limit_per_client,
+                webhook_per_source=self.webhook_rate_limit_per_source,
+                web_form_per_client=self.web_form_rate_limit_per_client,
+                web_form_per_source=self.web_form_rate_limit_per_source,
+                web_form_per_phone=self.web_form_rate_limit_per_phone,
+            )
+        )
 
     @field_validator("public_base_url")
     @classmethod

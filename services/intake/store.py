@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -189,6 +190,25 @@ class _SqliteThread:
     async def ping(self) -> None:
         await self._call(lambda: self._connection().execute("SELECT 1").fetchone())
 
+    async def writable(self) -> None:
+        """Take the write lock now (short busy timeout) and let it go: a held lock raises."""
+
+        def probe() -> None:
+            conn = self._connection()
+            conn.execute("PRAGMA busy_timeout=250")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")
+
+        await self._call(probe)
+
+    @property
+    def directory(self) -> Path | None:
+        """Where the database file lives (for a disk probe); ``None`` in memory."""
+        return None if self._path == ":memory:" else Path(self._path).resolve().parent
+
     async def purge(self, cutoff: datetime) -> int:
         return await self._call(self._purge, self.db_time(cutoff))
 
@@ -282,6 +302,20 @@ class _AsyncDriver:
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(select(1)).scalar(), write=False)
 
+    async def writable(self) -> None:
+        """A write transaction that may write: not a read-only standby, not ``default_transaction_read_only``."""
+
+        def check(conn: Connection) -> None:
+            if self.dialect == "postgresql":
+                if conn.execute(text("SHOW transaction_read_only")).scalar() == "on":
+                    raise StoreUnavailable("the database is read-only")
+            else:
+                conn.execute(select(1)).scalar()
+
+        await self._run(check, write=True)
+
+    directory: Path | None = None  # a database server: its disk is its own concern
+
     async def purge(self, cutoff: datetime) -> int:
         def delete_old(conn: Connection) -> int:
             return conn.execute(delete(requests_table).where(requests_table.c.created_at < cutoff)).rowcount or 0
@@ -312,6 +346,19 @@ class IdempotencyStore:
             return True
         except Exception:
             return False
+
+    async def writable(self) -> bool:
+        """For ``/readyz``: a write transaction can start now (SQLite: the write lock is free)."""
+        try:
+            await self._driver.writable()
+            return True
+        except Exception:
+            return False
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory of an SQLite store's file (for a disk probe), else ``None``."""
+        return self._driver.directory
 
     async def find(self, keys: Sequence[RequestKey]) -> StoredRequest | None:
         """The first stored request among ``keys`` (in the given order of preference), if any."""

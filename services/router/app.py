@@ -29,6 +29,7 @@ from shared import topics
 from shared.auth import Authenticator, AuthSettings, MissingAdminToken, Principal, install_auth
 from shared.bus import EventBus, Record
 from shared.events import Envelope
+from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
 from shared.observability import configure_logging, install_operations
 from shared.runtime import ServiceRuntime
@@ -110,6 +111,7 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
+    install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.state.settings = settings
     app.state.runtime = runtime
     install_auth(app, authenticator)

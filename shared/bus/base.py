@@ -141,6 +141,13 @@ class EventBus(abc.ABC):
     async def ping(self) -> bool:
         """True when the bus can accept events now (for ``/readyz``)."""
 
+    async def writable(self) -> bool:
+        """True when a publish would be taken now: the path a publish takes, not just a read.
+
+        For a producer's ``/readyz`` (intake). Callers bound the time; the default is :meth:`ping`.
+        """
+        return await self.ping()
+
     # ------------------------------------------------------------------- delivery (both buses)
 
     async def _deliver(self, sub: Subscription, record: Record) -> None:

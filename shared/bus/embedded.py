@@ -215,6 +215,31 @@ class EmbeddedBus(EventBus):
         except sqlite3.Error:
             return False
 
+    async def writable(self) -> bool:
+        """The writer thread answers and can take the log's write lock now (``BEGIN IMMEDIATE``).
+
+        Through the writer's own queue: a stuck writer (a hung disk, a held lock) makes this wait, and
+        the caller's time bound turns that into "not ready". The lock is tried with a short busy timeout
+        so the probe never holds the writer up for long; nothing is written.
+        """
+        if self._wconn is None:
+            return False
+        conn = self._wconn
+
+        def probe() -> None:
+            conn.execute("PRAGMA busy_timeout=250")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.execute("PRAGMA busy_timeout=10000")
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, probe)
+            return True
+        except sqlite3.Error:
+            return False
+
     # --------------------------------------------------------------------------------------- publish
 
     async def publish_raw(

@@ -165,13 +165,16 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
                 # The next attempt waits for the callback service to record this one (and its spacing).
                 want = len(script[phone_of[cid]]) - len(remaining[cid])
                 wait_until(
-                    lambda cid=cid, want=want: httpx.get(f"{callback.url}/v1/callbacks/{cid}", headers=ADMIN_HEADERS).json()["attempts"]
+                    lambda cid=cid, want=want: httpx.get(
+                        f"{callback.url}/v1/callbacks/{cid}", headers=ADMIN_HEADERS
+                    ).json()["attempts"]
                     == want,
                     timeout=15,
                 )
 
         def ended() -> dict[str, dict] | None:
-            items = {c["customer"]["phone"]: c for c in httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()}
+            listed = httpx.get(f"{callback.url}/v1/callbacks", headers=ADMIN_HEADERS).json()
+            items = {c["customer"]["phone"]: c for c in listed}
             open_ = ("pending", "released", "in_progress")
             return items if all(c["status"] not in open_ for c in items.values()) else None
 
@@ -183,7 +186,8 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
             3,
         )
         assert (fulfilled["status"], fulfilled["attempts"]) == ("fulfilled", 2)
-        history = httpx.get(f"{callback.url}/v1/callbacks/{exhausted['id']}", headers=ADMIN_HEADERS).json()["attempt_history"]
+        detail = httpx.get(f"{callback.url}/v1/callbacks/{exhausted['id']}", headers=ADMIN_HEADERS).json()
+        history = detail["attempt_history"]
         assert [a["result"] for a in history] == ["no_answer"] * 3 and not any(a["late"] for a in history)
         # Attempts were spaced: each retry came no sooner than the (shortened) spacing after the last.
         times = [datetime.fromisoformat(a["at"]) for a in history]

@@ -107,7 +107,8 @@ async def intake(tmp_path: Path) -> AsyncIterator[IntakeFactory]:
         data_dir = data_dir or tmp_path / "data"
         clock = clock or Clock()
         settings.setdefault("listen_host", "127.0.0.1")  # in-process, as `switchboard intake` on loopback
-        intake_settings = IntakeSettings(**settings)
+        # Tests post many requests from one address: rate limits only where a test turns them on.
+        intake_settings = IntakeSettings(**{"rate_limits_enabled": False, **settings})
         common = CommonSettings(data_dir=data_dir, log_json=False, log_level="WARNING")
         app = create_app(intake_settings, common, bus=bus, clock=clock)
         cm = run(app)

@@ -100,7 +100,10 @@ async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: Intak
     app = await intake(bus=bus, data_dir=data)
     ready = await app.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"bus": True, "database": True, "idempotency_store": True}
+    # The checks now probe the write path (issue 13): disk and the outcome of recent requests too.
+    assert ready.json()["checks"] == {
+        "bus": True, "database": True, "idempotency_store": True, "disk": True, "recent_requests": True
+    }
     await bus.stop()  # the bus is gone: not ready, so a load balancer stops sending webhooks here
     not_ready = await app.client.get("/readyz")
     assert not_ready.status_code == 503 and not_ready.json()["checks"]["bus"] is False
@@ -113,7 +116,8 @@ async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: Intak
 def sync_client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(
         IntakeSettings(
-            source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096, listen_host="127.0.0.1"
+            source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096, listen_host="127.0.0.1",
+            rate_limits_enabled=False,
         ),
         CommonSettings(data_dir=tmp_path / "fuzz", log_json=False, log_level="ERROR"),
         clock=Clock(),

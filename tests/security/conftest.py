@@ -58,9 +58,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     data_dir = tmp_path / "data"
     common = CommonSettings(data_dir=data_dir, log_json=False, log_level="WARNING", sites_json=ALWAYS_OPEN)
     callback_app = create_callback(
-        common, CallbackSettings(customer_calling_hours="", cutoff_minutes=0, scheduler_enabled=False)
+        common, CallbackSettings(scheduler_enabled=False)
     )
-    intake_app = create_intake(IntakeSettings(source_secrets={"acme": SECRET}, listen_host="0.0.0.0"), common)
+    intake_app = create_intake(
+        # The matrix is about who gets in; rate limits (tests/intake/test_rate_limits.py) would answer 429 first.
+        IntakeSettings(source_secrets={"acme": SECRET}, listen_host="0.0.0.0", rate_limits_enabled=False),
+        common,
+    )
     async with (
         running_router(data_dir, common_overrides={"sites_json": ALWAYS_OPEN}) as router,
         asgi(callback_app, "http://callback") as callback,

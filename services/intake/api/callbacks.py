@@ -27,6 +27,7 @@ from services.intake.edge import (
     require_media_type,
     validate,
 )
+from services.intake.rate_limits import Family
 from services.intake.rules import timezone_for
 from services.intake.schemas import CallbackRequestAccepted, CallbackRequestIn
 from services.intake.service import IntakeError, Prepared
@@ -80,6 +81,7 @@ async def post_callback_request(request: Request) -> Response:
     begin(request, "callback_requests")
     ctx = context(request)
     mt = require_media_type(request, JSON_MEDIA, FORM)
+    ctx.rate_limits.client(request, Family.WEB_FORM)
     body = await read_body(request, ctx.settings.max_body_bytes)
     data = form_fields(body) if mt == FORM else parse_json(body)
     claimed = data.get("source") if isinstance(data, dict) else None
@@ -88,6 +90,8 @@ async def post_callback_request(request: Request) -> Response:
         request, claimed if isinstance(claimed, str) else "web", body, required_without_secret=False
     )
     form: CallbackRequestIn = validate(CallbackRequestIn, data)
+    ctx.rate_limits.source(Family.WEB_FORM, form.source)
+    ctx.rate_limits.phone(Family.WEB_FORM, form.phone)
     now = ctx.clock()
     site = form.site or ctx.settings.default_site
     ctx.require_site(site, ["body", "site"])

@@ -24,6 +24,7 @@ from services.intake.edge import (
     require_media_type,
     validate,
 )
+from services.intake.rate_limits import Family
 from services.intake.rules import enrich
 from services.intake.schemas import AbandonAccepted, AbandonIn, ContactAccepted, ContactIn
 from services.intake.service import IntakeError, Prepared
@@ -46,6 +47,7 @@ async def read_signed(
     so an unauthenticated sender learns nothing from field-level errors.
     """
     require_media_type(request, JSON_MEDIA)
+    ctx.rate_limits.client(request, Family.WEBHOOK)
     body = await read_body(request, ctx.settings.max_body_bytes)
     header_source = request.headers.get(SOURCE_HEADER)
     if header_source is not None:
@@ -69,6 +71,7 @@ async def read_signed(
         raise ctx.reject_signature(request, header_source, SignatureFailure.MISMATCH, len(body))
     if parsed is None:
         validate(model, data)  # raises the field-level 422
+    ctx.rate_limits.source(Family.WEBHOOK, header_source if header_source is not None else str(body_source))
     return body, cast(M, parsed)
 
 

@@ -31,6 +31,7 @@ from services.intake import twiml
 from services.intake.api.common import RequestOnlyRoute, begin, body_schema, error_responses
 from services.intake.context import IntakeContext, context
 from services.intake.edge import FORM, fingerprint, parse_form, public_url, read_body, require_media_type, validate
+from services.intake.rate_limits import Family
 from services.intake.rules import enrich, timezone_for
 from services.intake.schemas import _e164
 from services.intake.service import Prepared, Result
@@ -96,9 +97,11 @@ def closed_text(ctx: IntakeContext, site: str, now: datetime) -> str:
 
 async def read_call(ctx: IntakeContext, request: Request) -> tuple[bytes, TwilioCall]:
     require_media_type(request, FORM)
+    ctx.rate_limits.client(request, Family.WEBHOOK)
     body = await read_body(request, ctx.settings.max_body_bytes)
     params = parse_form(body)
     ctx.check_twilio_signature(request, params, len(body))
+    ctx.rate_limits.source(Family.WEBHOOK, ctx.settings.twilio_source)
     first: dict[str, str] = {}
     for name, value in params:
         first.setdefault(name, value)
