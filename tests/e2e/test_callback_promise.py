@@ -199,5 +199,9 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
         assert overall["same_day_fulfilment_rate"] == 0.5
 
         # Attempts typed in on an ended promise are refused.
-        r = await http.post(f"{callback.url}/v1/callbacks/{exhausted['id']}/attempts", json={"result": "reached"}, headers=ADMIN_HEADERS)
+        r = await http.post(
+            f"{callback.url}/v1/callbacks/{exhausted['id']}/attempts",
+            json={"result": "reached"},
+            headers=ADMIN_HEADERS,
+        )
         assert r.status_code == 409 and r.json()["detail"]["reason"] == "callback_closed"
