@@ -22,7 +22,7 @@ from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
 from shared.bus import EventBus
 from shared.nul_guard import RejectNulBytes
-from shared.observability import configure_logging, install_operations
+from shared.observability import configure_logging, install_operations, install_unavailable_handler
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import CALLBACKS, ROUTING
@@ -83,5 +83,6 @@ def create_app(
     )
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     app.include_router(api_router)
-    install_operations(app, runtime.checks())
+    install_operations(app, runtime.checks(consumers=True), timeout=common.readiness_timeout)
+    install_unavailable_handler(app)
     return app

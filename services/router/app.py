@@ -28,7 +28,7 @@ from shared import topics
 from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.nul_guard import RejectNulBytes
-from shared.observability import configure_logging, install_operations
+from shared.observability import configure_logging, install_operations, install_unavailable_handler
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 
@@ -121,7 +121,10 @@ def create_app(
         service = getattr(app.state, "service", None)
         return bool(service is not None and service.active)
 
-    install_operations(app, {**runtime.checks(), "routing_owner": routing_owner})
+    install_operations(
+        app, {**runtime.checks(consumers=True), "routing_owner": routing_owner}, timeout=common.readiness_timeout
+    )
+    install_unavailable_handler(app)
     for module in (agents, offers, contacts, ops):
         app.include_router(module.router)
     return app

@@ -509,3 +509,65 @@ async def test_stop_lets_the_in_flight_handler_finish_and_commits_it(harness: Bu
     await ready(sub2)
     await got.wait_count(1)
     assert got.ids == [second.id]  # the finished one was committed, not handled twice
+
+
+async def test_a_transient_failure_is_waited_out_never_dead_lettered(harness: BusHarness) -> None:
+    """The consumer's own database is unavailable for longer than the DLQ retries would last: the event
+    waits (readiness false), nothing reaches the DLQ, and the consumer resumes by itself (issue 13)."""
+    import sqlite3
+
+    group = harness.unique("g")
+    bus = await harness.new_bus()
+    outage = asyncio.Event()
+    outage.set()
+    attempts: dict[str, int] = {}
+
+    async def handler(env: Envelope, _record: Record) -> None:
+        attempts[env.id] = attempts.get(env.id, 0) + 1
+        if outage.is_set():
+            raise sqlite3.OperationalError("database or disk is full")
+
+    got = Collector(handler)
+    sub = await bus.subscribe([CONTACTS], group, got)
+    await ready(sub)
+    assert sub.consuming()
+    first, second = event(1), event(2)
+    await bus.publish(CONTACTS, first, "one-key")
+    await bus.publish(CONTACTS, second, "one-key")
+
+    async with asyncio.timeout(WAIT):
+        while attempts.get(first.id, 0) <= harness.max_attempts + 1:
+            await asyncio.sleep(0.02)
+    assert not sub.consuming()  # stalled: /readyz says not ready
+    assert got.ids == []  # the partition does not move on past the stuck event
+    outage.clear()
+    await got.wait_for(lambda ids: second.id in ids)
+    assert got.ids == [first.id, second.id]
+    assert sub.consuming()
+    assert await harness.dead_letters(CONTACTS) == []
+
+
+async def test_a_permanent_failure_after_an_outage_still_reaches_the_dlq(harness: BusHarness) -> None:
+    """Outage failures do not count towards max_attempts; a deterministic failure still does."""
+    group = harness.unique("g")
+    bus = await harness.new_bus()
+    poison = event(1)
+    calls: list[str] = []
+
+    async def handler(env: Envelope, _record: Record) -> None:
+        calls.append(env.id)
+        if len(calls) <= 2:
+            raise ConnectionRefusedError("database restarting")
+        raise ValueError("this event can never be applied")
+
+    got = Collector(handler)
+    sub = await bus.subscribe([CONTACTS], group, got)
+    await ready(sub)
+    await bus.publish(CONTACTS, poison, "k")
+    async with asyncio.timeout(WAIT):
+        while not (dead := await harness.dead_letters(CONTACTS)):
+            await asyncio.sleep(0.05)
+    assert len(calls) == 2 + harness.max_attempts
+    assert header(dead[0], DLQ_ATTEMPTS) == str(harness.max_attempts)
+    assert "can never be applied" in (header(dead[0], DLQ_ERROR) or "")
+    assert sub.consuming()
