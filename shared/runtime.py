@@ -51,7 +51,7 @@ class ServiceRuntime:
         self.common.data_dir.mkdir(parents=True, exist_ok=True)
         if self.migrations is not None and self.database_url is not None:
             await db.migrate(self.migrations, self.database_url)
-            self.engine = db.make_engine(self.database_url)
+            self.engine = db.make_engine(self.database_url, sqlite_busy_timeout=self.common.sqlite_busy_timeout)
             self.sessionmaker = db.make_sessionmaker(self.engine)
         await self.bus.start()
         if self.sessionmaker is not None:

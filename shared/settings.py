@@ -64,6 +64,12 @@ class CommonSettings(BaseSettings):
         description="Longest wait (seconds, jittered) between retries of an event while a dependency is down; "
         "also how late, at most, a consumer resumes after it is back.",
     )
+    sqlite_busy_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="SQLite databases of router and callback: seconds a write waits for another connection's "
+        "lock before it fails as transient (the API then answers 503 + Retry-After, consumers retry).",
+    )
     readiness_timeout: float = Field(
         1.5, gt=0, description="Seconds each /readyz check may take before it counts as failed."
     )

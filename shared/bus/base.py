@@ -190,6 +190,13 @@ class EventBus(abc.ABC):
     async def ping(self) -> bool:
         """True when the bus can accept events now (for ``/readyz``)."""
 
+    @abc.abstractmethod
+    async def read_topic(self, topic: str) -> list[Record]:
+        """Every retained record of a (logical) topic, ordered by partition and offset, outside any group.
+
+        For operators' tools (``switchboard dlq``), not for consumers: it reads the whole topic.
+        """
+
     # ------------------------------------------------------------------- delivery (both buses)
 
     async def _deliver(

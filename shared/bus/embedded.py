@@ -224,6 +224,24 @@ class EmbeddedBus(EventBus):
         except sqlite3.Error:
             return False
 
+    async def read_topic(self, topic: str) -> list[Record]:
+        if not self._started:
+            await self.start()
+        physical = self.physical(topic)
+
+        def read() -> list[tuple[Any, ...]]:
+            assert self._rconn is not None
+            return self._rconn.execute(
+                "SELECT partition, offset, key, value, headers FROM events WHERE topic=? ORDER BY partition, offset",
+                (physical,),
+            ).fetchall()
+
+        rows = await self._run_read(read)
+        return [
+            Record(topic, partition, offset, key, bytes(value), _decode_headers(headers))
+            for partition, offset, key, value, headers in rows
+        ]
+
     # --------------------------------------------------------------------------------------- publish
 
     async def publish_raw(

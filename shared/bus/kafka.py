@@ -222,6 +222,51 @@ class KafkaBus(EventBus):
         self._known_topics.update(wanted)
         log.info("kafka.topics_ensured", topics=wanted)
 
+    async def read_topic(self, topic: str) -> list[Record]:
+        """A group-less consumer reads every partition from the beginning to its current end."""
+        physical = self.physical(topic)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-reader",
+            enable_auto_commit=False,
+            request_timeout_ms=max(int(self.publish_timeout * 1000), 1000),
+        )
+        try:
+            async with asyncio.timeout(self.publish_timeout * 6):
+                await consumer.start()
+                metadata = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - fresh, not cached
+                known = metadata.partitions_for_topic(physical)
+                if not known:
+                    return []
+                tps = [TopicPartition(physical, p) for p in sorted(known)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
+                out: list[Record] = []
+                while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    for messages in batches.values():
+                        out.extend(
+                            Record(
+                                topic,
+                                m.partition,
+                                m.offset,
+                                m.key.decode("utf-8", "replace") if m.key is not None else None,
+                                m.value if m.value is not None else b"",
+                                tuple((k, bytes(v)) for k, v in (m.headers or ())),
+                            )
+                            for m in messages
+                            if m.offset < end[TopicPartition(physical, m.partition)]
+                        )
+                return sorted(out, key=lambda r: (r.partition, r.offset))
+        except TimeoutError as exc:
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: reading {physical} timed out") from exc
+        except (KafkaError, OSError) as exc:
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), timeout=self.publish_timeout)
+
     # ----------------------------------------------------------------------------------- publish
 
     async def publish_raw(
