@@ -571,3 +571,39 @@ async def test_a_permanent_failure_after_an_outage_still_reaches_the_dlq(harness
     assert header(dead[0], DLQ_ATTEMPTS) == str(harness.max_attempts)
     assert "can never be applied" in (header(dead[0], DLQ_ERROR) or "")
     assert sub.consuming()
+
+
+async def test_a_restarted_member_takes_its_partitions_back_within_seconds(
+    harness: BusHarness, tmp_path: Path
+) -> None:
+    """``kill -9`` of the only member, then a restart: it consumes again (and only then says so) within
+    seconds. Embedded: once the dead member's leases lapse (session timeout). Kafka: at once with static
+    membership (the same ``group_instance_id``), instead of after the session timeout (issue 13, item 8)."""
+    import time
+
+    if harness.kind == "kafka":
+        harness.config["group_instance_id"] = harness.unique("static")
+    group = harness.unique("g")
+    log_file = tmp_path / "member.log"
+    with member_process(harness, group, log_file, "handle") as child:
+        async with asyncio.timeout(WAIT):
+            while not Path(str(log_file) + ".ready").exists():
+                assert child.poll() is None, log_file.with_suffix(".out").read_text()
+                await asyncio.sleep(0.05)
+        child.kill()
+        child.wait(timeout=WAIT)
+    killed = time.monotonic()
+    bus = await harness.new_bus()
+    got = Collector()
+    sub = await bus.subscribe([CONTACTS], group, got)
+    probe = event(1)
+    await bus.publish(CONTACTS, probe, "k")
+    await got.wait_for(lambda ids: probe.id in ids)
+    async with asyncio.timeout(WAIT):
+        while not sub.consuming():  # positioned right after the first fetch of the new assignment
+            await asyncio.sleep(0.02)
+    took = time.monotonic() - killed
+    print(f"\n[{harness.kind}] consuming again {took:.1f}s after kill -9")
+    # Embedded: the lease lapses after session_timeout (2 s here); Kafka: the session timeout is 6 s here
+    # and static membership must not wait for it.
+    assert took < (4.0 if harness.kind == "embedded" else 5.0)
