@@ -249,7 +249,12 @@ async def restart(proc: ServiceProcess) -> float:
     """``kill -9``, start again on the same port and data; seconds until it says ready again."""
     proc.kill()
     started = time.monotonic()
-    await asyncio.to_thread(proc.start, 60.0)
+    try:
+        await asyncio.to_thread(proc.start, 60.0)
+    except AssertionError as exc:
+        with contextlib.suppress(httpx.HTTPError):
+            exc.add_note(f"{proc.service} /readyz: {httpx.get(f'{proc.url}/readyz', timeout=5).text}")
+        raise
     return time.monotonic() - started
 
 
