@@ -77,7 +77,8 @@ class DeadLetter:
             "event_id": event["id"] if event else None,
             "type": event["type"] if event else None,
             "valid": event is not None,
-            "original": f"{self.original_topic}/{self.header(DLQ_ORIGINAL_PARTITION)}@{self.header(DLQ_ORIGINAL_OFFSET)}",
+            "original": f"{self.original_topic}/{self.header(DLQ_ORIGINAL_PARTITION)}"
+            f"@{self.header(DLQ_ORIGINAL_OFFSET)}",
             "group": self.header(DLQ_CONSUMER_GROUP),
             "attempts": self.header(DLQ_ATTEMPTS),
             "error": self.header(DLQ_ERROR),

@@ -32,12 +32,12 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random_exponential
 
 from shared.events import Envelope, EventData, MalformedEvent, decode_event, make_event
+from shared.faults import is_transient
 from shared.observability import (
     BUS_EVENTS_DEAD_LETTERED,
     BUS_EVENTS_HANDLED,
     BUS_HANDLER_FAILURES,
 )
-from shared.faults import is_transient
 from shared.topics import dlq, route
 
 log = structlog.get_logger(__name__)
@@ -108,14 +108,15 @@ class Subscription:
 
     def stall(self, error: BaseException | str) -> None:
         """A dependency is unavailable: the consumer waits (readiness goes false until it recovers)."""
+        self.last_error = repr(error) if isinstance(error, BaseException) else error
         if self.stalled_since is None:
             self.stalled_since = time.monotonic()
-            log.warning("bus.consumer_stalled", group=self.group, error=repr(error) if isinstance(error, BaseException) else error)
-        self.last_error = repr(error) if isinstance(error, BaseException) else error
+            log.warning("bus.consumer_stalled", group=self.group, error=self.last_error)
 
     def recover(self) -> None:
         if self.stalled_since is not None:
-            log.info("bus.consumer_resumed", group=self.group, stalled_seconds=round(time.monotonic() - self.stalled_since, 3))
+            stalled = round(time.monotonic() - self.stalled_since, 3)
+            log.info("bus.consumer_resumed", group=self.group, stalled_seconds=stalled)
             self.stalled_since = None
 
 
@@ -218,7 +219,8 @@ class EventBus(abc.ABC):
                 offset=record.offset,
                 error=str(exc),
             )
-            await self._dead_letter(sub.group, record, str(exc), attempts=0)
+            await self._dead_letter(sub.group, record, str(exc), attempts=0, sub=sub)
+            sub.recover()
             return
         policy = _RetryPolicy(self, sub, record, envelope.id, still_owned)
         try:
@@ -238,13 +240,15 @@ class EventBus(abc.ABC):
                 attempts=policy.failures,
                 error=repr(exc),
             )
-            await self._dead_letter(sub.group, record, repr(exc), attempts=policy.failures)
+            await self._dead_letter(sub.group, record, repr(exc), attempts=policy.failures, sub=sub)
             sub.recover()
             return
         sub.recover()
         BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
 
-    async def _dead_letter(self, group: str, record: Record, error: str, *, attempts: int) -> None:
+    async def _dead_letter(
+        self, group: str, record: Record, error: str, *, attempts: int, sub: Subscription | None = None
+    ) -> None:
         headers = [
             *record.headers,
             (DLQ_ERROR, error.encode()[:4000]),
@@ -263,6 +267,8 @@ class EventBus(abc.ABC):
                 break
             except BusUnavailable as exc:
                 log.warning("bus.dead_letter_retry", group=group, topic=record.topic, error=str(exc))
+                if sub is not None:
+                    sub.stall(exc)  # the bus is down: not ready until the DLQ has it
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         BUS_EVENTS_DEAD_LETTERED.labels(group, record.topic).inc()

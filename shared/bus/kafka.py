@@ -234,7 +234,8 @@ class KafkaBus(EventBus):
         try:
             async with asyncio.timeout(self.publish_timeout * 6):
                 await consumer.start()
-                metadata = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - fresh, not cached
+                producer = await self._ensure_producer()
+                metadata = await producer.client.fetch_all_metadata()  # fresh, not the cached view
                 known = metadata.partitions_for_topic(physical)
                 if not known:
                     return []

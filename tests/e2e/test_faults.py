@@ -222,7 +222,8 @@ async def work(router: ServiceProcess, agent: str, headers: dict[str, str], tall
                     tally.max_load[agent] = max(tally.max_load[agent], load.json()["count"])
                 while True:
                     r = await call(http, tally, "router POST complete", "POST",
-                                   f"{base}/v1/contacts/{contact_id}/complete", headers=headers, json={"resolved": True})
+                                   f"{base}/v1/contacts/{contact_id}/complete", headers=headers,
+                                   json={"resolved": True})
                     if r is not None and r.status_code in (200, 409):
                         break
                     await asyncio.sleep(0.2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import sqlite3
 from pathlib import Path
@@ -23,7 +22,7 @@ from shared.faults import is_transient
     [
         BusUnavailable("kafka did not acknowledge"),
         TimeoutError(),
-        asyncio.TimeoutError(),
+        TimeoutError(),
         ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
         OSError(errno.ENOSPC, "No space left on device"),
         OSError(errno.EROFS, "Read-only file system"),
