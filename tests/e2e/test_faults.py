@@ -36,7 +36,7 @@ import pytest
 
 from shared.bus.base import EventBus
 from shared.topics import ALL_TOPICS, dlq
-from tests.e2e.conftest import SERVICES, ServiceProcess
+from tests.e2e.conftest import ROOT, SERVICES, ServiceProcess
 from tests.postgres import fresh_database
 
 ADMIN = "faults-admin-token"
@@ -96,9 +96,21 @@ def postgres_refusal_outage(url: str) -> Callable[[float], Awaitable[None]]:
     return outage
 
 
+def strategy_without_wait_diversion(tmp_path: Path) -> Path:
+    """The default strategy, except that a long estimated wait does not divert a contact to a callback:
+    the backlog an outage builds up would otherwise turn contacts into callbacks, and the test could not
+    tell which contacts an agent must serve. Contacts that ask for a callback still get one."""
+    default = (ROOT / "services" / "router" / "default_strategy.yaml").read_text()
+    assert "max_estimated_wait_seconds: 300" in default
+    path = tmp_path / "strategy.yaml"
+    path.write_text(default.replace("max_estimated_wait_seconds: 300", "max_estimated_wait_seconds: 100000000"))
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres", "kafka+postgres"])
 async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
     common = {
+        "SWITCHBOARD_ROUTER_STRATEGY_PATH": str(strategy_without_wait_diversion(tmp_path)),
         "SWITCHBOARD_ROUTER_ADMIN_TOKEN": ADMIN,
         "SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS": "3600",  # agents poll instead of holding a stream
         "SWITCHBOARD_CALLBACK_SCHEDULER_ENABLED": "false",  # callbacks are tracked, not released, here
@@ -203,23 +215,33 @@ async def post_contacts(intake: ServiceProcess, tally: Tally, numbers: list[int]
 
 
 async def work(router: ServiceProcess, agent: str, headers: dict[str, str], tally: Tally, stop: asyncio.Event) -> None:
-    """An agent's client: poll offers, accept, complete, become available again; retry through outages."""
+    """An agent's client: poll offers and accept them; complete whatever is assigned to it (also when the
+    accept's answer was lost in a crash), become available again; retry through outages."""
     base = router.url
+    mine: set[str] = set()  # contacts this agent was assigned
+
+    def assigned(contact_id: str) -> None:
+        if contact_id not in mine:
+            mine.add(contact_id)
+            tally.served_by[contact_id].append(agent)
+
     async with httpx.AsyncClient() as http:
         while not stop.is_set():
             r = await call(http, tally, "router GET offers", "GET", f"{base}/v1/agents/{agent}/offers", headers=headers)
-            offers = r.json()["items"] if r is not None and r.status_code == 200 else []
-            for offer in offers:
+            for offer in r.json()["items"] if r is not None and r.status_code == 200 else []:
                 r = await call(http, tally, "router POST accept", "POST",
                                f"{base}/v1/offers/{offer['offer_id']}/accept", headers=headers)
-                if r is None or r.status_code != 200:
-                    continue
-                contact_id = offer["contact_id"]
-                tally.served_by[contact_id].append(agent)
-                load = await call(http, tally, "router GET assignments", "GET",
-                                  f"{base}/v1/agents/{agent}/assignments", headers=headers)
-                if load is not None and load.status_code == 200:
-                    tally.max_load[agent] = max(tally.max_load[agent], load.json()["count"])
+                if r is not None and r.status_code == 200:
+                    assigned(offer["contact_id"])
+            r = await call(http, tally, "router GET assignments", "GET",
+                           f"{base}/v1/agents/{agent}/assignments", headers=headers)
+            if r is None or r.status_code != 200:
+                await asyncio.sleep(0.1)
+                continue
+            tally.max_load[agent] = max(tally.max_load[agent], r.json()["count"])
+            for item in r.json()["items"]:
+                contact_id = item["contact_id"]
+                assigned(contact_id)
                 while True:
                     r = await call(http, tally, "router POST complete", "POST",
                                    f"{base}/v1/contacts/{contact_id}/complete", headers=headers,
