@@ -301,6 +301,8 @@ class _RetryPolicy:
         )
 
     def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):  # CancelledError (a stop past its grace): never retried
+            return False
         BUS_HANDLER_FAILURES.labels(self.sub.group, self.record.topic).inc()
         self._transient = is_transient(exc)
         if self._transient:

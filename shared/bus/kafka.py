@@ -460,6 +460,10 @@ class _Consumer(ConsumerRebalanceListener):
                         for message in messages:
                             if self.stopping or generation != self.generation or tp not in self.owned:
                                 break
+                            if not self.positioned:
+                                # Records of the new assignment arrived: say ready now, not after the
+                                # whole first batch (a restart's backlog took tens of seconds under load).
+                                await self._position(consumer)
                             try:
                                 await self._handle(tp, message, generation)
                             except DeliveryInterrupted:
