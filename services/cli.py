@@ -180,6 +180,15 @@ for _svc in Service:
     app.command(name=_svc.value)(_one(_svc))
 
 
+def _add_dlq_commands() -> None:
+    from services.dlq import cli as dlq_cli
+
+    app.add_typer(dlq_cli, name="dlq")
+
+
+_add_dlq_commands()
+
+
 def main() -> None:
     app()
 

@@ -22,13 +22,18 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and foreign keys so several processes can share it."""
+def make_engine(url: str, *, sqlite_busy_timeout: float = 30.0, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and foreign keys so several processes can share it.
+
+    ``sqlite_busy_timeout``: how long a statement waits for another connection's write lock before it
+    fails with "database is locked" (a transient error: consumers retry, the API answers 503).
+    """
+    busy_ms = int(sqlite_busy_timeout * 1000)
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:" and not path.startswith("file:"):
             private_file(path)  # owner-only before SQLite opens it: it holds customers' data
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": sqlite_busy_timeout})
     else:
         kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(url, **kwargs)
@@ -39,7 +44,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 Check = Callable[[], Awaitable[bool]]
@@ -120,8 +121,12 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def health_router(checks: dict[str, Check]) -> APIRouter:
-    """``/healthz`` (alias ``/livez``): the process answers. ``/readyz``: every dependency answers."""
+def health_router(checks: dict[str, Check], *, timeout: float = 1.5) -> APIRouter:
+    """``/healthz`` (alias ``/livez``): the process answers. ``/readyz``: every dependency answers.
+
+    The checks run concurrently, each bounded by ``timeout`` seconds (one that takes longer counts as
+    failed), so a hung dependency makes ``/readyz`` answer 503 promptly instead of hanging with it.
+    """
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness: the process is up")
@@ -133,16 +138,17 @@ def health_router(checks: dict[str, Check]) -> APIRouter:
     async def readyz(response: Response) -> dict[str, object]:
         async def run(check: Check) -> bool:
             try:
-                return bool(await check())
-            except Exception:
+                async with asyncio.timeout(timeout):
+                    return bool(await check())
+            except Exception:  # TimeoutError included: too slow is not ready
                 return False
 
-        # Concurrently: the answer takes as long as the slowest check, not their sum.
-        names = list(checks)
-        answers = await asyncio.gather(*(run(checks[name]) for name in names))
-        results = dict(zip(names, answers, strict=True))
+        outcomes = await asyncio.gather(*(run(check) for check in checks.values()))
+        results = dict(zip(checks, outcomes, strict=True))
         ready = all(results.values())
         response.status_code = 200 if ready else 503
+        if not ready:
+            response.headers["Retry-After"] = "1"
         return {"status": "ready" if ready else "not_ready", "checks": results}
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -152,5 +158,34 @@ def health_router(checks: dict[str, Check]) -> APIRouter:
     return router
 
 
-def install_operations(app: FastAPI, checks: dict[str, Check]) -> None:
-    app.include_router(health_router(checks))
+def install_operations(app: FastAPI, checks: dict[str, Check], *, timeout: float = 1.5) -> None:
+    app.include_router(health_router(checks, timeout=timeout))
+
+
+def install_unavailable_handler(app: FastAPI, *, retry_after: int = 2) -> None:
+    """A dependency outage (database unreachable, locked or full; bus down) answers ``503`` with
+    ``Retry-After``, never a bare ``500``: the client's request was fine, it may simply try again.
+
+    Errors of the same classes that are not transient (an integrity error, a programming error) still
+    answer ``500``, logged with their traceback.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.bus.base import BusUnavailable
+    from shared.faults import is_transient
+
+    log = structlog.get_logger("shared.observability")
+
+    async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            log.warning("http.dependency_unavailable", path=request.url.path, error=repr(exc)[:500])
+            return JSONResponse(
+                status_code=503,
+                content={"detail": "a dependency is unavailable right now; retry later"},
+                headers={"Retry-After": str(retry_after)},
+            )
+        log.error("http.unhandled_error", path=request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content={"detail": "internal error"})
+
+    for cls in (SQLAlchemyError, OSError, BusUnavailable):
+        app.add_exception_handler(cls, _dependency_error)

@@ -51,7 +51,7 @@ class ServiceRuntime:
         self.common.data_dir.mkdir(parents=True, exist_ok=True)
         if self.migrations is not None and self.database_url is not None:
             await db.migrate(self.migrations, self.database_url)
-            self.engine = db.make_engine(self.database_url)
+            self.engine = db.make_engine(self.database_url, sqlite_busy_timeout=self.common.sqlite_busy_timeout)
             self.sessionmaker = db.make_sessionmaker(self.engine)
         await self.bus.start()
         if self.sessionmaker is not None:
@@ -101,12 +101,28 @@ class ServiceRuntime:
         log.info("service.stopped", service=self.name)
 
     async def database_ready(self) -> bool:
-        """False until the lifespan created the engine, then whether the database answers."""
-        return self.engine is not None and await db.ping(self.engine)
+        """False until the lifespan created the engine, then whether the database answers in time."""
+        if self.engine is None:
+            return False
+        try:
+            async with asyncio.timeout(self.common.readiness_timeout):
+                return await db.ping(self.engine)
+        except TimeoutError:
+            return False
 
-    def checks(self) -> dict[str, Check]:
-        """Readiness checks, evaluated at request time (safe to build before ``start()``)."""
+    async def consumers_ready(self) -> bool:
+        """Every subscription consumes: partitions held (Kafka: assigned; embedded: leased), not stalled
+        on an unavailable dependency. False before the lifespan subscribed."""
+        return bool(self.subscriptions) and all(sub.consuming() for sub in self.subscriptions)
+
+    def checks(self, *, consumers: bool = False) -> dict[str, Check]:
+        """Readiness checks, evaluated at request time (safe to build before ``start()``).
+
+        ``consumers``: the service is not ready unless its event consumers run (router, callback).
+        """
         checks: dict[str, Check] = {"bus": self.bus.ping}
         if self.migrations is not None:
             checks["database"] = self.database_ready
+        if consumers:
+            checks["consuming"] = self.consumers_ready
         return checks

@@ -27,9 +27,53 @@ class CommonSettings(BaseSettings):
     kafka_publish_timeout: float = Field(
         5.0, description="Seconds a Kafka publish may take before it fails (intake then answers 503)."
     )
+    kafka_session_timeout_ms: int = Field(
+        6_000,
+        ge=1,
+        description="Kafka consumer session timeout: how long a killed consumer keeps its partitions before the "
+        "group moves them (the broker's group.min.session.timeout.ms, 6 s by default, is the floor).",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        1_000, ge=1, description="Kafka consumer heartbeat interval (keep it at most a third of the session timeout)."
+    )
+    kafka_rebalance_timeout_ms: int = Field(
+        30_000, ge=1, description="How long a Kafka rebalance waits for members to rejoin."
+    )
+    kafka_group_instance_id: str | None = Field(
+        None,
+        description="Static group membership (KIP-345): a stable id per replica (e.g. the pod name). A restarted "
+        "consumer with the same id takes its partitions back at once, without a rebalance. Must be unique per "
+        "replica; a stopped static member's partitions move only after the session timeout.",
+    )
     embedded_partitions: int = Field(4, description="Partitions per topic on the embedded bus.")
+    embedded_session_timeout: float = Field(
+        6.0, gt=0, description="Embedded bus: seconds a dead consumer's partition leases last before others take them."
+    )
+    embedded_heartbeat_interval: float = Field(
+        0.5, gt=0, description="Embedded bus: how often a consumer renews its leases and rebalances."
+    )
     topic_prefix: str = Field("", description="Prefix of every topic name (isolates environments).")
-    max_delivery_attempts: int = Field(5, description="Handler attempts before an event goes to the DLQ.")
+    max_delivery_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts of a handler failing for a reason that is not transient before the event goes to "
+        "the DLQ. Transient failures (own database or bus unavailable) are retried until they pass.",
+    )
+    transient_backoff_max: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait (seconds, jittered) between retries of an event while a dependency is down; "
+        "also how late, at most, a consumer resumes after it is back.",
+    )
+    sqlite_busy_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="SQLite databases of router and callback: seconds a write waits for another connection's "
+        "lock before it fails as transient (the API then answers 503 + Retry-After, consumers retry).",
+    )
+    readiness_timeout: float = Field(
+        1.5, gt=0, description="Seconds each /readyz check may take before it counts as failed."
+    )
     tenant_id: str = Field("default", description="Tenant of this deployment.")
     inbox_retention_days: float = Field(
         8.0, gt=0, description="How long consumers remember handled event ids; keep it above the bus retention."

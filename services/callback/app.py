@@ -24,7 +24,7 @@ from shared.auth import Authenticator, AuthSettings, Principal, install_auth
 from shared.bus import EventBus
 from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
-from shared.observability import configure_logging, install_operations
+from shared.observability import configure_logging, install_operations, install_unavailable_handler
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import CALLBACKS, ROUTING
@@ -95,5 +95,6 @@ def create_app(
     install_auth(app, authenticator)
     install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.include_router(api_router)
-    install_operations(app, runtime.checks())
+    install_operations(app, runtime.checks(consumers=True), timeout=common.readiness_timeout)
+    install_unavailable_handler(app)
     return app

@@ -31,7 +31,7 @@ from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
-from shared.observability import configure_logging, install_operations
+from shared.observability import configure_logging, install_operations, install_unavailable_handler
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 
@@ -139,7 +139,10 @@ def create_app(
         service = getattr(app.state, "service", None)
         return bool(service is not None and service.active)
 
-    install_operations(app, {**runtime.checks(), "routing_owner": routing_owner})
+    install_operations(
+        app, {**runtime.checks(consumers=True), "routing_owner": routing_owner}, timeout=common.readiness_timeout
+    )
+    install_unavailable_handler(app)
     for module in (agents, offers, contacts, ops, tokens):
         app.include_router(module.router)
     return app

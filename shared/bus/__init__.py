@@ -18,7 +18,12 @@ def create_bus(settings: CommonSettings) -> EventBus:
             replication_factor=settings.kafka_replication_factor,
             topic_prefix=settings.topic_prefix,
             max_attempts=settings.max_delivery_attempts,
+            transient_backoff_max=settings.transient_backoff_max,
             publish_timeout=settings.kafka_publish_timeout,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+            group_instance_id=settings.kafka_group_instance_id,
         )
     from shared.bus.embedded import EmbeddedBus
 
@@ -27,4 +32,7 @@ def create_bus(settings: CommonSettings) -> EventBus:
         partitions=settings.embedded_partitions,
         topic_prefix=settings.topic_prefix,
         max_attempts=settings.max_delivery_attempts,
+        transient_backoff_max=settings.transient_backoff_max,
+        session_timeout=settings.embedded_session_timeout,
+        heartbeat_interval=settings.embedded_heartbeat_interval,
     )

@@ -8,9 +8,15 @@ Semantics every implementation gives, proven by ``tests/contract/test_bus_contra
 * Consumer groups: each partition is consumed by one member of a group at a time; the offset is
   committed only after the handler returned (at-least-once). What was not committed when a consumer
   died is delivered again to the next one.
-* A handler that raises is retried up to ``max_attempts``; then the event goes to ``<topic>.dlq`` with
-  the error, and consumption moves on. Bytes that are not a valid event go to the DLQ at once.
-  Nothing is dropped silently.
+* A handler that fails because a dependency is unavailable (:func:`shared.faults.is_transient`: its
+  database is down, locked or full, the bus is unreachable, a timeout) is retried for as long as that
+  lasts, with jittered exponential backoff up to ``transient_backoff_max`` seconds; meanwhile the
+  subscription is *stalled* (``Subscription.consuming()`` is False, so ``/readyz`` says not ready) and the
+  partition does not move on. It resumes by itself when the dependency is back. Such an event never
+  goes to the DLQ.
+* A handler that raises anything else is retried up to ``max_attempts``; then the event goes to
+  ``<topic>.dlq`` with the error, and consumption moves on. Bytes that are not a valid event go to the
+  DLQ at once. Nothing is dropped silently.
 * Handlers must be idempotent (dedupe by the CloudEvents ``id``; see :mod:`shared.inbox`).
 """
 
@@ -18,12 +24,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random_exponential
 
 from shared.events import Envelope, EventData, MalformedEvent, decode_event, make_event
+from shared.faults import is_transient
 from shared.observability import (
     BUS_EVENTS_DEAD_LETTERED,
     BUS_EVENTS_HANDLED,
@@ -36,6 +45,15 @@ log = structlog.get_logger(__name__)
 
 class BusUnavailable(RuntimeError):
     """The bus could not durably accept an event (broker down, database locked beyond timeout...)."""
+
+
+class DeliveryInterrupted(Exception):
+    """A delivery waiting out a transient failure was given up because the partition is no longer ours
+    (rebalance) or the subscription stops: the event is not committed, so it is delivered again."""
+
+
+def _always() -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +90,51 @@ class Subscription:
     _stop: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     # Set once the consumer owns its partitions and is positioned; tests wait on it.
     ready: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # Monotonic time since which a transient failure holds the consumer back (None: not stalled).
+    stalled_since: float | None = None
+    last_error: str | None = None
+    # Set by the bus: whether the member currently holds its share of the partitions.
+    _assigned: Callable[[], bool] = field(default=_always, repr=False)
+    stopped: bool = False
 
     async def stop(self) -> None:
+        self.stopped = True
         if self._stop is not None:
             await self._stop()
+
+    def consuming(self) -> bool:
+        """Truthful readiness: joined and positioned, holding its partitions, not stalled, not stopped."""
+        return self.ready.is_set() and not self.stopped and self.stalled_since is None and self._assigned()
+
+    def stall(self, error: BaseException | str) -> None:
+        """A dependency is unavailable: the consumer waits (readiness goes false until it recovers)."""
+        self.last_error = repr(error) if isinstance(error, BaseException) else error
+        if self.stalled_since is None:
+            self.stalled_since = time.monotonic()
+            log.warning("bus.consumer_stalled", group=self.group, error=self.last_error)
+
+    def recover(self) -> None:
+        if self.stalled_since is not None:
+            stalled = round(time.monotonic() - self.stalled_since, 3)
+            log.info("bus.consumer_resumed", group=self.group, stalled_seconds=stalled)
+            self.stalled_since = None
 
 
 class EventBus(abc.ABC):
     """Publish/subscribe with per-key ordering, consumer groups, at-least-once delivery and a DLQ."""
 
-    def __init__(self, *, topic_prefix: str = "", max_attempts: int = 5, retry_backoff: float = 0.05):
+    def __init__(
+        self,
+        *,
+        topic_prefix: str = "",
+        max_attempts: int = 5,
+        retry_backoff: float = 0.05,
+        transient_backoff_max: float = 5.0,
+    ):
         self.topic_prefix = topic_prefix
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
+        self.transient_backoff_max = transient_backoff_max
 
     def physical(self, topic: str) -> str:
         """Logical topic name -> name on the broker (a prefix isolates test runs or environments)."""
@@ -148,10 +198,23 @@ class EventBus(abc.ABC):
         """
         return await self.ping()
 
+    @abc.abstractmethod
+    async def read_topic(self, topic: str) -> list[Record]:
+        """Every retained record of a (logical) topic, ordered by partition and offset, outside any group.
+
+        For operators' tools (``switchboard dlq``), not for consumers: it reads the whole topic.
+        """
+
     # ------------------------------------------------------------------- delivery (both buses)
 
-    async def _deliver(self, sub: Subscription, record: Record) -> None:
-        """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ."""
+    async def _deliver(
+        self, sub: Subscription, record: Record, still_owned: Callable[[], bool] = _always
+    ) -> None:
+        """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ.
+
+        A transient failure is retried until it succeeds; ``still_owned`` is asked between attempts, and
+        :class:`DeliveryInterrupted` is raised once the partition moved away or the subscription stops.
+        """
         try:
             envelope = decode_event(record.value)
         except MalformedEvent as exc:
@@ -163,44 +226,36 @@ class EventBus(abc.ABC):
                 offset=record.offset,
                 error=str(exc),
             )
-            await self._dead_letter(sub.group, record, str(exc), attempts=0)
+            await self._dead_letter(sub.group, record, str(exc), attempts=0, sub=sub)
+            sub.recover()
             return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await sub.handler(envelope, record)
-                BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                BUS_HANDLER_FAILURES.labels(sub.group, record.topic).inc()
-                if attempt >= sub.max_attempts:
-                    log.error(
-                        "bus.handler_gave_up",
-                        group=sub.group,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        event_id=envelope.id,
-                        attempts=attempt,
-                        error=repr(exc),
-                    )
-                    await self._dead_letter(sub.group, record, repr(exc), attempts=attempt)
-                    return
-                log.warning(
-                    "bus.handler_failed",
-                    group=sub.group,
-                    topic=record.topic,
-                    offset=record.offset,
-                    event_id=envelope.id,
-                    attempt=attempt,
-                    error=repr(exc),
-                )
-                await asyncio.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 2.0))
+        policy = _RetryPolicy(self, sub, record, envelope.id, still_owned)
+        try:
+            async for attempt in policy.retrying():
+                with attempt:
+                    await sub.handler(envelope, record)
+        except (asyncio.CancelledError, DeliveryInterrupted):
+            raise
+        except Exception as exc:  # not transient, and failed max_attempts times: the DLQ
+            log.error(
+                "bus.handler_gave_up",
+                group=sub.group,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                event_id=envelope.id,
+                attempts=policy.failures,
+                error=repr(exc),
+            )
+            await self._dead_letter(sub.group, record, repr(exc), attempts=policy.failures, sub=sub)
+            sub.recover()
+            return
+        sub.recover()
+        BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
 
-    async def _dead_letter(self, group: str, record: Record, error: str, *, attempts: int) -> None:
+    async def _dead_letter(
+        self, group: str, record: Record, error: str, *, attempts: int, sub: Subscription | None = None
+    ) -> None:
         headers = [
             *record.headers,
             (DLQ_ERROR, error.encode()[:4000]),
@@ -219,6 +274,74 @@ class EventBus(abc.ABC):
                 break
             except BusUnavailable as exc:
                 log.warning("bus.dead_letter_retry", group=group, topic=record.topic, error=str(exc))
+                if sub is not None:
+                    sub.stall(exc)  # the bus is down: not ready until the DLQ has it
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         BUS_EVENTS_DEAD_LETTERED.labels(group, record.topic).inc()
+
+
+class _RetryPolicy:
+    """One delivery's retries (tenacity): transient failures without limit, others ``max_attempts`` times."""
+
+    def __init__(
+        self, bus: EventBus, sub: Subscription, record: Record, event_id: str, still_owned: Callable[[], bool]
+    ) -> None:
+        self.bus = bus
+        self.sub = sub
+        self.record = record
+        self.event_id = event_id
+        self.still_owned = still_owned
+        self.failures = 0  # failures that were not transient: these count towards the DLQ
+        self._transient = False
+        self._transient_wait = wait_random_exponential(multiplier=max(bus.retry_backoff, 0.01) * 4,
+                                                       max=bus.transient_backoff_max)
+        self._permanent_wait = wait_exponential(multiplier=bus.retry_backoff, max=2.0)
+
+    def retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            retry=retry_if_exception(self._should_retry),
+            wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=self._log,
+            reraise=True,
+        )
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):  # CancelledError (a stop past its grace): never retried
+            return False
+        BUS_HANDLER_FAILURES.labels(self.sub.group, self.record.topic).inc()
+        self._transient = is_transient(exc)
+        if self._transient:
+            self.sub.stall(exc)
+            return True
+        self.failures += 1
+        return self.failures < self.sub.max_attempts
+
+    def _wait(self, state: RetryCallState) -> float:
+        # Full jitter for outages (many consumers must not hammer a recovering database in step).
+        return self._transient_wait(state) if self._transient else self._permanent_wait(state)
+
+    def _log(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "bus.handler_failed",
+            group=self.sub.group,
+            topic=self.record.topic,
+            offset=self.record.offset,
+            event_id=self.event_id,
+            attempt=state.attempt_number,
+            transient=self._transient,
+            error=repr(exc),
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep in short slices so a rebalance or a stop does not wait for a long backoff."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.sub.stopped or not self.still_owned():
+                raise DeliveryInterrupted(f"{self.record.topic}/{self.record.partition}@{self.record.offset}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, 0.1))

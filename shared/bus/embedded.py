@@ -37,6 +37,7 @@ import structlog
 
 from shared.bus.base import (
     BusUnavailable,
+    DeliveryInterrupted,
     EventBus,
     Handler,
     Record,
@@ -117,6 +118,9 @@ class _Member:
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     to_release: set[TopicPartition] = field(default_factory=set)
+    # Partitions that are this member's fair share but still leased by another (e.g. a killed member).
+    waiting_for: set[TopicPartition] = field(default_factory=set)
+    last_sync: float = 0.0  # monotonic time of the last successful heartbeat
     # Wakes the consume loop: a local publish, or a rebalance that brought new partitions.
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -130,6 +134,7 @@ class EmbeddedBus(EventBus):
         topic_prefix: str = "",
         max_attempts: int = 5,
         retry_backoff: float = 0.05,
+        transient_backoff_max: float = 5.0,
         session_timeout: float = 6.0,
         heartbeat_interval: float = 0.5,
         poll_min: float = 0.001,
@@ -138,7 +143,12 @@ class EmbeddedBus(EventBus):
         retention_seconds: float = 7 * 24 * 3600,
         shutdown_grace: float = 10.0,
     ) -> None:
-        super().__init__(topic_prefix=topic_prefix, max_attempts=max_attempts, retry_backoff=retry_backoff)
+        super().__init__(
+            topic_prefix=topic_prefix,
+            max_attempts=max_attempts,
+            retry_backoff=retry_backoff,
+            transient_backoff_max=transient_backoff_max,
+        )
         self.path = Path(path)
         self.partitions = partitions
         self.session_timeout = session_timeout
@@ -239,6 +249,24 @@ class EmbeddedBus(EventBus):
             return True
         except sqlite3.Error:
             return False
+
+    async def read_topic(self, topic: str) -> list[Record]:
+        if not self._started:
+            await self.start()
+        physical = self.physical(topic)
+
+        def read() -> list[tuple[Any, ...]]:
+            assert self._rconn is not None
+            return self._rconn.execute(
+                "SELECT partition, offset, key, value, headers FROM events WHERE topic=? ORDER BY partition, offset",
+                (physical,),
+            ).fetchall()
+
+        rows = await self._run_read(read)
+        return [
+            Record(topic, partition, offset, key, bytes(value), _decode_headers(headers))
+            for partition, offset, key, value, headers in rows
+        ]
 
     # --------------------------------------------------------------------------------------- publish
 
@@ -401,7 +429,13 @@ class EmbeddedBus(EventBus):
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
 
+        def _assigned() -> bool:
+            # Holds every partition of its fair share, and its leases are not about to lapse.
+            fresh = time.monotonic() - member.last_sync < self.session_timeout / 2
+            return fresh and not member.waiting_for
+
         sub._stop = _stop
+        sub._assigned = _assigned
         self._subscriptions.append(sub)
         await self._rebalance(member, from_beginning)
         sub.ready.set()
@@ -424,7 +458,9 @@ class EmbeddedBus(EventBus):
                 log.exception("bus.heartbeat_failed", group=member.group)
 
     async def _rebalance(self, member: _Member, from_beginning: bool) -> None:
-        owned, positions = await self._run_write(self._sync_membership, member, from_beginning)
+        owned, positions, desired = await self._run_write(self._sync_membership, member, from_beginning)
+        member.waiting_for = desired - owned
+        member.last_sync = time.monotonic()
         current = set(member.position)
         for tp in current - owned:  # lost (expired lease): never commit for it again
             member.position.pop(tp, None)
@@ -440,7 +476,7 @@ class EmbeddedBus(EventBus):
 
     def _sync_membership(
         self, member: _Member, from_beginning: bool
-    ) -> tuple[set[TopicPartition], dict[TopicPartition, int]]:
+    ) -> tuple[set[TopicPartition], dict[TopicPartition, int], set[TopicPartition]]:
         """Heartbeat, decide this member's fair share, take free leases, renew held ones."""
         conn = self._wconn
         assert conn is not None
@@ -507,7 +543,7 @@ class EmbeddedBus(EventBus):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        return owned, positions
+        return owned, positions, desired
 
     def _commit(self, member: _Member, release: set[TopicPartition] | None = None) -> None:
         """Commit handled offsets, fenced: only partitions this member still holds a lease on."""
@@ -582,6 +618,10 @@ class EmbeddedBus(EventBus):
         self, sub: Subscription, member: _Member, stopping: asyncio.Event
     ) -> None:
         wakeup = member.wakeup
+
+        def _owner_of(tp: TopicPartition):  # type: ignore[no-untyped-def]
+            return lambda: not stopping.is_set() and tp in member.position
+
         idle = self.poll_min
         last_version: int | None = None
         dirty = True  # something may be there: read without waiting for a version change
@@ -601,6 +641,7 @@ class EmbeddedBus(EventBus):
                     wakeup.clear()
                     positions = list(member.position.items())
                     last_version, batches = await self._run_read(self._fetch, positions, last_version)
+                    sub.recover()  # the log answers again (a handler's stall ends inside _deliver)
                     dirty = False
                     if batches:
                         for tp, rows in batches:
@@ -609,7 +650,10 @@ class EmbeddedBus(EventBus):
                                     break
                                 record = Record(self.logical(tp[0]), tp[1], offset, key, value,
                                                 _decode_headers(headers))
-                                await self._deliver(sub, record)
+                                try:
+                                    await self._deliver(sub, record, _owner_of(tp))
+                                except DeliveryInterrupted:
+                                    break  # not handled: whoever owns the partition next gets it again
                                 member.handled[tp] = offset + 1
                                 member.position[tp] = offset + 1
                         await self._run_write(self._commit, member, None)
@@ -622,7 +666,8 @@ class EmbeddedBus(EventBus):
                 idle = min(idle * 2, self.poll_max)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:  # the bus's own storage failed (disk full, locked...): wait, not ready
                 log.exception("bus.consume_failed", group=member.group)
+                sub.stall(exc)
                 await asyncio.sleep(0.5)
                 dirty = True

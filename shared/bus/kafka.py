@@ -53,6 +53,7 @@ from aiokafka.errors import (
 
 from shared.bus.base import (
     BusUnavailable,
+    DeliveryInterrupted,
     EventBus,
     Handler,
     Record,
@@ -80,17 +81,25 @@ class KafkaBus(EventBus):
         topic_prefix: str = "",
         max_attempts: int = 5,
         retry_backoff: float = 0.05,
+        transient_backoff_max: float = 5.0,
         publish_timeout: float = 5.0,
         ping_timeout: float = 2.0,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
         max_poll_interval_ms: int = 300_000,
+        rebalance_timeout_ms: int | None = None,
+        group_instance_id: str | None = None,
         shutdown_grace: float = 10.0,
         commit_interval: float = 0.5,
         fetch_max_records: int = 200,
         client_id: str | None = None,
     ) -> None:
-        super().__init__(topic_prefix=topic_prefix, max_attempts=max_attempts, retry_backoff=retry_backoff)
+        super().__init__(
+            topic_prefix=topic_prefix,
+            max_attempts=max_attempts,
+            retry_backoff=retry_backoff,
+            transient_backoff_max=transient_backoff_max,
+        )
         self.bootstrap_servers = bootstrap_servers
         self.partitions = partitions
         self.replication_factor = replication_factor
@@ -99,6 +108,9 @@ class KafkaBus(EventBus):
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
+        self.rebalance_timeout_ms = rebalance_timeout_ms or max_poll_interval_ms
+        # Static membership: a restarted member with the same id takes its partitions back at once.
+        self.group_instance_id = group_instance_id
         self.shutdown_grace = shutdown_grace
         self.commit_interval = commit_interval
         self.fetch_max_records = fetch_max_records
@@ -210,6 +222,52 @@ class KafkaBus(EventBus):
         self._known_topics.update(wanted)
         log.info("kafka.topics_ensured", topics=wanted)
 
+    async def read_topic(self, topic: str) -> list[Record]:
+        """A group-less consumer reads every partition from the beginning to its current end."""
+        physical = self.physical(topic)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-reader",
+            enable_auto_commit=False,
+            request_timeout_ms=max(int(self.publish_timeout * 1000), 1000),
+        )
+        try:
+            async with asyncio.timeout(self.publish_timeout * 6):
+                await consumer.start()
+                producer = await self._ensure_producer()
+                metadata = await producer.client.fetch_all_metadata()  # fresh, not the cached view
+                known = metadata.partitions_for_topic(physical)
+                if not known:
+                    return []
+                tps = [TopicPartition(physical, p) for p in sorted(known)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
+                out: list[Record] = []
+                while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    for messages in batches.values():
+                        out.extend(
+                            Record(
+                                topic,
+                                m.partition,
+                                m.offset,
+                                m.key.decode("utf-8", "replace") if m.key is not None else None,
+                                m.value if m.value is not None else b"",
+                                tuple((k, bytes(v)) for k, v in (m.headers or ())),
+                            )
+                            for m in messages
+                            if m.offset < end[TopicPartition(physical, m.partition)]
+                        )
+                return sorted(out, key=lambda r: (r.partition, r.offset))
+        except TimeoutError as exc:
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: reading {physical} timed out") from exc
+        except (KafkaError, OSError) as exc:
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), timeout=self.publish_timeout)
+
     # ----------------------------------------------------------------------------------- publish
 
     async def publish_raw(
@@ -256,6 +314,7 @@ class KafkaBus(EventBus):
         consumer = _Consumer(self, sub, from_beginning=from_beginning)
         self._consumers.append(consumer)
         sub._stop = consumer.stop
+        sub._assigned = consumer.assigned
         await consumer.start()
         return sub
 
@@ -285,6 +344,16 @@ class _Consumer(ConsumerRebalanceListener):
         self.stopped = False
 
     # --------------------------------------------------------------------------- lifecycle
+
+    def assigned(self) -> bool:
+        """In the group with a settled, positioned assignment, and the consume loop alive."""
+        return (
+            self.consumer is not None
+            and self.positioned
+            and not self.stopping
+            and self.task is not None
+            and not self.task.done()
+        )
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"kafka-consumer:{self.sub.group}")
@@ -324,11 +393,18 @@ class _Consumer(ConsumerRebalanceListener):
             session_timeout_ms=self.bus.session_timeout_ms,
             heartbeat_interval_ms=self.bus.heartbeat_interval_ms,
             max_poll_interval_ms=self.bus.max_poll_interval_ms,
-            rebalance_timeout_ms=self.bus.max_poll_interval_ms,
+            rebalance_timeout_ms=self.bus.rebalance_timeout_ms,
+            **self._static_membership(),
             fetch_max_wait_ms=100,
             request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, 15_000),
             retry_backoff_ms=200,
         )
+
+    def _static_membership(self) -> dict[str, str]:
+        """``group_instance_id`` per subscription (one process may consume several groups)."""
+        if not self.bus.group_instance_id:
+            return {}
+        return {"group_instance_id": f"{self.bus.group_instance_id}-{self.sub.group}"}
 
     async def _connect(self) -> AIOKafkaConsumer:
         """Create topics, start the consumer and join the group; retry with backoff until it works."""
@@ -384,7 +460,14 @@ class _Consumer(ConsumerRebalanceListener):
                         for message in messages:
                             if self.stopping or generation != self.generation or tp not in self.owned:
                                 break
-                            await self._handle(tp, message)
+                            if not self.positioned:
+                                # Records of the new assignment arrived: say ready now, not after the
+                                # whole first batch (a restart's backlog took tens of seconds under load).
+                                await self._position(consumer)
+                            try:
+                                await self._handle(tp, message, generation)
+                            except DeliveryInterrupted:
+                                break  # revoked or stopping while waiting out an outage: not committed
                             unhandled[tp] = message.offset + 1
                             if time.monotonic() - self.last_commit >= self.bus.commit_interval:
                                 await self._commit(consumer)
@@ -398,6 +481,7 @@ class _Consumer(ConsumerRebalanceListener):
                     raise
                 if self.pending:
                     await self._commit(consumer)
+                self.sub.recover()  # the broker answers again (a handler's stall ends inside _deliver)
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -405,6 +489,7 @@ class _Consumer(ConsumerRebalanceListener):
                 return
             except Exception as exc:  # KafkaError while the broker restarts, and anything unexpected
                 log.warning("kafka.consume_error", group=self.sub.group, error=repr(exc))
+                self.sub.stall(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -418,7 +503,7 @@ class _Consumer(ConsumerRebalanceListener):
             self.positioned = True
             self.sub.ready.set()
 
-    async def _handle(self, tp: TopicPartition, message: ConsumerRecord[Any, Any]) -> None:
+    async def _handle(self, tp: TopicPartition, message: ConsumerRecord[Any, Any], generation: int) -> None:
         record = Record(
             topic=self.bus.logical(message.topic),
             partition=message.partition,
@@ -429,7 +514,11 @@ class _Consumer(ConsumerRebalanceListener):
         )
         self.idle.clear()
         try:
-            await self.bus._deliver(self.sub, record)
+            await self.bus._deliver(
+                self.sub,
+                record,
+                lambda: not self.stopping and generation == self.generation and tp in self.owned,
+            )
         finally:
             self.idle.set()
         self.pending[tp] = message.offset + 1

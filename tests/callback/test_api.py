@@ -253,7 +253,8 @@ async def test_events_in_and_out_through_the_embedded_bus(app: FastAPI, client: 
 async def test_operations_endpoints(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).status_code == 200
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"bus": True, "database": True}
+    # "consuming" (issue 13): ready only while the event consumer holds its partitions and is not stalled.
+    assert ready.status_code == 200 and ready.json()["checks"] == {"bus": True, "database": True, "consuming": True}
     paths = (await client.get("/openapi.json")).json()["paths"]
     expected = {"/v1/callbacks", "/v1/callbacks/{callback_id}", "/v1/callbacks/{callback_id}/attempts"}
     assert expected | {"/v1/summary/today"} <= set(paths)

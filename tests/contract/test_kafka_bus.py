@@ -80,12 +80,12 @@ async def test_a_bus_internal_failure_mid_batch_rewinds_instead_of_skipping(
     handled: list[str] = []
     real_deliver = bus._deliver
 
-    async def flaky_deliver(sub, record):  # type: ignore[no-untyped-def]
+    async def flaky_deliver(sub, record, *args):  # type: ignore[no-untyped-def]
         env_id = json.loads(record.value)["id"]
         if env_id in broken_once:
             broken_once.clear()
             raise RuntimeError("bus-internal failure")
-        await real_deliver(sub, record)
+        await real_deliver(sub, record, *args)
 
     bus._deliver = flaky_deliver  # type: ignore[method-assign]
 
