@@ -2,10 +2,10 @@
 
 Intake, router and callback run as real processes; a few hundred contacts are posted to intake while
 agents poll, accept and complete their offers. Meanwhile each service is ``kill -9``-ed and restarted,
-and the router's database is unavailable for 10 s. Afterwards: every contact intake accepted (202) was
-routed exactly once (accepted by one agent, or diverted to a callback the callback service tracks),
-nothing is in any DLQ, no agent ever held more than its capacity, and the router never answered a bare
-500. The counts are printed.
+the router's database is unavailable for 10 s, and then the bus is unavailable for 10 s. Afterwards:
+every contact intake accepted (202) was routed exactly once (accepted by one agent, or diverted to a
+callback the callback service tracks), nothing is in any DLQ, no agent ever held more than its
+capacity, and the router never answered a bare 500. The counts are printed.
 
 Legs (the database fault differs by store):
 
@@ -15,6 +15,12 @@ Legs (the database fault differs by store):
   connections for 10 s (``ALLOW_CONNECTIONS false`` + its backends terminated). Needs
   ``SWITCHBOARD_TEST_POSTGRES_URL``. Before issue 13 this dead-lettered accepted contacts.
 * ``kafka+postgres``: the same on Kafka (``KAFKA_BOOTSTRAP_SERVERS`` too).
+
+The bus fault: on the embedded bus another connection holds the log's write lock for 10 s (no publish,
+relay or offset commit gets through: intake answers 503 and the telephony side retries); on Kafka the
+broker process is frozen (``SIGSTOP``, then ``SIGCONT``) for 10 s, as a network partition would look to
+every client. That needs a broker on this machine (found by its listening port); with a remote broker
+the Kafka leg runs without the bus fault and says so.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sqlite3
 import time
 import uuid
@@ -46,6 +53,7 @@ AGENTS = [f"agent-{i}" for i in range(6)]
 CONTACTS = int(os.environ.get("SWITCHBOARD_FAULT_CONTACTS", "240"))
 CALLBACK_SHARE = 10  # every 10th contact asks for a callback
 OUTAGE_SECONDS = 10.0
+BUS_OUTAGE_CONTACTS = 40  # posted while the bus is unavailable
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -57,6 +65,47 @@ class Stack:
     per_service: dict[str, dict[str, str]]
     outage: Callable[[float], Awaitable[None]]  # makes the router's database unavailable for n seconds
     bus: Callable[[], EventBus]
+    bus_outage: Callable[[float], Awaitable[None]] | None  # makes the bus unavailable for n seconds
+
+
+def local_pid_listening_on(port: int) -> int | None:
+    """The pid of a process on this machine that listens on TCP ``port`` (from /proc), if any."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        return int(proc.name)
+    return None
+
+
+def frozen_broker_outage(bootstrap: str) -> Callable[[float], Awaitable[None]] | None:
+    """Freeze the (local) Kafka broker for n seconds: every client's connection hangs, nothing errors."""
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    pid = local_pid_listening_on(port)
+    if pid is None:
+        return None
+
+    async def outage(seconds: float) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    return outage
 
 
 def sqlite_lock_outage(path: Path) -> Callable[[float], Awaitable[None]]:
@@ -127,6 +176,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             {},
             sqlite_lock_outage(tmp_path / "router.sqlite3"),
             lambda: EmbeddedBus(tmp_path / "bus.sqlite3"),
+            sqlite_lock_outage(tmp_path / "bus.sqlite3"),
         )
         return
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -140,6 +190,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             from shared.bus.embedded import EmbeddedBus
 
             bus: Callable[[], EventBus] = lambda: EmbeddedBus(tmp_path / "bus.sqlite3")  # noqa: E731
+            bus_outage = sqlite_lock_outage(tmp_path / "bus.sqlite3")
         else:
             from shared.bus.kafka import KafkaBus
 
@@ -156,7 +207,8 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             # ownership lease (5 s) is free, rejoined about when the old session expired and sometimes took
             # the whole rebalance timeout (34 s once) to get its partitions back.
             bus = lambda: KafkaBus(kafka, topic_prefix=prefix, partitions=2)  # noqa: E731
-        yield Stack(request.param, env, per_service, postgres_refusal_outage(urls["router"]), bus)
+            bus_outage = frozen_broker_outage(kafka)
+        yield Stack(request.param, env, per_service, postgres_refusal_outage(urls["router"]), bus, bus_outage)
 
 
 @dataclass
@@ -320,6 +372,22 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
         await watcher
         timings["database outage"] = time.monotonic() - outage_started
 
+        # Then the bus is unavailable while more contacts come in (intake must answer 503, never a 202 it
+        # cannot keep) and agents keep working.
+        await asyncio.wait_for(asyncio.gather(*posters), timeout=240)
+        posters = []
+        if stack.bus_outage is not None:
+            before = dict(tally.statuses)
+            extra = list(range(CONTACTS, CONTACTS + BUS_OUTAGE_CONTACTS))
+            posters = [asyncio.create_task(post_contacts(intake, tally, extra[i::2], run)) for i in range(2)]
+            outage_started = time.monotonic()
+            await stack.bus_outage(OUTAGE_SECONDS)
+            timings["bus outage"] = time.monotonic() - outage_started
+            refused = tally.statuses["intake POST /v1/contacts 503"] - before.get("intake POST /v1/contacts 503", 0)
+            assert refused > 0, "intake answered while the bus was unavailable: its 202s could not be durable"
+        else:
+            print(f"\n[{stack.name}] no bus fault: the broker does not run on this machine")
+
         await asyncio.wait_for(asyncio.gather(*posters), timeout=240)
         expected_served = {c for c in tally.accepted.values() if c not in tally.callbacks_asked}
         deadline = time.monotonic() + 120
@@ -362,7 +430,7 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
             f"slowest_readyz={slowest_readyz:.2f}s router_500={router_500}\n"
             f"  statuses={dict(sorted(tally.statuses.items()))}"
         )
-        assert len(tally.accepted) == CONTACTS
+        assert len(tally.accepted) == CONTACTS + (BUS_OUTAGE_CONTACTS if stack.bus_outage is not None else 0)
         assert not twice, f"contacts assigned twice: {twice}"
         assert not unexpected
         assert all(load <= 1 for load in tally.max_load.values()), tally.max_load
