@@ -169,7 +169,9 @@ async def test_agents_only_touch_their_own_offers(router: Router) -> None:
     assert (await router.client.post(f"/v1/offers/{offer['offer_id']}/accept")).status_code == 401
     assert (await router.client.post("/v1/offers/nope/accept", headers=alice)).status_code == 404
     assert (await router.client.get(f"/v1/contacts/{c.contact_id}/timeline", headers=bob)).status_code == 403
-    assert (await router.client.get(f"/v1/contacts/{c.contact_id}/timeline", headers=alice)).status_code == 200
+    # The timeline is customer data: not even the agent it was offered to reads it (supervisor or admin).
+    assert (await router.client.get(f"/v1/contacts/{c.contact_id}/timeline", headers=alice)).status_code == 403
+    assert (await router.client.get(f"/v1/contacts/{c.contact_id}/timeline", headers=ADMIN)).status_code == 200
     r = await router.client.post(f"/v1/contacts/{c.contact_id}/complete", json={}, headers=bob)
     assert r.status_code == 403
 

@@ -35,8 +35,9 @@ async def complete(contact_id: str, body: CompleteIn, service: ServiceDep, who: 
     return await service.complete(contact_id, who, body.outcome(), body.attempt_result)
 
 
-@router.get("/contacts/{contact_id}/timeline", summary="Audit trail of one contact")
-async def get_timeline(contact_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
+@router.get("/contacts/{contact_id}/timeline", summary="Audit trail of one contact (supervisor or admin)")
+async def get_timeline(contact_id: str, service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     """received, queued, offered (to whom, rule, score, explanation), declined / timed out, accepted,
-    completed. A supervisor or the admin, or an agent the contact was offered to (its own work)."""
-    return await service.timeline(contact_id, who)
+    completed. Customer data (who called, what was promised, every decision): a supervisor or the admin
+    only; agents see their own offers and assignments on their stream and in ``/v1/agents/{id}/...``."""
+    return await service.timeline(contact_id)
