@@ -55,13 +55,38 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def ping(engine: AsyncEngine) -> bool:
+async def ping(engine: AsyncEngine, *, lock_wait: float = 0.5) -> bool:
+    """Whether the database can take this service's writes now.
+
+    PostgreSQL: a connection and ``SELECT 1`` (a refused or dropped server fails it). SQLite: ``SELECT 1``
+    never touches the file, so it passes while another process holds the write lock for good; the probe
+    takes the write lock itself (``BEGIN IMMEDIATE``, then ``ROLLBACK``) on a connection of its own,
+    waiting at most ``lock_wait`` seconds: a stateful service that cannot write is not ready.
+    """
     try:
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            return await asyncio.to_thread(_sqlite_writable, str(engine.url.database), lock_wait)
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return True
     except Exception:
         return False
+
+
+def _sqlite_writable(path: str, lock_wait: float) -> bool:
+    import sqlite3
+
+    if not Path(path).exists():  # opening it would create an empty database, not probe the real one
+        return False
+    conn = sqlite3.connect(path, timeout=lock_wait, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # "database is locked" after lock_wait if another writer holds it
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def alembic_config(script_location: Path, url: str) -> Config:

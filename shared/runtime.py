@@ -106,7 +106,7 @@ class ServiceRuntime:
             return False
         try:
             async with asyncio.timeout(self.common.readiness_timeout):
-                return await db.ping(self.engine)
+                return await db.ping(self.engine, lock_wait=self.common.readiness_timeout / 2)
         except TimeoutError:
             return False
 

@@ -54,6 +54,7 @@ CONTACTS = int(os.environ.get("SWITCHBOARD_FAULT_CONTACTS", "240"))
 CALLBACK_SHARE = 10  # every 10th contact asks for a callback
 OUTAGE_SECONDS = 10.0
 BUS_OUTAGE_CONTACTS = 40  # posted while the bus is unavailable
+DB_OUTAGE_CONTACTS = 20  # posted while the router's database is unavailable (its consumer must wait, not dead-letter)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -366,6 +367,10 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
         # The router's database is unavailable while contacts keep coming in.
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(watch_readyz(router, tally, stop_watch))
+        # On a fast machine the first load is all in before this point: post more during the outage, so the
+        # router has events to consume (and must wait out, not dead-letter) while it cannot write.
+        db_extra = list(range(CONTACTS + BUS_OUTAGE_CONTACTS, CONTACTS + BUS_OUTAGE_CONTACTS + DB_OUTAGE_CONTACTS))
+        posters += [asyncio.create_task(post_contacts(intake, tally, db_extra[i::2], run)) for i in range(2)]
         outage_started = time.monotonic()
         await stack.outage(OUTAGE_SECONDS)
         stop_watch.set()
@@ -375,11 +380,10 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
         # Then the bus is unavailable while more contacts come in (intake must answer 503, never a 202 it
         # cannot keep) and agents keep working.
         await asyncio.wait_for(asyncio.gather(*posters), timeout=240)
-        posters = []
         if stack.bus_outage is not None:
             before = dict(tally.statuses)
             extra = list(range(CONTACTS, CONTACTS + BUS_OUTAGE_CONTACTS))
-            posters = [asyncio.create_task(post_contacts(intake, tally, extra[i::2], run)) for i in range(2)]
+            posters += [asyncio.create_task(post_contacts(intake, tally, extra[i::2], run)) for i in range(2)]
             outage_started = time.monotonic()
             await stack.bus_outage(OUTAGE_SECONDS)
             timings["bus outage"] = time.monotonic() - outage_started
@@ -430,7 +434,7 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
             f"slowest_readyz={slowest_readyz:.2f}s router_500={router_500}\n"
             f"  statuses={dict(sorted(tally.statuses.items()))}"
         )
-        assert len(tally.accepted) == CONTACTS + (BUS_OUTAGE_CONTACTS if stack.bus_outage is not None else 0)
+        assert len(tally.accepted) == CONTACTS + DB_OUTAGE_CONTACTS + (BUS_OUTAGE_CONTACTS if stack.bus_outage is not None else 0)
         assert not twice, f"contacts assigned twice: {twice}"
         assert not unexpected
         assert all(load <= 1 for load in tally.max_load.values()), tally.max_load

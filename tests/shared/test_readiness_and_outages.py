@@ -75,3 +75,32 @@ def test_consumer_timeouts_are_settings(monkeypatch) -> None:  # type: ignore[no
     assert isinstance(bus, KafkaBus)
     assert (bus.session_timeout_ms, bus.heartbeat_interval_ms, bus.rebalance_timeout_ms) == (7000, 700, 20000)
     assert bus.group_instance_id == "router-0" and bus.transient_backoff_max == 3.0
+
+
+async def test_sqlite_is_not_ready_while_another_process_holds_its_write_lock(tmp_path) -> None:
+    """``SELECT 1`` passes on a locked SQLite file; the probe must take the write lock to tell the truth."""
+    from shared import db
+
+    path = tmp_path / "router.db"
+    engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        assert await db.ping(engine, lock_wait=0.2) is True
+
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            started = time.monotonic()
+            assert await db.ping(engine, lock_wait=0.2) is False
+            assert time.monotonic() - started < 1.5
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert await db.ping(engine, lock_wait=0.2) is True
+
+        path.unlink()  # a database file that vanished is not ready (and the probe must not create it anew)
+        assert await db.ping(engine, lock_wait=0.2) is False
+        assert not path.exists()
+    finally:
+        await engine.dispose()
