@@ -1235,8 +1235,10 @@ class RouterService(RouterViews):
         tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
         # Wrap-up starts when the agent's last contact ends (and only if the router made it busy).
         agent = await self._agent_row(tx.session, agent_id)
-        still_working = await self._has_work(tx.session, agent_id)
-        if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_working:
+        # Only assignments keep the agent on a contact: an open offer alongside may still time out, and
+        # an agent left "busy on_contact" with nothing assigned would never be released again.
+        still_on_contact = await self._has_assignment(tx.session, agent_id)
+        if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_on_contact:
             wrap = self.strategy.wrap_up_seconds(Channel(row.channel))
             if wrap > 0:
                 await self._set_status(tx, agent, AgentStatus.WRAP_UP, "after_contact", wrap_until=tx.now + wrap)

@@ -120,6 +120,17 @@ class RouterViews:
             raise NotFound(f"agent {agent_id!r} not found")
         return row
 
+    async def _has_assignment(self, session: AsyncSession, agent_id: str) -> bool:
+        """Whether the agent is on a contact now. An open offer is not work yet: it may time out."""
+        n = (
+            await session.execute(
+                select(func.count())
+                .select_from(contacts)
+                .where(contacts.c.agent_id == agent_id, contacts.c.state == ContactState.ASSIGNED)
+            )
+        ).scalar_one()
+        return n > 0
+
     async def _has_work(self, session: AsyncSession, agent_id: str) -> bool:
         n = (
             await session.execute(

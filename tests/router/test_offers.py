@@ -394,3 +394,31 @@ async def test_queue_is_in_serving_order_and_filterable(router: Router) -> None:
     assert [i["contact_id"] for i in chat["items"]] == [vip.contact_id] and chat["total"] == 3
     assert (await router.client.get("/v1/queue", params={"limit": 0}, headers=ADMIN)).status_code == 422
     assert (await router.client.get("/v1/queue", params={"channel": "fax"}, headers=ADMIN)).status_code == 422
+
+
+async def test_completing_with_an_open_offer_alongside_releases_the_agent(tmp_path: Path) -> None:
+    """An agent on one chat with a second chat offered completes the first and lets the offer run out:
+    they must not stay "busy on_contact" with nothing assigned (the callback service releases callbacks
+    only to available agents, and the router would count them as working forever)."""
+    strategy = write_strategy(tmp_path / "s.yaml", channels={"chat": {"wrap_up_seconds": 0}})
+    async with running_router(tmp_path / "data", strategy_path=strategy, offer_timeout_seconds=1.0) as router:
+        _, alice = await router.register("alice", capacity={"chat": 2})
+        first = contact("c1")
+        await router.emit(first)
+        offer = await router.wait_offer("alice", alice)
+        assert (await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)).status_code == 200
+        await router.emit(contact("c2"))
+        second = await router.wait_offer("alice", alice)
+        assert second["contact_id"] != first.contact_id
+        r = await router.client.post(f"/v1/contacts/{first.contact_id}/complete", json={}, headers=alice)
+        assert r.status_code == 200, r.text
+        me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
+        assert me["status"] == "available", me
+
+        async def offer_gone() -> bool:
+            r = await router.client.get(f"/v1/offers/{second['offer_id']}", headers=alice)
+            return r.json()["state"] == "timed_out"
+
+        await eventually(offer_gone)
+        me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
+        assert me["status"] == "available" and me["load"] == {}, me
