@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import db, inbox
-from shared.bus import EventBus, Handler, Subscription, create_bus
+from shared.bus import BatchHandler, EventBus, Handler, Subscription, create_bus
 from shared.events import utcnow
 from shared.observability import Check
 from shared.outbox import OutboxRelay
@@ -61,9 +61,14 @@ class ServiceRuntime:
         log.info("service.started", service=self.name, bus=self.common.bus, database=self.database_url)
 
     async def consume(
-        self, topics: Sequence[str], handler: Handler, *, group: str | None = None
+        self,
+        topics: Sequence[str],
+        handler: Handler,
+        *,
+        group: str | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> Subscription:
-        sub = await self.bus.subscribe(list(topics), group or self.name, handler)
+        sub = await self.bus.subscribe(list(topics), group or self.name, handler, batch_handler=batch_handler)
         self.subscriptions.append(sub)
         return sub
 

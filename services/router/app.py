@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -90,8 +90,16 @@ def create_app(
         async def on_contact_event(envelope: Envelope, _record: Record) -> None:
             await service.handle_event(envelope)
 
+        async def on_contact_events(batch: Sequence[tuple[Envelope, Record]]) -> None:
+            await service.handle_events([envelope for envelope, _ in batch])
+
         # contacts: the work; callbacks: only to drop a queued callback that was closed elsewhere.
-        await runtime.consume([topics.CONTACTS, topics.CALLBACKS], on_contact_event, group=settings.consumer_group)
+        await runtime.consume(
+            [topics.CONTACTS, topics.CALLBACKS],
+            on_contact_event,
+            group=settings.consumer_group,
+            batch_handler=on_contact_events,
+        )
         log.info("router.ready", strategy=service.strategy.version)
         try:
             yield

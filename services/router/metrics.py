@@ -28,6 +28,11 @@ ANSWER_WAIT = Histogram(
     ["channel"],
     buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800),
 )
+GROUP_COMMIT_SIZE = Histogram(
+    "switchboard_router_group_commit_size",
+    "State changes (agent actions, batches of consumed events) committed together in one transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 QUEUE_WAITING = Gauge("switchboard_router_waiting_contacts", "Contacts waiting", ["site", "channel"])
 QUEUE_OLDEST = Gauge("switchboard_router_oldest_wait_seconds", "Longest current wait", ["site", "channel"])
 AGENTS = Gauge("switchboard_router_agents", "Agents by status", ["status"])

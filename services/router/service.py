@@ -1,9 +1,11 @@
 """The router service: the pure matching engine wrapped in durable, transactional state changes.
 
 One :class:`RouterService` owns the routing state in its database (fenced by an ownership lease, see
-:mod:`services.router.ownership`). Every state change runs under one asyncio lock (one writer) and as one
+:mod:`services.router.ownership`). Every state change runs under one asyncio lock (one writer) inside a
 database transaction that also renews the lease, records the timeline and stages the emitted events in
-the outbox. The in-memory
+the outbox; agent actions and batches of consumed events that arrive together share one transaction and
+one commit (:mod:`services.router.group_commit`), and what they free is offered before that commit. The
+in-memory
 engine is an index of the database: it is rebuilt from the database on start, and again whenever a
 transaction fails after the engine was already changed, so the two never drift apart.
 
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.router import metrics
 from services.router.auth import IssuedToken, Principal, hash_token, new_token
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
+from services.router.group_commit import GroupCommit
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.settings import RouterSettings
@@ -77,8 +80,6 @@ Clock = Callable[[], float]
 ON_CONTACT = "on_contact"
 MISSED_OFFERS = "missed_offers"
 
-
-HANDLED = (ContactRequested, ContactAbandoned, CallbackDue, CallbackAttempted, CallbackFulfilled, CallbackBreached)
 
 
 @dataclass(slots=True)
@@ -153,6 +154,8 @@ class RouterService(RouterViews):
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
         self._lock = asyncio.Lock()
+        # Agent actions and batches of consumed events share transactions (see group_commit.py).
+        self._writes: GroupCommit[_Tx] = GroupCommit(self._unit_of_work, refusals=(RouterError,))
         self._pending: dict[str, PendingOffer] = {}
         self._offer_of_contact: dict[str, str] = {}
         self._wrap_until: dict[str, float] = {}
@@ -188,6 +191,7 @@ class RouterService(RouterViews):
         self._task = asyncio.create_task(self._run(), name="router-tick")
 
     async def stop(self) -> None:
+        await self._writes.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -375,6 +379,13 @@ class RouterService(RouterViews):
         for agent_id, event, data in tx.pushes:
             self.hub.publish(agent_id, event, data)
 
+    @contextlib.asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[_Tx]:
+        """A group's transaction under the writer lock. Routing is not part of it: the tick offers what a
+        group freed in a transaction of its own, so a failing offer never holds back consumed events."""
+        async with self._locked(), self._tx() as tx:
+            yield tx
+
     # ------------------------------------------------------------------------------------------
     # Converting rows
     # ------------------------------------------------------------------------------------------
@@ -531,12 +542,14 @@ class RouterService(RouterViews):
         """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
         if status is AgentStatus.WRAP_UP:
             raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
-        async with self._locked(), self._tx() as tx:
+
+        async def change(tx: _Tx) -> None:
             row = await self._agent_row(tx.session, agent_id)
             if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
-                pass  # already taking work
-            else:
-                await self._set_status(tx, row, status, reason or "requested")
+                return  # already taking work
+            await self._set_status(tx, row, status, reason or "requested")
+
+        await self._writes.run(change)
         self.wake()
         return await self.get_agent(agent_id)
 
@@ -598,35 +611,47 @@ class RouterService(RouterViews):
     async def handle_event(self, envelope: Envelope) -> None:
         """Consume one event (``contacts``, and the end of callbacks from ``callbacks``): inbox dedupe,
         state change and outbox in one transaction."""
-        payload = envelope.payload
-        if not isinstance(payload, HANDLED):
-            return  # not ours (the topics carry more than the router needs)
-        if envelope.source == self.source:
-            return  # our own callback.attempted, already applied when the agent completed the call
+        await self.handle_events([envelope])
+
+    async def handle_events(self, envelopes: Sequence[Envelope]) -> None:
+        """Consume a batch of events in one transaction (one inbox check each, in order): the batch is
+        acknowledged only after this returns, so a crash in the middle replays all of it, deduped."""
+        mine = [e for e in envelopes if type(e.payload) in self._event_handlers and e.source != self.source]
+        if not mine:
+            return  # not ours (the topics carry more), or our own callback.attempted, applied at completion
+
+        async def apply(tx: _Tx) -> None:
+            for envelope in mine:
+                if not await first_time(tx.session, self.consumer_name, envelope.id):
+                    metrics.EVENTS_DUPLICATE.inc()
+                    continue
+                try:
+                    await self._event_handlers[type(envelope.payload)](tx, envelope.payload)
+                except RouterError as exc:
+                    # Not a refusal of the whole batch: earlier events of it changed state already.
+                    raise RuntimeError(f"event {envelope.id} refused: {exc.detail}") from exc
+
         while True:
             try:
-                async with self._locked(), self._tx() as tx:
-                    if not await first_time(tx.session, self.consumer_name, envelope.id):
-                        metrics.EVENTS_DUPLICATE.inc()
-                        return
-                    if isinstance(payload, ContactRequested):
-                        await self._on_requested(tx, payload)
-                    elif isinstance(payload, ContactAbandoned):
-                        await self._on_abandoned(tx, payload)
-                    elif isinstance(payload, CallbackDue):
-                        await self._on_callback_due(tx, payload)
-                    elif isinstance(payload, CallbackAttempted):
-                        reason = f"attempted:{payload.result.value}"
-                        await self._on_callback_closed(tx, payload.callback_id, reason, payload.at)
-                    elif isinstance(payload, CallbackFulfilled):
-                        await self._on_callback_closed(tx, payload.callback_id, "fulfilled", payload.at)
-                    elif isinstance(payload, CallbackBreached):
-                        reason = f"breached:{payload.reason}"
-                        await self._on_callback_closed(tx, payload.callback_id, reason, payload.at)
+                await self._writes.run(apply)
                 break
             except OwnershipLost:
-                await self._regain()  # hold the event (not acknowledged) until this router owns again
+                await self._regain()  # hold the events (not acknowledged) until this router owns again
         self.wake()
+
+    @property
+    def _event_handlers(self) -> dict[type, Callable[[_Tx, Any], Awaitable[None]]]:
+        """Which use case each consumed event type runs."""
+        return {
+            ContactRequested: self._on_requested,
+            ContactAbandoned: self._on_abandoned,
+            CallbackDue: self._on_callback_due,
+            CallbackAttempted: lambda tx, e: self._on_callback_closed(
+                tx, e.callback_id, f"attempted:{e.result.value}", e.at
+            ),
+            CallbackFulfilled: lambda tx, e: self._on_callback_closed(tx, e.callback_id, "fulfilled", e.at),
+            CallbackBreached: lambda tx, e: self._on_callback_closed(tx, e.callback_id, f"breached:{e.reason}", e.at),
+        }
 
     async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
         if await self._contact_row(tx.session, event.contact_id) is not None:
@@ -1044,20 +1069,20 @@ class RouterService(RouterViews):
     # ------------------------------------------------------------------------------------------
 
     async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
-        async with self._locked():
-            async with self._tx() as tx:
-                row = await self._offer_for(tx.session, offer_id, who)
-                pending = self._pending.get(offer_id)
-                if row.state != OfferState.PENDING or pending is None:
-                    raise Conflict(f"offer is {row.state}, it can no longer be accepted")
-                expired = pending.expires_at <= tx.now
-                if expired:
-                    await self._time_out(tx, pending)
-                else:
-                    assignment = await self._assign(tx, pending)
-            if expired:
-                self.wake()
-                raise Conflict("offer expired before it was accepted; the contact was offered again")
+        async def accept(tx: _Tx) -> dict[str, Any] | None:
+            row = await self._offer_for(tx.session, offer_id, who)
+            pending = self._pending.get(offer_id)
+            if row.state != OfferState.PENDING or pending is None:
+                raise Conflict(f"offer is {row.state}, it can no longer be accepted")
+            if pending.expires_at <= tx.now:
+                await self._time_out(tx, pending)  # committed: the contact goes to the next agent
+                return None
+            return await self._assign(tx, pending)
+
+        assignment = await self._writes.run(accept)
+        if assignment is None:
+            self.wake()
+            raise Conflict("offer expired before it was accepted; the contact was offered again")
         return assignment
 
     async def _assign(self, tx: _Tx, offer: PendingOffer) -> dict[str, Any]:
@@ -1105,18 +1130,19 @@ class RouterService(RouterViews):
         return view
 
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
-        async with self._locked():
-            async with self._tx() as tx:
-                row = await self._offer_for(tx.session, offer_id, who)
-                pending = self._pending.get(offer_id)
-                if row.state != OfferState.PENDING or pending is None:
-                    raise Conflict(f"offer is {row.state}, it can no longer be declined")
-                await self._close_offer(tx, pending, OfferState.DECLINED, reason=reason or "declined")
-                await tx.session.execute(
-                    update(agents).where(agents.c.agent_id == pending.agent_id).values(missed_offers=0)
-                )
-            async with self._sessionmaker() as session:
-                view = offer_view(await self._offer_for(session, offer_id, who))
+
+        async def decline(tx: _Tx) -> dict[str, Any]:
+            row = await self._offer_for(tx.session, offer_id, who)
+            pending = self._pending.get(offer_id)
+            if row.state != OfferState.PENDING or pending is None:
+                raise Conflict(f"offer is {row.state}, it can no longer be declined")
+            await self._close_offer(tx, pending, OfferState.DECLINED, reason=reason or "declined")
+            await tx.session.execute(
+                update(agents).where(agents.c.agent_id == pending.agent_id).values(missed_offers=0)
+            )
+            return offer_view(await self._offer_for(tx.session, offer_id, who))
+
+        view = await self._writes.run(decline)
         self.wake()
         return view
 
@@ -1127,26 +1153,27 @@ class RouterService(RouterViews):
         outcome: Outcome,
         attempt_result: AttemptResult | None,
     ) -> dict[str, Any]:
-        async with self._locked():
-            async with self._tx() as tx:
-                row = await self._contact_row(tx.session, contact_id)
-                if row is None:
-                    raise NotFound(f"contact {contact_id!r} not found")
-                if row.agent_id is None or not who.may_act_for(row.agent_id):
-                    raise Forbidden("this contact is not assigned to you")
-                if row.state != ContactState.ASSIGNED:
-                    raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
-                if row.callback_id is not None and attempt_result is None:
-                    raise Invalid("attempt_result is required to complete a callback")
-                if row.callback_id is None and attempt_result is not None:
-                    raise Invalid("attempt_result applies only to callback assignments")
-                plan = self.strategy.plan(self._waiting(row))
-                budget = plan.goodwill_budget
-                if outcome.goodwill_amount > budget + 1e-9:
-                    raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
-                await self._finish(tx, row, outcome, attempt_result)
-            async with self._sessionmaker() as session:
-                done = await self._contact_row(session, contact_id)
+
+        async def complete(tx: _Tx) -> Any:
+            row = await self._contact_row(tx.session, contact_id)
+            if row is None:
+                raise NotFound(f"contact {contact_id!r} not found")
+            if row.agent_id is None or not who.may_act_for(row.agent_id):
+                raise Forbidden("this contact is not assigned to you")
+            if row.state != ContactState.ASSIGNED:
+                raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
+            if row.callback_id is not None and attempt_result is None:
+                raise Invalid("attempt_result is required to complete a callback")
+            if row.callback_id is None and attempt_result is not None:
+                raise Invalid("attempt_result applies only to callback assignments")
+            plan = self.strategy.plan(self._waiting(row))
+            budget = plan.goodwill_budget
+            if outcome.goodwill_amount > budget + 1e-9:
+                raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
+            await self._finish(tx, row, outcome, attempt_result)
+            return await self._contact_row(tx.session, contact_id)
+
+        done = await self._writes.run(complete)
         self.wake()
         return {
             "contact_id": contact_id,

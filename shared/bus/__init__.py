@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from shared.bus.base import BusUnavailable, EventBus, Handler, Record, Subscription
+from shared.bus.base import BatchHandler, BusUnavailable, EventBus, Handler, Record, Subscription
 from shared.settings import CommonSettings
 
-__all__ = ["BusUnavailable", "EventBus", "Handler", "Record", "Subscription", "create_bus"]
+__all__ = ["BatchHandler", "BusUnavailable", "EventBus", "Handler", "Record", "Subscription", "create_bus"]
 
 
 def create_bus(settings: CommonSettings) -> EventBus:

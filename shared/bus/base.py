@@ -69,6 +69,11 @@ class Record:
 
 
 Handler = Callable[[Envelope, Record], Awaitable[None]]
+# Optional: consecutive records of one partition in one call (the consumer's group commit). It must handle
+# all of them or none (one transaction): on a failure that is not transient the records are handed to the
+# one-at-a-time ``Handler`` instead, so a poison event is dead-lettered alone and the others still land.
+BatchHandler = Callable[[Sequence[tuple[Envelope, Record]]], Awaitable[None]]
+MAX_BATCH = 100  # records per batch call: bounds one transaction's size and the latency of its first record
 
 # Headers written on dead-lettered records.
 DLQ_ERROR = "x-error"
@@ -87,6 +92,7 @@ class Subscription:
     group: str
     handler: Handler
     max_attempts: int
+    batch_handler: BatchHandler | None = None
     _stop: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     # Set once the consumer owns its partitions and is positioned; tests wait on it.
     ready: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -184,8 +190,12 @@ class EventBus(abc.ABC):
         *,
         max_attempts: int | None = None,
         from_beginning: bool = True,
+        batch_handler: BatchHandler | None = None,
     ) -> Subscription:
-        """Start consuming ``topics`` as a member of ``group``; returns once the consumer runs."""
+        """Start consuming ``topics`` as a member of ``group``; returns once the consumer runs.
+
+        ``batch_handler``: take consecutive records of a partition together (see :data:`BatchHandler`).
+        """
 
     @abc.abstractmethod
     async def ping(self) -> bool:
@@ -253,6 +263,62 @@ class EventBus(abc.ABC):
         sub.recover()
         BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
 
+    async def _deliver_many(
+        self,
+        sub: Subscription,
+        records: Sequence[Record],
+        still_owned: Callable[[], bool],
+        handled: Callable[[Record], None],
+    ) -> None:
+        """Deliver consecutive records of one partition, in one batch call when the subscription takes
+        batches; ``handled`` is told of each record once it was handled (or dead-lettered), in order.
+
+        The batch is retried while its failure is transient (an outage: the same wait as one record). Any
+        other failure, or a record that does not decode, hands the records to :meth:`_deliver` one by one,
+        so only the poison one is retried towards the DLQ. Handlers dedupe, so running again is safe.
+        """
+        if sub.batch_handler is not None and len(records) > 1:
+            try:
+                envelopes = [decode_event(record.value) for record in records]
+            except MalformedEvent:
+                envelopes = []
+            if envelopes and await self._try_batch(sub, records, envelopes, still_owned):
+                for envelope, record in zip(envelopes, records, strict=True):
+                    BUS_EVENTS_HANDLED.labels(sub.group, record.topic, envelope.type).inc()
+                    handled(record)
+                return
+        for record in records:
+            await self._deliver(sub, record, still_owned)
+            handled(record)
+
+    async def _try_batch(
+        self,
+        sub: Subscription,
+        records: Sequence[Record],
+        envelopes: Sequence[Envelope],
+        still_owned: Callable[[], bool],
+    ) -> bool:
+        assert sub.batch_handler is not None
+        policy = _RetryPolicy(self, sub, records[0], envelopes[0].id, still_owned, max_attempts=1)
+        try:
+            async for attempt in policy.retrying():
+                with attempt:
+                    await sub.batch_handler(list(zip(envelopes, records, strict=True)))
+        except (asyncio.CancelledError, DeliveryInterrupted):
+            raise
+        except Exception as exc:
+            log.warning(
+                "bus.batch_failed_one_by_one",
+                group=sub.group,
+                topic=records[0].topic,
+                partition=records[0].partition,
+                offsets=f"{records[0].offset}-{records[-1].offset}",
+                error=repr(exc),
+            )
+            return False
+        sub.recover()
+        return True
+
     async def _dead_letter(
         self, group: str, record: Record, error: str, *, attempts: int, sub: Subscription | None = None
     ) -> None:
@@ -285,8 +351,16 @@ class _RetryPolicy:
     """One delivery's retries (tenacity): transient failures without limit, others ``max_attempts`` times."""
 
     def __init__(
-        self, bus: EventBus, sub: Subscription, record: Record, event_id: str, still_owned: Callable[[], bool]
+        self,
+        bus: EventBus,
+        sub: Subscription,
+        record: Record,
+        event_id: str,
+        still_owned: Callable[[], bool],
+        *,
+        max_attempts: int | None = None,
     ) -> None:
+        self.max_attempts = max_attempts or sub.max_attempts
         self.bus = bus
         self.sub = sub
         self.record = record
@@ -316,7 +390,7 @@ class _RetryPolicy:
             self.sub.stall(exc)
             return True
         self.failures += 1
-        return self.failures < self.sub.max_attempts
+        return self.failures < self.max_attempts
 
     def _wait(self, state: RetryCallState) -> float:
         # Full jitter for outages (many consumers must not hammer a recovering database in step).

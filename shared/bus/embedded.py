@@ -36,6 +36,8 @@ from typing import Any
 import structlog
 
 from shared.bus.base import (
+    MAX_BATCH,
+    BatchHandler,
     BusUnavailable,
     DeliveryInterrupted,
     EventBus,
@@ -397,12 +399,17 @@ class EmbeddedBus(EventBus):
         *,
         max_attempts: int | None = None,
         from_beginning: bool = True,
+        batch_handler: BatchHandler | None = None,
     ) -> Subscription:
         if not self._started:
             await self.start()
         member = _Member(group=group, topics=tuple(sorted(self.physical(t) for t in topics)))
         sub = Subscription(
-            topics=tuple(topics), group=group, handler=handler, max_attempts=max_attempts or self.max_attempts
+            topics=tuple(topics),
+            group=group,
+            handler=handler,
+            max_attempts=max_attempts or self.max_attempts,
+            batch_handler=batch_handler,
         )
         stopping = asyncio.Event()
         wakeup = member.wakeup
@@ -644,18 +651,25 @@ class EmbeddedBus(EventBus):
                     sub.recover()  # the log answers again (a handler's stall ends inside _deliver)
                     dirty = False
                     if batches:
+                        step = MAX_BATCH if sub.batch_handler is not None else 1
                         for tp, rows in batches:
-                            for offset, key, value, headers in rows:
+                            records = [
+                                Record(self.logical(tp[0]), tp[1], offset, key, value, _decode_headers(headers))
+                                for offset, key, value, headers in rows
+                            ]
+
+                            def handled(record: Record, tp: TopicPartition = tp) -> None:
+                                member.handled[tp] = member.position[tp] = record.offset + 1
+
+                            for start in range(0, len(records), step):
                                 if stopping.is_set() or tp not in member.position:
                                     break
-                                record = Record(self.logical(tp[0]), tp[1], offset, key, value,
-                                                _decode_headers(headers))
                                 try:
-                                    await self._deliver(sub, record, _owner_of(tp))
+                                    await self._deliver_many(
+                                        sub, records[start : start + step], _owner_of(tp), handled
+                                    )
                                 except DeliveryInterrupted:
                                     break  # not handled: whoever owns the partition next gets it again
-                                member.handled[tp] = offset + 1
-                                member.position[tp] = offset + 1
                         await self._run_write(self._commit, member, None)
                         dirty = True  # there may be more than one batch
                         idle = self.poll_min

@@ -52,6 +52,8 @@ from aiokafka.errors import (
 )
 
 from shared.bus.base import (
+    MAX_BATCH,
+    BatchHandler,
     BusUnavailable,
     DeliveryInterrupted,
     EventBus,
@@ -307,9 +309,14 @@ class KafkaBus(EventBus):
         *,
         max_attempts: int | None = None,
         from_beginning: bool = True,
+        batch_handler: BatchHandler | None = None,
     ) -> Subscription:
         sub = Subscription(
-            topics=tuple(topics), group=group, handler=handler, max_attempts=max_attempts or self.max_attempts
+            topics=tuple(topics),
+            group=group,
+            handler=handler,
+            max_attempts=max_attempts or self.max_attempts,
+            batch_handler=batch_handler,
         )
         consumer = _Consumer(self, sub, from_beginning=from_beginning)
         self._consumers.append(consumer)
@@ -456,8 +463,9 @@ class _Consumer(ConsumerRebalanceListener):
                 # First offset not yet handled, per partition of this batch.
                 unhandled = {tp: messages[0].offset for tp, messages in batches.items() if messages}
                 try:
+                    step = MAX_BATCH if self.sub.batch_handler is not None else 1
                     for tp, messages in batches.items():
-                        for message in messages:
+                        for start in range(0, len(messages), step):
                             if self.stopping or generation != self.generation or tp not in self.owned:
                                 break
                             if not self.positioned:
@@ -465,10 +473,9 @@ class _Consumer(ConsumerRebalanceListener):
                                 # whole first batch (a restart's backlog took tens of seconds under load).
                                 await self._position(consumer)
                             try:
-                                await self._handle(tp, message, generation)
+                                await self._handle(tp, messages[start : start + step], generation, unhandled)
                             except DeliveryInterrupted:
                                 break  # revoked or stopping while waiting out an outage: not committed
-                            unhandled[tp] = message.offset + 1
                             if time.monotonic() - self.last_commit >= self.bus.commit_interval:
                                 await self._commit(consumer)
                 except Exception:
@@ -503,25 +510,40 @@ class _Consumer(ConsumerRebalanceListener):
             self.positioned = True
             self.sub.ready.set()
 
-    async def _handle(self, tp: TopicPartition, message: ConsumerRecord[Any, Any], generation: int) -> None:
-        record = Record(
-            topic=self.bus.logical(message.topic),
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key.decode("utf-8", "replace") if message.key is not None else None,
-            value=message.value if message.value is not None else b"",
-            headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
-        )
+    async def _handle(
+        self,
+        tp: TopicPartition,
+        messages: list[ConsumerRecord[Any, Any]],
+        generation: int,
+        unhandled: dict[TopicPartition, int],
+    ) -> None:
+        """Deliver consecutive records of one partition (one, or a batch when the subscription takes
+        batches); each one's offset becomes committable as soon as it was handled."""
+        records = [
+            Record(
+                topic=self.bus.logical(message.topic),
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key.decode("utf-8", "replace") if message.key is not None else None,
+                value=message.value if message.value is not None else b"",
+                headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
+            )
+            for message in messages
+        ]
+
+        def handled(record: Record) -> None:
+            self.pending[tp] = unhandled[tp] = record.offset + 1
+
         self.idle.clear()
         try:
-            await self.bus._deliver(
+            await self.bus._deliver_many(
                 self.sub,
-                record,
+                records,
                 lambda: not self.stopping and generation == self.generation and tp in self.owned,
+                handled,
             )
         finally:
             self.idle.set()
-        self.pending[tp] = message.offset + 1
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None, *, timeout: float = 5.0

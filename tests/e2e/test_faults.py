@@ -434,7 +434,8 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
             f"slowest_readyz={slowest_readyz:.2f}s router_500={router_500}\n"
             f"  statuses={dict(sorted(tally.statuses.items()))}"
         )
-        assert len(tally.accepted) == CONTACTS + DB_OUTAGE_CONTACTS + (BUS_OUTAGE_CONTACTS if stack.bus_outage is not None else 0)
+        bus_outage_contacts = BUS_OUTAGE_CONTACTS if stack.bus_outage is not None else 0
+        assert len(tally.accepted) == CONTACTS + DB_OUTAGE_CONTACTS + bus_outage_contacts
         assert not twice, f"contacts assigned twice: {twice}"
         assert not unexpected
         assert all(load <= 1 for load in tally.max_load.values()), tally.max_load
