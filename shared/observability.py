@@ -13,6 +13,7 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -156,6 +157,21 @@ def health_router(checks: dict[str, Check], *, timeout: float = 1.5) -> APIRoute
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class BeforePath:
+    """ASGI middleware: await ``action`` before requests to one path (e.g. refresh gauges for /metrics);
+    every other request passes straight through."""
+
+    def __init__(self, app: ASGIApp, *, path: str, action: Callable[[], Awaitable[None]]) -> None:
+        self.app = app
+        self.path = path
+        self.action = action
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") == self.path:
+            await self.action()
+        await self.app(scope, receive, send)
 
 
 def install_operations(app: FastAPI, checks: dict[str, Check], *, timeout: float = 1.5) -> None:

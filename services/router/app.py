@@ -31,7 +31,7 @@ from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
-from shared.observability import configure_logging, install_operations, install_unavailable_handler
+from shared.observability import BeforePath, configure_logging, install_operations, install_unavailable_handler
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 
@@ -134,14 +134,16 @@ def create_app(
     async def _router_error(_request: Request, exc: RouterError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
 
-    @app.middleware("http")
-    async def _refresh_gauges(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if request.url.path == "/metrics" and hasattr(app.state, "service"):
+    async def refresh_gauges() -> None:
+        if hasattr(app.state, "service"):
             try:
                 metrics.refresh_gauges(await app.state.service.stats())
             except Exception:
                 log.exception("router.metrics_refresh_failed")
-        return await call_next(request)
+
+    # A plain ASGI wrapper, not @app.middleware("http"): that one (BaseHTTPMiddleware) costs every request
+    # a task and a stream pair, for a refresh only /metrics needs.
+    app.add_middleware(BeforePath, path="/metrics", action=refresh_gauges)
 
     async def routing_owner() -> bool:
         service = getattr(app.state, "service", None)
