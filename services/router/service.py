@@ -154,6 +154,10 @@ class RouterService(RouterViews):
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
         self._lock = asyncio.Lock()
+        # Token hash -> agent: every agent request is authenticated, and a database read for each was a
+        # tenth of the statements of a contact's lifecycle. Forgotten whenever a token is (re)issued.
+        self._agent_of_token: dict[str, str] = {}
+        self._tokens_issued = 0
         # Agent actions and batches of consumed events share transactions (see group_commit.py).
         self._writes: GroupCommit[_Tx] = GroupCommit(self._unit_of_work, refusals=(RouterError,))
         self._pending: dict[str, PendingOffer] = {}
@@ -259,6 +263,7 @@ class RouterService(RouterViews):
         """Load the engine and the lease index from the database (the truth)."""
         now = self.clock()
         engine = MatchingEngine(self.strategy)
+        self._forget_tokens()  # another owner may have issued tokens meanwhile
         self._pending.clear()
         self._offer_of_contact.clear()
         self._wrap_until.clear()
@@ -519,6 +524,7 @@ class RouterService(RouterViews):
         """A new token; the old one stops working here at once, on the other services once they have
         consumed the ``agent.token_issued`` event staged in the same transaction."""
         issued = self._issue_agent_token(agent_id)
+        self._forget_tokens()
         async with self._locked(), self._tx() as tx:
             row = await self._agent_row(tx.session, agent_id)
             await tx.session.execute(
@@ -529,14 +535,26 @@ class RouterService(RouterViews):
             await tx.emit(
                 AgentTokenIssued(tenant_id=self.tenant_id, agent_id=agent_id, site=row.site, token_id=issued.token_id)
             )
+        self._forget_tokens()  # also what was looked up while the change committed
         return issued.token
 
     async def agent_for_token(self, token: str) -> str | None:
         """The agent a bearer token belongs to (lookup by the token's hash; the token is never stored)."""
+        digest = hash_token(token)
+        if (known := self._agent_of_token.get(digest)) is not None:
+            return known
+        issued_before = self._tokens_issued
         async with self._sessionmaker() as session:
-            return (
-                await session.execute(select(agents.c.agent_id).where(agents.c.token_hash == hash_token(token)))
+            agent_id = (
+                await session.execute(select(agents.c.agent_id).where(agents.c.token_hash == digest))
             ).scalar_one_or_none()
+        if agent_id is not None and issued_before == self._tokens_issued:  # no token changed meanwhile
+            self._agent_of_token[digest] = agent_id
+        return agent_id
+
+    def _forget_tokens(self) -> None:
+        self._tokens_issued += 1
+        self._agent_of_token.clear()
 
     async def change_status(self, agent_id: str, status: AgentStatus, reason: str | None) -> dict[str, Any]:
         """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
