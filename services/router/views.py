@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.router import staffing
 from services.router.auth import Principal
 from services.router.errors import Forbidden, NotFound
 from services.router.matching import Decision, MatchingEngine, WaitingContact
@@ -340,6 +341,7 @@ class RouterViews:
                     )
                 )
             ).all()
+            arrivals, on_duty = await staffing.load(session, self.strategy, since)
             today = period_of(now)
             day = {
                 r.name: r.value
@@ -374,6 +376,7 @@ class RouterViews:
             "offers_outstanding": outstanding,
             "window_seconds": window,
             "service_level": service_levels,
+            "staffing": staffing.as_json(staffing.estimate(self.strategy, arrivals, on_duty, window)),
             "sales_share": {
                 "share": round(sales_n / offered_n, 4) if offered_n else 0.0,
                 "offered_to_sales": sales_n,
