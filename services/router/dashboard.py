@@ -73,6 +73,7 @@ class DashboardSnapshot(BaseModel):
     agents: list[AgentItem]
     agents_by_role: dict[str, dict[str, int]] = Field(description="role → status → agents holding the role")
     throughput: list[ThroughputBucket] = Field(description=f"per minute, the last {THROUGHPUT_MINUTES} minutes")
+    window_seconds: float = Field(description="the recent window of service level and staffing")
     service_level: dict[str, dict[str, Any]]
     staffing: list[StaffingRow]
     sales_share: dict[str, Any]
@@ -301,6 +302,7 @@ async def build_snapshot(source: Source) -> DashboardSnapshot:
         ],
         agents_by_role=agents_by_role(agents),
         throughput=throughput(activity, now),
+        window_seconds=stats["window_seconds"],
         service_level=stats["service_level"],
         staffing=[StaffingRow.model_validate(r) for r in stats["staffing"]],
         sales_share=stats["sales_share"],
