@@ -83,3 +83,38 @@ async def test_stream_sends_a_new_snapshot_when_a_contact_arrives(router: Router
                         break
                 assert time.monotonic() < deadline, f"no update; saw {[s['waiting_total'] for s in seen]}"
     assert seen[0]["waiting_total"] == 0 and seen[-1]["waiting_total"] == 1
+
+
+async def test_a_token_that_stops_being_valid_ends_the_stream(router: Router, monkeypatch) -> None:
+    """Tokens are re-checked while the stream is open. (A supervisor token's real expiry is honoured
+    with 30 s of clock leeway, too slow for a unit test: the authenticator is told to refuse instead.)"""
+    from services.router.api import dashboard as dashboard_api
+    from shared.auth import Authenticator, unauthorized
+
+    monkeypatch.setattr(dashboard_api, "REAUTH_SECONDS", 0.5)
+    r = await router.client.post("/v1/auth/supervisor-tokens", json={"name": "sue", "ttl_seconds": 600}, headers=ADMIN)
+    token = r.json()["token"]
+    revoked: set[str] = set()
+    original = Authenticator.authenticate
+
+    async def authenticate(self: Authenticator, given: str | None):  # type: ignore[no-untyped-def]
+        if given in revoked:
+            raise unauthorized()
+        return await original(self, given)
+
+    monkeypatch.setattr(Authenticator, "authenticate", authenticate)
+    events: list[str] = []
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=router.url, timeout=20) as client:
+        async with client.stream(
+            "GET", "/v1/ops/dashboard/stream", params={"interval": 0.5}, headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    events.append(line[6:].strip())
+                    if len(events) == 2:
+                        revoked.add(token)
+                assert time.monotonic() - started < 15, events
+    # The stream ended by itself once the token was refused, saying why.
+    assert events[:2] == ["snapshot", "snapshot"] and events[-1] == "unauthorized"

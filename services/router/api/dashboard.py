@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from sse_starlette import EventSourceResponse
 
 from services.router.api.deps import ServiceDep, TrustedDep
 from services.router.dashboard import DashboardSnapshot, build_snapshot
 from services.router.service import RouterService
+from shared.auth import authenticator_of
 
 log = structlog.get_logger(__name__)
+REAUTH_SECONDS = 30.0  # an expired supervisor token ends an open stream within this long
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 router = APIRouter(tags=["dashboard"])
@@ -90,14 +92,25 @@ async def dashboard_stream(
     _: TrustedDep,
     interval: Annotated[float, Query(ge=0.5, le=60, description="seconds between checks")] = 1.0,
 ) -> EventSourceResponse:
+    """The token is checked again every ``REAUTH_SECONDS``: a stream outlives no token (a supervisor's
+    expires after its shift); it then ends with an ``unauthorized`` event and the page asks again."""
     cache = _cache(request)
     first = await cache.get(service)  # a standby router answers 503 here, before the stream starts
+    token = request.headers.get("authorization", "").partition(" ")[2]
 
     async def events() -> AsyncIterator[dict[str, str]]:
         last = first.model_dump_json()
         yield {"event": "snapshot", "data": last}
+        checked = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            if time.monotonic() - checked >= REAUTH_SECONDS:
+                try:
+                    await authenticator_of(request).authenticate(token)
+                except HTTPException:
+                    yield {"event": "unauthorized", "data": json.dumps({"detail": "the token is no longer valid"})}
+                    return
+                checked = time.monotonic()
             try:
                 data = (await cache.get(service)).model_dump_json()
             except Exception as exc:  # database away, ownership lost: say so, keep the page, try again
