@@ -172,18 +172,21 @@ async def load(session: AsyncSession, strategy: Strategy, since: float) -> tuple
         )
     ).all()
     arrivals = []
+    roles: dict[tuple[str, str | None, str, float | None], Role] = {}  # few distinct keys: plan each once
     for r in recent:
         channel = Channel(r.channel)
         tier = Tier((r.customer or {}).get("tier", Tier.STANDARD))
         intent = Intent(r.intent) if r.intent else None
+        key = (channel, intent, tier, r.expected_handling_seconds)
+        role = roles.get(key)
+        if role is None:
+            role = roles[key] = first_role(strategy, channel, intent, tier, r.expected_handling_seconds)
         handled = (
             r.ended_at - r.answered_at
             if r.state == ContactState.COMPLETED and r.answered_at is not None and r.ended_at is not None
             else None
         )
-        arrivals.append(
-            Arrival(channel, first_role(strategy, channel, intent, tier, r.expected_handling_seconds), handled)
-        )
+        arrivals.append(Arrival(channel, role, handled))
     duty_rows = (
         await session.execute(
             select(agents.c.roles, agents.c.capacity).where(agents.c.status.in_([s.value for s in ON_DUTY]))
