@@ -19,6 +19,7 @@ from services.router.strategy import Strategy
 from shared.events import Role
 
 WAITING_SHOWN = 50
+_ON_DUTY = frozenset(s.value for s in ON_DUTY)
 THROUGHPUT_MINUTES = 15
 
 
@@ -180,7 +181,7 @@ def why_waiting(entry: dict[str, Any], agents: Sequence[dict[str, Any]], strateg
         if a["site"] == site
         and open_roles & set(a["roles"])
         and int(a["capacity"].get(channel, 0)) > 0
-        and a["status"] in {s.value for s in ON_DUTY}
+        and a["status"] in _ON_DUTY
     ]
     roles = " or ".join(_role(r) for r in entry["open_roles"]) or "no role"
     if not fit:
