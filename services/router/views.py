@@ -396,6 +396,7 @@ class RouterViews:
                 "offered_to_sales": sales_n,
                 "offered": offered_n,
                 "cap": self.strategy.sales_share.max_share,
+                "min_sample": self.strategy.sales_share.min_sample,  # below it the cap does not bind
                 "period_seconds": self.strategy.sales_share.period_seconds,
             },
             "goodwill": {

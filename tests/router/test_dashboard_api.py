@@ -57,6 +57,7 @@ async def test_snapshot_says_why_each_contact_waits(router: Router) -> None:
     assert "service level: voice" in topics and "does not: sell to short questions" in topics
     voice = next(s for s in snap.staffing if s.channel == "voice" and s.role is None)
     assert voice.arrivals == 2 and voice.agents_on_duty == 0
+    assert snap.sales_share["min_sample"] == router.service.strategy.sales_share.min_sample
 
 
 async def test_stream_sends_a_new_snapshot_when_a_contact_arrives(router: Router) -> None:
