@@ -38,6 +38,23 @@ QUEUE_OLDEST = Gauge("switchboard_router_oldest_wait_seconds", "Longest current 
 AGENTS = Gauge("switchboard_router_agents", "Agents by status", ["status"])
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
+# Service level over the stats window, in the three definitions /v1/stats reports (stats.py says which is which).
+SERVICE_LEVEL = Gauge(
+    "switchboard_router_service_level", "Service level attained over the recent window", ["channel", "definition"]
+)
+SERVICE_LEVEL_TARGET = Gauge(
+    "switchboard_router_service_level_target", "The strategy's service-level target", ["channel"]
+)
+ABANDONMENT_RATE = Gauge("switchboard_router_abandonment_rate", "Abandoned / (answered + abandoned)", ["channel"])
+# Staffing (staffing.py): role="all" is the whole channel, pooled.
+STAFF_NEEDED = Gauge("switchboard_router_staffing_agents_needed", "Agents needed (Erlang C)", ["channel", "role"])
+STAFF_ON_DUTY = Gauge("switchboard_router_staffing_agents_on_duty", "Agents on duty", ["channel", "role"])
+ARRIVAL_RATE = Gauge("switchboard_router_arrival_rate_per_hour", "Live arrival rate", ["channel", "role"])
+HANDLING_SECONDS = Gauge(
+    "switchboard_router_handling_seconds", "Average handling time incl. wrap-up used for staffing", ["channel"]
+)
+
+SL_DEFINITIONS = {"offered": "share", "answered": "answered_share", "with_abandoned": "with_abandoned_share"}
 
 
 def refresh_gauges(stats: dict[str, Any]) -> None:
@@ -50,3 +67,31 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     for status, n in stats["agents_by_status"].items():
         AGENTS.labels(status).set(n)
     OFFERS_OUTSTANDING.set(stats["offers_outstanding"])
+    _refresh_service_level(stats.get("service_level", {}))
+    _refresh_staffing(stats.get("staffing", []))
+
+
+def _refresh_service_level(levels: dict[str, dict[str, Any]]) -> None:
+    """A definition with nothing to measure yet has no sample, rather than a misleading 0."""
+    for gauge in (SERVICE_LEVEL, SERVICE_LEVEL_TARGET, ABANDONMENT_RATE):
+        gauge.clear()
+    for channel, sl in levels.items():
+        SERVICE_LEVEL_TARGET.labels(channel).set(sl["target_share"])
+        for definition, key in SL_DEFINITIONS.items():
+            if sl.get(key) is not None:
+                SERVICE_LEVEL.labels(channel, definition).set(sl[key])
+        if sl.get("abandonment_rate") is not None:
+            ABANDONMENT_RATE.labels(channel).set(sl["abandonment_rate"])
+
+
+def _refresh_staffing(rows: list[dict[str, Any]]) -> None:
+    for gauge in (STAFF_NEEDED, STAFF_ON_DUTY, ARRIVAL_RATE, HANDLING_SECONDS):
+        gauge.clear()
+    for row in rows:
+        role = row["role"] or "all"
+        if row["agents_needed"] is not None:
+            STAFF_NEEDED.labels(row["channel"], role).set(row["agents_needed"])
+        STAFF_ON_DUTY.labels(row["channel"], role).set(row["agents_on_duty"])
+        ARRIVAL_RATE.labels(row["channel"], role).set(row["arrival_rate_per_hour"])
+        if row["role"] is None:
+            HANDLING_SECONDS.labels(row["channel"]).set(row["handling_seconds"])

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.router import staffing
 from services.router.auth import Principal
 from services.router.errors import Forbidden, NotFound
 from services.router.matching import Decision, MatchingEngine, WaitingContact
@@ -318,6 +319,20 @@ class RouterViews:
             ],
         }
 
+    async def activity_since(self, since: float) -> list[tuple[float, float | None, float | None, str]]:
+        """(received, answered, ended, state) of contacts that arrived or ended since ``since``: the
+        dashboard's throughput chart. Both columns are indexed; a contact received before ``since`` and
+        answered after it but not yet ended is left out (rare, and it shows once it ends)."""
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(contacts.c.received_at, contacts.c.answered_at, contacts.c.ended_at, contacts.c.state).where(
+                        (contacts.c.received_at > since) | (contacts.c.ended_at > since)
+                    )
+                )
+            ).all()
+        return [(r.received_at, r.answered_at, r.ended_at, r.state) for r in rows]
+
     async def stats(self) -> dict[str, Any]:
         now = self.clock()
         window = self.settings.service_level_window_seconds
@@ -351,6 +366,7 @@ class RouterViews:
                     )
                 )
             ).all()
+            arrivals, on_duty = await staffing.load(session, self.strategy, since)
             today = period_of(now)
             day = {
                 r.name: r.value
@@ -385,11 +401,13 @@ class RouterViews:
             "offers_outstanding": outstanding,
             "window_seconds": window,
             "service_level": service_levels,
+            "staffing": staffing.as_json(staffing.estimate(self.strategy, arrivals, on_duty, window)),
             "sales_share": {
                 "share": round(sales_n / offered_n, 4) if offered_n else 0.0,
                 "offered_to_sales": sales_n,
                 "offered": offered_n,
                 "cap": self.strategy.sales_share.max_share,
+                "min_sample": self.strategy.sales_share.min_sample,  # below it the cap does not bind
                 "period_seconds": self.strategy.sales_share.period_seconds,
             },
             "goodwill": {

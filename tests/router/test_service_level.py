@@ -38,3 +38,22 @@ def test_early_abandons_do_not_count_against_the_target() -> None:
 def test_nothing_to_measure() -> None:
     sl = service_level([waiting(5)], NOW, TARGET)
     assert sl["share"] is None and sl["meets_target"] is None and sl["abandonment_rate"] is None
+
+
+def test_both_operator_definitions() -> None:
+    """SL1 = answered within / answered; SL2 = (answered within + abandoned within) / (answered + abandoned)."""
+    rows = [answered(5), answered(19), answered(20), answered(21), abandoned(3), abandoned(40), waiting(25)]
+    sl = service_level(rows, NOW, TARGET)
+    assert sl["answered_share"] == 0.75 and sl["answered_share_meets_target"] is False  # 3 / 4
+    assert sl["abandoned_within"] == 1
+    assert sl["with_abandoned_share"] == round(4 / 6, 4) and sl["with_abandoned_share_meets_target"] is False
+    quick_quitters = service_level([answered(1)] * 4 + [abandoned(2)] * 2, NOW, TARGET)
+    assert quick_quitters["answered_share"] == 1.0 and quick_quitters["with_abandoned_share"] == 1.0
+    late_quitters = service_level([answered(1)] * 4 + [abandoned(30)] * 4, NOW, TARGET)
+    assert late_quitters["answered_share"] == 1.0 and late_quitters["with_abandoned_share"] == 0.5
+    assert late_quitters["with_abandoned_share_meets_target"] is False
+
+
+def test_no_answers_no_shares() -> None:
+    sl = service_level([abandoned(3)], NOW, TARGET)
+    assert sl["answered_share"] is None and sl["with_abandoned_share"] == 1.0
