@@ -408,6 +408,7 @@ class Row:
     post_ms: list[float]
     offer_ms: list[float]
     cpu_ms_per_contact: float
+    group: float | None = None  # router changes per commit (group commit); None for the baseline
 
     @property
     def sustained(self) -> bool:
@@ -421,9 +422,24 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
+async def group_commits(client: httpx.AsyncClient, target: Target) -> tuple[float, float] | None:
+    """(changes, commits) so far from the router's group-commit histogram; None where there is none."""
+    try:
+        r = await client.get(f"{target.router}/metrics")
+    except httpx.HTTPError:
+        return None
+    found: dict[str, float] = {}
+    for line in r.text.splitlines() if r.status_code == 200 else ():
+        for part in ("sum", "count"):
+            if line.startswith(f"switchboard_router_group_commit_size_{part} "):
+                found[part] = float(line.split()[1])
+    return (found["sum"], found["count"]) if len(found) == 2 else None
+
+
 async def run_rate(target: Target, agents: Agents, client: httpx.AsyncClient, rate: float, args: Any) -> Row:
     tally = agents.tally = Tally()
     run = uuid.uuid4().hex[:8]
+    groups0 = await group_commits(client, target)
     cpu0 = cpu_seconds(target.cpu_pid)
     rng = random.Random(int(rate * 1000))
     posts: list[asyncio.Task[None]] = []
@@ -442,6 +458,10 @@ async def run_rate(target: Target, agents: Agents, client: httpx.AsyncClient, ra
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)  # the last accepts and completes land before the CPU is read
     cpu = cpu_seconds(target.cpu_pid) - cpu0
+    groups1 = await group_commits(client, target)
+    group = None
+    if groups0 is not None and groups1 is not None and groups1[1] > groups0[1]:
+        group = (groups1[0] - groups0[0]) / (groups1[1] - groups0[1])
     offer_ms = [(tally.offered[c] - t) * 1000 for c, t in tally.answered.items() if c in tally.offered]
     late = [c for c, t in tally.answered.items() if c not in tally.offered or tally.offered[c] - t > args.bound]
     return Row(
@@ -454,6 +474,7 @@ async def run_rate(target: Target, agents: Agents, client: httpx.AsyncClient, ra
         post_ms=tally.post_ms,
         offer_ms=offer_ms,
         cpu_ms_per_contact=cpu * 1000 / max(1, len(tally.answered)),
+        group=group,
     )
 
 
@@ -474,7 +495,7 @@ async def measure(target: Target, args: Any) -> list[Row]:
 
 HEADER = (
     f"{'server':<22}{'rate/s':>7}{'posted':>8}{'202s':>7}{'offered':>8}{'late':>6}"
-    f"{'202 p50':>9}{'p99':>8}{'max':>8}{'offer p50':>11}{'p99':>8}{'max':>8}{'CPU ms/c':>10}"
+    f"{'202 p50':>9}{'p99':>8}{'max':>8}{'offer p50':>11}{'p99':>8}{'max':>8}{'CPU ms/c':>10}{'per commit':>11}"
 )
 
 
@@ -483,7 +504,7 @@ def print_row(r: Row) -> None:
         f"{r.label:<22}{r.rate:>7g}{r.posted:>8}{r.accepted:>7}{r.offered:>8}{r.unoffered:>6}"
         f"{pct(r.post_ms, 50):>9.1f}{pct(r.post_ms, 99):>8.1f}{max(r.post_ms, default=float('nan')):>8.1f}"
         f"{pct(r.offer_ms, 50):>11.1f}{pct(r.offer_ms, 99):>8.1f}{max(r.offer_ms, default=float('nan')):>8.1f}"
-        f"{r.cpu_ms_per_contact:>10.2f}",
+        f"{r.cpu_ms_per_contact:>10.2f}{'-' if r.group is None else f'{r.group:.1f}':>11}",
         flush=True,
     )
 
@@ -514,7 +535,10 @@ async def main_async(args: Any) -> int:
                     **{f"SWITCHBOARD_{svc.upper()}_DATABASE_URL": url for svc, url in urls.items()},
                 )
             print(f"bench_e2e: {args.agents} agents, {args.duration:g} s per rate, bound {args.bound:g} s, {stack}")
-            print("times in ms; late = not offered within the bound; CPU = the router's (baseline: the relay's)")
+            print(
+                "times in ms; late = not offered within the bound; CPU = the router's (baseline: the relay's); "
+                "per commit = state changes the router committed together (group commit)"
+            )
             print(HEADER)
             results: dict[str, list[Row]] = {}
             if not args.no_baseline:
