@@ -121,7 +121,10 @@ async def test_limits_off_accept_everything(intake: IntakeFactory) -> None:
 async def test_signed_requests_with_timestamps_and_limits(intake: IntakeFactory) -> None:
     """The signed header source is the one counted when header and body agree."""
     app = await intake(
-        rate_limits_enabled=True, source_secrets={"acme": SECRET}, webhook_rate_limit_per_source="1/hour"
+        # A daily window: the sliding-window counter weighs the previous window in, so two requests that
+        # straddle a window's end may both pass, and Retry-After shrinks near it. With "1/hour" that was a
+        # flaky minute every hour; with a day it is the minute before midnight UTC.
+        rate_limits_enabled=True, source_secrets={"acme": SECRET}, webhook_rate_limit_per_source="1/day"
     )
     body = json.dumps(contact_payload("h-1")).encode()
     ts = int(app.clock().timestamp())
@@ -131,7 +134,7 @@ async def test_signed_requests_with_timestamps_and_limits(intake: IntakeFactory)
     headers2 = {"content-type": "application/json", "X-Switchboard-Source": "acme", **sign(body2, ts)}
     resp = await app.client.post("/v1/contacts", content=body2, headers=headers2)
     assert_rate_limited(resp)
-    assert int(resp.headers["Retry-After"]) > 60  # an hourly window: not "try again in a second"
+    assert int(resp.headers["Retry-After"]) > 60  # a daily window: not "try again in a second"
 
 
 @pytest.mark.parametrize("spec", ["5 per fortnight", "abc", "-1/minute"])
