@@ -72,7 +72,8 @@ def create_app(
         authenticator.token_check = current_agent_token
         scheduler = Scheduler(service, interval=settings.poll_interval_seconds)
         app.state.scheduler = scheduler
-        await runtime.consume([CALLBACKS, ROUTING], CallbackConsumer(service))
+        consumer = CallbackConsumer(service)
+        await runtime.consume([CALLBACKS, ROUTING], consumer, batch_handler=consumer.batch)
         if settings.scheduler_enabled:
             await scheduler.start()
         log.info("callback.ready", sites=sorted(calendars.sites), default_timezone=calendars.default.tz.key)
