@@ -210,6 +210,9 @@ class OfferAccepted(EventData):
     agent_id: str
     site: str = DEFAULT_SITE
     at: datetime = Field(default_factory=utcnow)
+    # Added within v1 (optional): what a connector needs to ring the agent without asking the router.
+    channel: Channel | None = None
+    contact_uri: str | None = None  # the agent's address on that channel (shared.contact_uri), if any
 
 
 class OfferDeclined(EventData):

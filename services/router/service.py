@@ -34,6 +34,7 @@ from services.router.auth import IssuedToken, Principal, hash_token, new_token
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
+from services.router.reach import contact_uris_values, reach_of
 from services.router.settings import RouterSettings
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
@@ -101,6 +102,7 @@ class AgentProfile:
     capacity: dict[Channel, int]
     site: str
     team: str | None = None
+    contact_uris: dict[Channel, str] | None = None  # None: keep what is stored
 
 
 @dataclass
@@ -453,6 +455,7 @@ class RouterService(RouterViews):
                     status_reason="registered",
                     wrap_up_until=None,
                     missed_offers=0,
+                    contact_uris={c.value: u for c, u in (profile.contact_uris or {}).items()},
                     token_hash=hash_token(token),
                     created_at=tx.now,
                     updated_at=tx.now,
@@ -498,6 +501,7 @@ class RouterService(RouterViews):
                     site=profile.site,
                     team=profile.team,
                     updated_at=tx.now,
+                    **contact_uris_values(profile.contact_uris),
                 )
             )
             await self._resync_agent(tx, agent_id)
@@ -1087,6 +1091,7 @@ class RouterService(RouterViews):
                 agent_id=offer.agent_id,
                 site=contact.site,
                 at=to_datetime(tx.now),
+                **reach_of(agent, contact.channel),
             )
         )
         waited = tx.now - contact.virtual_start

@@ -68,6 +68,8 @@ agents = Table(
     Column("status_reason", String(200), nullable=True),
     Column("wrap_up_until", Double, nullable=True),
     Column("missed_offers", Integer, nullable=False, default=0),
+    # {channel: contact URI} (shared.contact_uri); null for agents registered before it existed.
+    Column("contact_uris", JSON, nullable=True),
     Column("token_hash", String(128), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
