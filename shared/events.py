@@ -95,6 +95,17 @@ class AttemptResult(StrEnum):
     WRONG_NUMBER = "wrong_number"
 
 
+class DialResult(StrEnum):
+    """How ringing the accepting agent ended (a connector's or telephone system's report)."""
+
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"  # the agent's leg failed
+    NOT_CONNECTED = "not_connected"  # the call could not be redirected to the agent (provider error)
+    CALLER_GONE = "caller_gone"  # the caller hung up before the agent answered
+
+
 class CallbackOrigin(StrEnum):
     ROUTER_POLICY = "router_policy"
     WEB_FORM = "web_form"
@@ -233,6 +244,25 @@ class OfferTimedOut(EventData):
     contact_id: str
     agent_id: str
     site: str = DEFAULT_SITE
+    at: datetime = Field(default_factory=utcnow)
+
+
+class AgentDialed(EventData):
+    """The outcome of connecting a voice contact to the agent who accepted it.
+
+    ``busy``/``no_answer``/``failed``: the contact goes back to its place in line and the agent is counted
+    a missed offer; ``not_connected``: back in line, no miss (not the agent's doing); ``caller_gone``: the
+    contact is abandoned; ``answered``: recorded only. Published by
+    whatever places the call (intake's Twilio dial callback, a PBX connector)."""
+
+    event_type: ClassVar[str] = "switchboard.contact.agent_dialed.v1"
+    subject_field: ClassVar[str] = "contact_id"
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    result: DialResult
+    call_ref: str | None = Field(None, max_length=100)  # the telephone system's call id (Twilio CallSid)
+    detail: str | None = Field(None, max_length=300)  # e.g. the provider's status or error
     at: datetime = Field(default_factory=utcnow)
 
 
@@ -385,6 +415,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OfferAccepted,
         OfferDeclined,
         OfferTimedOut,
+        AgentDialed,
         AssignmentCompleted,
         AgentStatusChanged,
         AgentTokenIssued,
@@ -442,9 +473,7 @@ class Envelope(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def make_event(
-    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
-) -> Envelope:
+def make_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> Envelope:
     """Wrap a payload in an envelope. Pass ``event_id`` to make a re-emitted event deduplicable."""
     env = Envelope(
         id=event_id or str(uuid.uuid4()),
@@ -460,9 +489,7 @@ def make_event(
     return env
 
 
-def encode_event(
-    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
-) -> bytes:
+def encode_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> bytes:
     """``make_event(...).to_bytes()``, byte for byte, without building the envelope model.
 
     The publish hot path: the payload is serialised once, straight to JSON, instead of to a dict that

@@ -1,0 +1,28 @@
+"""Connector settings (``SWITCHBOARD_CONNECTOR_*``): Twilio credentials and how the agent is dialled."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConnectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_CONNECTOR_", env_file=".env", extra="ignore")
+
+    twilio_account_sid: str | None = Field(None, description="Account SID (AC...): the REST API's account.")
+    twilio_auth_token: SecretStr | None = Field(None, description="Auth token (or an API key secret).")
+    twilio_api_key_sid: str | None = Field(None, description="API key SID (SK...), used instead of the account SID.")
+    twilio_api_base_url: str | None = Field(
+        None, description="Override of https://api.twilio.com (a proxy, or a local fake in tests)."
+    )
+    twilio_source: str = Field("twilio", description="Source name intake gives Twilio calls (same as intake's).")
+    intake_public_url: str = Field(
+        "http://127.0.0.1:8001", description="Intake's public base URL: Twilio posts the dial outcome there."
+    )
+    dial_timeout_seconds: int = Field(20, ge=5, le=600, description="How long the agent's phone rings.")
+    dial_caller_id: str | None = Field(
+        None,
+        description="<Dial callerId>: one of your Twilio numbers (required to ring an E.164 agent). Default: the "
+        "caller's number, which Twilio allows for client: and sip: agents.",
+    )
+    redirect_attempts: int = Field(3, ge=1, le=10, description="Tries of the call update on 5xx/network errors.")
