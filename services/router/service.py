@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import metrics
 from services.router.auth import IssuedToken, Principal, hash_token, new_token
+from services.router.dialing import on_agent_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
@@ -41,6 +42,7 @@ from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
 from services.router.views import RouterViews, language_key, offer_view, period_of, to_datetime, to_ts
 from shared.events import (
+    AgentDialed,
     AgentStatus,
     AgentStatusChanged,
     AgentTokenIssued,
@@ -79,7 +81,15 @@ ON_CONTACT = "on_contact"
 MISSED_OFFERS = "missed_offers"
 
 
-HANDLED = (ContactRequested, ContactAbandoned, CallbackDue, CallbackAttempted, CallbackFulfilled, CallbackBreached)
+HANDLED = (
+    ContactRequested,
+    ContactAbandoned,
+    CallbackDue,
+    CallbackAttempted,
+    CallbackFulfilled,
+    CallbackBreached,
+    AgentDialed,
+)
 
 
 @dataclass(slots=True)
@@ -627,6 +637,8 @@ class RouterService(RouterViews):
                     elif isinstance(payload, CallbackBreached):
                         reason = f"breached:{payload.reason}"
                         await self._on_callback_closed(tx, payload.callback_id, reason, payload.at)
+                    elif isinstance(payload, AgentDialed):
+                        await on_agent_dialed(self, tx, payload)
                 break
             except OwnershipLost:
                 await self._regain()  # hold the event (not acknowledged) until this router owns again
@@ -1001,9 +1013,7 @@ class RouterService(RouterViews):
             self._refresh_on_release.discard(offer.contact_id)
             declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
             self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
-            self.engine.enqueue(
-                self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined
-            )
+            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined)
         elif requeue:
             # Back to its original place in line; this agent is skipped for a while (reoffer_after).
             self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
