@@ -252,8 +252,8 @@ class AgentDialed(EventData):
 
     ``busy``/``no_answer``/``failed``: the contact goes back to its place in line and the agent is counted
     a missed offer; ``not_connected``: back in line, no miss (not the agent's doing); ``caller_gone``: the
-    contact is abandoned; ``answered``: recorded only. Published by
-    whatever places the call (intake's Twilio dial callback, a PBX connector)."""
+    contact is abandoned; ``answered``: recorded only. Published by whatever places the call (intake's
+    Twilio dial callback, a PBX connector)."""
 
     event_type: ClassVar[str] = "switchboard.contact.agent_dialed.v1"
     subject_field: ClassVar[str] = "contact_id"
@@ -473,7 +473,9 @@ class Envelope(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def make_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> Envelope:
+def make_event(
+    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
+) -> Envelope:
     """Wrap a payload in an envelope. Pass ``event_id`` to make a re-emitted event deduplicable."""
     env = Envelope(
         id=event_id or str(uuid.uuid4()),
@@ -489,7 +491,9 @@ def make_event(data: EventData, *, source: str, event_id: str | None = None, tim
     return env
 
 
-def encode_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> bytes:
+def encode_event(
+    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
+) -> bytes:
     """``make_event(...).to_bytes()``, byte for byte, without building the envelope model.
 
     The publish hot path: the payload is serialised once, straight to JSON, instead of to a dict that

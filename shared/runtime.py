@@ -60,7 +60,9 @@ class ServiceRuntime:
             self._housekeeping = asyncio.create_task(self._prune_inbox_forever(), name=f"{self.name}-inbox-prune")
         log.info("service.started", service=self.name, bus=self.common.bus, database=self.database_url)
 
-    async def consume(self, topics: Sequence[str], handler: Handler, *, group: str | None = None) -> Subscription:
+    async def consume(
+        self, topics: Sequence[str], handler: Handler, *, group: str | None = None
+    ) -> Subscription:
         sub = await self.bus.subscribe(list(topics), group or self.name, handler)
         self.subscriptions.append(sub)
         return sub
