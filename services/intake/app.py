@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
 from services.intake import metrics
-from services.intake.api import callbacks, contacts, twilio
+from services.intake.api import callbacks, contacts, twilio, twilio_dial
 from services.intake.api.direct import IntakeAPI
 from services.intake.context import IntakeContext
 from services.intake.edge import InvalidInput
@@ -245,6 +245,7 @@ def create_app(
     install_error_handlers(app)
     app.include_direct_router(contacts.router)
     app.include_direct_router(twilio.router)
+    app.include_direct_router(twilio_dial.router)
     app.include_direct_router(callbacks.router)
     install_operations(app, checks)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

@@ -1,0 +1,115 @@
+"""Twilio ``<Dial action>``: how ringing the agent who accepted the call ended.
+
+The connector (services/connector) redirects a queued call to ``<Dial>`` the agent with this URL as the
+``action`` (``?agent=<id>``). Twilio posts the outcome here, signed like every Twilio webhook:
+
+* the agent answered (``DialCallStatus`` completed/answered): nothing to publish, the assignment is live
+  and the agent completes it with an outcome; the conversation is over when Twilio calls us, so hang up;
+* the caller is gone (the parent ``CallStatus`` is no longer in progress): ``contact.agent_dialed``
+  ``caller_gone`` -> the router abandons the contact;
+* busy / no answer / failed / canceled: ``contact.agent_dialed`` -> the router puts the contact back at
+  its place in line and counts a missed offer; the caller goes back into the site's queue to wait.
+
+Idempotent per (CallSid, agent, DialCallSid): Twilio's retries get the same TwiML and publish nothing new.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.intake import twiml
+from services.intake.api.common import RequestOnlyRoute, begin, body_schema, error_responses
+from services.intake.api.twilio import QUEUE_RESULT_PATH, absolute, read_call, replay_twiml, twiml_response
+from services.intake.context import context
+from services.intake.edge import FORM, fingerprint, parse_form, validate
+from services.intake.service import Prepared
+from services.intake.store import Scope
+from shared.events import AgentDialed, DialResult, contact_id_for, deterministic_id
+
+router = APIRouter(prefix="/v1/webhooks/twilio", tags=["twilio"], route_class=RequestOnlyRoute)
+
+DIAL_RESULT_PATH = "/v1/webhooks/twilio/dial-result"
+ANSWERED = {"completed", "answered"}
+CALLER_STILL_THERE = {"in-progress", "ringing", "queued"}
+RESULTS = {"busy": DialResult.BUSY, "no-answer": DialResult.NO_ANSWER}  # failed, canceled: FAILED
+STILL_TRYING = "We are sorry, the agent could not take your call. Please hold, you keep your place in line."
+
+
+class DialQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    agent: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")]
+
+
+class DialCallback(BaseModel):
+    """The ``<Dial action>`` parameters used here (Twilio sends the call's usual ones too)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    dial_call_status: str = Field(alias="DialCallStatus", min_length=1, max_length=32)
+    dial_call_sid: str | None = Field(None, alias="DialCallSid", pattern=r"^[A-Za-z0-9]{0,64}$")
+    call_status: str | None = Field(None, alias="CallStatus", max_length=32)
+
+
+@router.post(
+    "/dial-result",
+    summary="Twilio <Dial action>: the outcome of ringing the agent who accepted the call",
+    description=(
+        "Form-encoded, verified with `X-Twilio-Signature`; `?agent=` names the agent that was rung. Busy, "
+        "no answer or failed publish `contact.agent_dialed` and put the caller back in the queue; a caller "
+        "who left publishes `caller_gone`; an answered dial publishes nothing."
+    ),
+    response_class=Response,
+    responses={200: {"content": {"text/xml": {}}, "description": "TwiML"}, **error_responses(401, 415, 422, 503)},
+    openapi_extra=body_schema((FORM, "TwilioCall")),
+)
+async def twilio_dial_result(request: Request) -> Response:
+    begin(request, "twilio_dial_result")
+    ctx = context(request)
+    query = validate(DialQuery, dict(request.query_params))
+    body, call = await read_call(ctx, request)
+    first: dict[str, str] = {}
+    for name, value in parse_form(body):
+        first.setdefault(name, value)
+    dial = validate(DialCallback, first)
+    status = dial.dial_call_status.lower()
+    if status in ANSWERED:
+        return twiml_response(twiml.hang_up())
+    source = ctx.settings.twilio_source
+    contact_id = contact_id_for(ctx.tenant_id, source, call.call_sid)
+    known = await ctx.service.lookup([ctx.key(Scope.EXTERNAL, source, call.call_sid)])
+    if known is None or known.resource_id != contact_id:
+        return twiml_response(twiml.empty())  # not a call we queued
+    gone = (dial.call_status or "in-progress").lower() not in CALLER_STILL_THERE
+    result = DialResult.CALLER_GONE if gone else RESULTS.get(status, DialResult.FAILED)
+    now = ctx.clock()
+
+    def prepare() -> Prepared:
+        event = AgentDialed(
+            tenant_id=ctx.tenant_id,
+            contact_id=contact_id,
+            agent_id=query.agent,
+            site=known.site,
+            result=result,
+            call_ref=call.call_sid,
+            detail=f"DialCallStatus={status}",
+            at=now,
+        )
+        if gone:
+            text = twiml.empty()
+        else:
+            text = twiml.enqueue(
+                STILL_TRYING,
+                queue=f"{ctx.settings.twilio_queue_prefix}-{known.site}",
+                action_url=absolute(ctx, request, QUEUE_RESULT_PATH),
+                wait_url=ctx.settings.twilio_wait_url,
+                voice=ctx.voice,
+            )
+        resource = deterministic_id("agent-dialed", contact_id, query.agent, dial.dial_call_sid or "")
+        return Prepared(event, resource, known.site, 200, twiml.TWIML_MEDIA_TYPE, text)
+
+    keys = [ctx.key(Scope.DIAL_RESULT, source, f"{call.call_sid}/{query.agent}/{dial.dial_call_sid or ''}")]
+    return replay_twiml(await ctx.service.submit("twilio_dial_result", keys, fingerprint(body), prepare))
