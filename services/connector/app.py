@@ -1,7 +1,8 @@
 """Connector service: telephone-system glue kept out of the router.
 
 ``uvicorn services.connector.app:create_app --factory``. Consumes ``contacts`` and ``routing``; with Twilio
-credentials configured it rings the agent who accepted a Twilio voice contact (:mod:`.bridge`).
+credentials configured it rings the agent who accepted a Twilio voice contact (:mod:`.bridge`), and it
+sends signed webhooks to each subscribed telephone system (:mod:`.webhooks`).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import structlog
 from fastapi import FastAPI
 
 from services.connector.bridge import VoiceBridge
 from services.connector.settings import ConnectorSettings
 from services.connector.twilio_calls import TwilioCalls
+from services.connector.webhooks import WebhookSender
 from shared.bus import EventBus
 from shared.events import AgentDialed
 from shared.observability import configure_logging, install_operations, install_unavailable_handler
@@ -53,10 +56,19 @@ def create_app(
             await runtime.consume([CONTACTS, ROUTING], bridge, group="connector-twilio")
         else:
             log.warning("connector.twilio_disabled", reason="no SWITCHBOARD_CONNECTOR_TWILIO_ACCOUNT_SID/_AUTH_TOKEN")
+        client = httpx.AsyncClient(follow_redirects=False)
+        for subscription in settings.webhooks:
+            # One attempt as far as the bus is concerned: the sender already retried with backoff, so an
+            # event it gives up on goes straight to the DLQ (tagged with this subscription's group).
+            sub = await runtime.bus.subscribe(
+                subscription.topics, subscription.group, WebhookSender(subscription, client), max_attempts=1
+            )
+            runtime.subscriptions.append(sub)
         try:
             yield
         finally:
             await runtime.stop()
+            await client.aclose()
 
     app = FastAPI(
         title="Switchboard connector",
@@ -67,6 +79,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    install_operations(app, runtime.checks(consumers=calls is not None), timeout=common.readiness_timeout)
+    consumers = calls is not None or bool(settings.webhooks)
+    install_operations(app, runtime.checks(consumers=consumers), timeout=common.readiness_timeout)
     install_unavailable_handler(app)
     return app

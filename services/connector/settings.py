@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.connector.webhooks import WebhookSubscription
 
 
 class ConnectorSettings(BaseSettings):
@@ -26,3 +28,16 @@ class ConnectorSettings(BaseSettings):
         "caller's number, which Twilio allows for client: and sip: agents.",
     )
     redirect_attempts: int = Field(3, ge=1, le=10, description="Tries of the call update on 5xx/network errors.")
+    webhooks: list[WebhookSubscription] = Field(
+        default_factory=list,
+        description="Signed outbound webhooks, one per source (JSON list): "
+        '[{"source": "asterisk", "url": "https://pbx/hook", "secret": "...", "events": ["offer.accepted"]}]',
+    )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _one_per_source(cls, webhooks: list[WebhookSubscription]) -> list[WebhookSubscription]:
+        sources = [w.source for w in webhooks]
+        if len(set(sources)) != len(sources):
+            raise ValueError("one webhook subscription per source")
+        return webhooks
