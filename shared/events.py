@@ -224,6 +224,8 @@ class OfferAccepted(EventData):
     # Added within v1 (optional): what a connector needs to ring the agent without asking the router.
     channel: Channel | None = None
     contact_uri: str | None = None  # the agent's address on that channel (shared.contact_uri), if any
+    source: str | None = None  # contact.requested's source and external_id: the caller's call to bridge
+    external_id: str | None = None
 
 
 class OfferDeclined(EventData):

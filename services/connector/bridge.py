@@ -1,7 +1,8 @@
 """The voice bridge: when an agent accepts a voice contact that came from Twilio, ring that agent.
 
-Consumes ``contacts`` (to learn which Twilio call a contact is: intake's ``contact.requested`` carries
-the CallSid as ``external_id``) and ``routing`` (``offer.accepted`` carries the agent's ``contact_uri``).
+Consumes ``routing``: ``offer.accepted`` carries the agent's ``contact_uri`` and the contact's ``source``
+and ``external_id`` (for Twilio calls, the CallSid). ``contacts`` adds the caller's number (caller id)
+and covers routers that predate those fields.
 The dial's outcome comes back through intake's dial-result webhook; a call that cannot be redirected is
 reported here as ``contact.agent_dialed`` so the router requeues or abandons the contact.
 
@@ -44,10 +45,8 @@ class TwilioCall:
 
 
 class CallDirectory:
-    """Which Twilio call each live voice contact is. In memory and bounded: the oldest calls go first.
-
-    A restarted connector re-learns calls from ``contacts`` only if its consumer group re-reads them;
-    calls accepted while it was down are not redirected (see the connector README)."""
+    """Which Twilio call each live voice contact is, and which offer it was last redirected for. In memory
+    and bounded (the oldest go first): after a restart ``offer.accepted`` itself names the call."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._calls: OrderedDict[str, TwilioCall] = OrderedDict()
@@ -95,8 +94,12 @@ class VoiceBridge:
 
     async def _ring(self, accepted: OfferAccepted) -> DialResult | None:
         call = self.directory.get(accepted.contact_id)
+        if call is None and accepted.source == self.settings.twilio_source and accepted.external_id:
+            # The router says which call it is: no need to have seen contact.requested (a restart).
+            call = TwilioCall(accepted.external_id, None)
+            self.directory.remember(accepted.contact_id, call)
         if call is None:
-            return None  # not a Twilio call (another source, or learnt before this connector ran)
+            return None  # not a Twilio call
         if call.dialled_offer == accepted.offer_id:
             return None  # a redelivery: the agent is already being rung
         call.dialled_offer = accepted.offer_id

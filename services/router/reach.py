@@ -18,7 +18,12 @@ def contact_uris_values(uris: dict[Channel, str] | None) -> dict[str, Any]:
     return {"contact_uris": {c.value: u for c, u in uris.items()}}
 
 
-def reach_of(agent_row: Any, channel: str) -> dict[str, Any]:
-    """The ``offer.accepted`` fields for an agent row and the contact's channel."""
+def reach_of(agent_row: Any, contact_row: Any) -> dict[str, Any]:
+    """The ``offer.accepted`` fields: the contact's channel and origin, the agent's address on it."""
     uris = getattr(agent_row, "contact_uris", None) or {}
-    return {"channel": Channel(channel), "contact_uri": uris.get(channel)}
+    return {
+        "channel": Channel(contact_row.channel),
+        "contact_uri": uris.get(contact_row.channel),
+        "source": contact_row.source,
+        "external_id": contact_row.external_id,
+    }

@@ -669,6 +669,8 @@ class RouterService(RouterViews):
             summary=event.summary,
             expected_handling_seconds=event.expected_handling_seconds,
             within_business_hours=event.within_business_hours,
+            source=event.source,
+            external_id=event.external_id,
             received_at=received,
             virtual_start=received,
             priority_boost=0.0,
@@ -1101,7 +1103,7 @@ class RouterService(RouterViews):
                 agent_id=offer.agent_id,
                 site=contact.site,
                 at=to_datetime(tx.now),
-                **reach_of(agent, contact.channel),
+                **reach_of(agent, contact),
             )
         )
         waited = tx.now - contact.virtual_start

@@ -161,3 +161,24 @@ async def test_persistent_refusal_is_not_connected_and_no_address_is_failed(twil
     assert await b.accepted(await b.call_queued(other), None) is DialResult.FAILED
     assert len(twilio.requests) == 2  # nothing to dial: Twilio is not asked
     assert [e.result for e, _ in b.published] == [DialResult.NOT_CONNECTED, DialResult.FAILED]
+
+
+async def test_offer_accepted_naming_the_call_rings_without_having_seen_the_contact(twilio: FakeTwilio) -> None:
+    b = Bridge(settings(twilio))  # e.g. a connector restarted after the call was queued
+    event = OfferAccepted(
+        offer_id="o-1",
+        contact_id="c-1",
+        agent_id="alice",
+        channel=Channel.VOICE,
+        contact_uri="client:alice",
+        source="twilio",
+        external_id=CALL,
+    )
+    assert await b.bridge.handle(make_event(event, source="test")) is None
+    (req,) = twilio.requests
+    assert req.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json"
+    dial = ET.fromstring(req.form["Twiml"][0])[0]
+    assert "callerId" not in dial.attrib  # unknown caller: Twilio shows the caller's own number
+    other = event.model_copy(update={"offer_id": "o-2", "contact_id": "c-2", "source": "asterisk"})
+    assert await b.bridge.handle(make_event(other, source="test")) is None
+    assert len(twilio.requests) == 1  # another system's call is not Twilio's to redirect
