@@ -3,10 +3,11 @@ line with a missed offer counted; a caller who left is abandoned; an answered di
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from shared.events import AgentDialed, Channel, DialResult
-from tests.router.conftest import ADMIN, Router, contact, eventually
+from tests.router.conftest import ADMIN, Router, contact, eventually, running_router, write_strategy
 
 
 async def accepted_call(router: Router) -> tuple[str, str, dict[str, str]]:
@@ -94,3 +95,17 @@ async def test_late_report_for_another_agent_is_only_noted(router: Router) -> No
     await eventually(noted)
     done = await router.client.post(f"/v1/contacts/{first}/complete", json={}, headers=alice)
     assert done.status_code == 200
+
+
+async def test_repeated_unanswered_dials_put_the_agent_on_break(tmp_path: Path) -> None:
+    strategy = write_strategy(tmp_path / "strategy.yaml", max_missed_offers=1)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        first, _, _ = await accepted_call(router)
+        await router.emit(AgentDialed(contact_id=first, agent_id="alice", result=DialResult.NO_ANSWER))
+
+        async def on_break() -> bool:
+            me = await agent(router)
+            return me["status"] == "break" and me["status_reason"] == "missed_offers"
+
+        await eventually(on_break)
+        assert first in await router.queue_ids()
