@@ -69,8 +69,8 @@ class DialCallback(BaseModel):
 async def twilio_dial_result(request: Request) -> Response:
     begin(request, "twilio_dial_result")
     ctx = context(request)
+    body, call = await read_call(ctx, request)  # authenticated before anything is validated or said
     query = validate(DialQuery, dict(request.query_params))
-    body, call = await read_call(ctx, request)
     first: dict[str, str] = {}
     for name, value in parse_form(body):
         first.setdefault(name, value)
