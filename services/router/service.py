@@ -81,15 +81,8 @@ ON_CONTACT = "on_contact"
 MISSED_OFFERS = "missed_offers"
 
 
-HANDLED = (
-    ContactRequested,
-    ContactAbandoned,
-    CallbackDue,
-    CallbackAttempted,
-    CallbackFulfilled,
-    CallbackBreached,
-    AgentDialed,
-)
+HANDLED = (ContactRequested, ContactAbandoned, CallbackDue, CallbackAttempted, CallbackFulfilled, CallbackBreached)
+HANDLED += (AgentDialed,)  # how ringing the agent ended: services/router/dialing.py
 
 
 @dataclass(slots=True)
@@ -1015,7 +1008,9 @@ class RouterService(RouterViews):
             self._refresh_on_release.discard(offer.contact_id)
             declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
             self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
-            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined)
+            self.engine.enqueue(
+                self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined
+            )
         elif requeue:
             # Back to its original place in line; this agent is skipped for a while (reoffer_after).
             self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
