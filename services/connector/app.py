@@ -53,15 +53,23 @@ def create_app(
 
             bridge = VoiceBridge(settings, calls, publish)
             app.state.bridge = bridge
-            await runtime.consume([CONTACTS, ROUTING], bridge, group="connector-twilio")
+            # A new group starts at the end: history holds calls long gone (redirecting them would only
+            # earn 404s); after that, committed offsets carry it across restarts.
+            sub = await runtime.bus.subscribe([CONTACTS, ROUTING], "connector-twilio", bridge, from_beginning=False)
+            runtime.subscriptions.append(sub)
         else:
             log.warning("connector.twilio_disabled", reason="no SWITCHBOARD_CONNECTOR_TWILIO_ACCOUNT_SID/_AUTH_TOKEN")
         client = httpx.AsyncClient(follow_redirects=False)
         for subscription in settings.webhooks:
             # One attempt as far as the bus is concerned: the sender already retried with backoff, so an
             # event it gives up on goes straight to the DLQ (tagged with this subscription's group).
+            # A new subscription starts at the end too: a PBX is not sent the history of the deployment.
             sub = await runtime.bus.subscribe(
-                subscription.topics, subscription.group, WebhookSender(subscription, client), max_attempts=1
+                subscription.topics,
+                subscription.group,
+                WebhookSender(subscription, client),
+                max_attempts=1,
+                from_beginning=False,
             )
             runtime.subscriptions.append(sub)
         try:
