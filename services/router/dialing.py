@@ -5,7 +5,8 @@ Twilio dial callback or from any PBX connector.
 
 * ``busy`` / ``no_answer`` / ``failed``: the assignment is undone, the contact goes back to its original
   place in line (its virtual start time is unchanged), and the agent is counted a missed offer, as for an
-  offer that timed out (enough of them in a row put the agent on break).
+  offer that timed out (enough of them in a row put the agent on break). The accepted offer becomes
+  ``timed_out`` (no answer) or ``declined`` with reason ``dial_<result>``: the timeline keeps the accept.
 * ``not_connected``: the same, without the miss: the telephone system, not the agent, failed.
 * ``caller_gone``: the contact is abandoned.
 * ``answered``: recorded on the timeline; the agent still completes the contact with an outcome.
@@ -17,16 +18,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services.router import metrics
-from services.router.store import ContactState, agents, contacts
+from services.router.store import ContactState, OfferState, agents, contacts, offers
 from shared.events import AgentDialed, AgentStatus, DialResult
 
 if TYPE_CHECKING:
     from services.router.service import RouterService, _Tx
 
 MISSED = (DialResult.BUSY, DialResult.NO_ANSWER, DialResult.FAILED)
+# What the accepted offer became when the agent could not be reached: recorded on the offer so a router
+# restart skips that agent for the contact as the running one does (it rebuilds from declined/timed-out
+# offers). no_answer is a miss like an expired offer; the others are refusals.
+OFFER_STATE = {DialResult.NO_ANSWER: OfferState.TIMED_OUT}
 
 
 async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> None:
@@ -50,6 +55,8 @@ async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> No
     else:
         values = dict(state=ContactState.WAITING, agent_id=None, answered_at=None)
     await tx.session.execute(update(contacts).where(contacts.c.contact_id == event.contact_id).values(**values))
+    if not gone:
+        await _close_accepted_offer(tx, event)
     await tx.note(event.contact_id, "dial_failed", agent_id=agent_id, **detail)
     if gone:
         await tx.note(
@@ -77,3 +84,25 @@ async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> No
         agent = await svc._agent_row(tx.session, agent_id)
         if missed >= svc.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
             await svc._set_status(tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
+
+
+async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
+    offer_id = (
+        await tx.session.execute(
+            select(offers.c.offer_id)
+            .where(
+                offers.c.contact_id == event.contact_id,
+                offers.c.agent_id == event.agent_id,
+                offers.c.state == OfferState.ACCEPTED,
+            )
+            .order_by(offers.c.made_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if offer_id is not None:
+        state = OFFER_STATE.get(event.result, OfferState.DECLINED)
+        await tx.session.execute(
+            update(offers)
+            .where(offers.c.offer_id == offer_id)
+            .values(state=state, resolved_at=tx.now, reason=f"dial_{event.result.value}")
+        )

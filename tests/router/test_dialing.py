@@ -109,3 +109,20 @@ async def test_repeated_unanswered_dials_put_the_agent_on_break(tmp_path: Path) 
 
         await eventually(on_break)
         assert first in await router.queue_ids()
+
+
+async def test_a_restarted_router_still_skips_the_agent_who_was_not_reached(tmp_path: Path) -> None:
+    async with running_router(tmp_path / "data") as router:
+        first, _, alice = await accepted_call(router)
+        offer_id = (await router.timeline(first))[-1]["offer_id"]
+        await router.emit(AgentDialed(contact_id=first, agent_id="alice", result=DialResult.NO_ANSWER))
+
+        async def requeued() -> bool:
+            return "requeued" in await kinds(router, first)
+
+        await eventually(requeued)
+        assert "alice" in router.service.engine.declined_by(first)
+    async with running_router(tmp_path / "data") as again:
+        assert "alice" in again.service.engine.declined_by(first)  # rebuilt from the offer
+        offer = (await again.client.get(f"/v1/offers/{offer_id}", headers=ADMIN)).json()
+        assert (offer["state"], offer["reason"]) == ("timed_out", "dial_no_answer")
