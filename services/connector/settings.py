@@ -17,6 +17,7 @@ class ConnectorSettings(BaseSettings):
     twilio_api_base_url: str | None = Field(
         None, description="Override of https://api.twilio.com (a proxy, or a local fake in tests)."
     )
+    twilio_timeout_seconds: float = Field(10.0, gt=0, le=60, description="Timeout of one REST API request.")
     twilio_source: str = Field("twilio", description="Source name intake gives Twilio calls (same as intake's).")
     intake_public_url: str = Field(
         "http://127.0.0.1:8001", description="Intake's public base URL: Twilio posts the dial outcome there."

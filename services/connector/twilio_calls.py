@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
@@ -70,10 +71,12 @@ class TwilioCalls:
         if not settings.twilio_account_sid or settings.twilio_auth_token is None:
             raise ValueError("SWITCHBOARD_CONNECTOR_TWILIO_ACCOUNT_SID and _AUTH_TOKEN are required")
         token = settings.twilio_auth_token.get_secret_value()
+        # A bounded wait: a hung API call would hold up every event behind it on the partition.
+        http = TwilioHttpClient(timeout=settings.twilio_timeout_seconds)
         if settings.twilio_api_key_sid:
-            client = Client(settings.twilio_api_key_sid, token, settings.twilio_account_sid)
+            client = Client(settings.twilio_api_key_sid, token, settings.twilio_account_sid, http_client=http)
         else:
-            client = Client(settings.twilio_account_sid, token)
+            client = Client(settings.twilio_account_sid, token, http_client=http)
         if settings.twilio_api_base_url:
             client.api.base_url = settings.twilio_api_base_url.rstrip("/")
         return client

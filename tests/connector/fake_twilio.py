@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class FakeTwilio:
     requests: list[Seen] = field(default_factory=list)
     # Per call SID, the statuses to answer in turn (the last one repeats); default 200.
     script: dict[str, list[tuple[int, dict[str, object]]]] = field(default_factory=dict)
+    delay_seconds: float = 0.0  # answer this late (a hung API)
 
     def answer(self, call_sid: str) -> tuple[int, dict[str, object]]:
         queue = self.script.get(call_sid)
@@ -50,6 +52,7 @@ def fake_twilio() -> Iterator[FakeTwilio]:
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             fake.requests.append(Seen("POST", self.path, dict(self.headers.items()), parse_qs(body)))
+            time.sleep(fake.delay_seconds)
             call_sid = self.path.rsplit("/", 1)[-1].removesuffix(".json")
             status, doc = fake.answer(call_sid)
             raw = json.dumps(doc).encode()

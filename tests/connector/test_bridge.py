@@ -182,3 +182,11 @@ async def test_offer_accepted_naming_the_call_rings_without_having_seen_the_cont
     other = event.model_copy(update={"offer_id": "o-2", "contact_id": "c-2", "source": "asterisk"})
     assert await b.bridge.handle(make_event(other, source="test")) is None
     assert len(twilio.requests) == 1  # another system's call is not Twilio's to redirect
+
+
+async def test_a_hung_api_times_out_and_is_reported_not_connected(twilio: FakeTwilio) -> None:
+    twilio.delay_seconds = 2.0
+    b = Bridge(settings(twilio, twilio_timeout_seconds=0.3, redirect_attempts=2))
+    assert await b.accepted(await b.call_queued(), "client:alice") is DialResult.NOT_CONNECTED
+    assert len(twilio.requests) == 2  # retried once, then given up
+    assert "unreachable" in (b.published[0][0].detail or "")
