@@ -268,6 +268,22 @@ class AgentDialed(EventData):
     at: datetime = Field(default_factory=utcnow)
 
 
+class CustomerDialed(EventData):
+    """How the outbound call to a callback's customer ended, placed for the agent who accepted it.
+
+    The router keeps it as the attempt's result, used when the agent completes without giving one."""
+
+    event_type: ClassVar[str] = "switchboard.contact.customer_dialed.v1"
+    subject_field: ClassVar[str] = "contact_id"
+    contact_id: str  # the router's work item (for a callback: the callback_id)
+    agent_id: str
+    site: str = DEFAULT_SITE
+    result: AttemptResult
+    call_ref: str | None = Field(None, max_length=100)
+    detail: str | None = Field(None, max_length=300)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class AssignmentCompleted(EventData):
     event_type: ClassVar[str] = "switchboard.assignment.completed.v1"
     subject_field: ClassVar[str] = "contact_id"
@@ -418,6 +434,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OfferDeclined,
         OfferTimedOut,
         AgentDialed,
+        CustomerDialed,
         AssignmentCompleted,
         AgentStatusChanged,
         AgentTokenIssued,

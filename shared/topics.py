@@ -2,7 +2,8 @@
 
 | topic       | events                                                   | key             |
 |-------------|----------------------------------------------------------|-----------------|
-| `contacts`  | contact.requested / abandoned / agent_dialed,            | routing domain  |
+| `contacts`  | contact.requested / abandoned / agent_dialed /           | routing domain  |
+|             | customer_dialed,                                         |                 |
 |             | callback.due                                             |                 |
 | `routing`   | offer.*, assignment.*, agent.status_changed              | routing domain  |
 | `callbacks` | callback.requested / scheduled / at_risk / attempted /   | customer id     |
@@ -31,6 +32,7 @@ from shared.events import (
     CallbackScheduled,
     ContactAbandoned,
     ContactRequested,
+    CustomerDialed,
     EventData,
     OfferAccepted,
     OfferDeclined,
@@ -58,6 +60,7 @@ _TOPIC_OF: dict[type[EventData], str] = {
     ContactAbandoned: CONTACTS,
     CallbackDue: CONTACTS,
     AgentDialed: CONTACTS,
+    CustomerDialed: CONTACTS,
     OfferMade: ROUTING,
     OfferAccepted: ROUTING,
     OfferDeclined: ROUTING,

@@ -12,6 +12,9 @@ Twilio dial callback or from any PBX connector.
 * ``answered``: recorded on the timeline; the agent still completes the contact with an outcome.
 
 A report about a contact no longer assigned to that agent (late, duplicated) is only noted.
+
+``contact.customer_dialed`` (a callback's outbound call to the customer ended) is noted on the timeline;
+when the agent completes the callback without an ``attempt_result``, that outcome is the attempt's result.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from services.router import metrics
-from services.router.store import ContactState, OfferState, agents, contacts, offers
-from shared.events import AgentDialed, AgentStatus, DialResult
+from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
+from shared.events import AgentDialed, AgentStatus, AttemptResult, CustomerDialed, DialResult
 
 if TYPE_CHECKING:
     from services.router.service import RouterService, _Tx
@@ -106,3 +109,38 @@ async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
             .where(offers.c.offer_id == offer_id)
             .values(state=state, resolved_at=tx.now, reason=f"dial_{event.result.value}")
         )
+
+
+async def on_customer_dialed(svc: RouterService, tx: _Tx, event: CustomerDialed) -> None:
+    row = await svc._contact_row(tx.session, event.contact_id)
+    if row is None:
+        return
+    kind = "customer_dialed"
+    if row.state != ContactState.ASSIGNED or row.agent_id != event.agent_id or row.callback_id is None:
+        kind = "customer_dial_ignored"
+    await tx.note(
+        event.contact_id,
+        kind,
+        agent_id=event.agent_id,
+        result=event.result.value,
+        call_ref=event.call_ref,
+        detail=event.detail,
+    )
+
+
+async def dialled_attempt(svc: RouterService, session: Any, row: Any) -> AttemptResult | None:
+    """The result of the outbound call placed for this assignment, if one was reported."""
+    detail = (
+        await session.execute(
+            select(timeline.c.detail)
+            .where(
+                timeline.c.contact_id == row.contact_id,
+                timeline.c.kind == "customer_dialed",
+                timeline.c.agent_id == row.agent_id,
+                timeline.c.at >= (row.answered_at or 0.0),
+            )
+            .order_by(timeline.c.seq.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return AttemptResult(detail["result"]) if detail else None

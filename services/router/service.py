@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import metrics
 from services.router.auth import IssuedToken, Principal, hash_token, new_token
-from services.router.dialing import on_agent_dialed
+from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
@@ -58,6 +58,7 @@ from shared.events import (
     ContactAbandoned,
     ContactRequested,
     Customer,
+    CustomerDialed,
     Envelope,
     EventData,
     Intent,
@@ -82,7 +83,7 @@ MISSED_OFFERS = "missed_offers"
 
 
 HANDLED = (ContactRequested, ContactAbandoned, CallbackDue, CallbackAttempted, CallbackFulfilled, CallbackBreached)
-HANDLED += (AgentDialed,)  # how ringing the agent ended: services/router/dialing.py
+HANDLED += (AgentDialed, CustomerDialed)  # how ringing the agent or customer ended: services/router/dialing.py
 
 
 @dataclass(slots=True)
@@ -632,6 +633,8 @@ class RouterService(RouterViews):
                         await self._on_callback_closed(tx, payload.callback_id, reason, payload.at)
                     elif isinstance(payload, AgentDialed):
                         await on_agent_dialed(self, tx, payload)
+                    elif isinstance(payload, CustomerDialed):
+                        await on_customer_dialed(self, tx, payload)
                 break
             except OwnershipLost:
                 await self._regain()  # hold the event (not acknowledged) until this router owns again
@@ -1148,6 +1151,8 @@ class RouterService(RouterViews):
                     raise Forbidden("this contact is not assigned to you")
                 if row.state != ContactState.ASSIGNED:
                     raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
+                if row.callback_id is not None and attempt_result is None:
+                    attempt_result = await dialled_attempt(self, tx.session, row)  # the placed call's outcome
                 if row.callback_id is not None and attempt_result is None:
                     raise Invalid("attempt_result is required to complete a callback")
                 if row.callback_id is None and attempt_result is not None:

@@ -3,11 +3,31 @@ line with a missed offer counted; a caller who left is abandoned; an answered di
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.events import AgentDialed, Channel, DialResult
-from tests.router.conftest import ADMIN, Router, contact, eventually, running_router, write_strategy
+from shared import topics
+from shared.events import (
+    AgentDialed,
+    AttemptResult,
+    CallbackAttempted,
+    CallbackDue,
+    Channel,
+    Customer,
+    CustomerDialed,
+    DialResult,
+    utcnow,
+)
+from tests.router.conftest import (
+    ADMIN,
+    Router,
+    collect_events,
+    contact,
+    eventually,
+    running_router,
+    write_strategy,
+)
 
 
 async def accepted_call(router: Router) -> tuple[str, str, dict[str, str]]:
@@ -126,3 +146,36 @@ async def test_a_restarted_router_still_skips_the_agent_who_was_not_reached(tmp_
         assert "alice" in again.service.engine.declined_by(first)  # rebuilt from the offer
         offer = (await again.client.get(f"/v1/offers/{offer_id}", headers=ADMIN)).json()
         assert (offer["state"], offer["reason"]) == ("timed_out", "dial_no_answer")
+
+
+async def test_a_callbacks_dialled_outcome_is_the_attempt_result_when_the_agent_gives_none(router: Router) -> None:
+    _, alice = await router.register("alice", capacity={"voice": 1}, contact_uris={"voice": "client:alice"})
+    now = utcnow()
+    due = CallbackDue(
+        callback_id="cb-7",
+        customer=Customer(id="cust-cb", phone="+4930901820"),
+        channel=Channel.VOICE,
+        deadline=now + timedelta(hours=2),
+    )
+    async with collect_events(router.bus, topics.CALLBACKS, "test-callbacks-dialled") as callbacks:
+        await router.emit(due)
+        offer = await router.wait_offer("alice", alice)
+        assert (await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)).status_code == 200
+        complete = f"/v1/contacts/{offer['contact_id']}/complete"
+        early = await router.client.post(complete, json={}, headers=alice)
+        assert early.status_code == 422 and "attempt_result" in early.text  # nothing known yet
+        await router.emit(CustomerDialed(contact_id="cb-7", agent_id="alice", result=AttemptResult.BUSY))
+
+        async def noted() -> bool:
+            return "customer_dialed" in await kinds(router, "cb-7")
+
+        await eventually(noted)
+        done = await router.client.post(complete, json={"notes": "line busy"}, headers=alice)
+        assert done.status_code == 200, done.text
+        assert done.json()["outcome"]["attempt_result"] == "busy"
+
+        async def attempted() -> list[CallbackAttempted]:
+            return [e for e in callbacks if isinstance(e, CallbackAttempted)]
+
+        (attempt,) = await eventually(attempted)
+    assert attempt.callback_id == "cb-7" and attempt.result is AttemptResult.BUSY
