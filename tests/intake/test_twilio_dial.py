@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.events import AgentDialed, DialResult, contact_id_for
+from shared.events import AgentDialed, AttemptResult, CustomerDialed, DialResult, contact_id_for
 from shared.topics import CONTACTS
 from tests.intake.conftest import Intake, IntakeFactory
 from tests.intake.test_twilio_api import PUBLIC, QUEUE_RESULT, VOICE, call, post_twilio, start, twiml
@@ -80,3 +80,52 @@ async def test_unsigned_or_unknown_or_bad_agent_is_refused(intake: IntakeFactory
     other = await post_twilio(app, f"{DIAL}?agent=alice", call("CA" + "9" * 32, DialCallStatus="busy"))
     assert list(twiml(other)) == []  # not a call we queued
     assert dialled(app) == []
+
+
+CALLBACK = "/v1/webhooks/twilio/callback-result"
+OUT = "CA" + "e" * 32  # the outbound call the connector placed
+
+
+def customer_dialled(app: Intake) -> list[CustomerDialed]:
+    return [env.payload for _, _, env in app.events(CONTACTS) if isinstance(env.payload, CustomerDialed)]
+
+
+@pytest.mark.parametrize(
+    ("status", "result"),
+    [
+        ("completed", AttemptResult.REACHED),
+        ("busy", AttemptResult.BUSY),
+        ("no-answer", AttemptResult.NO_ANSWER),
+        ("failed", AttemptResult.WRONG_NUMBER),
+    ],
+)
+async def test_callback_customer_leg_reports_the_attempt_result(
+    intake: IntakeFactory, status: str, result: AttemptResult
+) -> None:
+    app = await start(intake)
+    url = f"{CALLBACK}?callback=cb-1&agent=alice&site=berlin&leg=customer"
+    params = call(OUT, DialCallStatus=status, DialCallSid=LEG)
+    root = twiml(await post_twilio(app, url, params))
+    assert [el.tag for el in root] == ["Hangup"]
+    twiml(await post_twilio(app, url, params))  # Twilio retrying: published once
+    (event,) = customer_dialled(app)
+    assert (event.contact_id, event.agent_id, event.site, event.result, event.call_ref) == (
+        "cb-1",
+        "alice",
+        "berlin",
+        result,
+        OUT,
+    )
+    assert dialled(app) == []
+
+
+async def test_callback_agent_leg_unanswered_requeues_and_answered_publishes_nothing(intake: IntakeFactory) -> None:
+    app = await start(intake)
+    url = f"{CALLBACK}?callback=cb-1&agent=alice&site=main&leg=agent"
+    twiml(await post_twilio(app, url, call(OUT, CallStatus="completed")))
+    assert dialled(app) == []
+    twiml(await post_twilio(app, url, call(OUT, CallStatus="no-answer")))
+    (event,) = dialled(app)
+    assert (event.contact_id, event.result) == ("cb-1", DialResult.NO_ANSWER)
+    bad = await post_twilio(app, f"{CALLBACK}?callback=cb-1&agent=alice&site=main&leg=both", call(OUT))
+    assert bad.status_code == 422 and "leg" in bad.text
