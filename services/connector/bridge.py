@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -23,6 +24,7 @@ from services.connector.twilio_calls import TwilioCalls
 from shared.events import (
     AgentDialed,
     AssignmentCompleted,
+    CallbackDue,
     Channel,
     ContactAbandoned,
     ContactRequested,
@@ -76,6 +78,9 @@ class VoiceBridge:
         self.calls = calls
         self.publish = publish
         self.directory = directory or CallDirectory()
+        # Callbacks the router may offer (work item id = callback id) -> the customer's number.
+        self.callbacks: OrderedDict[str, str] = OrderedDict()
+        self._placed: OrderedDict[str, None] = OrderedDict()  # accepted offers a callback was placed for
 
     async def __call__(self, env: Envelope, _record: object = None) -> None:
         await self.handle(env)
@@ -86,11 +91,43 @@ class VoiceBridge:
         if isinstance(data, ContactRequested):
             if data.source == self.settings.twilio_source and data.channel is Channel.VOICE:
                 self.directory.remember(data.contact_id, TwilioCall(data.external_id, data.customer.phone))
+        elif isinstance(data, CallbackDue):
+            if data.channel is Channel.VOICE and data.customer.phone:
+                self.callbacks[data.callback_id] = data.customer.phone
+                _bound(self.callbacks)
         elif isinstance(data, (ContactAbandoned, AssignmentCompleted)):
             self.directory.forget(data.contact_id)
+            self.callbacks.pop(data.contact_id, None)
         elif isinstance(data, OfferAccepted) and data.channel is Channel.VOICE:
+            if data.contact_id in self.callbacks and data.source is None:
+                return await self._call_out(data)
             return await self._ring(data)
         return None
+
+    async def _call_out(self, accepted: OfferAccepted) -> DialResult | None:
+        """An accepted voice callback: ring the agent, then the customer (when enabled and possible)."""
+        s = self.settings
+        caller_id = s.dial_caller_id
+        if not s.callback_dial_out or caller_id is None or accepted.offer_id in self._placed:
+            return None  # the agent dials by hand, or this acceptance was already placed
+        self._placed[accepted.offer_id] = None
+        _bound(self._placed)
+        if accepted.contact_uri is None:
+            result, detail = DialResult.FAILED, "agent has no voice contact_uri"
+        else:
+            outcome = await self.calls.call_out(
+                callback_id=accepted.contact_id,
+                agent_id=accepted.agent_id,
+                site=accepted.site,
+                contact_uri=accepted.contact_uri,
+                customer_phone=self.callbacks[accepted.contact_id],
+                caller_id=caller_id,
+            )
+            if outcome.result is None:
+                log.info("connector.callback_placed", callback_id=accepted.contact_id, agent_id=accepted.agent_id)
+                return None
+            result, detail = DialResult.NOT_CONNECTED, outcome.detail  # no call was placed: not the agent's doing
+        return await self._report(accepted, result, None, detail)
 
     async def _ring(self, accepted: OfferAccepted) -> DialResult | None:
         call = self.directory.get(accepted.contact_id)
@@ -113,6 +150,11 @@ class VoiceBridge:
                 log.info("connector.ringing", contact_id=accepted.contact_id, agent_id=accepted.agent_id)
                 return None
             result, detail = outcome.result, outcome.detail
+        return await self._report(accepted, result, call.call_sid, detail)
+
+    async def _report(
+        self, accepted: OfferAccepted, result: DialResult, call_ref: str | None, detail: str | None
+    ) -> DialResult:
         log.warning("connector.not_connected", contact_id=accepted.contact_id, result=result.value, detail=detail)
         event = AgentDialed(
             tenant_id=accepted.tenant_id,
@@ -120,8 +162,13 @@ class VoiceBridge:
             agent_id=accepted.agent_id,
             site=accepted.site,
             result=result,
-            call_ref=call.call_sid,
+            call_ref=call_ref,
             detail=detail,
         )
         await self.publish(event, deterministic_id("agent-dialed", accepted.offer_id))
         return result
+
+
+def _bound(d: OrderedDict[str, Any], limit: int = 100_000) -> None:
+    while len(d) > limit:
+        d.popitem(last=False)

@@ -28,6 +28,10 @@ class ConnectorSettings(BaseSettings):
         description="<Dial callerId>: one of your Twilio numbers (required to ring an E.164 agent). Default: the "
         "caller's number, which Twilio allows for client: and sip: agents.",
     )
+    callback_dial_out: bool = Field(
+        False,
+        description="Place accepted voice callbacks: ring the agent, then the customer (needs DIAL_CALLER_ID).",
+    )
     redirect_attempts: int = Field(3, ge=1, le=10, description="Tries of the call update on 5xx/network errors.")
     webhooks: list[WebhookSubscription] = Field(
         default_factory=list,

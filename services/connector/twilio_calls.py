@@ -7,6 +7,7 @@ in a worker thread; there are few of them (one per accepted voice contact).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from shared.contact_uri import UriKind, kind_of
 from shared.events import DialResult
 
 DIAL_RESULT_PATH = "/v1/webhooks/twilio/dial-result"
+CALLBACK_RESULT_PATH = "/v1/webhooks/twilio/callback-result"
 # Twilio's answer when the call already ended: 21220 "Call is not in-progress. Cannot redirect."
 CALL_NOT_IN_PROGRESS = 21220
 
@@ -51,6 +53,20 @@ def dial_twiml(contact_uri: str, *, action_url: str, timeout: int, caller_id: st
 def dial_action_url(intake_base: str, agent_id: str) -> str:
     """Intake's dial-outcome webhook; the contact is derived there from the CallSid Twilio sends."""
     return f"{intake_base.rstrip('/')}{DIAL_RESULT_PATH}?{urlencode({'agent': agent_id})}"
+
+
+def callback_result_url(intake_base: str, callback_id: str, agent_id: str, site: str, leg: str) -> str:
+    query = urlencode({"callback": callback_id, "agent": agent_id, "site": site, "leg": leg})
+    return f"{intake_base.rstrip('/')}{CALLBACK_RESULT_PATH}?{query}"
+
+
+def customer_dial_twiml(phone: str, *, action_url: str, timeout: int, caller_id: str) -> str:
+    """What the agent's leg runs once answered: ring the customer, report the outcome to ``action_url``."""
+    response = VoiceResponse()
+    dial = Dial(action=action_url, method="POST", timeout=timeout, caller_id=caller_id)
+    dial.number(phone)
+    response.append(dial)
+    return str(response)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -91,6 +107,38 @@ class TwilioCalls:
             timeout=s.dial_timeout_seconds,
             caller_id=s.dial_caller_id or caller,
         )
+        return await self._with_retries(lambda: self.client.calls(call_sid).update(twiml=twiml))
+
+    async def call_out(
+        self, *, callback_id: str, agent_id: str, site: str, contact_uri: str, customer_phone: str, caller_id: str
+    ) -> RedirectOutcome:
+        """Place a callback for the agent: ring the agent first; once answered, the TwiML rings the
+        customer. The agent leg's end and the customer leg's outcome come back to intake."""
+        s = self.settings
+        base = s.intake_public_url
+        twiml = customer_dial_twiml(
+            customer_phone,
+            action_url=callback_result_url(base, callback_id, agent_id, site, "customer"),
+            timeout=s.dial_timeout_seconds,
+            caller_id=caller_id,
+        )
+
+        def create() -> object:
+            return self.client.calls.create(
+                to=contact_uri,
+                from_=caller_id,
+                twiml=twiml,
+                timeout=s.dial_timeout_seconds,
+                status_callback=callback_result_url(base, callback_id, agent_id, site, "agent"),
+                status_callback_event=["completed"],
+                status_callback_method="POST",
+            )
+
+        return await self._with_retries(create)
+
+    async def _with_retries(self, request: Callable[[], object]) -> RedirectOutcome:
+        """Run one REST request in a worker thread; transient errors are retried."""
+        s = self.settings
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(s.redirect_attempts),
@@ -99,7 +147,7 @@ class TwilioCalls:
                 reraise=True,
             ):
                 with attempt:
-                    await asyncio.to_thread(lambda: self.client.calls(call_sid).update(twiml=twiml))
+                    await asyncio.to_thread(request)
         except TwilioRestException as exc:
             if exc.status == 404 or exc.code == CALL_NOT_IN_PROGRESS:
                 return RedirectOutcome(DialResult.CALLER_GONE, f"twilio {exc.status}/{exc.code}: {exc.msg}"[:300])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -16,6 +17,7 @@ from services.connector.settings import ConnectorSettings
 from services.connector.twilio_calls import TwilioCalls
 from shared.events import (
     AgentDialed,
+    CallbackDue,
     Channel,
     ContactAbandoned,
     ContactRequested,
@@ -24,6 +26,7 @@ from shared.events import (
     OfferAccepted,
     contact_id_for,
     make_event,
+    utcnow,
 )
 from tests.connector.fake_twilio import FakeTwilio, fake_twilio, twilio_error
 
@@ -190,3 +193,58 @@ async def test_a_hung_api_times_out_and_is_reported_not_connected(twilio: FakeTw
     assert await b.accepted(await b.call_queued(), "client:alice") is DialResult.NOT_CONNECTED
     assert len(twilio.requests) == 2  # retried once, then given up
     assert "unreachable" in (b.published[0][0].detail or "")
+
+
+async def due_and_accepted(b: Bridge, uri: str | None = "client:alice") -> DialResult | None:
+    due = CallbackDue(
+        callback_id="cb-1",
+        customer=Customer(id="tel:+4930901820", phone="+4930901820"),
+        site="berlin",
+        channel=Channel.VOICE,
+        deadline=utcnow() + timedelta(hours=1),
+    )
+    await b.bridge.handle(make_event(due, source="test"))
+    accepted = OfferAccepted(
+        offer_id="o-cb", contact_id="cb-1", agent_id="alice", site="berlin", channel=Channel.VOICE, contact_uri=uri
+    )
+    return await b.bridge.handle(make_event(accepted, source="test"))
+
+
+async def test_accepted_callback_rings_the_agent_then_the_customer(twilio: FakeTwilio) -> None:
+    b = Bridge(settings(twilio, callback_dial_out=True, dial_caller_id="+15005550006"))
+    assert await due_and_accepted(b) is None
+    (req,) = twilio.requests
+    assert req.method == "POST" and req.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls.json"
+    result = "https://intake.example.com/v1/webhooks/twilio/callback-result?callback=cb-1&agent=alice&site=berlin"
+    assert {k: v for k, v in req.form.items() if k != "Twiml"} == {
+        "To": ["client:alice"],
+        "From": ["+15005550006"],
+        "Timeout": ["25"],
+        "StatusCallback": [result + "&leg=agent"],
+        "StatusCallbackEvent": ["completed"],
+        "StatusCallbackMethod": ["POST"],
+    }
+    dial = ET.fromstring(req.form["Twiml"][0])[0]
+    assert dial.attrib == {
+        "action": result + "&leg=customer",
+        "method": "POST",
+        "timeout": "25",
+        "callerId": "+15005550006",
+    }
+    assert [(el.tag, el.text) for el in dial] == [("Number", "+4930901820")]
+    assert await due_and_accepted(b) is None and len(twilio.requests) == 1  # redelivered: placed once
+
+
+async def test_callbacks_are_left_to_the_agent_unless_enabled_with_a_caller_id(twilio: FakeTwilio) -> None:
+    assert await due_and_accepted(Bridge(settings(twilio))) is None
+    assert await due_and_accepted(Bridge(settings(twilio, callback_dial_out=True))) is None  # no caller id
+    assert twilio.requests == []
+
+
+async def test_a_callback_twilio_refuses_is_requeued_without_blaming_the_agent(twilio: FakeTwilio) -> None:
+    twilio.script["Calls"] = [twilio_error(400, 21211, "Invalid 'To' Phone Number")]
+    b = Bridge(settings(twilio, callback_dial_out=True, dial_caller_id="+15005550006"))
+    assert await due_and_accepted(b) is DialResult.NOT_CONNECTED
+    ((event, _),) = b.published
+    assert (event.contact_id, event.site, event.call_ref) == ("cb-1", "berlin", None)
+    assert "21211" in (event.detail or "")
