@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,6 +40,14 @@ class ConnectorSettings(BaseSettings):
         description="Signed outbound webhooks, one per source (JSON list): "
         '[{"source": "asterisk", "url": "https://pbx/hook", "secret": "...", "events": ["offer.accepted"]}]',
     )
+
+    @field_validator(
+        "twilio_account_sid", "twilio_auth_token", "twilio_api_key_sid", "twilio_api_base_url", "dial_caller_id",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # compose's `${VAR:-}`
 
     @field_validator("webhooks")
     @classmethod
