@@ -21,13 +21,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DEFAULT_PORTS = {"intake": 8001, "router": 8002, "callback": 8003}
+DEFAULT_PORTS = {"intake": 8001, "router": 8002, "callback": 8003, "connector": 8004}
 
 
 class Service(StrEnum):
     intake = "intake"
     router = "router"
     callback = "callback"
+    connector = "connector"
 
 
 def _factory(service: str) -> str:

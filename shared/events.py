@@ -95,6 +95,17 @@ class AttemptResult(StrEnum):
     WRONG_NUMBER = "wrong_number"
 
 
+class DialResult(StrEnum):
+    """How ringing the accepting agent ended (a connector's or telephone system's report)."""
+
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"  # the agent's leg failed
+    NOT_CONNECTED = "not_connected"  # the call could not be redirected to the agent (provider error)
+    CALLER_GONE = "caller_gone"  # the caller hung up before the agent answered
+
+
 class CallbackOrigin(StrEnum):
     ROUTER_POLICY = "router_policy"
     WEB_FORM = "web_form"
@@ -210,6 +221,11 @@ class OfferAccepted(EventData):
     agent_id: str
     site: str = DEFAULT_SITE
     at: datetime = Field(default_factory=utcnow)
+    # Added within v1 (optional): what a connector needs to ring the agent without asking the router.
+    channel: Channel | None = None
+    contact_uri: str | None = None  # the agent's address on that channel (shared.contact_uri), if any
+    source: str | None = None  # contact.requested's source and external_id: the caller's call to bridge
+    external_id: str | None = None
 
 
 class OfferDeclined(EventData):
@@ -230,6 +246,41 @@ class OfferTimedOut(EventData):
     contact_id: str
     agent_id: str
     site: str = DEFAULT_SITE
+    at: datetime = Field(default_factory=utcnow)
+
+
+class AgentDialed(EventData):
+    """The outcome of connecting a voice contact to the agent who accepted it.
+
+    ``busy``/``no_answer``/``failed``: the contact goes back to its place in line and the agent is counted
+    a missed offer; ``not_connected``: back in line, no miss (not the agent's doing); ``caller_gone``: the
+    contact is abandoned; ``answered``: recorded only. Published by whatever places the call (intake's
+    Twilio dial callback, a PBX connector)."""
+
+    event_type: ClassVar[str] = "switchboard.contact.agent_dialed.v1"
+    subject_field: ClassVar[str] = "contact_id"
+    contact_id: str
+    agent_id: str
+    site: str = DEFAULT_SITE
+    result: DialResult
+    call_ref: str | None = Field(None, max_length=100)  # the telephone system's call id (Twilio CallSid)
+    detail: str | None = Field(None, max_length=300)  # e.g. the provider's status or error
+    at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerDialed(EventData):
+    """How the outbound call to a callback's customer ended, placed for the agent who accepted it.
+
+    The router keeps it as the attempt's result, used when the agent completes without giving one."""
+
+    event_type: ClassVar[str] = "switchboard.contact.customer_dialed.v1"
+    subject_field: ClassVar[str] = "contact_id"
+    contact_id: str  # the router's work item (for a callback: the callback_id)
+    agent_id: str
+    site: str = DEFAULT_SITE
+    result: AttemptResult
+    call_ref: str | None = Field(None, max_length=100)
+    detail: str | None = Field(None, max_length=300)
     at: datetime = Field(default_factory=utcnow)
 
 
@@ -382,6 +433,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OfferAccepted,
         OfferDeclined,
         OfferTimedOut,
+        AgentDialed,
+        CustomerDialed,
         AssignmentCompleted,
         AgentStatusChanged,
         AgentTokenIssued,

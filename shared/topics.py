@@ -2,7 +2,9 @@
 
 | topic       | events                                                   | key             |
 |-------------|----------------------------------------------------------|-----------------|
-| `contacts`  | contact.requested / abandoned, callback.due              | routing domain  |
+| `contacts`  | contact.requested / abandoned / agent_dialed /           | routing domain  |
+|             | customer_dialed,                                         |                 |
+|             | callback.due                                             |                 |
 | `routing`   | offer.*, assignment.*, agent.status_changed              | routing domain  |
 | `callbacks` | callback.requested / scheduled / at_risk / attempted /   | customer id     |
 |             | fulfilled / breached                                     |                 |
@@ -17,6 +19,7 @@ so that duplicate promises to one customer stay in order and can be merged.
 from __future__ import annotations
 
 from shared.events import (
+    AgentDialed,
     AgentStatusChanged,
     AgentTokenIssued,
     AssignmentCompleted,
@@ -29,6 +32,7 @@ from shared.events import (
     CallbackScheduled,
     ContactAbandoned,
     ContactRequested,
+    CustomerDialed,
     EventData,
     OfferAccepted,
     OfferDeclined,
@@ -55,6 +59,8 @@ _TOPIC_OF: dict[type[EventData], str] = {
     ContactRequested: CONTACTS,
     ContactAbandoned: CONTACTS,
     CallbackDue: CONTACTS,
+    AgentDialed: CONTACTS,
+    CustomerDialed: CONTACTS,
     OfferMade: ROUTING,
     OfferAccepted: ROUTING,
     OfferDeclined: ROUTING,

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
 from services.intake import metrics
-from services.intake.api import callbacks, contacts, twilio
+from services.intake.api import callbacks, contacts, dial, twilio, twilio_dial
 from services.intake.api.direct import IntakeAPI
 from services.intake.context import IntakeContext
 from services.intake.edge import InvalidInput
@@ -110,7 +110,10 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             _, defs = models_json_schema(
-                [(m, "validation") for m in (ContactIn, AbandonIn, CallbackRequestIn, twilio.TwilioCall)],
+                [
+                    (m, "validation")
+                    for m in (ContactIn, AbandonIn, CallbackRequestIn, dial.DialResultIn, twilio.TwilioCall)
+                ],
                 ref_template="#/components/schemas/{model}",
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
@@ -244,7 +247,9 @@ def create_app(
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422 here, not a DLQ downstream
     install_error_handlers(app)
     app.include_direct_router(contacts.router)
+    app.include_direct_router(dial.router)
     app.include_direct_router(twilio.router)
+    app.include_direct_router(twilio_dial.router)
     app.include_direct_router(callbacks.router)
     install_operations(app, checks)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

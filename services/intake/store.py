@@ -79,6 +79,7 @@ class Scope:
     IDEMPOTENCY_KEY = "idempotency_key"
     ABANDON = "abandon"
     QUEUE_FALLBACK = "queue_fallback"
+    DIAL_RESULT = "dial_result"  # a <Dial action> outcome: per call, agent and dialled leg
     CONTENT = "content"  # no id at all (web form): the normalised content of the day
 
 

@@ -52,5 +52,11 @@ def say_and_hang_up(message: str, *, voice: Voice) -> str:
     return _render(root)
 
 
+def hang_up() -> str:
+    root = ET.Element("Response")
+    ET.SubElement(root, "Hangup")
+    return _render(root)
+
+
 def empty() -> str:
     return _render(ET.Element("Response"))

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.router.service import AgentProfile
+from shared.contact_uri import normalise_contact_uri
 from shared.events import AgentStatus, AttemptResult, Channel, Outcome, Role, TimeWindow
 
 SkillLevel = Annotated[int, Field(ge=1, le=5, description="Skill level 1 (basic) .. 5 (expert)")]
 Capacity = Annotated[int, Field(ge=0, le=50, description="Concurrent contacts on this channel")]
+ContactUri = Annotated[
+    str,
+    Field(max_length=300, description="client:<identity>, sip:user@host or an E.164 number"),
+    AfterValidator(normalise_contact_uri),
+]
+ContactUris = Annotated[
+    dict[Channel, ContactUri] | None,
+    Field(description="How a connector reaches the agent per channel, e.g. {voice: 'client:alice'}"),
+]
 Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")]
 
 
@@ -31,6 +41,8 @@ class AgentProfileIn(_Body):
     )
     site: Identifier = "main"
     team: str | None = Field(None, max_length=100)
+    # None on an update keeps the stored addresses (clients that predate them do not erase them).
+    contact_uris: ContactUris = None
 
     @field_validator("roles")
     @classmethod
@@ -63,6 +75,7 @@ class AgentProfileIn(_Body):
             capacity=dict(self.capacity),
             site=self.site,
             team=self.team,
+            contact_uris=dict(self.contact_uris) if self.contact_uris is not None else None,
         )
 
 

@@ -33,16 +33,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import metrics
 from services.router.auth import IssuedToken, Principal, hash_token, new_token
+from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
+from services.router.reach import contact_uris_values, reach_of
 from services.router.settings import RouterSettings
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
 from services.router.views import RouterViews, language_key, offer_view, period_of, to_datetime, to_ts
 from shared.events import (
+    AgentDialed,
     AgentStatus,
     AgentStatusChanged,
     AgentTokenIssued,
@@ -58,6 +61,7 @@ from shared.events import (
     ContactAbandoned,
     ContactRequested,
     Customer,
+    CustomerDialed,
     Envelope,
     EventData,
     Intent,
@@ -102,6 +106,7 @@ class AgentProfile:
     capacity: dict[Channel, int]
     site: str
     team: str | None = None
+    contact_uris: dict[Channel, str] | None = None  # None: keep what is stored
 
 
 @dataclass
@@ -469,6 +474,7 @@ class RouterService(RouterViews):
                     status_reason="registered",
                     wrap_up_until=None,
                     missed_offers=0,
+                    contact_uris={c.value: u for c, u in (profile.contact_uris or {}).items()},
                     token_hash=hash_token(token),
                     created_at=tx.now,
                     updated_at=tx.now,
@@ -514,6 +520,7 @@ class RouterService(RouterViews):
                     site=profile.site,
                     team=profile.team,
                     updated_at=tx.now,
+                    **contact_uris_values(profile.contact_uris),
                 )
             )
             await self._resync_agent(tx, agent_id)
@@ -669,6 +676,9 @@ class RouterService(RouterViews):
             ),
             CallbackFulfilled: lambda tx, e: self._on_callback_closed(tx, e.callback_id, "fulfilled", e.at),
             CallbackBreached: lambda tx, e: self._on_callback_closed(tx, e.callback_id, f"breached:{e.reason}", e.at),
+            # How ringing the agent or the customer ended (services/router/dialing.py).
+            AgentDialed: lambda tx, e: on_agent_dialed(self, tx, e),
+            CustomerDialed: lambda tx, e: on_customer_dialed(self, tx, e),
         }
 
     async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
@@ -696,6 +706,8 @@ class RouterService(RouterViews):
             summary=event.summary,
             expected_handling_seconds=event.expected_handling_seconds,
             within_business_hours=event.within_business_hours,
+            source=event.source,
+            external_id=event.external_id,
             received_at=received,
             virtual_start=received,
             priority_boost=0.0,
@@ -1130,6 +1142,7 @@ class RouterService(RouterViews):
                 agent_id=offer.agent_id,
                 site=contact.site,
                 at=to_datetime(tx.now),
+                **reach_of(agent, contact),
             )
         )
         waited = tx.now - contact.virtual_start
@@ -1180,15 +1193,18 @@ class RouterService(RouterViews):
                 raise Forbidden("this contact is not assigned to you")
             if row.state != ContactState.ASSIGNED:
                 raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
-            if row.callback_id is not None and attempt_result is None:
+            attempt = attempt_result
+            if row.callback_id is not None and attempt is None:
+                attempt = await dialled_attempt(self, tx.session, row)  # the placed call's outcome, if known
+            if row.callback_id is not None and attempt is None:
                 raise Invalid("attempt_result is required to complete a callback")
-            if row.callback_id is None and attempt_result is not None:
+            if row.callback_id is None and attempt is not None:
                 raise Invalid("attempt_result applies only to callback assignments")
             plan = self.strategy.plan(self._waiting(row))
             budget = plan.goodwill_budget
             if outcome.goodwill_amount > budget + 1e-9:
                 raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
-            await self._finish(tx, row, outcome, attempt_result)
+            await self._finish(tx, row, outcome, attempt)
             return await self._contact_row(tx.session, contact_id)
 
         done = await self._writes.run(complete)

@@ -68,6 +68,8 @@ agents = Table(
     Column("status_reason", String(200), nullable=True),
     Column("wrap_up_until", Double, nullable=True),
     Column("missed_offers", Integer, nullable=False, default=0),
+    # {channel: contact URI} (shared.contact_uri); null for agents registered before it existed.
+    Column("contact_uris", JSON, nullable=True),
     Column("token_hash", String(128), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
@@ -100,6 +102,9 @@ contacts = Table(
     Column("answered_at", Double, nullable=True),
     Column("ended_at", Double, nullable=True),
     Column("outcome", JSON, nullable=True),
+    # Where it came from (contact.requested's source/external_id): a connector's handle on the call.
+    Column("source", String(100), nullable=True),
+    Column("external_id", String(200), nullable=True),
     Index("ix_router_contacts_state", "state"),
     Index("ix_router_contacts_agent_state", "agent_id", "state"),
     Index("ix_router_contacts_ended_at", "ended_at"),

@@ -156,6 +156,7 @@ class RouterViews:
             "skills": dict(row.skills),
             "languages": list(row.languages),
             "capacity": dict(row.capacity),
+            "contact_uris": dict(row.contact_uris or {}),
             "status": row.status,
             "status_reason": row.status_reason,
             "status_since": to_datetime(row.status_since),

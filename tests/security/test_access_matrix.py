@@ -181,6 +181,18 @@ INTAKE: dict[tuple[str, str], tuple[Access, Request]] = {
     ("POST", "/v1/webhooks/twilio/voice"): (Access.SIGNED, fixed("/v1/webhooks/twilio/voice", None)),
     ("POST", "/v1/webhooks/twilio/status"): (Access.SIGNED, fixed("/v1/webhooks/twilio/status", None)),
     ("POST", "/v1/webhooks/twilio/queue-result"): (Access.SIGNED, fixed("/v1/webhooks/twilio/queue-result", None)),
+    ("POST", "/v1/webhooks/twilio/dial-result"): (
+        Access.SIGNED,
+        fixed("/v1/webhooks/twilio/dial-result?agent=alice", None),
+    ),
+    ("POST", "/v1/webhooks/twilio/callback-result"): (
+        Access.SIGNED,
+        fixed("/v1/webhooks/twilio/callback-result?callback=cb&agent=a&site=main&leg=agent", None),
+    ),
+    ("POST", "/v1/contacts/dial-result"): (
+        Access.SIGNED,
+        fixed("/v1/contacts/dial-result", {"source": "acme", "external_id": "x-1", "agent_id": "a", "result": "busy"}),
+    ),
 }
 
 
