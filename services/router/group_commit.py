@@ -56,6 +56,7 @@ class GroupCommit(Generic[Tx]):
         self._queue: list[_Queued[Tx]] = []
         self._queued = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._committing = False
 
     async def run(self, operation: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``operation`` in the next group; returns its result once the group committed."""
@@ -71,7 +72,7 @@ class GroupCommit(Generic[Tx]):
         """Finish what is queued, then stop the writer."""
         if self._worker is None:
             return
-        while self._queue:
+        while self._queue or self._committing:  # a group in flight finishes: its callers hear the commit
             await asyncio.sleep(0.01)
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -84,6 +85,7 @@ class GroupCommit(Generic[Tx]):
             self._queued.clear()
             while self._queue:
                 group, self._queue = self._queue[: self._max_group], self._queue[self._max_group :]
+                self._committing = True
                 try:
                     await self._commit(group)
                 except asyncio.CancelledError:
@@ -93,6 +95,11 @@ class GroupCommit(Generic[Tx]):
                     raise
                 except Exception:  # never leave a caller waiting, never let the writer die
                     log.exception("router.group_commit_failed")
+                    for item in group:
+                        if not item.future.done():
+                            item.future.set_exception(RuntimeError("the group commit failed"))
+                finally:
+                    self._committing = False
 
     async def _commit(self, group: list[_Queued[Tx]]) -> None:
         answers: list[tuple[_Queued[Tx], Any, BaseException | None]] = []

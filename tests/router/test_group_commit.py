@@ -121,3 +121,21 @@ async def test_a_failure_in_the_middle_of_a_batch_of_events_leaves_nothing_half_
         ids = sorted((await s.execute(select(contacts.c.contact_id))).scalars())
     assert ids == sorted(c.contact_id for c in requested)
     assert sorted(await router.queue_ids()) == ids
+
+
+async def test_stopping_lets_the_group_in_flight_commit() -> None:
+    log: list[str] = []
+    writes: GroupCommit[FakeTx] = GroupCommit(recording_unit_of_work(log, []))
+    entered = asyncio.Event()
+
+    async def slow(tx: FakeTx) -> str:
+        entered.set()
+        await asyncio.sleep(0.2)
+        tx.writes.append("slow")
+        return "done"
+
+    pending = asyncio.create_task(writes.run(slow))
+    await entered.wait()
+    await writes.stop()  # while the group is inside its transaction
+    assert await pending == "done"
+    assert log == ["begin", "commit:slow"]
