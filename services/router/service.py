@@ -572,6 +572,8 @@ class RouterService(RouterViews):
             row = await self._agent_row(tx.session, agent_id)
             if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
                 return  # already taking work
+            if row.status == status.value and reason is None and not row.missed_offers:
+                return  # said again (clients do after every contact): no write, no event, no stream message
             await self._set_status(tx, row, status, reason or "requested")
 
         await self._writes.run(change)

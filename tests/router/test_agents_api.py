@@ -137,6 +137,45 @@ async def test_status_changes_and_wrap_up_is_automatic_only(router: Router) -> N
     assert r.status_code == 422
 
 
+async def test_saying_available_again_changes_nothing_and_emits_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Clients say "available" after every contact; an agent the completion already made available must
+    not cost a write, an agent.status_changed event (that every consumer applies) and a stream message."""
+    from shared import topics
+    from shared.events import AgentStatusChanged
+    from tests.router.conftest import collect_events, contact, eventually, running_router, write_strategy
+
+    strategy = write_strategy(tmp_path / "s.yaml", channels={"chat": {"wrap_up_seconds": 0}})
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        async with collect_events(router.bus, topics.ROUTING, "test-status-again") as routing:
+            _, alice = await router.register("alice")
+            c = contact("again")
+            await router.emit(c)
+            offer = await router.wait_offer("alice", alice)
+            r = await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)
+            assert r.status_code == 200
+            r = await router.client.post(f"/v1/contacts/{c.contact_id}/complete", json={}, headers=alice)
+            assert r.status_code == 200
+            for _ in range(2):
+                r = await router.client.put("/v1/agents/alice/status", json={"status": "available"}, headers=alice)
+                assert r.status_code == 200 and r.json()["status"] == "available"
+            r = await router.client.put(
+                "/v1/agents/alice/status", json={"status": "break", "reason": "lunch"}, headers=alice
+            )
+            assert r.status_code == 200
+
+            async def until_break() -> list:
+                changes = [e for e in routing if isinstance(e, AgentStatusChanged) and e.agent_id == "alice"]
+                return changes if changes and changes[-1].status == "break" else []
+
+            changes = await eventually(until_break)
+    assert [(c.previous, c.status, c.reason) for c in changes] == [
+        (None, "available", "registered"),
+        ("available", "busy", "on_contact"),
+        ("busy", "available", "after_contact"),
+        ("available", "break", "lunch"),  # nothing for the two repeated "available"s in between
+    ]
+
+
 async def test_token_rotation_invalidates_the_old_token(router: Router) -> None:
     _, old = await router.register("alice")
     r = await router.client.post("/v1/agents/alice/token", headers=ADMIN)
