@@ -109,9 +109,9 @@ def run(
     intake_port: Annotated[int, typer.Option(help="Intake port.")] = DEFAULT_PORTS["intake"],
     router_port: Annotated[int, typer.Option(help="Router port.")] = DEFAULT_PORTS["router"],
     callback_port: Annotated[int, typer.Option(help="Callback port.")] = DEFAULT_PORTS["callback"],
-    data_dir: Annotated[
-        Path, typer.Option(envvar="SWITCHBOARD_DATA_DIR", help="Embedded bus and databases.")
-    ] = Path(".switchboard"),
+    data_dir: Annotated[Path, typer.Option(envvar="SWITCHBOARD_DATA_DIR", help="Embedded bus and databases.")] = Path(
+        ".switchboard"
+    ),
     log_level: Annotated[str, typer.Option(envvar="SWITCHBOARD_LOG_LEVEL")] = "INFO",
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 60.0,
 ) -> None:
@@ -139,8 +139,18 @@ def run(
     try:
         for name, port in ports.items():
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name, "--host", host, "--port", str(port),
-                 "--log-level", log_level],
+                [
+                    sys.executable,
+                    "-m",
+                    "services.cli",
+                    name,
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    log_level,
+                ],
                 env=env,
             )
         for name, port in ports.items():
@@ -179,7 +189,9 @@ def _healthy(url: str) -> bool:
 def demo(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of simulated traffic.")] = 60.0,
     rate: Annotated[float, typer.Option(min=0.1, max=6000, help="Contacts per minute (Poisson arrivals).")] = 30.0,
-    handle_seconds: Annotated[float, typer.Option(min=0.1, help="Mean seconds a simulated agent works a contact.")] = 6.0,
+    handle_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Mean seconds a simulated agent works a contact.")
+    ] = 6.0,
     host: Annotated[str, typer.Option(help="Where the services listen (or will).")] = "127.0.0.1",
     intake_port: Annotated[int, typer.Option()] = DEFAULT_PORTS["intake"],
     router_port: Annotated[int, typer.Option()] = DEFAULT_PORTS["router"],
@@ -211,10 +223,26 @@ def demo(
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = (data_dir / "demo-services.log").open("ab")
         started = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", "--host", host, "--intake-port", str(intake_port),
-             "--router-port", str(router_port), "--callback-port", str(callback_port), "--data-dir", str(data_dir),
-             "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "run",
+                "--host",
+                host,
+                "--intake-port",
+                str(intake_port),
+                "--router-port",
+                str(router_port),
+                "--callback-port",
+                str(callback_port),
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         console.print(f"Starting the services on the embedded default (data in {data_dir}, log: {log.name}) ...")
         deadline = time.monotonic() + 90
@@ -234,7 +262,9 @@ def demo(
 
     def where(tokens: dict[str, str]) -> None:
         console.print(f"\n[b]Ops dashboard[/b]  {urls.router}/ops/dashboard   (paste the admin token: {token})")
-        console.print(f"[b]Agent console[/b]  {urls.router}/agent   (paste an agent token; the simulated agent keeps working)")
+        console.print(
+            f"[b]Agent console[/b]  {urls.router}/agent   (paste an agent token; the simulated agent keeps working)"
+        )
         for agent_id, agent_token in tokens.items():
             console.print(f"  {agent_id:<10} {agent_token}")
         console.print(f"[b]Metrics[/b]  {urls.intake}/metrics  {urls.router}/metrics  {urls.callback}/metrics\n")
@@ -242,8 +272,12 @@ def demo(
     runner = Demo(urls, token, rate_per_minute=rate, handle_seconds=handle_seconds, seed=seed)
     try:
         with Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(), TextColumn("{task.fields[posted]}"),
-            TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[posted]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         ) as progress:
             task = progress.add_task("simulated traffic", total=duration, posted="")
             began = time.monotonic()
@@ -252,7 +286,8 @@ def demo(
                 t = runner.tally
                 posted = sum(t.posted.values()) + t.callback_requests
                 progress.update(
-                    task, completed=min(duration, time.monotonic() - began),
+                    task,
+                    completed=min(duration, time.monotonic() - began),
                     posted=f"{posted} contacts, {t.accepted} accepted, {t.completed} completed",
                 )
 
@@ -303,8 +338,10 @@ def _print_summary(console: object, runner: object, figures: dict[str, object]) 
     for channel, sl in sorted((dash.get("service_level") or {}).items()):
         share = sl.get("share")
         value = "–" if share is None else f"{share:.0%}"
-        table.add_row(f"service level {channel}", f"{value} (target {sl.get('target_share', 0):.0%} within "
-                      f"{sl.get('within_seconds', 0):g} s)")
+        table.add_row(
+            f"service level {channel}",
+            f"{value} (target {sl.get('target_share', 0):.0%} within {sl.get('within_seconds', 0):g} s)",
+        )
     ss = dash.get("sales_share") or {}
     if ss:
         share = ss.get("share")

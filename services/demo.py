@@ -39,7 +39,12 @@ TEAM: tuple[tuple[str, str, list[str], dict[str, int], dict[str, int]], ...] = (
 # A realistic mix: mostly service questions, some buyers, a few unhappy customers; weights per kind.
 CHANNELS = (("voice", 45), ("chat", 40), ("web_callback_request", 10), ("email", 5))
 INTENTS = (
-    ("question", 30), ("support", 20), ("billing", 15), ("purchase", 15), ("complaint", 10), ("cancellation", 10)
+    ("question", 30),
+    ("support", 20),
+    ("billing", 15),
+    ("purchase", 15),
+    ("complaint", 10),
+    ("cancellation", 10),
 )
 TIERS = (("standard", 80), ("premium", 15), ("vip", 5))
 NAMES = ("Ada", "Bo", "Chen", "Dana", "Emre", "Femi", "Gita", "Hugo", "Ines", "Jon", "Kira", "Lars", "Mo", "Noor")
@@ -107,8 +112,13 @@ class Demo:
         """Register the team (or give existing demo agents a fresh token) and make them available."""
         for agent_id, name, roles, capacity, skills in TEAM:
             body = {
-                "agent_id": agent_id, "name": name, "roles": roles, "languages": ["en", "de"],
-                "capacity": capacity, "skills": skills, "status": "available",
+                "agent_id": agent_id,
+                "name": name,
+                "roles": roles,
+                "languages": ["en", "de"],
+                "capacity": capacity,
+                "skills": skills,
+                "status": "available",
             }
             r = await client.post(f"{self.urls.router}/v1/agents", json=body, headers=self.admin)
             if r.status_code == 201:
@@ -148,8 +158,13 @@ class Demo:
         if kind == "web_callback_request":
             r = await client.post(
                 f"{self.urls.intake}/v1/callback-requests",
-                data={"phone": phone, "name": name, "intent": intent, "message": SUMMARIES[intent],
-                      "external_id": f"demo-{self.run_id}-{n}"},
+                data={
+                    "phone": phone,
+                    "name": name,
+                    "intent": intent,
+                    "message": SUMMARIES[intent],
+                    "external_id": f"demo-{self.run_id}-{n}",
+                },
             )
             if r.status_code == 202:
                 self.tally.callback_requests += 1
@@ -160,7 +175,10 @@ class Demo:
         r = await client.post(
             f"{self.urls.intake}/v1/contacts",
             json={
-                "external_id": external_id, "source": "demo", "channel": kind, "intent": intent,
+                "external_id": external_id,
+                "source": "demo",
+                "channel": kind,
+                "intent": intent,
                 "summary": SUMMARIES[intent],
                 "customer": {"id": f"cust-{phone[-6:]}", "name": name, "phone": phone, "tier": tier, "language": "en"},
             },
@@ -173,7 +191,9 @@ class Demo:
             contact_id = r.json()["contact_id"]
             asyncio.create_task(self._maybe_hang_up(client, external_id, contact_id, rng.uniform(20, 90)))
 
-    async def _maybe_hang_up(self, client: httpx.AsyncClient, external_id: str, contact_id: str, patience: float) -> None:
+    async def _maybe_hang_up(
+        self, client: httpx.AsyncClient, external_id: str, contact_id: str, patience: float
+    ) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=patience)
             return
@@ -194,7 +214,9 @@ class Demo:
         while not self._stop.is_set():
             try:
                 async with client.stream(
-                    "GET", f"{self.urls.router}/v1/agents/{agent_id}/stream", headers=headers,
+                    "GET",
+                    f"{self.urls.router}/v1/agents/{agent_id}/stream",
+                    headers=headers,
                     timeout=httpx.Timeout(10.0, read=None),
                 ) as resp:
                     event = ""
@@ -228,7 +250,8 @@ class Demo:
         accept = self.rng.random() < 0.9
         path = "accept" if accept else "decline"
         r = await client.post(
-            f"{self.urls.router}/v1/offers/{offer['offer_id']}/{path}", headers=self._auth(agent_id),
+            f"{self.urls.router}/v1/offers/{offer['offer_id']}/{path}",
+            headers=self._auth(agent_id),
             json=None if accept else {"reason": "simulated: busy with a colleague"},
         )
         if r.status_code == 200:
@@ -262,8 +285,12 @@ class Demo:
 
     # ---------------------------------------------------------------------------------------------- run
 
-    async def run(self, duration: float, on_tick: Callable[[], None] = lambda: None,
-                  on_ready: Callable[[dict[str, str]], Awaitable[None] | None] | None = None) -> dict[str, Any]:
+    async def run(
+        self,
+        duration: float,
+        on_tick: Callable[[], None] = lambda: None,
+        on_ready: Callable[[dict[str, str]], Awaitable[None] | None] | None = None,
+    ) -> dict[str, Any]:
         """Register the team, play traffic for ``duration`` seconds, let agents finish, and return the
         services' own figures for the summary."""
         limits = httpx.Limits(max_connections=len(TEAM) + 40)

@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from services.callback import metrics
 from services.callback.api import router as api_router
 from services.callback.clock import Clock, SystemClock
 from services.callback.consumers import CallbackConsumer
-from services.callback import metrics
 from services.callback.lifecycle import Policy
 from services.callback.migrations_path import MIGRATIONS
 from services.callback.scheduler import Scheduler

@@ -29,10 +29,32 @@ def test_demo_plays_traffic_that_agents_complete(tmp_path: Path) -> None:
         started.append(intake)
         ports = {s.service: str(s.port) for s in started}
         result = subprocess.run(
-            [sys.executable, "-m", "services.cli", "demo", "--no-start", "--duration", "8", "--rate", "90",
-             "--handle-seconds", "0.5", "--seed", "7", "--intake-port", ports["intake"],
-             "--router-port", ports["router"], "--callback-port", ports["callback"]],
-            cwd=ROOT, env={**service_env(tmp_path), "COLUMNS": "200"}, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "demo",
+                "--no-start",
+                "--duration",
+                "8",
+                "--rate",
+                "90",
+                "--handle-seconds",
+                "0.5",
+                "--seed",
+                "7",
+                "--intake-port",
+                ports["intake"],
+                "--router-port",
+                ports["router"],
+                "--callback-port",
+                ports["callback"],
+            ],
+            cwd=ROOT,
+            env={**service_env(tmp_path), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         out = result.stdout
         assert result.returncode == 0, out + result.stderr
@@ -45,7 +67,8 @@ def test_demo_plays_traffic_that_agents_complete(tmp_path: Path) -> None:
         assert roles == {"service", "sales", "brand_ambassador"}
         metrics = httpx.get(f"{router.url}/metrics").text
         completed = sum(
-            float(m.group(1)) for m in re.finditer(r"^switchboard_router_completions_total\{[^}]*\} (\S+)$", metrics, re.M)
+            float(m.group(1))
+            for m in re.finditer(r"^switchboard_router_completions_total\{[^}]*\} (\S+)$", metrics, re.M)
         )
         assert completed >= 1, "the simulated agents completed no contact"
         match = re.search(r"completed / abandoned\s*│\s*(\d+) /", out)
@@ -53,9 +76,28 @@ def test_demo_plays_traffic_that_agents_complete(tmp_path: Path) -> None:
 
         # A second run reuses the registered team (fresh tokens), it does not fail on "already exists".
         again = subprocess.run(
-            [sys.executable, "-m", "services.cli", "demo", "--no-start", "--duration", "1", "--rate", "6",
-             "--intake-port", ports["intake"], "--router-port", ports["router"], "--callback-port", ports["callback"]],
-            cwd=ROOT, env=service_env(tmp_path), capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "demo",
+                "--no-start",
+                "--duration",
+                "1",
+                "--rate",
+                "6",
+                "--intake-port",
+                ports["intake"],
+                "--router-port",
+                ports["router"],
+                "--callback-port",
+                ports["callback"],
+            ],
+            cwd=ROOT,
+            env=service_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert again.returncode == 0, again.stdout + again.stderr
     finally:
@@ -65,8 +107,25 @@ def test_demo_plays_traffic_that_agents_complete(tmp_path: Path) -> None:
 
 def test_demo_without_services_and_no_start_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--no-start", "--duration", "1", "--router-port", "1",
-         "--intake-port", "2", "--callback-port", "3"],
-        cwd=ROOT, env=service_env(tmp_path), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--no-start",
+            "--duration",
+            "1",
+            "--router-port",
+            "1",
+            "--intake-port",
+            "2",
+            "--callback-port",
+            "3",
+        ],
+        cwd=ROOT,
+        env=service_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1 and "switchboard run" in result.stderr

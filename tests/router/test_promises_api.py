@@ -9,14 +9,28 @@ from tests.router.conftest import ADMIN, Router
 SUMMARY = {
     "at": "2026-03-25T16:30:00Z",
     "overall": {
-        "site": None, "date": None, "promised": 3, "fulfilled": 1, "open": 1, "at_risk": 1, "breached": 0,
-        "breached_unflagged": 0, "closed": 1, "exhausted": 1, "same_day_fulfilment_rate": 0.3333,
+        "site": None,
+        "date": None,
+        "promised": 3,
+        "fulfilled": 1,
+        "open": 1,
+        "at_risk": 1,
+        "breached": 0,
+        "breached_unflagged": 0,
+        "closed": 1,
+        "exhausted": 1,
+        "same_day_fulfilment_rate": 0.3333,
     },
     "sites": [],
 }
 RISKY = {
-    "id": "cb-1", "site": "main", "customer": {"id": "c2", "name": "Ada"}, "status": "pending",
-    "deadline": "2026-03-25T17:00:00Z", "attempts": 1, "last_result": "no_answer",
+    "id": "cb-1",
+    "site": "main",
+    "customer": {"id": "c2", "name": "Ada"},
+    "status": "pending",
+    "deadline": "2026-03-25T17:00:00Z",
+    "attempts": 1,
+    "last_result": "no_answer",
     "promise_text": "We will call you back today by 18:00 (Europe/Berlin time).",
 }
 

@@ -18,7 +18,12 @@ import shared.observability  # noqa: F401 (registers the bus metrics)
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "switchboard.json"
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",), "summary": ("_sum", "_count")}
+SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gauge": ("",),
+    "summary": ("_sum", "_count"),
+}
 SELECTOR = re.compile(r"(switchboard_[a-z0-9_]+)(\{[^}]*\})?")
 
 
@@ -58,9 +63,12 @@ def test_every_dashboard_query_names_a_metric_and_labels_the_code_defines() -> N
                 assert any(label in series[n] for n, _ in refs), f"no metric in {expr!r} has label {label!r}"
     # The main panels are there: service level, staffing, queue, promises, intake.
     for needed in (
-        "switchboard_router_service_level", "switchboard_router_staffing_agents_needed",
-        "switchboard_router_waiting_contacts", "switchboard_callback_promises_today",
-        "switchboard_callback_same_day_fulfilment_rate", "switchboard_intake_rejected_total",
+        "switchboard_router_service_level",
+        "switchboard_router_staffing_agents_needed",
+        "switchboard_router_waiting_contacts",
+        "switchboard_callback_promises_today",
+        "switchboard_callback_same_day_fulfilment_rate",
+        "switchboard_intake_rejected_total",
     ):
         assert needed in used, f"the dashboard shows no {needed}"
 

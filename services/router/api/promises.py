@@ -86,9 +86,7 @@ async def _get(client: httpx.AsyncClient, path: str, auth: str, params: Any = No
     summary="Today's callback promises and the at-risk list, from the callback service (supervisor or admin)",
     responses={502: {"description": "the callback service is unreachable or failed"}},
 )
-async def promises_today(
-    request: Request, _: TrustedDep, authorization: Annotated[str, Header()]
-) -> PromisesToday:
+async def promises_today(request: Request, _: TrustedDep, authorization: Annotated[str, Header()]) -> PromisesToday:
     client = _client(request)
     summary = await _get(client, "/v1/summary/today", authorization)
     risky = await _get(
