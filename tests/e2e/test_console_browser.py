@@ -92,6 +92,12 @@ def test_an_agent_works_a_contact_through_the_console(
 
             expect(page.get_by_test_id("last-outcome")).to_contain_text("Completed Carla: resolved, goodwill 20")
             expect(work).to_have_count(0)
+            # Own figures this shift follow the completion: one contact, goodwill 20, against the goals.
+            own = page.locator('#figures tr[data-who="you"] td')
+            expect(own.nth(1)).to_have_text("1", timeout=10_000)
+            expect(own.nth(4)).to_have_text("20")
+            expect(page.locator("#team-sl")).to_contain_text("goal 80 %")
+            page.screenshot(path=str(screenshot_dir() / "agent-console-done.png"), full_page=True)
             assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
             assert errors == [], errors
         finally:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from services.router.api.dashboard import STATIC
 from services.router.api.deps import PrincipalDep, ServiceDep
-from services.router.console import ConsoleProfile, console_profile
+from services.router.console import ConsoleProfile, console_profile, shift_figures
 from shared.auth import forbidden
 
 router = APIRouter(tags=["agent console"])
@@ -35,11 +35,14 @@ async def console_page() -> HTMLResponse:
 @router.get(
     "/v1/console/me",
     response_model=ConsoleProfile,
-    summary="The calling agent, its role's leeway and the strategy's goals in plain words (agent token)",
+    summary="The calling agent, its role's leeway, the strategy's goals in plain words, and its own and its team's "
+    "figures this shift against the goals (agent token)",
     responses={403: {"description": "not an agent token (supervisors and the admin have no console)"}},
 )
 async def me(request: Request, service: ServiceDep, who: PrincipalDep) -> ConsoleProfile:
     if who.agent_id is None:
         raise forbidden("the agent console needs an agent's token; supervisors use /ops/dashboard")
     agent = await service.get_agent(who.agent_id)
-    return console_profile(service.strategy, agent)
+    profile = console_profile(service.strategy, agent)
+    profile.figures = await shift_figures(service, agent)
+    return profile
