@@ -129,3 +129,47 @@ def test_demo_without_services_and_no_start_says_so(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 1 and "switchboard run" in result.stderr
+
+
+def test_demo_starts_the_services_itself_when_none_answer_and_stops_them(tmp_path: Path) -> None:
+    """The newcomer's path: no services running; the demo starts all three on the embedded default, with
+    the admin token of the data dir, plays traffic, and leaves nothing running."""
+    from tests.e2e.conftest import free_port
+
+    ports = [str(free_port()) for _ in range(3)]
+    env = {k: v for k, v in service_env(tmp_path).items() if k != "SWITCHBOARD_ADMIN_TOKEN"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--duration",
+            "4",
+            "--rate",
+            "60",
+            "--handle-seconds",
+            "0.5",
+            "--data-dir",
+            str(tmp_path / "sb"),
+            "--intake-port",
+            ports[0],
+            "--router-port",
+            ports[1],
+            "--callback-port",
+            ports[2],
+        ],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    token = (tmp_path / "sb" / "admin-token").read_text().strip()
+    assert "Starting the services" in result.stdout and token in result.stdout
+    assert f"http://127.0.0.1:{ports[1]}/agent" in result.stdout
+    assert "switchboard demo: summary" in result.stdout
+    for port in ports:  # stopped again
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
