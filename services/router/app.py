@@ -108,6 +108,9 @@ def create_app(
                 await sub.stop()
             await service.stop()
             await runtime.stop()
+            callback_client = getattr(app.state, "callback_client", None)  # api/promises.py's pool
+            if callback_client is not None:
+                await callback_client.aclose()
 
     app = FastAPI(
         title="Switchboard router",
