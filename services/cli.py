@@ -188,7 +188,7 @@ def _healthy(url: str) -> bool:
 @app.command()
 def demo(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of simulated traffic.")] = 60.0,
-    rate: Annotated[float, typer.Option(min=0.1, max=6000, help="Contacts per minute (Poisson arrivals).")] = 30.0,
+    rate: Annotated[float, typer.Option(min=0.1, max=6000, help="Contacts per minute (Poisson arrivals).")] = 20.0,
     handle_seconds: Annotated[
         float, typer.Option(min=0.1, help="Mean seconds a simulated agent works a contact.")
     ] = 6.0,
