@@ -4,6 +4,8 @@ accept it and complete it with an outcome, all without a page reload. Saves a sc
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 
@@ -20,7 +22,7 @@ def test_an_agent_works_a_contact_through_the_console(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    router, intake, _callback = stack
+    router, intake, callback = stack
     r = httpx.post(
         f"{router.url}/v1/agents",
         headers=ADMIN,
@@ -39,7 +41,7 @@ def test_an_agent_works_a_contact_through_the_console(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page = browser.new_page(viewport={"width": 1300, "height": 1000}, timezone_id="UTC")
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{router.url}/agent")
@@ -98,6 +100,30 @@ def test_an_agent_works_a_contact_through_the_console(
             expect(own.nth(4)).to_have_text("20")
             expect(page.locator("#team-sl")).to_contain_text("goal 80 %")
             page.screenshot(path=str(screenshot_dir() / "agent-console-done.png"), full_page=True)
+
+            # The next customer cannot be helped now: the agent promises a callback in a window.
+            r = httpx.post(
+                f"{intake.url}/v1/contacts",
+                json={
+                    "external_id": "console-2",
+                    "source": "web",
+                    "channel": "chat",
+                    "intent": "cancellation",
+                    "customer": {"id": "c-console-2", "name": "Dmitri", "phone": "+4930901822", "language": "en"},
+                },
+            )
+            assert r.status_code == 202, r.text
+            expect(page.get_by_test_id("status")).to_have_text("available", timeout=30_000)  # after wrap-up
+            expect(offer).to_have_count(1, timeout=15_000)
+            offer.locator("button.accept").click()
+            expect(work).to_have_count(1, timeout=10_000)
+            start = (datetime.now(UTC) + timedelta(hours=1)).replace(second=0, microsecond=0)
+            end = start + timedelta(hours=1)
+            work.locator('input[name="callback_promised"]').check()
+            work.locator('input[name="cb_start"]').fill(start.strftime("%Y-%m-%dT%H:%M"))
+            work.locator('input[name="cb_end"]').fill(end.strftime("%Y-%m-%dT%H:%M"))
+            work.locator("button[type=submit]").click()
+            expect(page.get_by_test_id("last-outcome")).to_contain_text("Completed Dmitri: resolved, callback promised")
             assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
             assert errors == [], errors
         finally:
@@ -110,3 +136,13 @@ def test_an_agent_works_a_contact_through_the_console(
 
     done = wait_until(completed)
     assert done is not None
+
+    # The promise reached the callback service with the window the agent typed, in the agent's name.
+    def promised() -> list[dict]:  # type: ignore[type-arg]
+        r = httpx.get(f"{callback.url}/v1/callbacks", params={"customer_id": "c-console-2"}, headers=ADMIN)
+        return r.json()  # type: ignore[no-any-return]
+
+    [promise] = wait_until(promised)
+    assert promise["promised_by_agent_id"] == "bea"
+    assert promise["window"] is not None
+    assert datetime.fromisoformat(promise["window"]["start"]) == start
