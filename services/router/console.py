@@ -83,7 +83,8 @@ SHIFT_SECONDS = 8 * 3600.0  # "this shift": the figures an agent is measured by 
 
 def _allowed(strategy: Strategy, roles: Sequence[str]) -> float:
     """The most time any of an agent's roles allows: the contact may have come to it in any of them."""
-    allowed = [strategy.role_profile(Role(r)).allowed_handling_seconds for r in roles if r in Role._value2member_map_]
+    known = {r.value for r in Role}
+    allowed = [strategy.role_profile(Role(r)).allowed_handling_seconds for r in roles if r in known]
     return max(allowed, default=600.0)
 
 
