@@ -19,7 +19,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,7 @@ class Demo:
         self.tokens: dict[str, str] = {}
         self.run_id = f"{int(time.time())}"
         self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------------------------------------- team
 
@@ -133,6 +134,12 @@ class Demo:
                 f"{self.urls.router}/v1/agents/{agent_id}/status", json={"status": "available"}, headers=self.admin
             )
         return self.tokens
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Keep a reference: the event loop holds tasks only weakly, and a collected task never finishes."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------------------------------ traffic
 
@@ -189,7 +196,7 @@ class Demo:
         self.tally.posted[kind] += 1
         if kind == "voice":  # a caller's patience: some hang up if nobody answers in time
             contact_id = r.json()["contact_id"]
-            asyncio.create_task(self._maybe_hang_up(client, external_id, contact_id, rng.uniform(20, 90)))
+            self._spawn(self._maybe_hang_up(client, external_id, contact_id, rng.uniform(20, 90)))
 
     async def _maybe_hang_up(
         self, client: httpx.AsyncClient, external_id: str, contact_id: str, patience: float
@@ -232,15 +239,15 @@ class Demo:
     async def _on_event(self, client: httpx.AsyncClient, agent_id: str, event: str, data: Any) -> None:
         if event == "hello":
             for offer in data.get("offers", []):
-                asyncio.create_task(self._answer(client, agent_id, offer))
+                self._spawn(self._answer(client, agent_id, offer))
             for work in data.get("assignments", []):
-                asyncio.create_task(self._work(client, agent_id, work))
+                self._spawn(self._work(client, agent_id, work))
         elif event == "offer":
             self.tally.offers += 1
-            asyncio.create_task(self._answer(client, agent_id, data))
+            self._spawn(self._answer(client, agent_id, data))
         elif event == "assignment":
             self.tally.answered.add(data["contact_id"])
-            asyncio.create_task(self._work(client, agent_id, data))
+            self._spawn(self._work(client, agent_id, data))
 
     def _auth(self, agent_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[agent_id]}"}
@@ -306,9 +313,10 @@ class Demo:
                 await asyncio.sleep(min(2 * self.handle_seconds, 10))  # let work in progress finish
             finally:
                 self._stop.set()
-                for task in agents:
+                pending = [*agents, *self._tasks]
+                for task in pending:
                     task.cancel()
-                for task in agents:
+                for task in pending:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             return await self.figures(client)
