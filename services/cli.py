@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -109,9 +110,9 @@ def run(
     intake_port: Annotated[int, typer.Option(help="Intake port.")] = DEFAULT_PORTS["intake"],
     router_port: Annotated[int, typer.Option(help="Router port.")] = DEFAULT_PORTS["router"],
     callback_port: Annotated[int, typer.Option(help="Callback port.")] = DEFAULT_PORTS["callback"],
-    data_dir: Annotated[
-        Path, typer.Option(envvar="SWITCHBOARD_DATA_DIR", help="Embedded bus and databases.")
-    ] = Path(".switchboard"),
+    data_dir: Annotated[Path, typer.Option(envvar="SWITCHBOARD_DATA_DIR", help="Embedded bus and databases.")] = Path(
+        ".switchboard"
+    ),
     log_level: Annotated[str, typer.Option(envvar="SWITCHBOARD_LOG_LEVEL")] = "INFO",
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 60.0,
 ) -> None:
@@ -124,6 +125,9 @@ def run(
     env.setdefault("SWITCHBOARD_LOG_JSON", "true")
     given_token = env.get("SWITCHBOARD_ADMIN_TOKEN") or env.get("SWITCHBOARD_ROUTER_ADMIN_TOKEN")
     env["SWITCHBOARD_ADMIN_TOKEN"] = given_token or _admin_token(data_dir)
+    # The ops dashboard reads today's promises from the callback service through the router.
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    env.setdefault("SWITCHBOARD_ROUTER_CALLBACK_URL", f"http://{local}:{callback_port}")
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _interrupt(signum: int, _frame: object) -> None:
@@ -136,8 +140,18 @@ def run(
     try:
         for name, port in ports.items():
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name, "--host", host, "--port", str(port),
-                 "--log-level", log_level],
+                [
+                    sys.executable,
+                    "-m",
+                    "services.cli",
+                    name,
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    log_level,
+                ],
                 env=env,
             )
         for name, port in ports.items():
@@ -163,6 +177,191 @@ def run(
         typer.echo("Stopping...")
         _stop_all(procs)
         typer.echo("Stopped.")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of simulated traffic.")] = 60.0,
+    rate: Annotated[float, typer.Option(min=0.1, max=6000, help="Contacts per minute (Poisson arrivals).")] = 20.0,
+    handle_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Mean seconds a simulated agent works a contact.")
+    ] = 6.0,
+    host: Annotated[str, typer.Option(help="Where the services listen (or will).")] = "127.0.0.1",
+    intake_port: Annotated[int, typer.Option()] = DEFAULT_PORTS["intake"],
+    router_port: Annotated[int, typer.Option()] = DEFAULT_PORTS["router"],
+    callback_port: Annotated[int, typer.Option()] = DEFAULT_PORTS["callback"],
+    data_dir: Annotated[
+        Path, typer.Option(envvar="SWITCHBOARD_DATA_DIR", help="Used when the demo starts the services.")
+    ] = Path(".switchboard"),
+    start: Annotated[bool, typer.Option(help="Start the services on the embedded default if none answer.")] = True,
+    keep_running: Annotated[bool, typer.Option(help="Leave services the demo started running until Ctrl-C.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable mix.")] = None,
+) -> None:
+    """Register a team in all three roles and play simulated customers and agents against the services
+    (started here on the embedded default if none answer); prints where to watch, then a summary."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.demo import Demo, Urls
+
+    console = Console()
+    urls = Urls(*(f"http://{host}:{p}" for p in (intake_port, router_port, callback_port)))
+    data_dir = data_dir.resolve()
+    started: subprocess.Popen[bytes] | None = None
+    if not all(_healthy(u) for u in (urls.intake, urls.router, urls.callback)):
+        if not start:
+            typer.echo("switchboard demo: the services do not answer (start them with `switchboard run`)", err=True)
+            raise typer.Exit(1)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log = (data_dir / "demo-services.log").open("ab")
+        started = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "run",
+                "--host",
+                host,
+                "--intake-port",
+                str(intake_port),
+                "--router-port",
+                str(router_port),
+                "--callback-port",
+                str(callback_port),
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        console.print(f"Starting the services on the embedded default (data in {data_dir}, log: {log.name}) ...")
+        deadline = time.monotonic() + 90
+        while not all(_healthy(u) for u in (urls.intake, urls.router, urls.callback)):
+            if started.poll() is not None or time.monotonic() > deadline:
+                typer.echo(f"switchboard demo: the services did not start; see {log.name}", err=True)
+                _stop_all({"run": started})
+                raise typer.Exit(1)
+            time.sleep(0.3)
+    token = os.environ.get("SWITCHBOARD_ADMIN_TOKEN") or os.environ.get("SWITCHBOARD_ROUTER_ADMIN_TOKEN")
+    if not token:
+        path = data_dir / "admin-token"
+        if not path.exists():
+            typer.echo("switchboard demo: set SWITCHBOARD_ADMIN_TOKEN (or --data-dir of `switchboard run`)", err=True)
+            raise typer.Exit(1)
+        token = path.read_text().strip()
+
+    def where(tokens: dict[str, str]) -> None:
+        console.print(f"\n[b]Ops dashboard[/b]  {urls.router}/ops/dashboard   (paste the admin token: {token})")
+        console.print(
+            f"[b]Agent console[/b]  {urls.router}/agent   (paste an agent token; the simulated agent keeps working)"
+        )
+        for agent_id, agent_token in tokens.items():
+            console.print(f"  {agent_id:<10} {agent_token}")
+        console.print(f"[b]Metrics[/b]  {urls.intake}/metrics  {urls.router}/metrics  {urls.callback}/metrics\n")
+
+    runner = Demo(urls, token, rate_per_minute=rate, handle_seconds=handle_seconds, seed=seed)
+    try:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[posted]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("simulated traffic", total=duration, posted="")
+            began = time.monotonic()
+
+            def tick() -> None:
+                t = runner.tally
+                posted = sum(t.posted.values()) + t.callback_requests
+                progress.update(
+                    task,
+                    completed=min(duration, time.monotonic() - began),
+                    posted=f"{posted} contacts, {t.accepted} accepted, {t.completed} completed",
+                )
+
+            async def ticker() -> None:
+                while True:
+                    tick()
+                    await asyncio.sleep(0.5)
+
+            async def main() -> dict[str, object]:
+                def ready(tokens: dict[str, str]) -> None:
+                    nonlocal began
+                    where(tokens)
+                    began = time.monotonic()
+
+                bar = asyncio.create_task(ticker())
+                try:
+                    return await runner.run(duration, tick, on_ready=ready)
+                finally:
+                    bar.cancel()
+                    tick()
+
+            figures = asyncio.run(main())
+        _print_summary(console, runner, figures)
+        if started is not None and keep_running:
+            console.print("The services keep running; Ctrl-C stops them.")
+            with contextlib.suppress(KeyboardInterrupt):
+                started.wait()
+    finally:
+        if started is not None:
+            _stop_all({"run": started})
+
+
+def _print_summary(console: object, runner: object, figures: dict[str, object]) -> None:
+    """The closing table: what the demo did, and what the services say about it."""
+    from rich.table import Table
+
+    t = runner.tally  # type: ignore[attr-defined]
+    table = Table(title="switchboard demo: summary")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    posted = ", ".join(f"{k} {v}" for k, v in sorted(t.posted.items())) or "none"
+    table.add_row("contacts posted", f"{sum(t.posted.values())} ({posted})")
+    table.add_row("web callback requests", str(t.callback_requests))
+    table.add_row("offers / accepted / declined", f"{t.offers} / {t.accepted} / {t.declined}")
+    table.add_row("completed / abandoned", f"{t.completed} / {t.abandoned}")
+    dash = figures.get("dashboard") or {}
+    assert isinstance(dash, dict)
+    for channel, sl in sorted((dash.get("service_level") or {}).items()):
+        share = sl.get("share")
+        value = "–" if share is None else f"{share:.0%}"
+        table.add_row(
+            f"service level {channel}",
+            f"{value} (target {sl.get('target_share', 0):.0%} within {sl.get('within_seconds', 0):g} s)",
+        )
+    ss = dash.get("sales_share") or {}
+    if ss:
+        share = ss.get("share")
+        table.add_row("sales share", f"{'–' if share is None else f'{share:.0%}'} (cap {ss.get('cap', 0):.0%})")
+    table.add_row("sold (simulated)", str(t.sold))
+    gw = dash.get("goodwill") or {}
+    table.add_row("goodwill spent", f"{float(gw.get('spent', t.goodwill)):g}")
+    promises = figures.get("promises") or {}
+    assert isinstance(promises, dict)
+    if promises:
+        rate = promises.get("same_day_fulfilment_rate")
+        table.add_row(
+            "promises today: made / kept / open / broken",
+            f"{promises['promised']} / {promises['fulfilled']} / {promises['open']} / {promises['breached']}"
+            + ("" if rate is None else f" ({rate:.0%} kept)"),
+        )
+    if t.errors:
+        table.add_row("errors", ", ".join(f"{k}: {v}" for k, v in t.errors.most_common()))
+    console.print(table)  # type: ignore[attr-defined]
 
 
 def _one(service: Service):  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from services.callback import metrics
 from services.callback.api import router as api_router
 from services.callback.clock import Clock, SystemClock
 from services.callback.consumers import CallbackConsumer
@@ -24,7 +25,7 @@ from shared.auth import Authenticator, AuthSettings, Principal, install_auth
 from shared.bus import EventBus
 from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
-from shared.observability import configure_logging, install_operations, install_unavailable_handler
+from shared.observability import BeforePath, configure_logging, install_operations, install_unavailable_handler
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import CALLBACKS, ROUTING
@@ -96,6 +97,16 @@ def create_app(
     install_auth(app, authenticator)
     install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.include_router(api_router)
+
+    async def refresh_gauges() -> None:
+        service = getattr(app.state, "service", None)
+        if service is not None:
+            try:
+                metrics.refresh_promise_gauges((await service.summary_today()).sites)
+            except Exception:  # a scrape must still answer with the counters when the database is away
+                log.exception("callback.metrics_refresh_failed")
+
+    app.add_middleware(BeforePath, path="/metrics", action=refresh_gauges)
     install_operations(app, runtime.checks(consumers=True), timeout=common.readiness_timeout)
     install_unavailable_handler(app)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -56,3 +56,30 @@ def _flush(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _discard(session: Session) -> None:
     session.info.pop(_KEY, None)
+
+
+# Today's promises as gauges, refreshed from the database on each scrape (``refresh_promise_gauges``):
+# the same figures as ``GET /v1/summary/today``, so Grafana and the ops dashboard never disagree.
+PROMISES_TODAY = Gauge(
+    "switchboard_callback_promises_today",
+    "Today's callback promises by site and state: promised, fulfilled, open, at_risk, breached, closed, exhausted",
+    ["site", "state"],
+)
+FULFILMENT_RATE_TODAY = Gauge(
+    "switchboard_callback_same_day_fulfilment_rate",
+    "Today's fulfilled / promised per site (absent while nothing was promised)",
+    ["site"],
+)
+PROMISE_STATES = ("promised", "fulfilled", "open", "at_risk", "breached", "closed", "exhausted")
+
+
+def refresh_promise_gauges(sites: Any) -> None:
+    """Set the gauges from ``SiteSummary`` rows; sites without promises today drop out instead of
+    showing yesterday's figures."""
+    PROMISES_TODAY.clear()
+    FULFILMENT_RATE_TODAY.clear()
+    for s in sites:
+        for state in PROMISE_STATES:
+            PROMISES_TODAY.labels(s.site, state).set(getattr(s, state))
+        if s.same_day_fulfilment_rate is not None:
+            FULFILMENT_RATE_TODAY.labels(s.site).set(s.same_day_fulfilment_rate)

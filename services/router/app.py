@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from services.router import metrics
-from services.router.api import agents, contacts, dashboard, offers, ops, tokens
+from services.router.api import agents, console, contacts, dashboard, offers, ops, promises, tokens
 from services.router.errors import RouterError
 from services.router.ownership import OwnershipLost
 from services.router.service import Clock, RouterService
@@ -108,6 +108,9 @@ def create_app(
                 await sub.stop()
             await service.stop()
             await runtime.stop()
+            callback_client = getattr(app.state, "callback_client", None)  # api/promises.py's pool
+            if callback_client is not None:
+                await callback_client.aclose()
 
     app = FastAPI(
         title="Switchboard router",
@@ -153,6 +156,6 @@ def create_app(
         app, {**runtime.checks(consumers=True), "routing_owner": routing_owner}, timeout=common.readiness_timeout
     )
     install_unavailable_handler(app)
-    for module in (agents, offers, contacts, ops, tokens, dashboard):
+    for module in (agents, offers, contacts, ops, tokens, dashboard, promises, console):
         app.include_router(module.router)
     return app

@@ -38,3 +38,8 @@ class RouterSettings(BaseSettings):
         5.0, gt=0, description="Lease on the routing state; a standby router takes over after it expires."
     )
     consumer_group: str = Field("router", description="Consumer group on the `contacts` topic.")
+    callback_url: str = Field(
+        "http://127.0.0.1:8003",
+        description="Base URL of the callback service; the ops dashboard reads today's promises from it "
+        "through the router (GET /v1/ops/promises), forwarding the viewer's own token.",
+    )

@@ -210,6 +210,14 @@ async def test_list_filters_and_summary(client: httpx.AsyncClient, clock: Manual
     assert s["overall"]["breached"] == 1 and s["overall"]["open"] == 0
     assert s["overall"]["breached_unflagged"] == 0  # c2 was flagged at risk at 17:30
 
+    # The same figures as Prometheus gauges, read from a real scrape (names as Grafana queries them).
+    text = (await client.get("/metrics")).text
+    assert 'switchboard_callback_promises_today{site="main",state="promised"} 2.0' in text
+    assert 'switchboard_callback_promises_today{site="main",state="breached"} 1.0' in text
+    assert 'switchboard_callback_promises_today{site="nyc",state="closed"} 1.0' in text
+    assert 'switchboard_callback_promises_today{site="main",state="at_risk"} 0.0' in text
+    assert 'switchboard_callback_same_day_fulfilment_rate{site="main"} 0.5' in text
+
 
 async def test_events_in_and_out_through_the_embedded_bus(app: FastAPI, client: httpx.AsyncClient) -> None:
     """callback.requested and agent.status_changed come from the bus; callback.scheduled/due go out."""

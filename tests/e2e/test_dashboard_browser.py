@@ -40,26 +40,33 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """Router and intake as real processes sharing the embedded bus in one data directory."""
+def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess, ServiceProcess]]:
+    """Router, intake and callback as real processes sharing the embedded bus in one data directory; the
+    router reads today's promises from this callback service."""
     started: list[ServiceProcess] = []
     try:
-        router = ServiceProcess("router", tmp_path).start()
+        # Every promise is at risk from the start (slack always under the threshold), so the dashboard's
+        # at-risk list has something to show without waiting for the evening.
+        callback = ServiceProcess(
+            "callback", tmp_path, {"SWITCHBOARD_CALLBACK_AT_RISK_SLACK_MINUTES": "100000"}
+        ).start()
+        started.append(callback)
+        router = ServiceProcess("router", tmp_path, {"SWITCHBOARD_ROUTER_CALLBACK_URL": callback.url}).start()
         started.append(router)
         intake = ServiceProcess("intake", tmp_path).start()
         started.append(intake)
-        yield router, intake
+        yield router, intake, callback
     finally:
         for proc in started:
             proc.terminate()
 
 
 def test_dashboard_updates_live_when_a_contact_arrives(
-    chromium_path: str, stack: tuple[ServiceProcess, ServiceProcess]
+    chromium_path: str, stack: tuple[ServiceProcess, ServiceProcess, ServiceProcess]
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    router, intake = stack
+    router, intake, callback = stack
     r = httpx.post(
         f"{router.url}/v1/agents",
         headers=ADMIN,
@@ -117,6 +124,22 @@ def test_dashboard_updates_live_when_a_contact_arrives(
             expect(page.locator('#service-level tr[data-channel="chat"]')).to_be_visible()
             assert page.locator('#throughput polyline[data-series="received"]').count() == 1
             assert page.evaluate("window.__sameDocument === true"), "the page reloaded instead of updating live"
+
+            # Today's promises come from the callback service (through the router) and follow it.
+            expect(page.locator("#p-promised")).to_have_text("0", timeout=10_000)
+            r = httpx.post(
+                f"{callback.url}/v1/callbacks",
+                headers=ADMIN,
+                json={"customer": {"id": "c-promise", "name": "Ada", "phone": "+4930901821"}},
+            )
+            assert r.status_code == 201, r.text
+            expect(page.locator("#p-promised")).to_have_text("1", timeout=15_000)
+            expect(page.locator("#p-open")).to_have_text("1")
+            expect(page.locator("#p-at_risk")).to_have_text("1", timeout=15_000)
+            risky = page.locator("#at-risk tr[data-callback-id]")
+            expect(risky).to_have_count(1)
+            expect(risky).to_contain_text("Ada")
+            expect(risky).to_contain_text("We will call you back")
             page.screenshot(path=str(screenshot_dir() / "ops-dashboard.png"), full_page=True)
             assert errors == [], errors
         finally:

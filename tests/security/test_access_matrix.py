@@ -28,6 +28,7 @@ class Access(Enum):
     SEE_OWN = (401, "ok", 403, "ok", "ok")  # the agent's own work; supervisors read everything
     ACT_OWN = (401, "ok", 403, 403, "ok")  # only the agent (or the operator) acts on its work
     SIGNED = (401, 401, 401, 401, 401)  # webhooks: a source's signature, no bearer token, decides
+    AGENT = (401, "ok", "ok", 403, 403)  # about the calling agent itself: no agent, nothing to say
 
     def expected(self, principal: str) -> int | str:
         return dict(zip(("none", "alice", "bob", "supervisor", "admin"), self.value, strict=True))[principal]
@@ -72,6 +73,13 @@ async def _timeline(stack: Stack) -> tuple[str, Any]:
     return f"/v1/contacts/{stack.ids['accepted_contact']}/timeline", None
 
 
+async def _promises(stack: Stack) -> tuple[str, Any]:
+    """The router relays to the in-process callback app, so the callback service's own check answers."""
+    transport = stack.callback._transport  # type: ignore[attr-defined]
+    stack.router.app.state.callback_client = httpx.AsyncClient(transport=transport, base_url="http://callback")
+    return "/v1/ops/promises", None
+
+
 ROUTER: dict[tuple[str, str], tuple[Access, Request]] = {
     ("GET", "/healthz"): (Access.PUBLIC, fixed("/healthz")),
     ("GET", "/livez"): (Access.PUBLIC, fixed("/livez")),
@@ -107,6 +115,11 @@ ROUTER: dict[tuple[str, str], tuple[Access, Request]] = {
     ("GET", "/ops/dashboard"): (Access.PUBLIC, fixed("/ops/dashboard")),
     ("GET", "/v1/ops/dashboard"): (Access.TRUSTED, fixed("/v1/ops/dashboard")),
     ("GET", "/v1/ops/dashboard/stream"): (Access.TRUSTED, fixed("/v1/ops/dashboard/stream")),
+    # Today's promises, relayed to the callback service with the caller's own token (customer data).
+    ("GET", "/v1/ops/promises"): (Access.TRUSTED, _promises),
+    # The agent console page is static too; /v1/console/me is the calling agent's own profile and figures.
+    ("GET", "/agent"): (Access.PUBLIC, fixed("/agent")),
+    ("GET", "/v1/console/me"): (Access.AGENT, fixed("/v1/console/me")),
     ("POST", "/v1/auth/supervisor-tokens"): (
         Access.ADMIN,
         fixed("/v1/auth/supervisor-tokens", {"name": "sue", "ttl_seconds": 60}),
