@@ -1188,6 +1188,15 @@ class RouterService(RouterViews):
             budget = plan.goodwill_budget
             if outcome.goodwill_amount > budget + 1e-9:
                 raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
+            # The period budget holds across agents: checked against the ledger as it stands in this
+            # group's order (an earlier completion in the same transaction already counted), so two
+            # grants that together exceed it cannot both pass.
+            left = self.goodwill.remaining(tx.now)
+            if left is not None and outcome.goodwill_amount > left + 1e-9:
+                raise Invalid(
+                    f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the goodwill period "
+                    f"budget: {round(left, 2)} of {self.strategy.goodwill.period_budget} left"
+                )
             await self._finish(tx, row, outcome, attempt_result)
             return await self._contact_row(tx.session, contact_id)
 

@@ -412,8 +412,13 @@ class RouterViews:
             },
             "goodwill": {
                 "spent": round(self.goodwill.spent(now), 2),
-                "remaining": self.goodwill.remaining(now),
+                "budget": self.strategy.goodwill.period_budget,
+                "remaining": _round2(self.goodwill.remaining(now)),
                 "period_seconds": self.strategy.goodwill.period_seconds,
             },
             "today": day,
         }
+
+
+def _round2(x: float | None) -> float | None:
+    return round(x, 2) if x is not None else None
