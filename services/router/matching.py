@@ -62,6 +62,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.router.leeway import leeway_for
 from services.router.strategy import PlanStep, RoutingPlan, SalesShareTracker, Strategy
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
 
@@ -686,6 +687,7 @@ class MatchingEngine:
                     else a.rr if tb == "round_robin"
                     else _occupancy(st))
         self._refresh(a, key_changed=tb != "longest_idle")
+        leeway = leeway_for(self.strategy, plan, role)
         explanation: dict[str, Any] = {
             "rule": plan.rule,
             "step": k,
@@ -699,10 +701,11 @@ class MatchingEngine:
             "skill_fit": self.strategy.skill_fit,
             "tie_break": tb,
             "tie_break_value": tb_value,
-            "upsell": plan.upsell,
+            "upsell": leeway.upsell,
             "short_question": plan.short_question,
-            "allowed_handling_seconds": plan.allowed_handling_seconds,
-            "goodwill_budget": plan.goodwill_budget,
+            # the leeway of the role this agent was offered the contact under (leeway.py)
+            "allowed_handling_seconds": leeway.allowed_handling_seconds,
+            "goodwill_budget": leeway.goodwill_budget,
             # this agent declined or missed this contact before (asked again: nobody else could take it,
             # or reoffer_after_seconds have passed)
             "asked_again": st.agent_id in c.excluded,

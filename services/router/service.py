@@ -35,6 +35,7 @@ from services.router import metrics
 from services.router.auth import IssuedToken, Principal, hash_token, new_token
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
+from services.router.leeway import leeway_for, role_of
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.settings import RouterSettings
@@ -338,7 +339,7 @@ class RouterService(RouterViews):
             )
         ).all()
         for row in rows:
-            role = _role_of(row.explanation)
+            role = role_of(row.explanation)
             if role is not None:
                 sales.record_offer(row.contact_id, role, row.made_at)
         since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
@@ -989,7 +990,7 @@ class RouterService(RouterViews):
             .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
         )
         self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
-        role = _role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
+        role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
         await self._bump(tx, "offered", 1)
         if role is Role.SALES:
             await self._bump(tx, "offered_to_sales", 1)
@@ -1143,9 +1144,14 @@ class RouterService(RouterViews):
         metrics.OFFERS.labels("accepted").inc()
         if contact.callback_id is None:
             metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
-        view = self._assignment_view(contact)
+        view = self._assignment_view(contact, role_of(await self._offer_explanation(tx.session, offer.offer_id)))
         tx.push(offer.agent_id, "assignment", view)
         return view
+
+    async def _offer_explanation(self, session: AsyncSession, offer_id: str) -> Any:
+        return (
+            await session.execute(select(offers.c.explanation).where(offers.c.offer_id == offer_id))
+        ).scalar_one_or_none()
 
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
 
@@ -1185,9 +1191,13 @@ class RouterService(RouterViews):
             if row.callback_id is None and attempt_result is not None:
                 raise Invalid("attempt_result applies only to callback assignments")
             plan = self.strategy.plan(self._waiting(row))
-            budget = plan.goodwill_budget
+            leeway = leeway_for(self.strategy, plan, await self._offered_role(tx.session, contact_id, row.agent_id))
+            budget = leeway.goodwill_budget
             if outcome.goodwill_amount > budget + 1e-9:
-                raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
+                raise Invalid(
+                    f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget} "
+                    f"(the {leeway.role.value} leeway)"
+                )
             # The period budget holds across agents: checked against the ledger as it stands in this
             # group's order (an earlier completion in the same transaction already counted), so two
             # grants that together exceed it cannot both pass.
@@ -1323,14 +1333,6 @@ class RouterService(RouterViews):
         log.info("router.strategy_reloaded", version=strategy.version, path=str(path) if path else None)
         self.wake()
         return strategy
-
-
-def _role_of(explanation: Any) -> Role | None:
-    if isinstance(explanation, dict):
-        value = explanation.get("role")
-        if value in {r.value for r in Role}:
-            return Role(value)
-    return None
 
 
 def _finite(x: float) -> float | None:

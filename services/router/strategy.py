@@ -83,6 +83,14 @@ class RuleMatch(_Model):
         return self.intents is None and self.channels is None and self.tiers is None and self.short is None
 
 
+class LeewayOverride(_Model):
+    """What a rule grants one role beyond (or instead of) the role's defaults; unset keys keep them."""
+
+    allowed_handling_seconds: float | None = Field(default=None, gt=0)
+    goodwill_budget: float | None = Field(default=None, ge=0)
+    upsell: bool | None = None  # never turns on an upsell the rule (or a short question) rules out
+
+
 class RoutingRule(_Model):
     """Eligible roles in order of preference for the contacts matched by ``when``."""
 
@@ -94,8 +102,11 @@ class RoutingRule(_Model):
     priority: float = 0.0  # added to tier and intent priorities
     upsell: bool = False
     sales_cap_exempt: bool = False  # the customer asked for sales (purchase): the cap does not block
-    allowed_handling_seconds: float | None = Field(default=None, gt=0)  # default: the first role's
-    goodwill_budget: float | None = Field(default=None, ge=0)  # default: the first role's
+    # For the rule's first role only (default: that role's profile); other roles keep their own
+    # leeway unless ``leeway`` grants them something for this rule (see leeway.py).
+    allowed_handling_seconds: float | None = Field(default=None, gt=0)
+    goodwill_budget: float | None = Field(default=None, ge=0)
+    leeway: dict[Role, LeewayOverride] = Field(default_factory=dict)
 
     _skills = field_validator("required_skills")(_check_skills)
 
@@ -114,6 +125,12 @@ class RoleProfile(_Model):
 
     allowed_handling_seconds: float = Field(default=600.0, gt=0)
     goodwill_budget: float = Field(default=0.0, ge=0)
+    # May an agent in this role carry an upsell flag (where the rule allows one)? Unset: every role
+    # but brand ambassadors, who look after unhappy and VIP customers rather than sell.
+    upsell: bool | None = None
+
+    def may_upsell(self, role: Role) -> bool:
+        return self.upsell if self.upsell is not None else role is not Role.BRAND_AMBASSADOR
 
 
 class ServiceLevel(_Model):
@@ -305,6 +322,9 @@ class Strategy(_Model):
     def role_profile(self, role: Role) -> RoleProfile:
         return self.roles.get(role) or RoleProfile()
 
+    def rule_named(self, name: str) -> RoutingRule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
     def is_short_question(self, intent: Intent | None, expected_handling_seconds: float | None) -> bool:
         if intent is Intent.QUESTION:
             return True
@@ -479,10 +499,10 @@ class GoodwillLedger:
             self._grants.append((now, amount))
             self._spent += amount
 
-    def budget_for(self, plan: RoutingPlan, now: float) -> float:
-        """The goodwill an agent may grant on this contact: the plan's, within what the period has left."""
+    def budget_for(self, budget: float, now: float) -> float:
+        """The goodwill an agent may grant on a contact: its own budget, within what the period has left."""
         left = self.remaining(now)
-        return plan.goodwill_budget if left is None else min(plan.goodwill_budget, left)
+        return budget if left is None else min(budget, left)
 
 
 # --------------------------------------------------------------------------------------------------

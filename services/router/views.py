@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.router import staffing
 from services.router.auth import Principal
 from services.router.errors import Forbidden, NotFound
+from services.router.leeway import leeway_for, role_of
 from services.router.matching import Decision, MatchingEngine, WaitingContact
 from services.router.settings import RouterSettings
 from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence
-from shared.events import Channel, Intent, Tier
+from shared.events import Channel, Intent, Role, Tier
 
 
 def to_datetime(ts: float) -> datetime:
@@ -184,6 +185,7 @@ class RouterViews:
 
     def _offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
         plan = self.strategy.plan(self._waiting(row))
+        leeway = leeway_for(self.strategy, plan, role_of(decision.explanation))
         return {
             "offer_id": offer_id,
             "contact_id": row.contact_id,
@@ -194,9 +196,10 @@ class RouterViews:
             "explanation": dict(decision.explanation),
             "contact": self._contact_summary(row),
             "plan": {
-                "upsell": plan.upsell,
-                "allowed_handling_seconds": plan.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(plan, self.clock()),
+                "role": leeway.role.value,
+                "upsell": leeway.upsell,
+                "allowed_handling_seconds": leeway.allowed_handling_seconds,
+                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock()),
                 "short_question": plan.short_question,
             },
         }
@@ -227,8 +230,25 @@ class RouterViews:
         async with self._sessionmaker() as session:
             return offer_view(await self._offer_for(session, offer_id, who, read=True))
 
-    def _assignment_view(self, row: Any) -> dict[str, Any]:
+    async def _offered_role(self, session: AsyncSession, contact_id: str, agent_id: str) -> Role | None:
+        """The role under which the agent was offered (and accepted) the contact: its leeway's source."""
+        explanation = (
+            await session.execute(
+                select(offers.c.explanation)
+                .where(
+                    offers.c.contact_id == contact_id,
+                    offers.c.agent_id == agent_id,
+                    offers.c.state == OfferState.ACCEPTED,
+                )
+                .order_by(offers.c.resolved_at.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        return role_of(explanation)
+
+    def _assignment_view(self, row: Any, role: Role | None) -> dict[str, Any]:
         plan = self.strategy.plan(self._waiting(row))
+        leeway = leeway_for(self.strategy, plan, role)
         return {
             "contact_id": row.contact_id,
             "agent_id": row.agent_id,
@@ -237,9 +257,10 @@ class RouterViews:
             "contact": self._contact_summary(row),
             "plan": {
                 "rule": plan.rule,
-                "upsell": plan.upsell,
-                "allowed_handling_seconds": plan.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(plan, self.clock()),
+                "role": leeway.role.value,
+                "upsell": leeway.upsell,
+                "allowed_handling_seconds": leeway.allowed_handling_seconds,
+                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock()),
                 "short_question": plan.short_question,
             },
         }
@@ -269,7 +290,8 @@ class RouterViews:
                     .order_by(contacts.c.answered_at)
                 )
             ).all()
-        return [self._assignment_view(r) for r in rows]
+            roles = [await self._offered_role(session, r.contact_id, agent_id) for r in rows]
+        return [self._assignment_view(r, role) for r, role in zip(rows, roles, strict=True)]
 
     async def queue(
         self, *, limit: int | None = None, site: str | None = None, channel: Channel | None = None

@@ -51,3 +51,47 @@ async def test_goodwill_period_budget_is_enforced_and_survives_a_restart(tmp_pat
         assert (await complete(router, second.contact_id, headers, goodwill_amount=10)).status_code == 200
         stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()["goodwill"]
         assert stats["spent"] == 60 and stats["remaining"] == 0
+
+
+def default_rules() -> list[dict[str, Any]]:
+    import yaml
+
+    from services.router.strategy import DEFAULT_STRATEGY_PATH
+
+    return yaml.safe_load(DEFAULT_STRATEGY_PATH.read_text())["rules"]  # type: ignore[no-any-return]
+
+
+async def test_leeway_follows_the_person_not_the_rule(tmp_path: Path) -> None:
+    rules = default_rules()
+    unhappy = next(r for r in rules if r["name"] == "unhappy_customer")
+    unhappy["steps"][1]["after_seconds"] = 0  # widened at once: a service agent may take a complaint
+    general = next(r for r in rules if r["name"] == "general")
+    general["steps"] = [{"role": "service"}, {"role": "brand_ambassador"}, {"role": "sales", "after_seconds": 60}]
+    strategy = strategy_file(tmp_path, rules=rules)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        # A brand ambassador on a general contact keeps the brand ambassador's leeway, without upsell.
+        _, amb = await router.register("amb", roles=["brand_ambassador"])
+        general = contact("g1", intent=Intent.SUPPORT)
+        await router.emit(general)
+        offer = await serve(router, "amb", amb)
+        assert offer["rule"] == "general"
+        assert offer["plan"] == {
+            "role": "brand_ambassador", "upsell": False, "allowed_handling_seconds": 900,
+            "goodwill_budget": 50, "short_question": False,
+        }
+        assert offer["explanation"]["goodwill_budget"] == 50 and offer["explanation"]["upsell"] is False
+        (assignment,) = (await router.client.get("/v1/agents/amb/assignments", headers=amb)).json()["items"]
+        assert assignment["plan"]["goodwill_budget"] == 50 and assignment["plan"]["role"] == "brand_ambassador"
+        assert (await complete(router, general.contact_id, amb, goodwill_amount=40)).status_code == 200
+        await router.client.put("/v1/agents/amb/status", json={"status": "offline"}, headers=amb)
+        # A service agent taking a complaint gets service leeway: no goodwill, service handling time.
+        _, svc = await router.register("svc", roles=["service"])
+        complaint = contact("c1", intent=Intent.COMPLAINT)
+        await router.emit(complaint)
+        offer = await serve(router, "svc", svc)
+        assert offer["rule"] == "unhappy_customer"
+        assert offer["plan"]["role"] == "service" and offer["plan"]["goodwill_budget"] == 0
+        assert offer["plan"]["allowed_handling_seconds"] == 420
+        refused = await complete(router, complaint.contact_id, svc, goodwill_amount=50)
+        assert refused.status_code == 422 and "service leeway" in refused.text
+        assert (await complete(router, complaint.contact_id, svc)).status_code == 200
