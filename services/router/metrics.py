@@ -22,6 +22,12 @@ PRESENCE_LOST = Counter(
     "switchboard_router_presence_lost_total", "Agents whose stream stayed away beyond the grace period"
 )
 EVENTS_DUPLICATE = Counter("switchboard_router_events_duplicate_total", "Redelivered events skipped by the inbox")
+# Strategy deviations (issue 15): recorded, never forced.
+HANDLING_OVERRUNS = Counter(
+    "switchboard_router_handling_overruns_total",
+    "Contacts held beyond the allowed handling time of the agent's role",
+    ["role", "channel"],
+)
 ANSWER_WAIT = Histogram(
     "switchboard_router_answer_wait_seconds",
     "From receipt to acceptance by an agent",

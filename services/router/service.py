@@ -35,6 +35,7 @@ from services.router import metrics
 from services.router.auth import IssuedToken, Principal, hash_token, new_token
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
+from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
 from services.router.leeway import leeway_for, role_of
 from services.router.matching import AgentState, Decision, MatchingEngine
 from services.router.ownership import Ownership, OwnershipLost
@@ -164,6 +165,8 @@ class RouterService(RouterViews):
         self._pending: dict[str, PendingOffer] = {}
         self._offer_of_contact: dict[str, str] = {}
         self._wrap_until: dict[str, float] = {}
+        # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.
+        self._handling = HandlingWatch()
         self._absent: set[str] = set()  # agents the engine was told are not connected
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
         self._refresh_on_release: set[str] = set()
@@ -269,6 +272,7 @@ class RouterService(RouterViews):
         self._offer_of_contact.clear()
         self._wrap_until.clear()
         self._refresh_on_release.clear()
+        self._handling = HandlingWatch()
         async with self._sessionmaker() as session:
             agent_rows = (await session.execute(select(agents))).all()
             for row in agent_rows:
@@ -290,6 +294,7 @@ class RouterService(RouterViews):
                     engine.restore_reservation(
                         self._waiting(row), row.agent_id, row.answered_at or now, declined=declined.get(row.contact_id)
                     )
+            await self._watch_handling(session, [r for r in rows if r.state == ContactState.ASSIGNED])
             pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
@@ -303,6 +308,28 @@ class RouterService(RouterViews):
             pending_offers=len(self._pending),
             strategy=self.strategy.version,
         )
+
+    async def _watch_handling(self, session: AsyncSession, assigned: Sequence[Any]) -> None:
+        """Watch assigned contacts for the end of their allowed handling time, except those already
+        flagged (the timeline says so): one notice per contact, across restarts."""
+        if not assigned:
+            return
+        ids = [r.contact_id for r in assigned]
+        flagged = set(
+            (
+                await session.execute(
+                    select(timeline.c.contact_id).where(
+                        timeline.c.contact_id.in_(ids), timeline.c.kind == HANDLING_OVERRUN
+                    )
+                )
+            ).scalars()
+        )
+        for row in assigned:
+            if row.contact_id in flagged or row.answered_at is None:
+                continue
+            role = await self._offered_role(session, row.contact_id, row.agent_id)
+            leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(row)), role)
+            self._handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
 
     async def _declined_offers(
         self, session: AsyncSession, rows: Sequence[Any], now: float
@@ -907,7 +934,8 @@ class RouterService(RouterViews):
             orphaned = [o for o in self._pending.values() if o.agent_id in gone and o.expires_at > now]
             wrapped = [a for a, until in self._wrap_until.items() if until <= now]
             decisions = self.engine.decide(now)
-            if not (expired or orphaned or wrapped or decisions):
+            overrun = self._handling.due(now)
+            if not (expired or orphaned or wrapped or decisions or overrun):
                 if now - self._renewed_at > self.ownership.ttl / 3:
                     async with self._tx():
                         pass  # keep the lease while idle
@@ -923,11 +951,31 @@ class RouterService(RouterViews):
                         await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
                     else:
                         self._wrap_until.pop(agent_id, None)
+                for watched in overrun:
+                    await self._handling_overrun(tx, watched)
                 if expired or orphaned or wrapped:
                     decisions += self.engine.decide(tx.now)
                 for decision in decisions:
                     await self._offer(tx, decision)
             return len(decisions)
+
+    async def _handling_overrun(self, tx: _Tx, watched: Watched) -> None:
+        """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
+        (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
+        self._handling.forget(watched.contact_id)
+        row = await self._contact_row(tx.session, watched.contact_id)
+        if row is None or row.state != ContactState.ASSIGNED or row.agent_id != watched.agent_id:
+            return  # ended or moved meanwhile
+        held = round(tx.now - watched.since, 3)
+        detail = {
+            "role": watched.role.value,
+            "allowed_handling_seconds": watched.allowed_seconds,
+            "held_seconds": held,
+        }
+        await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
+        await self._bump(tx, "handling_overruns", 1)
+        metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
+        tx.push(watched.agent_id, HANDLING_OVERRUN, {"contact_id": watched.contact_id, **detail})
 
     def _apply_presence(self, now: float) -> set[str]:
         """Tell the engine about agents whose grace ran out, or who came back; return the newly gone."""
@@ -1144,7 +1192,10 @@ class RouterService(RouterViews):
         metrics.OFFERS.labels("accepted").inc()
         if contact.callback_id is None:
             metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
-        view = self._assignment_view(contact, role_of(await self._offer_explanation(tx.session, offer.offer_id)))
+        role = role_of(await self._offer_explanation(tx.session, offer.offer_id))
+        view = self._assignment_view(contact, role)
+        leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(contact)), role)
+        self._handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
         tx.push(offer.agent_id, "assignment", view)
         return view
 
@@ -1230,6 +1281,7 @@ class RouterService(RouterViews):
             .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
         )
         self.engine.finish(row.contact_id, tx.now)
+        self._handling.forget(row.contact_id)
         handled = tx.now - row.answered_at if row.answered_at else None
         customer = Customer.model_validate(row.customer)
         await tx.emit(

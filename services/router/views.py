@@ -439,6 +439,10 @@ class RouterViews:
                 "period_seconds": self.strategy.goodwill.period_seconds,
             },
             "today": day,
+            # What the strategy asked for and did not get today (recorded, not forced; issue 15).
+            "strategy_deviations_today": {
+                name: day.get(name, 0.0) for name in ("handling_overruns", "sales_on_short_questions")
+            },
         }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from shared.events import Intent
-from tests.router.conftest import ADMIN, Router, contact, running_router, write_strategy
+from tests.router.conftest import ADMIN, Router, agent_stream, contact, eventually, running_router, write_strategy
 
 
 async def serve(router: Router, agent_id: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -45,7 +46,8 @@ async def test_goodwill_period_budget_is_enforced_and_survives_a_restart(tmp_pat
         assert stats["spent"] == 50 and stats["budget"] == 60 and stats["remaining"] == 10
     # After a restart the ledger is rebuilt from completions: the same grant is still refused.
     async with running_router(tmp_path / "data", strategy_path=strategy) as router:
-        headers = {"Authorization": f"Bearer {(await router.client.post('/v1/agents/amb/token', headers=ADMIN)).json()['token']}"}
+        token = (await router.client.post("/v1/agents/amb/token", headers=ADMIN)).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
         refused = await complete(router, second.contact_id, headers, goodwill_amount=50)
         assert refused.status_code == 422, refused.text
         assert (await complete(router, second.contact_id, headers, goodwill_amount=10)).status_code == 200
@@ -95,3 +97,44 @@ async def test_leeway_follows_the_person_not_the_rule(tmp_path: Path) -> None:
         refused = await complete(router, complaint.contact_id, svc, goodwill_amount=50)
         assert refused.status_code == 422 and "service leeway" in refused.text
         assert (await complete(router, complaint.contact_id, svc)).status_code == 200
+
+
+class Clock:
+    """Wall time plus a jump the test controls (the router's tick keeps running in real time)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+async def test_a_contact_held_beyond_the_allowed_time_leaves_a_trace(tmp_path: Path) -> None:
+    clock = Clock()
+    strategy = strategy_file(tmp_path, roles={"service": {"allowed_handling_seconds": 10}})
+    async with running_router(tmp_path / "data", strategy_path=strategy, clock=clock) as router:
+        _, svc = await router.register("svc", roles=["service"])
+        async with agent_stream(router.url, "svc", svc) as stream:
+            held = contact("h1", intent=Intent.SUPPORT)
+            await router.emit(held)
+            offer = await serve(router, "svc", svc)
+            assert offer["plan"]["allowed_handling_seconds"] == 10
+            clock.offset += 9  # within the allowance: nothing yet
+            await stream.wait_for("assignment")
+            clock.offset += 16  # held 25 s against 10 s allowed
+            notice = await stream.wait_for("handling_overrun")
+        assert notice["contact_id"] == held.contact_id and notice["allowed_handling_seconds"] == 10
+        assert notice["held_seconds"] >= 25 and notice["role"] == "service"
+
+        async def overrun_entries() -> list[dict[str, Any]]:
+            return [e for e in await router.timeline(held.contact_id) if e["kind"] == "handling_overrun"]
+
+        (entry,) = await eventually(overrun_entries)
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+        assert stats["today"]["handling_overruns"] == 1
+        assert stats["strategy_deviations_today"]["handling_overruns"] == 1
+        metrics = (await router.client.get("/metrics")).text
+        assert 'switchboard_router_handling_overruns_total{channel="chat",role="service"}' in metrics
+        # Not forced: the agent still completes normally, and the notice is given once.
+        assert (await complete(router, held.contact_id, svc)).status_code == 200
+        assert len(await overrun_entries()) == 1
