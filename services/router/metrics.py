@@ -28,6 +28,11 @@ HANDLING_OVERRUNS = Counter(
     "Contacts held beyond the allowed handling time of the agent's role",
     ["role", "channel"],
 )
+SALES_ON_SHORT_QUESTIONS = Counter(
+    "switchboard_router_sales_on_short_questions_total",
+    "Sales recorded on short questions, which the strategy keeps free of sales pushes",
+    ["role", "channel"],
+)
 ANSWER_WAIT = Histogram(
     "switchboard_router_answer_wait_seconds",
     "From receipt to acceptance by an agent",

@@ -81,6 +81,7 @@ Clock = Callable[[], float]
 # An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
 ON_CONTACT = "on_contact"
 MISSED_OFFERS = "missed_offers"
+SALE_ON_SHORT_QUESTION = "sale_on_short_question"  # timeline kind: a strategy deviation, recorded
 
 
 
@@ -1258,7 +1259,20 @@ class RouterService(RouterViews):
                     f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the goodwill period "
                     f"budget: {round(left, 2)} of {self.strategy.goodwill.period_budget} left"
                 )
+            pushed_sale = outcome.sold and plan.short_question
+            if pushed_sale and self.strategy.short_question.sale_recorded == "refuse":
+                raise Invalid(
+                    "a sale on a short question goes against the strategy (short_question.sale_recorded: "
+                    "refuse); complete it without 'sold'"
+                )
             await self._finish(tx, row, outcome, attempt_result)
+            if pushed_sale:
+                await tx.note(
+                    contact_id, SALE_ON_SHORT_QUESTION, agent_id=row.agent_id, role=leeway.role.value,
+                    deviation="the strategy sends short questions without a sales push",
+                )
+                await self._bump(tx, "sales_on_short_questions", 1)
+                metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
             return await self._contact_row(tx.session, contact_id)
 
         done = await self._writes.run(complete)

@@ -169,6 +169,9 @@ class ShortQuestionPolicy(_Model):
     exempt_intents: list[Intent] = Field(default_factory=lambda: [Intent.PURCHASE])
     # When a rule would send a short question to sales first, sales opens no earlier than this.
     sales_after_seconds: float = Field(default=60.0, ge=0)
+    # A sale recorded on a short question anyway: "flag" accepts it and records a strategy deviation
+    # (timeline, /v1/stats, metric); "refuse" answers 422 so the agent records it without the sale.
+    sale_recorded: Literal["flag", "refuse"] = "flag"
 
 
 class SalesShareCap(_Model):

@@ -138,3 +138,35 @@ async def test_a_contact_held_beyond_the_allowed_time_leaves_a_trace(tmp_path: P
         # Not forced: the agent still completes normally, and the notice is given once.
         assert (await complete(router, held.contact_id, svc)).status_code == 200
         assert len(await overrun_entries()) == 1
+
+
+async def test_a_sale_on_a_short_question_is_accepted_and_flagged(tmp_path: Path) -> None:
+    async with running_router(tmp_path / "data", strategy_path=strategy_file(tmp_path)) as router:
+        _, svc = await router.register("svc", roles=["service"])
+        question = contact("q1", intent=Intent.QUESTION)
+        await router.emit(question)
+        offer = await serve(router, "svc", svc)
+        assert offer["plan"]["short_question"] is True and offer["plan"]["upsell"] is False
+        assert (await complete(router, question.contact_id, svc, sold=True)).status_code == 200
+        (flag,) = [e for e in await router.timeline(question.contact_id) if e["kind"] == "sale_on_short_question"]
+        assert flag["agent_id"] == "svc"
+        normal = contact("n1", intent=Intent.SUPPORT)
+        await router.emit(normal)
+        await serve(router, "svc", svc)
+        assert (await complete(router, normal.contact_id, svc, sold=True)).status_code == 200
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+        assert stats["today"]["sold"] == 2 and stats["strategy_deviations_today"]["sales_on_short_questions"] == 1
+        metrics = (await router.client.get("/metrics")).text
+        assert 'switchboard_router_sales_on_short_questions_total{channel="chat",role="service"} 1.0' in metrics
+
+
+async def test_a_sale_on_a_short_question_can_be_refused(tmp_path: Path) -> None:
+    strategy = strategy_file(tmp_path, short_question={"sale_recorded": "refuse"})
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, svc = await router.register("svc", roles=["service"])
+        question = contact("q1", intent=Intent.QUESTION)
+        await router.emit(question)
+        await serve(router, "svc", svc)
+        refused = await complete(router, question.contact_id, svc, sold=True)
+        assert refused.status_code == 422 and "short question" in refused.text
+        assert (await complete(router, question.contact_id, svc)).status_code == 200
