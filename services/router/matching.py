@@ -62,6 +62,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.router.eligibility import Eligibility, eligibility
 from services.router.leeway import leeway_for
 from services.router.strategy import PlanStep, RoutingPlan, SalesShareTracker, Strategy
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
@@ -1008,6 +1009,37 @@ class MatchingEngine:
                 preferred_agent_id=wc.preferred_agent_id,
             ))
         return out
+
+    def eligibility(self, wc: WaitingContact, plan: RoutingPlan | None = None) -> Eligibility:
+        """Who on duty (connected, not offline or on break) could serve this contact (eligibility.py)."""
+        return eligibility(
+            site=wc.site, channel=wc.channel, language=wc.language, plan=plan or self.strategy.plan(wc),
+            widen_roles=wc.widen_roles, on_duty=(a.state for a in self._agents.values() if a.staffed),
+        )
+
+    def unservable_reason(self, contact_id: str) -> str | None:
+        """For a waiting contact: why nobody on duty can serve it (None if someone can, or unknown)."""
+        c = self._contacts.get(contact_id)
+        if c is None or c.state != _WAITING or c.wc.preferred_agent_id is not None:
+            return None
+        return self.eligibility(c.wc, c.plan).reason
+
+    def estimated_wait_for(self, wc: WaitingContact, now: float) -> float:
+        """Expected wait for this contact joining now, counting only the agents on duty who could serve
+        it (language, skills, roles): 0 if one of them is free for everyone waiting ahead on its site and
+        channel, inf if none is on duty. (Those ahead are all counted: an upper bound, never a silent 0.)"""
+        found = self.eligibility(wc)
+        if not found.servable:
+            return math.inf
+        agents = [self._agents[aid] for aid in found.agent_ids]
+        key = (wc.site, wc.channel)
+        waiting = self._waiting_count.get(key, 0)
+        available = sum(1 for a in agents if wc.channel in a.eligible)
+        if waiting < available:
+            return 0.0
+        slots = sum(a.state.capacity.get(wc.channel, 0) for a in agents)
+        aht = self._aht.get(key) or self.strategy.channel_policy(wc.channel).expected_handling_seconds
+        return (waiting - available + 1) * aht / slots
 
     def estimated_wait(self, site: str, channel: Channel, now: float) -> float:
         """Expected wait for a contact joining now: 0 if an agent is free for everyone ahead, else the

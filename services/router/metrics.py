@@ -33,6 +33,11 @@ SALES_ON_SHORT_QUESTIONS = Counter(
     "Sales recorded on short questions, which the strategy keeps free of sales pushes",
     ["role", "channel"],
 )
+UNSERVABLE = Counter(
+    "switchboard_router_unservable_contacts_total",
+    "Contacts queued that no agent on duty could serve, by the first reason that ruled everybody out",
+    ["reason", "channel"],
+)
 ANSWER_WAIT = Histogram(
     "switchboard_router_answer_wait_seconds",
     "From receipt to acceptance by an agent",

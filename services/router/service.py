@@ -37,7 +37,7 @@ from services.router.errors import Conflict, Forbidden, Invalid, NotFound, Route
 from services.router.group_commit import GroupCommit
 from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
 from services.router.leeway import leeway_for, role_of
-from services.router.matching import AgentState, Decision, MatchingEngine
+from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.settings import RouterSettings
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
@@ -707,7 +707,16 @@ class RouterService(RouterViews):
         received = min(to_ts(event.received_at), tx.now)
         waiting_for = max(0.0, tx.now - received)
         within_hours = True if event.within_business_hours is None else event.within_business_hours
-        estimated = self.engine.estimated_wait(event.site, event.channel, tx.now)
+        language = language_key(event.customer.language or "en")
+        # Only agents on duty who could serve this contact (language, skills, roles) count for its wait.
+        estimated = self.engine.estimated_wait_for(
+            WaitingContact(
+                contact_id=event.contact_id, site=event.site, channel=event.channel, intent=event.intent,
+                tier=event.customer.tier, language=language, enqueued_at=received,
+                expected_handling_seconds=event.expected_handling_seconds,
+            ),
+            tx.now,
+        )
         asked = event.callback_requested
         # With nobody staffing the channel there is no estimate (inf): only the business-hours rule
         # applies, and the contact queues for the first agent to log in.
@@ -795,6 +804,11 @@ class RouterService(RouterViews):
             roles=[s.role.value for s in plan.steps],
             estimated_wait_seconds=_finite(estimated),
         )
+        reason = self.engine.unservable_reason(event.contact_id)
+        if reason is not None:
+            # Flagged at once rather than left waiting silently next to idle agents who cannot take it.
+            await tx.note(event.contact_id, "unservable", reason=reason, rule=plan.rule)
+            metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
 
     async def _on_abandoned(self, tx: _Tx, event: ContactAbandoned) -> None:
         row = await self._contact_row(tx.session, event.contact_id)

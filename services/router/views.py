@@ -302,6 +302,7 @@ class RouterViews:
             now = self.clock()
             entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
             total = self.engine.waiting_count()
+            unservable = {e.contact_id: self.engine.unservable_reason(e.contact_id) for e in entries}
         items = [
             {
                 "contact_id": e.contact_id,
@@ -313,6 +314,8 @@ class RouterViews:
                 "open_roles": [r.value for r in e.open_roles],
                 "callback_id": e.callback_id,
                 "preferred_agent_id": e.preferred_agent_id,
+                # why nobody on duty can serve it (channel, language, role, skill, nobody_on_duty), or None
+                "unservable_reason": unservable[e.contact_id],
             }
             for e in entries
         ]

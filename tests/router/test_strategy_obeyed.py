@@ -23,6 +23,12 @@ def strategy_file(tmp_path: Path, **changes: Any) -> Path:
     return write_strategy(tmp_path / "s.yaml", channels=channels, **changes)
 
 
+async def entries(router: Router, contact_id: str, kind: str) -> list[dict[str, Any]]:
+    """Timeline entries of one kind ([] while the router has not seen the contact yet)."""
+    r = await router.client.get(f"/v1/contacts/{contact_id}/timeline", headers=ADMIN)
+    return [e for e in r.json()["events"] if e["kind"] == kind] if r.status_code == 200 else []
+
+
 async def complete(router: Router, contact_id: str, headers: dict[str, str], **outcome: Any) -> Any:
     return await router.client.post(f"/v1/contacts/{contact_id}/complete", json=outcome, headers=headers)
 
@@ -170,3 +176,39 @@ async def test_a_sale_on_a_short_question_can_be_refused(tmp_path: Path) -> None
         refused = await complete(router, question.contact_id, svc, sold=True)
         assert refused.status_code == 422 and "short question" in refused.text
         assert (await complete(router, question.contact_id, svc)).status_code == 200
+
+
+async def test_a_contact_nobody_on_duty_can_serve_is_flagged_not_estimated_at_zero(tmp_path: Path) -> None:
+    async with running_router(tmp_path / "data", strategy_path=strategy_file(tmp_path)) as router:
+        await router.register("en", roles=["service"], languages=["en"])  # idle, but speaks no Turkish
+        turkish = contact("tr1", language="tr")
+        await router.emit(turkish)
+
+        (flag,) = await eventually(lambda: entries(router, turkish.contact_id, "unservable"))
+        assert flag["reason"] == "language"
+        queued = next(e for e in await router.timeline(turkish.contact_id) if e["kind"] == "queued")
+        assert queued["estimated_wait_seconds"] is None  # no estimate, rather than 0 s
+        (item,) = (await router.client.get("/v1/queue", headers=ADMIN)).json()["items"]
+        assert item["unservable_reason"] == "language"
+        metrics = (await router.client.get("/metrics")).text
+        assert 'switchboard_router_unservable_contacts_total{channel="chat",reason="language"}' in metrics
+        # Once someone who can serve it is on duty, the flag goes and the contact is served.
+        _, tr = await router.register("tr", roles=["service"], languages=["tr"])
+        offer = await router.wait_offer("tr", tr)
+        assert offer["contact_id"] == turkish.contact_id
+
+
+async def test_the_wait_estimate_counts_only_agents_who_could_serve_the_contact(tmp_path: Path) -> None:
+    async with running_router(tmp_path / "data", strategy_path=strategy_file(tmp_path)) as router:
+        _, de = await router.register("de", roles=["service"], languages=["de"], capacity={"chat": 1})
+        first = contact("de1", language="de")
+        await router.emit(first)
+        await serve(router, "de", de)  # the only German speaker is now busy
+        await router.register("en", roles=["service"], languages=["en"])  # idle, irrelevant to German
+        second = contact("de2", language="de")
+        await router.emit(second)
+
+        (entry,) = await eventually(lambda: entries(router, second.contact_id, "queued"))
+        assert entry["estimated_wait_seconds"] == 480  # one contact's handling time (chat default), not 0
+        (item,) = (await router.client.get("/v1/queue", headers=ADMIN)).json()["items"]
+        assert item["unservable_reason"] is None
