@@ -70,6 +70,9 @@ HANDLING_SECONDS = Gauge(
     "switchboard_router_handling_seconds", "Average handling time incl. wrap-up used for staffing", ["channel"]
 )
 
+SALES_TARGET = Gauge("switchboard_router_sales_target", "Sales target per period", ["subject", "name"])
+SALES_ACTUAL = Gauge("switchboard_router_sales_actual", "Sales in the target's period", ["subject", "name"])
+
 SL_DEFINITIONS = {"offered": "share", "answered": "answered_share", "with_abandoned": "with_abandoned_share"}
 
 
@@ -85,6 +88,16 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     OFFERS_OUTSTANDING.set(stats["offers_outstanding"])
     _refresh_service_level(stats.get("service_level", {}))
     _refresh_staffing(stats.get("staffing", []))
+    _refresh_sales_targets(stats.get("sales_targets", []))
+
+
+def _refresh_sales_targets(rows: list[dict[str, Any]]) -> None:
+    SALES_TARGET.clear()
+    SALES_ACTUAL.clear()
+    for row in rows:
+        subject, name = ("role", row["role"]) if row["role"] is not None else ("team", row["team"])
+        SALES_TARGET.labels(subject, name).set(row["target"])
+        SALES_ACTUAL.labels(subject, name).set(row["actual"])
 
 
 def _refresh_service_level(levels: dict[str, dict[str, Any]]) -> None:

@@ -187,6 +187,22 @@ class GoodwillPolicy(_Model):
     period_seconds: float = Field(default=86400.0, gt=0)
 
 
+class SalesTarget(_Model):
+    """A realistic sales target decided by management: ``target`` sales per ``period_seconds`` for one
+    role or one team (exactly one of them). Reported against actual sales; never used for routing."""
+
+    role: Role | None = None
+    team: str | None = Field(default=None, min_length=1)
+    target: int = Field(ge=0)
+    period_seconds: float = Field(default=86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> SalesTarget:
+        if (self.role is None) == (self.team is None):
+            raise ValueError("a sales target names exactly one of 'role' or 'team'")
+        return self
+
+
 class CallbackPolicy(_Model):
     enabled: bool = True
     max_estimated_wait_seconds: float = Field(default=300.0, ge=0)
@@ -279,6 +295,7 @@ class Strategy(_Model):
     short_question: ShortQuestionPolicy = Field(default_factory=ShortQuestionPolicy)
     sales_share: SalesShareCap = Field(default_factory=SalesShareCap)
     goodwill: GoodwillPolicy = Field(default_factory=GoodwillPolicy)
+    sales_targets: list[SalesTarget] = Field(default_factory=list)
     callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
     blending: BlendingPolicy = Field(default_factory=BlendingPolicy)
     skill_fit: SkillFit = "best"  # best: most skilled first; closest: least over-qualified first
@@ -297,6 +314,9 @@ class Strategy(_Model):
                 f"reoffer_alone_after_seconds ({self.reoffer_alone_after_seconds:g}) must not exceed "
                 f"reoffer_after_seconds ({self.reoffer_after_seconds:g}): it is the pause when nobody else can help"
             )
+        subjects = [(t.role, t.team) for t in self.sales_targets]
+        if len(set(subjects)) != len(subjects):
+            raise ValueError("sales_targets: one target per role or team")
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

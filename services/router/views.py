@@ -21,6 +21,7 @@ from services.router.auth import Principal
 from services.router.errors import Forbidden, NotFound
 from services.router.leeway import leeway_for, role_of
 from services.router.matching import Decision, MatchingEngine, WaitingContact
+from services.router.sales_targets import Sale, progress
 from services.router.settings import RouterSettings
 from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
@@ -358,6 +359,35 @@ class RouterViews:
             ).all()
         return [(r.received_at, r.answered_at, r.ended_at, r.state) for r in rows]
 
+    async def _sales_target_progress(self, session: AsyncSession, now: float) -> list[dict[str, Any]]:
+        """Target vs actual for the strategy's sales targets (sales_targets.py)."""
+        targets = self.strategy.sales_targets
+        if not targets:
+            return []
+        since = now - max(t.period_seconds for t in targets)
+        rows = (
+            await session.execute(
+                select(
+                    contacts.c.contact_id, contacts.c.ended_at, contacts.c.outcome, agents.c.team, offers.c.explanation
+                )
+                .join(agents, agents.c.agent_id == contacts.c.agent_id)
+                .outerjoin(
+                    offers,
+                    (offers.c.contact_id == contacts.c.contact_id)
+                    & (offers.c.agent_id == contacts.c.agent_id)
+                    & (offers.c.state == OfferState.ACCEPTED),
+                )
+                .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
+            )
+        ).all()
+        sales: dict[str, Sale] = {}  # one per contact (a callback's earlier attempts were accepted too)
+        for r in rows:
+            if not (r.outcome or {}).get("sold"):
+                continue
+            role = role_of(r.explanation)
+            sales[r.contact_id] = Sale(r.ended_at, role.value if role is not None else None, r.team)
+        return progress(targets, sales.values(), now)
+
     async def stats(self) -> dict[str, Any]:
         now = self.clock()
         window = self.settings.service_level_window_seconds
@@ -392,6 +422,7 @@ class RouterViews:
                 )
             ).all()
             arrivals, on_duty = await staffing.load(session, self.strategy, since)
+            targets = await self._sales_target_progress(session, now)
             today = period_of(now)
             day = {
                 r.name: r.value
@@ -441,6 +472,7 @@ class RouterViews:
                 "remaining": _round2(self.goodwill.remaining(now)),
                 "period_seconds": self.strategy.goodwill.period_seconds,
             },
+            "sales_targets": targets,
             "today": day,
             # What the strategy asked for and did not get today (recorded, not forced; issue 15).
             "strategy_deviations_today": {

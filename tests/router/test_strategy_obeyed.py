@@ -212,3 +212,38 @@ async def test_the_wait_estimate_counts_only_agents_who_could_serve_the_contact(
         assert entry["estimated_wait_seconds"] == 480  # one contact's handling time (chat default), not 0
         (item,) = (await router.client.get("/v1/queue", headers=ADMIN)).json()["items"]
         assert item["unservable_reason"] is None
+
+
+async def test_sales_targets_per_role_and_team_show_target_vs_actual(tmp_path: Path) -> None:
+    targets = [{"role": "sales", "target": 2}, {"team": "north", "target": 1}, {"role": "service", "target": 0}]
+    strategy = strategy_file(tmp_path, sales_targets=targets)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, seller = await router.register("seller", roles=["sales"], team="north")
+        buyer = contact("b1", intent=Intent.PURCHASE)
+        await router.emit(buyer)
+        await serve(router, "seller", seller)
+        assert (await complete(router, buyer.contact_id, seller, sold=True)).status_code == 200
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+        progress = {(t["role"], t["team"]): t for t in stats["sales_targets"]}
+        assert progress[("sales", None)] == {
+            "role": "sales", "team": None, "target": 2, "actual": 1, "met": False, "period_seconds": 86400.0,
+        }
+        assert progress[(None, "north")]["actual"] == 1 and progress[(None, "north")]["met"] is True
+        assert progress[("service", None)]["actual"] == 0
+        metrics = (await router.client.get("/metrics")).text
+        assert 'switchboard_router_sales_actual{name="sales",subject="role"} 1.0' in metrics
+        assert 'switchboard_router_sales_target{name="north",subject="team"} 1.0' in metrics
+
+
+def test_sales_targets_are_validated() -> None:
+    import pytest
+
+    from services.router.strategy import StrategyError, parse_strategy
+
+    base = {"version": "t", "rules": [{"name": "all", "steps": [{"role": "service"}]}]}
+    ok = parse_strategy({**base, "sales_targets": [{"team": "north", "target": 5, "period_seconds": 3600}]})
+    assert ok.sales_targets[0].team == "north" and ok.sales_targets[0].target == 5
+    for bad in ([{"target": 3}], [{"role": "sales", "team": "x", "target": 1}], [{"role": "sales", "target": -1}],
+                [{"role": "sales", "target": 1}, {"role": "sales", "target": 2}]):
+        with pytest.raises(StrategyError):
+            parse_strategy({**base, "sales_targets": bad})
