@@ -73,6 +73,21 @@ HANDLING_SECONDS = Gauge(
 SALES_TARGET = Gauge("switchboard_router_sales_target", "Sales target per period", ["subject", "name"])
 SALES_ACTUAL = Gauge("switchboard_router_sales_actual", "Sales in the target's period", ["subject", "name"])
 
+# Strategy coverage (coverage.py): is each role staffed for the traffic the rules send to it first?
+ROLE_UNDERSTAFFED = Gauge(
+    "switchboard_router_role_understaffed",
+    "1 when a role's share of agents on duty is below the share of traffic the rules send to it first",
+    ["role"],
+)
+RULE_FIRST_ROLE_SHARE = Gauge(
+    "switchboard_router_rule_first_offer_to_first_role_share",
+    "Share of a rule's contacts whose first offer went to the rule's first role (stats window)",
+    ["rule"],
+)
+RULE_FIRST_ROLE_ON_DUTY = Gauge(
+    "switchboard_router_rule_first_role_on_duty", "Agents on duty holding the rule's first role", ["rule"]
+)
+
 SL_DEFINITIONS = {"offered": "share", "answered": "answered_share", "with_abandoned": "with_abandoned_share"}
 
 
@@ -89,6 +104,18 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     _refresh_service_level(stats.get("service_level", {}))
     _refresh_staffing(stats.get("staffing", []))
     _refresh_sales_targets(stats.get("sales_targets", []))
+    _refresh_coverage(stats.get("strategy_coverage", {}))
+
+
+def _refresh_coverage(cov: dict[str, Any]) -> None:
+    for gauge in (ROLE_UNDERSTAFFED, RULE_FIRST_ROLE_SHARE, RULE_FIRST_ROLE_ON_DUTY):
+        gauge.clear()
+    for row in cov.get("roles", []):
+        ROLE_UNDERSTAFFED.labels(row["role"]).set(1 if row["understaffed"] else 0)
+    for row in cov.get("rules", []):
+        RULE_FIRST_ROLE_ON_DUTY.labels(row["rule"]).set(row["first_role_on_duty"])
+        if row["first_offer_to_first_role_share"] is not None:
+            RULE_FIRST_ROLE_SHARE.labels(row["rule"]).set(row["first_offer_to_first_role_share"])
 
 
 def _refresh_sales_targets(rows: list[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import staffing
 from services.router.auth import Principal
+from services.router.coverage import FirstOffer, coverage
 from services.router.errors import Forbidden, NotFound
 from services.router.leeway import leeway_for, role_of
 from services.router.matching import Decision, MatchingEngine, WaitingContact
@@ -359,6 +360,22 @@ class RouterViews:
             ).all()
         return [(r.received_at, r.answered_at, r.ended_at, r.state) for r in rows]
 
+    @staticmethod
+    async def _first_offers(session: AsyncSession, since: float) -> list[FirstOffer]:
+        """Each contact's first offer made in the window (coverage.py): the rule and the role."""
+        rows = (
+            await session.execute(
+                select(offers.c.contact_id, offers.c.rule, offers.c.explanation)
+                .where(offers.c.made_at > since)
+                .order_by(offers.c.made_at)
+            )
+        ).all()
+        first: dict[str, FirstOffer] = {}
+        for r in rows:
+            if r.contact_id not in first:
+                first[r.contact_id] = FirstOffer(r.rule, role_of(r.explanation))
+        return list(first.values())
+
     async def _sales_target_progress(self, session: AsyncSession, now: float) -> list[dict[str, Any]]:
         """Target vs actual for the strategy's sales targets (sales_targets.py)."""
         targets = self.strategy.sales_targets
@@ -423,6 +440,7 @@ class RouterViews:
             ).all()
             arrivals, on_duty = await staffing.load(session, self.strategy, since)
             targets = await self._sales_target_progress(session, now)
+            first_offers = await self._first_offers(session, since)
             today = period_of(now)
             day = {
                 r.name: r.value
@@ -473,6 +491,7 @@ class RouterViews:
                 "period_seconds": self.strategy.goodwill.period_seconds,
             },
             "sales_targets": targets,
+            "strategy_coverage": coverage(self.strategy, arrivals, on_duty, first_offers),
             "today": day,
             # What the strategy asked for and did not get today (recorded, not forced; issue 15).
             "strategy_deviations_today": {

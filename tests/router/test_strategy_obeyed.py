@@ -247,3 +247,34 @@ def test_sales_targets_are_validated() -> None:
                 [{"role": "sales", "target": 1}, {"role": "sales", "target": 2}]):
         with pytest.raises(StrategyError):
             parse_strategy({**base, "sales_targets": bad})
+
+
+async def test_the_staffing_check_warns_when_a_role_cannot_carry_its_traffic(tmp_path: Path) -> None:
+    rules = default_rules()
+    unhappy = next(r for r in rules if r["name"] == "unhappy_customer")
+    unhappy["steps"][1]["after_seconds"] = 0  # with the ambassador busy, service takes complaints at once
+    async with running_router(tmp_path / "data", strategy_path=strategy_file(tmp_path, rules=rules)) as router:
+        _, amb = await router.register("amb", roles=["brand_ambassador"], capacity={"chat": 1})
+        for name in ("s1", "s2", "s3"):
+            await router.register(name, roles=["service"], capacity={"chat": 1})
+        for c in (contact("c1", intent=Intent.COMPLAINT), contact("c2", intent=Intent.COMPLAINT),
+                  contact("g1", intent=Intent.SUPPORT), contact("g2", intent=Intent.SUPPORT)):
+            await router.emit(c)
+
+        async def all_offered() -> dict[str, Any] | None:
+            stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+            return stats if stats["offers_outstanding"] == 4 else None
+
+        stats = await eventually(all_offered)
+        cov = stats["strategy_coverage"]
+        roles = {r["role"]: r for r in cov["roles"]}
+        # half the traffic is meant for brand ambassadors first; they are a quarter of the agents on duty
+        assert roles["brand_ambassador"]["traffic_share"] == 0.5 and roles["brand_ambassador"]["on_duty_share"] == 0.25
+        assert roles["brand_ambassador"]["understaffed"] is True and roles["service"]["understaffed"] is False
+        assert len(cov["warnings"]) == 1 and cov["warnings"][0].startswith("brand_ambassador")
+        rule = next(r for r in cov["rules"] if r["rule"] == "unhappy_customer")
+        assert rule["first_offers"] == 2 and rule["first_offer_to_first_role_share"] == 0.5
+        assert rule["first_role_on_duty"] == 1
+        metrics = (await router.client.get("/metrics")).text
+        assert 'switchboard_router_role_understaffed{role="brand_ambassador"} 1.0' in metrics
+        assert 'switchboard_router_rule_first_offer_to_first_role_share{rule="unhappy_customer"} 0.5' in metrics
