@@ -278,3 +278,25 @@ async def test_the_staffing_check_warns_when_a_role_cannot_carry_its_traffic(tmp
         metrics = (await router.client.get("/metrics")).text
         assert 'switchboard_router_role_understaffed{role="brand_ambassador"} 1.0' in metrics
         assert 'switchboard_router_rule_first_offer_to_first_role_share{rule="unhappy_customer"} 0.5' in metrics
+
+
+async def test_handling_overruns_are_watched_across_a_restart_and_flagged_once(tmp_path: Path) -> None:
+    clock = Clock()
+    strategy = strategy_file(tmp_path, roles={"service": {"allowed_handling_seconds": 10}})
+    first, second = contact("h1"), contact("h2")
+    async with running_router(tmp_path / "data", strategy_path=strategy, clock=clock) as router:
+        _, svc = await router.register("svc", roles=["service"], capacity={"chat": 2})
+        await router.emit(first)
+        await serve(router, "svc", svc)
+        clock.offset += 5
+        await router.emit(second)
+        await serve(router, "svc", svc)
+        clock.offset += 6  # first held 11 s, second 6 s
+        await eventually(lambda: entries(router, first.contact_id, "handling_overrun"))
+        assert await entries(router, second.contact_id, "handling_overrun") == []
+    async with running_router(tmp_path / "data", strategy_path=strategy, clock=clock) as router:
+        clock.offset += 5  # second now held 11 s: watched again after the restart
+        await eventually(lambda: entries(router, second.contact_id, "handling_overrun"), timeout=15)
+        assert len(await entries(router, first.contact_id, "handling_overrun")) == 1
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+        assert stats["today"]["handling_overruns"] == 2
