@@ -300,3 +300,13 @@ async def test_handling_overruns_are_watched_across_a_restart_and_flagged_once(t
         assert len(await entries(router, first.contact_id, "handling_overrun")) == 1
         stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
         assert stats["today"]["handling_overruns"] == 2
+
+
+async def test_the_strategy_needs_a_token_and_shows_agents_no_server_path(tmp_path: Path) -> None:
+    path = strategy_file(tmp_path)
+    async with running_router(tmp_path / "data", strategy_path=path) as router:
+        _, agent = await router.register("svc")
+        assert (await router.client.get("/v1/strategy")).status_code == 401
+        seen = (await router.client.get("/v1/strategy", headers=agent)).json()
+        assert seen["source"] == "s.yaml" and str(tmp_path) not in str(seen)
+        assert (await router.client.get("/v1/strategy", headers=ADMIN)).json()["source"] == str(path)
