@@ -373,14 +373,17 @@ class RouterService(RouterViews):
         since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
         done = (
             await session.execute(
-                select(contacts.c.ended_at, contacts.c.outcome)
+                select(contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome)
                 .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
                 .order_by(contacts.c.ended_at)
             )
         ).all()
         for row in done:
             outcome = row.outcome or {}
-            self.goodwill.record(float(outcome.get("goodwill_amount") or 0.0), row.ended_at)
+            amount = float(outcome.get("goodwill_amount") or 0.0)
+            # per-role budgets need the role the grant was made under (only grants: few reads)
+            role = await self._offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
+            self.goodwill.record(amount, row.ended_at, role)
             sales.record_completion(bool(outcome.get("sold")), row.ended_at)
 
     @contextlib.asynccontextmanager
@@ -1273,13 +1276,20 @@ class RouterService(RouterViews):
                     f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the goodwill period "
                     f"budget: {round(left, 2)} of {self.strategy.goodwill.period_budget} left"
                 )
+            role_budget = self.strategy.goodwill.role_budgets.get(leeway.role)
+            role_left = self.goodwill.remaining(tx.now, leeway.role)
+            if role_budget is not None and role_left is not None and outcome.goodwill_amount > role_left + 1e-9:
+                raise Invalid(
+                    f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the "
+                    f"{leeway.role.value} goodwill period budget: {round(role_left, 2)} of {role_budget} left"
+                )
             pushed_sale = outcome.sold and plan.short_question
             if pushed_sale and self.strategy.short_question.sale_recorded == "refuse":
                 raise Invalid(
                     "a sale on a short question goes against the strategy (short_question.sale_recorded: "
                     "refuse); complete it without 'sold'"
                 )
-            await self._finish(tx, row, outcome, attempt_result)
+            await self._finish(tx, row, outcome, attempt_result, leeway.role)
             if pushed_sale:
                 await tx.note(
                     contact_id, SALE_ON_SHORT_QUESTION, agent_id=row.agent_id, role=leeway.role.value,
@@ -1298,7 +1308,9 @@ class RouterService(RouterViews):
             "ended_at": to_datetime(done.ended_at).isoformat(),
         }
 
-    async def _finish(self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None) -> None:
+    async def _finish(
+        self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None, role: Role | None = None
+    ) -> None:
         agent_id = row.agent_id
         outcome_doc = outcome.model_dump(mode="json")
         if attempt is not None:
@@ -1361,7 +1373,7 @@ class RouterService(RouterViews):
                     requested_at=to_datetime(tx.now),
                 )
             )
-        self.goodwill.record(outcome.goodwill_amount, tx.now)
+        self.goodwill.record(outcome.goodwill_amount, tx.now, role)
         self.engine.sales.record_completion(outcome.sold, tx.now)
         await self._bump(tx, "completed", 1)
         if outcome.sold:

@@ -185,6 +185,17 @@ class SalesShareCap(_Model):
 class GoodwillPolicy(_Model):
     period_budget: float | None = Field(default=None, ge=0)  # total per period; None = unlimited
     period_seconds: float = Field(default=86400.0, gt=0)
+    # Per role, within the total: what agents offered contacts under that role may grant together in a
+    # period (a role not listed: only the total applies).
+    role_budgets: dict[Role, float] = Field(default_factory=dict)
+
+    @field_validator("role_budgets")
+    @classmethod
+    def _non_negative(cls, budgets: dict[Role, float]) -> dict[Role, float]:
+        for role, amount in budgets.items():
+            if amount < 0:
+                raise ValueError(f"role_budgets.{role.value}: {amount} is negative")
+        return budgets
 
 
 class SalesTarget(_Model):
@@ -502,29 +513,46 @@ class GoodwillLedger:
     """Goodwill granted in a rolling period against the strategy's period budget."""
 
     policy: GoodwillPolicy
-    _grants: deque[tuple[float, float]] = field(default_factory=deque)
+    _grants: deque[tuple[float, float, Role | None]] = field(default_factory=deque)
     _spent: float = 0.0
+    _by_role: dict[Role, float] = field(default_factory=dict)
 
     def spent(self, now: float) -> float:
         horizon = now - self.policy.period_seconds
         while self._grants and self._grants[0][0] <= horizon:
-            self._spent -= self._grants.popleft()[1]
+            _, amount, role = self._grants.popleft()
+            self._spent -= amount
+            if role is not None:
+                self._by_role[role] = self._by_role.get(role, 0.0) - amount
         return max(self._spent, 0.0)
 
-    def remaining(self, now: float) -> float | None:
-        if self.policy.period_budget is None:
-            return None
-        return max(self.policy.period_budget - self.spent(now), 0.0)
+    def spent_by(self, role: Role, now: float) -> float:
+        self.spent(now)
+        return max(self._by_role.get(role, 0.0), 0.0)
 
-    def record(self, amount: float, now: float) -> None:
+    def remaining(self, now: float, role: Role | None = None) -> float | None:
+        """What the period has left overall, and for ``role`` if the strategy budgets it (the smaller)."""
+        left: float | None = None
+        if self.policy.period_budget is not None:
+            left = max(self.policy.period_budget - self.spent(now), 0.0)
+        role_budget = self.policy.role_budgets.get(role) if role is not None else None
+        if role_budget is not None:
+            role_left = max(role_budget - self.spent_by(role, now), 0.0)  # type: ignore[arg-type]
+            left = role_left if left is None else min(left, role_left)
+        return left
+
+    def record(self, amount: float, now: float, role: Role | None = None) -> None:
         if amount > 0:
             self.spent(now)
-            self._grants.append((now, amount))
+            self._grants.append((now, amount, role))
             self._spent += amount
+            if role is not None:
+                self._by_role[role] = self._by_role.get(role, 0.0) + amount
 
-    def budget_for(self, budget: float, now: float) -> float:
-        """The goodwill an agent may grant on a contact: its own budget, within what the period has left."""
-        left = self.remaining(now)
+    def budget_for(self, budget: float, now: float, role: Role | None = None) -> float:
+        """The goodwill an agent may grant on a contact: its own budget, within what the period has left
+        (overall and for the role it was offered the contact under)."""
+        left = self.remaining(now, role)
         return budget if left is None else min(budget, left)
 
 

@@ -201,7 +201,7 @@ class RouterViews:
                 "role": leeway.role.value,
                 "upsell": leeway.upsell,
                 "allowed_handling_seconds": leeway.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock()),
+                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
                 "short_question": plan.short_question,
             },
         }
@@ -262,7 +262,7 @@ class RouterViews:
                 "role": leeway.role.value,
                 "upsell": leeway.upsell,
                 "allowed_handling_seconds": leeway.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock()),
+                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
                 "short_question": plan.short_question,
             },
         }
@@ -489,6 +489,14 @@ class RouterViews:
                 "budget": self.strategy.goodwill.period_budget,
                 "remaining": _round2(self.goodwill.remaining(now)),
                 "period_seconds": self.strategy.goodwill.period_seconds,
+                "by_role": {
+                    role.value: {
+                        "spent": round(self.goodwill.spent_by(role, now), 2),
+                        "budget": budget,
+                        "remaining": _round2(max(budget - self.goodwill.spent_by(role, now), 0.0)),
+                    }
+                    for role, budget in self.strategy.goodwill.role_budgets.items()
+                },
             },
             "sales_targets": targets,
             "strategy_coverage": coverage(self.strategy, arrivals, on_duty, first_offers),

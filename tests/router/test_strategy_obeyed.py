@@ -310,3 +310,24 @@ async def test_the_strategy_needs_a_token_and_shows_agents_no_server_path(tmp_pa
         seen = (await router.client.get("/v1/strategy", headers=agent)).json()
         assert seen["source"] == "s.yaml" and str(tmp_path) not in str(seen)
         assert (await router.client.get("/v1/strategy", headers=ADMIN)).json()["source"] == str(path)
+
+
+async def test_a_role_goodwill_budget_holds_and_survives_a_restart(tmp_path: Path) -> None:
+    strategy = strategy_file(tmp_path, goodwill={"role_budgets": {"brand_ambassador": 40}})
+    first, second = contact("c1", intent=Intent.COMPLAINT), contact("c2", intent=Intent.COMPLAINT)
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, amb = await router.register("amb", roles=["brand_ambassador"])
+        await router.emit(first)
+        await serve(router, "amb", amb)
+        assert (await complete(router, first.contact_id, amb, goodwill_amount=30)).status_code == 200
+        await router.emit(second)
+        offer = await serve(router, "amb", amb)
+        assert offer["plan"]["goodwill_budget"] == 10
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()["goodwill"]
+        assert stats["by_role"] == {"brand_ambassador": {"spent": 30, "budget": 40, "remaining": 10}}
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        token = (await router.client.post("/v1/agents/amb/token", headers=ADMIN)).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        refused = await complete(router, second.contact_id, headers, goodwill_amount=20)
+        assert refused.status_code == 422 and "brand_ambassador goodwill period budget: 10.0 of 40.0" in refused.text
+        assert (await complete(router, second.contact_id, headers, goodwill_amount=10)).status_code == 200
