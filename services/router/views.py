@@ -304,7 +304,7 @@ class RouterViews:
             now = self.clock()
             entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
             total = self.engine.waiting_count()
-            unservable = {e.contact_id: self.engine.unservable_reason(e.contact_id) for e in entries}
+            unservable = self.engine.unservable_reasons(e.contact_id for e in entries)
         items = [
             {
                 "contact_id": e.contact_id,
