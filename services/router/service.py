@@ -711,21 +711,21 @@ class RouterService(RouterViews):
         waiting_for = max(0.0, tx.now - received)
         within_hours = True if event.within_business_hours is None else event.within_business_hours
         language = language_key(event.customer.language or "en")
-        # Only agents on duty who could serve this contact (language, skills, roles) count for its wait.
-        estimated = self.engine.estimated_wait_for(
-            WaitingContact(
-                contact_id=event.contact_id, site=event.site, channel=event.channel, intent=event.intent,
-                tier=event.customer.tier, language=language, enqueued_at=received,
-                expected_handling_seconds=event.expected_handling_seconds,
-            ),
-            tx.now,
+        arriving = WaitingContact(
+            contact_id=event.contact_id, site=event.site, channel=event.channel, intent=event.intent,
+            tier=event.customer.tier, language=language, enqueued_at=received,
+            expected_handling_seconds=event.expected_handling_seconds,
         )
+        # Only agents on duty who could serve this contact (language, skills, roles) count for its wait.
+        estimated = self.engine.estimated_wait_for(arriving, tx.now)
+        unservable = self.engine.eligibility(arriving).reason
         asked = event.callback_requested
         # With nobody staffing the channel there is no estimate (inf): only the business-hours rule
-        # applies, and the contact queues for the first agent to log in.
+        # applies, and the contact queues for the first agent to log in, unless the strategy offers a
+        # callback when nobody on duty can serve it (callback.when_unservable).
         divert = asked or self.strategy.should_offer_callback(
             estimated if estimated != float("inf") else 0.0, within_hours, event.channel
-        )
+        ) or (unservable is not None and self.strategy.callback_when_unservable(event.channel))
         values = dict(
             contact_id=event.contact_id,
             tenant_id=event.tenant_id,
@@ -767,6 +767,8 @@ class RouterService(RouterViews):
                 if asked
                 else "outside_business_hours"
                 if not within_hours
+                else f"unservable_{unservable}"
+                if unservable is not None
                 else f"estimated_wait_{estimated:.0f}s"
             )
             origin = (

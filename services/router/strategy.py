@@ -219,6 +219,9 @@ class CallbackPolicy(_Model):
     max_estimated_wait_seconds: float = Field(default=300.0, ge=0)
     outside_business_hours: bool = True
     channels: list[Channel] = Field(default_factory=lambda: [Channel.VOICE, Channel.WEB_CALLBACK])
+    # Offer a callback at once when nobody on duty can serve the contact (language, skill, role,
+    # channel) instead of letting it wait (flagged ``unservable``) for someone who can.
+    when_unservable: bool = False
 
 
 class BlendingPolicy(_Model):
@@ -423,6 +426,10 @@ class Strategy(_Model):
         if not within_business_hours and policy.outside_business_hours:
             return True
         return estimated_wait_seconds > policy.max_estimated_wait_seconds
+
+    def callback_when_unservable(self, channel: Channel) -> bool:
+        policy = self.callback
+        return policy.enabled and policy.when_unservable and channel in policy.channels
 
     def new_sales_tracker(self) -> SalesShareTracker:
         return SalesShareTracker(self.sales_share)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.events import Intent
+from shared.events import Channel, Intent
 from tests.router.conftest import ADMIN, Router, agent_stream, contact, eventually, running_router, write_strategy
 
 
@@ -331,3 +331,17 @@ async def test_a_role_goodwill_budget_holds_and_survives_a_restart(tmp_path: Pat
         refused = await complete(router, second.contact_id, headers, goodwill_amount=20)
         assert refused.status_code == 422 and "brand_ambassador goodwill period budget: 10.0 of 40.0" in refused.text
         assert (await complete(router, second.contact_id, headers, goodwill_amount=10)).status_code == 200
+
+
+async def test_the_strategy_may_offer_a_callback_when_nobody_on_duty_can_serve(tmp_path: Path) -> None:
+    strategy = strategy_file(tmp_path, callback={"when_unservable": True})
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        await router.register("en", roles=["service"], languages=["en"])
+        turkish = contact("tr-voice", channel=Channel.VOICE, language="tr")
+        await router.emit(turkish)
+        (offered,) = await eventually(lambda: entries(router, turkish.contact_id, "callback_offered"))
+        assert offered["reason"] == "unservable_language"
+        english = contact("en-voice", channel=Channel.VOICE, language="en")
+        await router.emit(english)
+        await eventually(lambda: entries(router, english.contact_id, "queued"))
+        assert await entries(router, english.contact_id, "callback_offered") == []
