@@ -58,10 +58,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.router.eligibility import Eligibility, eligibility
+from services.router.leeway import leeway_for
 from services.router.strategy import PlanStep, RoutingPlan, SalesShareTracker, Strategy
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
 
@@ -686,6 +688,7 @@ class MatchingEngine:
                     else a.rr if tb == "round_robin"
                     else _occupancy(st))
         self._refresh(a, key_changed=tb != "longest_idle")
+        leeway = leeway_for(self.strategy, plan, role)
         explanation: dict[str, Any] = {
             "rule": plan.rule,
             "step": k,
@@ -699,10 +702,11 @@ class MatchingEngine:
             "skill_fit": self.strategy.skill_fit,
             "tie_break": tb,
             "tie_break_value": tb_value,
-            "upsell": plan.upsell,
+            "upsell": leeway.upsell,
             "short_question": plan.short_question,
-            "allowed_handling_seconds": plan.allowed_handling_seconds,
-            "goodwill_budget": plan.goodwill_budget,
+            # the leeway of the role this agent was offered the contact under (leeway.py)
+            "allowed_handling_seconds": leeway.allowed_handling_seconds,
+            "goodwill_budget": leeway.goodwill_budget,
             # this agent declined or missed this contact before (asked again: nobody else could take it,
             # or reoffer_after_seconds have passed)
             "asked_again": st.agent_id in c.excluded,
@@ -1005,6 +1009,51 @@ class MatchingEngine:
                 preferred_agent_id=wc.preferred_agent_id,
             ))
         return out
+
+    def eligibility(self, wc: WaitingContact, plan: RoutingPlan | None = None) -> Eligibility:
+        """Who on duty (connected, not offline or on break) could serve this contact (eligibility.py)."""
+        return eligibility(
+            site=wc.site, channel=wc.channel, language=wc.language, plan=plan or self.strategy.plan(wc),
+            widen_roles=wc.widen_roles, on_duty=(a.state for a in self._agents.values() if a.staffed),
+        )
+
+    def unservable_reason(self, contact_id: str) -> str | None:
+        """For a waiting contact: why nobody on duty can serve it (None if someone can, or unknown)."""
+        return self.unservable_reasons([contact_id])[contact_id]
+
+    def unservable_reasons(self, contact_ids: Iterable[str]) -> dict[str, str | None]:
+        """``unservable_reason`` for many contacts, one scan of the agents per class of contact (site,
+        channel, language, plan): a queue view of hundreds of contacts stays cheap under the lock."""
+        out: dict[str, str | None] = {}
+        known: dict[tuple[Any, ...], str | None] = {}
+        for cid in contact_ids:
+            c = self._contacts.get(cid)
+            if c is None or c.state != _WAITING or c.wc.preferred_agent_id is not None:
+                out[cid] = None
+                continue
+            wc = c.wc
+            key = (wc.site, wc.channel, wc.language, id(c.plan), wc.widen_roles)
+            if key not in known:
+                known[key] = self.eligibility(wc, c.plan).reason
+            out[cid] = known[key]
+        return out
+
+    def estimated_wait_for(self, wc: WaitingContact, now: float) -> float:
+        """Expected wait for this contact joining now, counting only the agents on duty who could serve
+        it (language, skills, roles): 0 if one of them is free for everyone waiting ahead on its site and
+        channel, inf if none is on duty. (Those ahead are all counted: an upper bound, never a silent 0.)"""
+        found = self.eligibility(wc)
+        if not found.servable:
+            return math.inf
+        agents = [self._agents[aid] for aid in found.agent_ids]
+        key = (wc.site, wc.channel)
+        waiting = self._waiting_count.get(key, 0)
+        available = sum(1 for a in agents if wc.channel in a.eligible)
+        if waiting < available:
+            return 0.0
+        slots = sum(a.state.capacity.get(wc.channel, 0) for a in agents)
+        aht = self._aht.get(key) or self.strategy.channel_policy(wc.channel).expected_handling_seconds
+        return (waiting - available + 1) * aht / slots
 
     def estimated_wait(self, site: str, channel: Channel, now: float) -> float:
         """Expected wait for a contact joining now: 0 if an agent is free for everyone ahead, else the

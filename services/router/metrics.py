@@ -22,6 +22,22 @@ PRESENCE_LOST = Counter(
     "switchboard_router_presence_lost_total", "Agents whose stream stayed away beyond the grace period"
 )
 EVENTS_DUPLICATE = Counter("switchboard_router_events_duplicate_total", "Redelivered events skipped by the inbox")
+# Strategy deviations (issue 15): recorded, never forced.
+HANDLING_OVERRUNS = Counter(
+    "switchboard_router_handling_overruns_total",
+    "Contacts held beyond the allowed handling time of the agent's role",
+    ["role", "channel"],
+)
+SALES_ON_SHORT_QUESTIONS = Counter(
+    "switchboard_router_sales_on_short_questions_total",
+    "Sales recorded on short questions, which the strategy keeps free of sales pushes",
+    ["role", "channel"],
+)
+UNSERVABLE = Counter(
+    "switchboard_router_unservable_contacts_total",
+    "Contacts queued that no agent on duty could serve, by the first reason that ruled everybody out",
+    ["reason", "channel"],
+)
 ANSWER_WAIT = Histogram(
     "switchboard_router_answer_wait_seconds",
     "From receipt to acceptance by an agent",
@@ -54,6 +70,24 @@ HANDLING_SECONDS = Gauge(
     "switchboard_router_handling_seconds", "Average handling time incl. wrap-up used for staffing", ["channel"]
 )
 
+SALES_TARGET = Gauge("switchboard_router_sales_target", "Sales target per period", ["subject", "name"])
+SALES_ACTUAL = Gauge("switchboard_router_sales_actual", "Sales in the target's period", ["subject", "name"])
+
+# Strategy coverage (coverage.py): is each role staffed for the traffic the rules send to it first?
+ROLE_UNDERSTAFFED = Gauge(
+    "switchboard_router_role_understaffed",
+    "1 when a role's share of agents on duty is below the share of traffic the rules send to it first",
+    ["role"],
+)
+RULE_FIRST_ROLE_SHARE = Gauge(
+    "switchboard_router_rule_first_offer_to_first_role_share",
+    "Share of a rule's contacts whose first offer went to the rule's first role (stats window)",
+    ["rule"],
+)
+RULE_FIRST_ROLE_ON_DUTY = Gauge(
+    "switchboard_router_rule_first_role_on_duty", "Agents on duty holding the rule's first role", ["rule"]
+)
+
 SL_DEFINITIONS = {"offered": "share", "answered": "answered_share", "with_abandoned": "with_abandoned_share"}
 
 
@@ -69,6 +103,28 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     OFFERS_OUTSTANDING.set(stats["offers_outstanding"])
     _refresh_service_level(stats.get("service_level", {}))
     _refresh_staffing(stats.get("staffing", []))
+    _refresh_sales_targets(stats.get("sales_targets", []))
+    _refresh_coverage(stats.get("strategy_coverage", {}))
+
+
+def _refresh_coverage(cov: dict[str, Any]) -> None:
+    for gauge in (ROLE_UNDERSTAFFED, RULE_FIRST_ROLE_SHARE, RULE_FIRST_ROLE_ON_DUTY):
+        gauge.clear()
+    for row in cov.get("roles", []):
+        ROLE_UNDERSTAFFED.labels(row["role"]).set(1 if row["understaffed"] else 0)
+    for row in cov.get("rules", []):
+        RULE_FIRST_ROLE_ON_DUTY.labels(row["rule"]).set(row["first_role_on_duty"])
+        if row["first_offer_to_first_role_share"] is not None:
+            RULE_FIRST_ROLE_SHARE.labels(row["rule"]).set(row["first_offer_to_first_role_share"])
+
+
+def _refresh_sales_targets(rows: list[dict[str, Any]]) -> None:
+    SALES_TARGET.clear()
+    SALES_ACTUAL.clear()
+    for row in rows:
+        subject, name = ("role", row["role"]) if row["role"] is not None else ("team", row["team"])
+        SALES_TARGET.labels(subject, name).set(row["target"])
+        SALES_ACTUAL.labels(subject, name).set(row["actual"])
 
 
 def _refresh_service_level(levels: dict[str, dict[str, Any]]) -> None:

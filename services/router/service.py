@@ -36,7 +36,9 @@ from services.router.auth import IssuedToken, Principal, hash_token, new_token
 from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
-from services.router.matching import AgentState, Decision, MatchingEngine
+from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
+from services.router.leeway import leeway_for, role_of
+from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.reach import contact_uris_values, reach_of
 from services.router.settings import RouterSettings
@@ -83,6 +85,7 @@ Clock = Callable[[], float]
 # An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
 ON_CONTACT = "on_contact"
 MISSED_OFFERS = "missed_offers"
+SALE_ON_SHORT_QUESTION = "sale_on_short_question"  # timeline kind: a strategy deviation, recorded
 
 
 
@@ -168,6 +171,8 @@ class RouterService(RouterViews):
         self._pending: dict[str, PendingOffer] = {}
         self._offer_of_contact: dict[str, str] = {}
         self._wrap_until: dict[str, float] = {}
+        # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.
+        self._handling = HandlingWatch()
         self._absent: set[str] = set()  # agents the engine was told are not connected
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
         self._refresh_on_release: set[str] = set()
@@ -273,6 +278,7 @@ class RouterService(RouterViews):
         self._offer_of_contact.clear()
         self._wrap_until.clear()
         self._refresh_on_release.clear()
+        self._handling = HandlingWatch()
         async with self._sessionmaker() as session:
             agent_rows = (await session.execute(select(agents))).all()
             for row in agent_rows:
@@ -294,6 +300,7 @@ class RouterService(RouterViews):
                     engine.restore_reservation(
                         self._waiting(row), row.agent_id, row.answered_at or now, declined=declined.get(row.contact_id)
                     )
+            await self._watch_handling(session, [r for r in rows if r.state == ContactState.ASSIGNED])
             pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
@@ -307,6 +314,28 @@ class RouterService(RouterViews):
             pending_offers=len(self._pending),
             strategy=self.strategy.version,
         )
+
+    async def _watch_handling(self, session: AsyncSession, assigned: Sequence[Any]) -> None:
+        """Watch assigned contacts for the end of their allowed handling time, except those already
+        flagged (the timeline says so): one notice per contact, across restarts."""
+        if not assigned:
+            return
+        ids = [r.contact_id for r in assigned]
+        flagged = set(
+            (
+                await session.execute(
+                    select(timeline.c.contact_id).where(
+                        timeline.c.contact_id.in_(ids), timeline.c.kind == HANDLING_OVERRUN
+                    )
+                )
+            ).scalars()
+        )
+        for row in assigned:
+            if row.contact_id in flagged or row.answered_at is None:
+                continue
+            role = await self._offered_role(session, row.contact_id, row.agent_id)
+            leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(row)), role)
+            self._handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
 
     async def _declined_offers(
         self, session: AsyncSession, rows: Sequence[Any], now: float
@@ -343,20 +372,23 @@ class RouterService(RouterViews):
             )
         ).all()
         for row in rows:
-            role = _role_of(row.explanation)
+            role = role_of(row.explanation)
             if role is not None:
                 sales.record_offer(row.contact_id, role, row.made_at)
         since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
         done = (
             await session.execute(
-                select(contacts.c.ended_at, contacts.c.outcome)
+                select(contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome)
                 .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
                 .order_by(contacts.c.ended_at)
             )
         ).all()
         for row in done:
             outcome = row.outcome or {}
-            self.goodwill.record(float(outcome.get("goodwill_amount") or 0.0), row.ended_at)
+            amount = float(outcome.get("goodwill_amount") or 0.0)
+            # per-role budgets need the role the grant was made under (only grants: few reads)
+            role = await self._offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
+            self.goodwill.record(amount, row.ended_at, role)
             sales.record_completion(bool(outcome.get("sold")), row.ended_at)
 
     @contextlib.asynccontextmanager
@@ -690,13 +722,22 @@ class RouterService(RouterViews):
         received = min(to_ts(event.received_at), tx.now)
         waiting_for = max(0.0, tx.now - received)
         within_hours = True if event.within_business_hours is None else event.within_business_hours
-        estimated = self.engine.estimated_wait(event.site, event.channel, tx.now)
+        language = language_key(event.customer.language or "en")
+        arriving = WaitingContact(
+            contact_id=event.contact_id, site=event.site, channel=event.channel, intent=event.intent,
+            tier=event.customer.tier, language=language, enqueued_at=received,
+            expected_handling_seconds=event.expected_handling_seconds,
+        )
+        # Only agents on duty who could serve this contact (language, skills, roles) count for its wait.
+        estimated = self.engine.estimated_wait_for(arriving, tx.now)
+        unservable = self.engine.eligibility(arriving).reason
         asked = event.callback_requested
         # With nobody staffing the channel there is no estimate (inf): only the business-hours rule
-        # applies, and the contact queues for the first agent to log in.
+        # applies, and the contact queues for the first agent to log in, unless the strategy offers a
+        # callback when nobody on duty can serve it (callback.when_unservable).
         divert = asked or self.strategy.should_offer_callback(
             estimated if estimated != float("inf") else 0.0, within_hours, event.channel
-        )
+        ) or (unservable is not None and self.strategy.callback_when_unservable(event.channel))
         values = dict(
             contact_id=event.contact_id,
             tenant_id=event.tenant_id,
@@ -740,6 +781,8 @@ class RouterService(RouterViews):
                 if asked
                 else "outside_business_hours"
                 if not within_hours
+                else f"unservable_{unservable}"
+                if unservable is not None
                 else f"estimated_wait_{estimated:.0f}s"
             )
             origin = (
@@ -780,6 +823,11 @@ class RouterService(RouterViews):
             roles=[s.role.value for s in plan.steps],
             estimated_wait_seconds=_finite(estimated),
         )
+        reason = self.engine.unservable_reason(event.contact_id)
+        if reason is not None:
+            # Flagged at once rather than left waiting silently next to idle agents who cannot take it.
+            await tx.note(event.contact_id, "unservable", reason=reason, rule=plan.rule)
+            metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
 
     async def _on_abandoned(self, tx: _Tx, event: ContactAbandoned) -> None:
         row = await self._contact_row(tx.session, event.contact_id)
@@ -920,7 +968,8 @@ class RouterService(RouterViews):
             orphaned = [o for o in self._pending.values() if o.agent_id in gone and o.expires_at > now]
             wrapped = [a for a, until in self._wrap_until.items() if until <= now]
             decisions = self.engine.decide(now)
-            if not (expired or orphaned or wrapped or decisions):
+            overrun = self._handling.due(now)
+            if not (expired or orphaned or wrapped or decisions or overrun):
                 if now - self._renewed_at > self.ownership.ttl / 3:
                     async with self._tx():
                         pass  # keep the lease while idle
@@ -936,11 +985,31 @@ class RouterService(RouterViews):
                         await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
                     else:
                         self._wrap_until.pop(agent_id, None)
+                for watched in overrun:
+                    await self._handling_overrun(tx, watched)
                 if expired or orphaned or wrapped:
                     decisions += self.engine.decide(tx.now)
                 for decision in decisions:
                     await self._offer(tx, decision)
             return len(decisions)
+
+    async def _handling_overrun(self, tx: _Tx, watched: Watched) -> None:
+        """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
+        (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
+        self._handling.forget(watched.contact_id)
+        row = await self._contact_row(tx.session, watched.contact_id)
+        if row is None or row.state != ContactState.ASSIGNED or row.agent_id != watched.agent_id:
+            return  # ended or moved meanwhile
+        held = round(tx.now - watched.since, 3)
+        detail = {
+            "role": watched.role.value,
+            "allowed_handling_seconds": watched.allowed_seconds,
+            "held_seconds": held,
+        }
+        await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
+        await self._bump(tx, "handling_overruns", 1)
+        metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
+        tx.push(watched.agent_id, HANDLING_OVERRUN, {"contact_id": watched.contact_id, **detail})
 
     def _apply_presence(self, now: float) -> set[str]:
         """Tell the engine about agents whose grace ran out, or who came back; return the newly gone."""
@@ -1003,7 +1072,7 @@ class RouterService(RouterViews):
             .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
         )
         self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
-        role = _role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
+        role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
         await self._bump(tx, "offered", 1)
         if role is Role.SALES:
             await self._bump(tx, "offered_to_sales", 1)
@@ -1158,9 +1227,17 @@ class RouterService(RouterViews):
         metrics.OFFERS.labels("accepted").inc()
         if contact.callback_id is None:
             metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
-        view = self._assignment_view(contact)
+        role = role_of(await self._offer_explanation(tx.session, offer.offer_id))
+        view = self._assignment_view(contact, role)
+        leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(contact)), role)
+        self._handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
         tx.push(offer.agent_id, "assignment", view)
         return view
+
+    async def _offer_explanation(self, session: AsyncSession, offer_id: str) -> Any:
+        return (
+            await session.execute(select(offers.c.explanation).where(offers.c.offer_id == offer_id))
+        ).scalar_one_or_none()
 
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
 
@@ -1203,10 +1280,43 @@ class RouterService(RouterViews):
             if row.callback_id is None and attempt is not None:
                 raise Invalid("attempt_result applies only to callback assignments")
             plan = self.strategy.plan(self._waiting(row))
-            budget = plan.goodwill_budget
+            leeway = leeway_for(self.strategy, plan, await self._offered_role(tx.session, contact_id, row.agent_id))
+            budget = leeway.goodwill_budget
             if outcome.goodwill_amount > budget + 1e-9:
-                raise Invalid(f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget}")
-            await self._finish(tx, row, outcome, attempt)
+                raise Invalid(
+                    f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget} "
+                    f"(the {leeway.role.value} leeway)"
+                )
+            # The period budget holds across agents: checked against the ledger as it stands in this
+            # group's order (an earlier completion in the same transaction already counted), so two
+            # grants that together exceed it cannot both pass.
+            left = self.goodwill.remaining(tx.now)
+            if left is not None and outcome.goodwill_amount > left + 1e-9:
+                raise Invalid(
+                    f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the goodwill period "
+                    f"budget: {round(left, 2)} of {self.strategy.goodwill.period_budget} left"
+                )
+            role_budget = self.strategy.goodwill.role_budgets.get(leeway.role)
+            role_left = self.goodwill.remaining(tx.now, leeway.role)
+            if role_budget is not None and role_left is not None and outcome.goodwill_amount > role_left + 1e-9:
+                raise Invalid(
+                    f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the "
+                    f"{leeway.role.value} goodwill period budget: {round(role_left, 2)} of {role_budget} left"
+                )
+            pushed_sale = outcome.sold and plan.short_question
+            if pushed_sale and self.strategy.short_question.sale_recorded == "refuse":
+                raise Invalid(
+                    "a sale on a short question goes against the strategy (short_question.sale_recorded: "
+                    "refuse); complete it without 'sold'"
+                )
+            await self._finish(tx, row, outcome, attempt, leeway.role)
+            if pushed_sale:
+                await tx.note(
+                    contact_id, SALE_ON_SHORT_QUESTION, agent_id=row.agent_id, role=leeway.role.value,
+                    deviation="the strategy sends short questions without a sales push",
+                )
+                await self._bump(tx, "sales_on_short_questions", 1)
+                metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
             return await self._contact_row(tx.session, contact_id)
 
         done = await self._writes.run(complete)
@@ -1218,7 +1328,9 @@ class RouterService(RouterViews):
             "ended_at": to_datetime(done.ended_at).isoformat(),
         }
 
-    async def _finish(self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None) -> None:
+    async def _finish(
+        self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None, role: Role | None = None
+    ) -> None:
         agent_id = row.agent_id
         outcome_doc = outcome.model_dump(mode="json")
         if attempt is not None:
@@ -1229,6 +1341,7 @@ class RouterService(RouterViews):
             .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
         )
         self.engine.finish(row.contact_id, tx.now)
+        self._handling.forget(row.contact_id)
         handled = tx.now - row.answered_at if row.answered_at else None
         customer = Customer.model_validate(row.customer)
         await tx.emit(
@@ -1280,7 +1393,7 @@ class RouterService(RouterViews):
                     requested_at=to_datetime(tx.now),
                 )
             )
-        self.goodwill.record(outcome.goodwill_amount, tx.now)
+        self.goodwill.record(outcome.goodwill_amount, tx.now, role)
         self.engine.sales.record_completion(outcome.sold, tx.now)
         await self._bump(tx, "completed", 1)
         if outcome.sold:
@@ -1332,14 +1445,6 @@ class RouterService(RouterViews):
         log.info("router.strategy_reloaded", version=strategy.version, path=str(path) if path else None)
         self.wake()
         return strategy
-
-
-def _role_of(explanation: Any) -> Role | None:
-    if isinstance(explanation, dict):
-        value = explanation.get("role")
-        if value in {r.value for r in Role}:
-            return Role(value)
-    return None
 
 
 def _finite(x: float) -> float | None:

@@ -83,6 +83,14 @@ class RuleMatch(_Model):
         return self.intents is None and self.channels is None and self.tiers is None and self.short is None
 
 
+class LeewayOverride(_Model):
+    """What a rule grants one role beyond (or instead of) the role's defaults; unset keys keep them."""
+
+    allowed_handling_seconds: float | None = Field(default=None, gt=0)
+    goodwill_budget: float | None = Field(default=None, ge=0)
+    upsell: bool | None = None  # never turns on an upsell the rule (or a short question) rules out
+
+
 class RoutingRule(_Model):
     """Eligible roles in order of preference for the contacts matched by ``when``."""
 
@@ -94,8 +102,11 @@ class RoutingRule(_Model):
     priority: float = 0.0  # added to tier and intent priorities
     upsell: bool = False
     sales_cap_exempt: bool = False  # the customer asked for sales (purchase): the cap does not block
-    allowed_handling_seconds: float | None = Field(default=None, gt=0)  # default: the first role's
-    goodwill_budget: float | None = Field(default=None, ge=0)  # default: the first role's
+    # For the rule's first role only (default: that role's profile); other roles keep their own
+    # leeway unless ``leeway`` grants them something for this rule (see leeway.py).
+    allowed_handling_seconds: float | None = Field(default=None, gt=0)
+    goodwill_budget: float | None = Field(default=None, ge=0)
+    leeway: dict[Role, LeewayOverride] = Field(default_factory=dict)
 
     _skills = field_validator("required_skills")(_check_skills)
 
@@ -114,6 +125,12 @@ class RoleProfile(_Model):
 
     allowed_handling_seconds: float = Field(default=600.0, gt=0)
     goodwill_budget: float = Field(default=0.0, ge=0)
+    # May an agent in this role carry an upsell flag (where the rule allows one)? Unset: every role
+    # but brand ambassadors, who look after unhappy and VIP customers rather than sell.
+    upsell: bool | None = None
+
+    def may_upsell(self, role: Role) -> bool:
+        return self.upsell if self.upsell is not None else role is not Role.BRAND_AMBASSADOR
 
 
 class ServiceLevel(_Model):
@@ -152,6 +169,9 @@ class ShortQuestionPolicy(_Model):
     exempt_intents: list[Intent] = Field(default_factory=lambda: [Intent.PURCHASE])
     # When a rule would send a short question to sales first, sales opens no earlier than this.
     sales_after_seconds: float = Field(default=60.0, ge=0)
+    # A sale recorded on a short question anyway: "flag" accepts it and records a strategy deviation
+    # (timeline, /v1/stats, metric); "refuse" answers 422 so the agent records it without the sale.
+    sale_recorded: Literal["flag", "refuse"] = "flag"
 
 
 class SalesShareCap(_Model):
@@ -165,6 +185,33 @@ class SalesShareCap(_Model):
 class GoodwillPolicy(_Model):
     period_budget: float | None = Field(default=None, ge=0)  # total per period; None = unlimited
     period_seconds: float = Field(default=86400.0, gt=0)
+    # Per role, within the total: what agents offered contacts under that role may grant together in a
+    # period (a role not listed: only the total applies).
+    role_budgets: dict[Role, float] = Field(default_factory=dict)
+
+    @field_validator("role_budgets")
+    @classmethod
+    def _non_negative(cls, budgets: dict[Role, float]) -> dict[Role, float]:
+        for role, amount in budgets.items():
+            if amount < 0:
+                raise ValueError(f"role_budgets.{role.value}: {amount} is negative")
+        return budgets
+
+
+class SalesTarget(_Model):
+    """A realistic sales target decided by management: ``target`` sales per ``period_seconds`` for one
+    role or one team (exactly one of them). Reported against actual sales; never used for routing."""
+
+    role: Role | None = None
+    team: str | None = Field(default=None, min_length=1)
+    target: int = Field(ge=0)
+    period_seconds: float = Field(default=86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> SalesTarget:
+        if (self.role is None) == (self.team is None):
+            raise ValueError("a sales target names exactly one of 'role' or 'team'")
+        return self
 
 
 class CallbackPolicy(_Model):
@@ -172,6 +219,9 @@ class CallbackPolicy(_Model):
     max_estimated_wait_seconds: float = Field(default=300.0, ge=0)
     outside_business_hours: bool = True
     channels: list[Channel] = Field(default_factory=lambda: [Channel.VOICE, Channel.WEB_CALLBACK])
+    # Offer a callback at once when nobody on duty can serve the contact (language, skill, role,
+    # channel) instead of letting it wait (flagged ``unservable``) for someone who can.
+    when_unservable: bool = False
 
 
 class BlendingPolicy(_Model):
@@ -259,6 +309,7 @@ class Strategy(_Model):
     short_question: ShortQuestionPolicy = Field(default_factory=ShortQuestionPolicy)
     sales_share: SalesShareCap = Field(default_factory=SalesShareCap)
     goodwill: GoodwillPolicy = Field(default_factory=GoodwillPolicy)
+    sales_targets: list[SalesTarget] = Field(default_factory=list)
     callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
     blending: BlendingPolicy = Field(default_factory=BlendingPolicy)
     skill_fit: SkillFit = "best"  # best: most skilled first; closest: least over-qualified first
@@ -277,6 +328,9 @@ class Strategy(_Model):
                 f"reoffer_alone_after_seconds ({self.reoffer_alone_after_seconds:g}) must not exceed "
                 f"reoffer_after_seconds ({self.reoffer_after_seconds:g}): it is the pause when nobody else can help"
             )
+        subjects = [(t.role, t.team) for t in self.sales_targets]
+        if len(set(subjects)) != len(subjects):
+            raise ValueError("sales_targets: one target per role or team")
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -304,6 +358,9 @@ class Strategy(_Model):
 
     def role_profile(self, role: Role) -> RoleProfile:
         return self.roles.get(role) or RoleProfile()
+
+    def rule_named(self, name: str) -> RoutingRule | None:
+        return next((r for r in self.rules if r.name == name), None)
 
     def is_short_question(self, intent: Intent | None, expected_handling_seconds: float | None) -> bool:
         if intent is Intent.QUESTION:
@@ -369,6 +426,10 @@ class Strategy(_Model):
         if not within_business_hours and policy.outside_business_hours:
             return True
         return estimated_wait_seconds > policy.max_estimated_wait_seconds
+
+    def callback_when_unservable(self, channel: Channel) -> bool:
+        policy = self.callback
+        return policy.enabled and policy.when_unservable and channel in policy.channels
 
     def new_sales_tracker(self) -> SalesShareTracker:
         return SalesShareTracker(self.sales_share)
@@ -459,30 +520,47 @@ class GoodwillLedger:
     """Goodwill granted in a rolling period against the strategy's period budget."""
 
     policy: GoodwillPolicy
-    _grants: deque[tuple[float, float]] = field(default_factory=deque)
+    _grants: deque[tuple[float, float, Role | None]] = field(default_factory=deque)
     _spent: float = 0.0
+    _by_role: dict[Role, float] = field(default_factory=dict)
 
     def spent(self, now: float) -> float:
         horizon = now - self.policy.period_seconds
         while self._grants and self._grants[0][0] <= horizon:
-            self._spent -= self._grants.popleft()[1]
+            _, amount, role = self._grants.popleft()
+            self._spent -= amount
+            if role is not None:
+                self._by_role[role] = self._by_role.get(role, 0.0) - amount
         return max(self._spent, 0.0)
 
-    def remaining(self, now: float) -> float | None:
-        if self.policy.period_budget is None:
-            return None
-        return max(self.policy.period_budget - self.spent(now), 0.0)
+    def spent_by(self, role: Role, now: float) -> float:
+        self.spent(now)
+        return max(self._by_role.get(role, 0.0), 0.0)
 
-    def record(self, amount: float, now: float) -> None:
+    def remaining(self, now: float, role: Role | None = None) -> float | None:
+        """What the period has left overall, and for ``role`` if the strategy budgets it (the smaller)."""
+        left: float | None = None
+        if self.policy.period_budget is not None:
+            left = max(self.policy.period_budget - self.spent(now), 0.0)
+        role_budget = self.policy.role_budgets.get(role) if role is not None else None
+        if role_budget is not None:
+            role_left = max(role_budget - self.spent_by(role, now), 0.0)  # type: ignore[arg-type]
+            left = role_left if left is None else min(left, role_left)
+        return left
+
+    def record(self, amount: float, now: float, role: Role | None = None) -> None:
         if amount > 0:
             self.spent(now)
-            self._grants.append((now, amount))
+            self._grants.append((now, amount, role))
             self._spent += amount
+            if role is not None:
+                self._by_role[role] = self._by_role.get(role, 0.0) + amount
 
-    def budget_for(self, plan: RoutingPlan, now: float) -> float:
-        """The goodwill an agent may grant on this contact: the plan's, within what the period has left."""
-        left = self.remaining(now)
-        return plan.goodwill_budget if left is None else min(plan.goodwill_budget, left)
+    def budget_for(self, budget: float, now: float, role: Role | None = None) -> float:
+        """The goodwill an agent may grant on a contact: its own budget, within what the period has left
+        (overall and for the role it was offered the contact under)."""
+        left = self.remaining(now, role)
+        return budget if left is None else min(budget, left)
 
 
 # --------------------------------------------------------------------------------------------------

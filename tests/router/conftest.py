@@ -137,6 +137,7 @@ async def running_router(
         presence_grace_seconds=30.0,
         heartbeat_seconds=1.0,
     )
+    clock = overrides.pop("clock", None)  # an injected clock (a callable returning seconds)
     settings_kwargs.update(overrides)
     settings = RouterSettings(**settings_kwargs)
     common = CommonSettings(
@@ -148,7 +149,7 @@ async def running_router(
             **(common_overrides or {}),
         }
     )
-    app = create_app(settings, common)
+    app = create_app(settings, common, clock=clock)
     port = free_port()
     config = uvicorn.Config(
         app,

@@ -12,14 +12,16 @@ from services.router.strategy import StrategyError
 router = APIRouter(prefix="/v1", tags=["operations"])
 
 
-def _strategy_view(request: Request) -> dict[str, Any]:
+def _strategy_view(request: Request, admin: bool = True) -> dict[str, Any]:
     service = request.app.state.service
     strategy = service.strategy
     path = request.app.state.settings.strategy_path
+    # Where the file lives on the server is the admin's business; an agent sees only its name.
+    source = (str(path) if admin else path.name) if path else "default"
     return {
         "version": strategy.version,
         "description": strategy.description,
-        "source": str(path) if path else "default",
+        "source": source,
         "tie_break": strategy.tie_break,
         "offer_timeout_seconds": service.offer_timeout,
         "max_missed_offers": strategy.max_missed_offers,
@@ -28,8 +30,8 @@ def _strategy_view(request: Request) -> dict[str, Any]:
 
 
 @router.get("/strategy", summary="The active routing strategy (any token)")
-async def get_strategy(request: Request, _: PrincipalDep) -> dict[str, Any]:
-    return _strategy_view(request)
+async def get_strategy(request: Request, who: PrincipalDep) -> dict[str, Any]:
+    return _strategy_view(request, admin=who.is_admin)
 
 
 @router.post("/strategy/reload", summary="Reload the strategy file without a restart (admin)")

@@ -221,14 +221,14 @@ def test_sales_share_tracker_caps_within_a_rolling_period():
 def test_goodwill_ledger():
     ledger = GoodwillLedger(GoodwillPolicy(period_budget=100, period_seconds=10))
     plan = load_strategy().plan(C(intent=Intent.COMPLAINT))
-    assert ledger.budget_for(plan, 0) == plan.goodwill_budget == 50
+    assert ledger.budget_for(plan.goodwill_budget, 0) == plan.goodwill_budget == 50
     ledger.record(70, now=1)
     assert ledger.remaining(2) == 30
-    assert ledger.budget_for(plan, 2) == 30
+    assert ledger.budget_for(plan.goodwill_budget, 2) == 30
     assert ledger.remaining(11) == 100
     unlimited = GoodwillLedger(GoodwillPolicy())
     unlimited.record(1e6, 0)
-    assert unlimited.remaining(0) is None and unlimited.budget_for(plan, 0) == 50
+    assert unlimited.remaining(0) is None and unlimited.budget_for(plan.goodwill_budget, 0) == 50
 
 
 # -- validation ---------------------------------------------------------------------------------------
