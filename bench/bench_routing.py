@@ -235,6 +235,37 @@ def table(scenario: str, agent_sizes: list[int], waiting: int, cycles: int, args
               f"{'OK' if g < 2 else 'MISSED'}")
 
 
+def arrival_estimates(agent_sizes: list[int], seed: int) -> None:
+    """What an arriving contact costs before it is queued: who on duty could serve it and the wait
+    estimate (issue 15). Warm: the engine's answer per class of contact, kept until the roster changes;
+    scan: the same answer computed over every agent on duty (what each arrival cost before the cache)."""
+    from services.router.eligibility import eligibility
+
+    print()
+    print("arrival estimate (eligibility + estimated_wait_for per arriving contact)")
+    print(f"{'agents':>8}{'warm us':>10}{'scan us':>10}{'scan/warm':>11}")
+    for size in agent_sizes:
+        rng = random.Random(seed)
+        engine = MatchingEngine(load_strategy())
+        for i in range(size):
+            engine.upsert_agent(make_agent(i, rng))
+        contacts = [make_contact(i, 0.0, rng) for i in range(300)]
+        for c in contacts:  # fill the per-class answers once
+            engine.estimated_wait_for(c, 0.0)
+        t0 = time.perf_counter()
+        for c in contacts:
+            engine.estimated_wait_for(c, 0.0)
+        warm = (time.perf_counter() - t0) / len(contacts) * 1e6
+        on_duty = [a.state for a in engine._agents.values() if a.staffed]
+        sample = contacts[:30]
+        t0 = time.perf_counter()
+        for c in sample:
+            eligibility(site=c.site, channel=c.channel, language=c.language, plan=engine.plan_for(c),
+                        widen_roles=False, on_duty=on_duty)
+        scan = (time.perf_counter() - t0) / len(sample) * 1e6
+        print(f"{size:>8}{warm:>10.1f}{scan:>10.1f}{scan / max(warm, 1e-9):>11.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller run (20k waiting, fewer cycles)")
@@ -251,6 +282,7 @@ def main() -> None:
     print("routing benchmark (services.router.matching, one core)")
     for scenario in (["backlog", "surplus"] if args.scenario == "both" else [args.scenario]):
         table(scenario, agent_sizes, waiting, cycles, args)
+    arrival_estimates(agent_sizes, args.seed)
     print()
     print("waiting: contacts in line at the end; us/dec: whole cycle per decision; decide: the part inside")
     print("decide(); heap us: one heappush + heappop on a heap of `waiting` entries (best of 3, before and")

@@ -244,7 +244,14 @@ class MatchingEngine:
         self._capped_waiting: dict[int, _Queue] = {}  # sales queues held back by the cap, by qid
         self._waiting_count: dict[tuple[str, Channel], int] = {}
         self._available_count: dict[tuple[str, Channel], int] = {}
+        self._available_ids: dict[tuple[str, Channel], set[str]] = {}  # who those counted agents are
         self._staffed_slots: dict[tuple[str, Channel], int] = {}
+        # Who on duty could serve a class of contact (eligibility.py) scans every agent: 9 ms per arriving
+        # contact at 2,000 agents, 47 ms at 10,000. It only changes when the roster does (an agent comes on
+        # or goes off duty, a profile changes), so it is kept per class until the roster version moves.
+        self._roster_version = 0
+        self._eligibility_version = -1
+        self._eligibility_cache: dict[tuple[Any, ...], tuple[Eligibility, frozenset[str], int]] = {}
         self._aht: dict[tuple[str, Channel], float] = {}
         self._reserved_count = 0
         self._seq = itertools.count(1)
@@ -329,6 +336,7 @@ class MatchingEngine:
             )
         self._attach(a)
         self._refresh(a, key_changed=True)
+        self._roster_version += 1
 
     def remove_agent(self, agent_id: str) -> list[str]:
         """Forget an agent. Contacts reserved to it go back in line (original place) and are returned;
@@ -341,6 +349,7 @@ class MatchingEngine:
             self._unreserve(self._contacts[cid], exclude=None, now=None)
         self._detach(a)
         del self._agents[agent_id]
+        self._roster_version += 1
         return back
 
     def set_status(self, agent_id: str, status: AgentStatus, now: float) -> None:
@@ -961,11 +970,14 @@ class MatchingEngine:
         if old == eligible:
             return
         site = a.state.site
+        aid = a.state.agent_id
         counts = self._available_count
         for ch in old - eligible:
             counts[(site, ch)] -= 1
+            self._available_ids[(site, ch)].discard(aid)
         for ch in eligible - old:
             counts[(site, ch)] = counts.get((site, ch), 0) + 1
+            self._available_ids.setdefault((site, ch), set()).add(aid)
         a.eligible = eligible
 
     def _set_staffed(self, a: _Agent, staffed: bool) -> None:
@@ -977,6 +989,7 @@ class MatchingEngine:
             key = (st.site, ch)
             self._staffed_slots[key] = self._staffed_slots.get(key, 0) + sign * cap
         a.staffed = staffed
+        self._roster_version += 1
 
     # -- views --------------------------------------------------------------------------------------
 
@@ -1012,10 +1025,27 @@ class MatchingEngine:
 
     def eligibility(self, wc: WaitingContact, plan: RoutingPlan | None = None) -> Eligibility:
         """Who on duty (connected, not offline or on break) could serve this contact (eligibility.py)."""
-        return eligibility(
-            site=wc.site, channel=wc.channel, language=wc.language, plan=plan or self.strategy.plan(wc),
-            widen_roles=wc.widen_roles, on_duty=(a.state for a in self._agents.values() if a.staffed),
-        )
+        return self._eligible(wc, plan)[0]
+
+    def _eligible(
+        self, wc: WaitingContact, plan: RoutingPlan | None = None
+    ) -> tuple[Eligibility, frozenset[str], int]:
+        """The eligibility of the contact's class, the same agents as a set, and their slots on its
+        channel (cached per roster version: see ``_eligibility_cache``)."""
+        if self._eligibility_version != self._roster_version:
+            self._eligibility_cache.clear()
+            self._eligibility_version = self._roster_version
+        plan = plan or self.plan_for(wc)
+        key = (wc.site, wc.channel, wc.language, wc.widen_roles, tuple((s.role, s.required_skills) for s in plan.steps))
+        found = self._eligibility_cache.get(key)
+        if found is None:
+            who = eligibility(
+                site=wc.site, channel=wc.channel, language=wc.language, plan=plan,
+                widen_roles=wc.widen_roles, on_duty=(a.state for a in self._agents.values() if a.staffed),
+            )
+            slots = sum(self._agents[aid].state.capacity.get(wc.channel, 0) for aid in who.agent_ids)
+            found = self._eligibility_cache[key] = (who, frozenset(who.agent_ids), slots)
+        return found
 
     def unservable_reason(self, contact_id: str) -> str | None:
         """For a waiting contact: why nobody on duty can serve it (None if someone can, or unknown)."""
@@ -1042,16 +1072,17 @@ class MatchingEngine:
         """Expected wait for this contact joining now, counting only the agents on duty who could serve
         it (language, skills, roles): 0 if one of them is free for everyone waiting ahead on its site and
         channel, inf if none is on duty. (Those ahead are all counted: an upper bound, never a silent 0.)"""
-        found = self.eligibility(wc)
+        found, eligible_ids, slots = self._eligible(wc)
         if not found.servable:
             return math.inf
-        agents = [self._agents[aid] for aid in found.agent_ids]
         key = (wc.site, wc.channel)
         waiting = self._waiting_count.get(key, 0)
-        available = sum(1 for a in agents if wc.channel in a.eligible)
-        if waiting < available:
-            return 0.0
-        slots = sum(a.state.capacity.get(wc.channel, 0) for a in agents)
+        available = 0
+        for aid in self._available_ids.get(key, ()):  # the free agents there: few when the line is long
+            if aid in eligible_ids:
+                available += 1
+                if available > waiting:  # one of them is free for everyone ahead
+                    return 0.0
         aht = self._aht.get(key) or self.strategy.channel_policy(wc.channel).expected_handling_seconds
         return (waiting - available + 1) * aht / slots
 
