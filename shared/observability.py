@@ -7,13 +7,16 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:  # the bus imports this module for its metrics
+    from shared.bus.base import EventBus
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -32,6 +35,29 @@ BUS_PUBLISH_SECONDS = Histogram(
     ["bus"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+BUS_CONSUMER_LAG = Gauge(
+    "switchboard_bus_consumer_lag", "Events in the log not yet handled by the group (refreshed on scrape)",
+    ["group", "topic"],
+)
+BUS_DLQ_SIZE = Gauge("switchboard_bus_dlq_size", "Events held in the topic's dead-letter topic", ["topic"])
+
+
+async def refresh_bus_gauges(bus: EventBus, *, timeout: float = 0.5) -> None:
+    """Lag and DLQ size of this process's subscriptions. Bounded: a slow or absent bus leaves the last
+    figures (or none) and the scrape still answers promptly with everything else."""
+    try:
+        async with asyncio.timeout(timeout):
+            backlog = await bus.backlog()
+    except Exception as exc:  # TimeoutError included
+        structlog.get_logger("shared.observability").warning("bus.backlog_unavailable", error=repr(exc)[:300])
+        return
+    BUS_CONSUMER_LAG.clear()
+    for (group, topic), n in backlog.lag.items():
+        BUS_CONSUMER_LAG.labels(group, topic).set(n)
+    BUS_DLQ_SIZE.clear()
+    for topic, n in backlog.dlq.items():
+        BUS_DLQ_SIZE.labels(topic).set(n)
 
 
 # A phone number in any logged text: "+" then 7-15 digits, maybe with separators (E.164 as we store it,

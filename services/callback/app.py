@@ -25,7 +25,13 @@ from shared.auth import Authenticator, AuthSettings, Principal, install_auth
 from shared.bus import EventBus
 from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
-from shared.observability import BeforePath, configure_logging, install_operations, install_unavailable_handler
+from shared.observability import (
+    BeforePath,
+    configure_logging,
+    install_operations,
+    install_unavailable_handler,
+    refresh_bus_gauges,
+)
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import CALLBACKS, ROUTING
@@ -105,6 +111,7 @@ def create_app(
                 metrics.refresh_promise_gauges((await service.summary_today()).sites)
             except Exception:  # a scrape must still answer with the counters when the database is away
                 log.exception("callback.metrics_refresh_failed")
+        await refresh_bus_gauges(runtime.bus)
 
     app.add_middleware(BeforePath, path="/metrics", action=refresh_gauges)
     install_operations(app, runtime.checks(consumers=True), timeout=common.readiness_timeout)

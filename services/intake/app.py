@@ -252,5 +252,6 @@ def create_app(
     app.include_direct_router(twilio_dial.router)
     app.include_direct_router(callbacks.router)
     install_operations(app, checks)
+    app.add_middleware(metrics.CountEdgeRejections)  # added last: outermost, sees every refusal
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

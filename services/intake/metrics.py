@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RECEIVED = Counter("switchboard_intake_received_total", "Requests received", ["endpoint"])
 ACCEPTED = Counter(
@@ -48,3 +49,32 @@ def duplicates(endpoint: str) -> Counter:
 @cache
 def publish_seconds(event: str) -> Histogram:
     return PUBLISH_SECONDS.labels(event)
+
+
+# Scope key set by ``api.common.begin``: the request reached an endpoint, which counts it itself.
+LABELLED = "switchboard.intake_endpoint"
+_EDGE_REASONS = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+
+class CountEdgeRejections:
+    """ASGI middleware (outermost): a /v1/ request refused before any endpoint labelled it (bad token,
+    NUL bytes, unknown path) is still counted as received and rejected, as ``endpoint="edge"``; without
+    this, a flood of such requests would be invisible on the dashboard."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400 and LABELLED not in scope:
+                status = int(message["status"])
+                reason = _EDGE_REASONS.get(status) or ("nul_bytes" if status == 422 else f"http_{status}")
+                received("edge").inc()
+                REJECTED.labels("edge", reason).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

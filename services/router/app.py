@@ -31,7 +31,13 @@ from shared.bus import EventBus, Record
 from shared.events import Envelope
 from shared.http_limits import HttpServerSettings, install_input_limits
 from shared.nul_guard import RejectNulBytes
-from shared.observability import BeforePath, configure_logging, install_operations, install_unavailable_handler
+from shared.observability import (
+    BeforePath,
+    configure_logging,
+    install_operations,
+    install_unavailable_handler,
+    refresh_bus_gauges,
+)
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 
@@ -143,6 +149,7 @@ def create_app(
                 metrics.refresh_gauges(await app.state.service.stats())
             except Exception:
                 log.exception("router.metrics_refresh_failed")
+        await refresh_bus_gauges(runtime.bus)
 
     # A plain ASGI wrapper, not @app.middleware("http"): that one (BaseHTTPMiddleware) costs every request
     # a task and a stream pair, for a refresh only /metrics needs.

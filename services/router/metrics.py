@@ -44,6 +44,13 @@ ANSWER_WAIT = Histogram(
     ["channel"],
     buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800),
 )
+# Handling = completion - answer (wrap-up not included), observed at completion.
+HANDLING_TIME = Histogram(
+    "switchboard_router_handling_time_seconds",
+    "From acceptance by an agent to completion of the contact",
+    ["channel"],
+    buckets=(15, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 3600),
+)
 GROUP_COMMIT_SIZE = Histogram(
     "switchboard_router_group_commit_size",
     "State changes (agent actions, batches of consumed events) committed together in one transaction",
@@ -51,6 +58,11 @@ GROUP_COMMIT_SIZE = Histogram(
 )
 QUEUE_WAITING = Gauge("switchboard_router_waiting_contacts", "Contacts waiting", ["site", "channel"])
 QUEUE_OLDEST = Gauge("switchboard_router_oldest_wait_seconds", "Longest current wait", ["site", "channel"])
+QUEUE_BY_ROLE = Gauge(
+    "switchboard_router_waiting_contacts_by_role",
+    "Contacts waiting, by channel and the first role of their plan",
+    ["channel", "role"],
+)
 AGENTS = Gauge("switchboard_router_agents", "Agents by status", ["status"])
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
@@ -68,6 +80,16 @@ STAFF_ON_DUTY = Gauge("switchboard_router_staffing_agents_on_duty", "Agents on d
 ARRIVAL_RATE = Gauge("switchboard_router_arrival_rate_per_hour", "Live arrival rate", ["channel", "role"])
 HANDLING_SECONDS = Gauge(
     "switchboard_router_handling_seconds", "Average handling time incl. wrap-up used for staffing", ["channel"]
+)
+
+# Sales share vs cap and goodwill vs budget over the strategy's rolling periods (stats' figures).
+SALES_SHARE = Gauge("switchboard_router_sales_share", "Share of offers sent to sales over the sales-share period")
+SALES_SHARE_CAP = Gauge("switchboard_router_sales_share_cap", "The strategy's cap on the sales share")
+GOODWILL_SPENT = Gauge(
+    "switchboard_router_goodwill_spent", "Goodwill granted over the goodwill period", ["role"]
+)
+GOODWILL_BUDGET = Gauge(
+    "switchboard_router_goodwill_budget", "The strategy's goodwill budget per period (role=all: overall)", ["role"]
 )
 
 SALES_TARGET = Gauge("switchboard_router_sales_target", "Sales target per period", ["subject", "name"])
@@ -97,6 +119,9 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     for row in stats["waiting"]:
         QUEUE_WAITING.labels(row["site"], row["channel"]).set(row["waiting"])
         QUEUE_OLDEST.labels(row["site"], row["channel"]).set(row["oldest_wait_seconds"])
+    QUEUE_BY_ROLE.clear()
+    for row in stats.get("waiting_by_role", []):
+        QUEUE_BY_ROLE.labels(row["channel"], row["role"]).set(row["waiting"])
     AGENTS.clear()
     for status, n in stats["agents_by_status"].items():
         AGENTS.labels(status).set(n)
@@ -104,6 +129,7 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     _refresh_service_level(stats.get("service_level", {}))
     _refresh_staffing(stats.get("staffing", []))
     _refresh_sales_targets(stats.get("sales_targets", []))
+    _refresh_sales_share_and_goodwill(stats.get("sales_share"), stats.get("goodwill"))
     _refresh_coverage(stats.get("strategy_coverage", {}))
 
 
@@ -116,6 +142,23 @@ def _refresh_coverage(cov: dict[str, Any]) -> None:
         RULE_FIRST_ROLE_ON_DUTY.labels(row["rule"]).set(row["first_role_on_duty"])
         if row["first_offer_to_first_role_share"] is not None:
             RULE_FIRST_ROLE_SHARE.labels(row["rule"]).set(row["first_offer_to_first_role_share"])
+
+
+def _refresh_sales_share_and_goodwill(share: dict[str, Any] | None, goodwill: dict[str, Any] | None) -> None:
+    """A budget of None (no limit) has no sample: "unlimited" is not 0."""
+    if share is not None:
+        SALES_SHARE.set(share["share"])
+        SALES_SHARE_CAP.set(share["cap"])
+    GOODWILL_SPENT.clear()
+    GOODWILL_BUDGET.clear()
+    if goodwill is None:
+        return
+    GOODWILL_SPENT.labels("all").set(goodwill["spent"])
+    if goodwill.get("budget") is not None:
+        GOODWILL_BUDGET.labels("all").set(goodwill["budget"])
+    for role, row in goodwill.get("by_role", {}).items():
+        GOODWILL_SPENT.labels(role).set(row["spent"])
+        GOODWILL_BUDGET.labels(role).set(row["budget"])
 
 
 def _refresh_sales_targets(rows: list[dict[str, Any]]) -> None:

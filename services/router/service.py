@@ -1408,6 +1408,8 @@ class RouterService(RouterViews):
             outcome=outcome_doc,
         )
         metrics.COMPLETIONS.labels(row.channel, "sold" if outcome.sold else "not_sold").inc()
+        if handled is not None:
+            metrics.HANDLING_TIME.labels(row.channel).observe(max(0.0, handled))
         tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
         # Wrap-up starts when the agent's last contact ends (and only if the router made it busy).
         agent = await self._agent_row(tx.session, agent_id)

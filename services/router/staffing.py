@@ -204,3 +204,33 @@ async def load(session: AsyncSession, strategy: Strategy, since: float) -> tuple
 
 def as_json(rows: list[StaffingRow]) -> list[dict[str, Any]]:
     return [r.model_dump() for r in rows]
+
+
+async def waiting_by_role(session: AsyncSession, strategy: Strategy) -> list[dict[str, Any]]:
+    """Open contacts per (channel, first role of their plan): which role's queue is growing, as staffing
+    counts it (the same ``first_role``), so the queue gauge and the staffing rows agree."""
+    rows = (
+        await session.execute(
+            select(
+                contacts.c.channel,
+                contacts.c.intent,
+                contacts.c.customer,
+                contacts.c.expected_handling_seconds,
+            ).where(contacts.c.state.in_(ContactState.OPEN))
+        )
+    ).all()
+    counts: dict[tuple[str, str], int] = {}
+    roles: dict[tuple[Channel, Intent | None, Tier, float | None], Role] = {}
+    for r in rows:
+        channel = Channel(r.channel)
+        key = (
+            channel,
+            Intent(r.intent) if r.intent else None,
+            Tier((r.customer or {}).get("tier", Tier.STANDARD)),
+            r.expected_handling_seconds,
+        )
+        role = roles.get(key)
+        if role is None:
+            role = roles[key] = first_role(strategy, *key)
+        counts[(channel.value, role.value)] = counts.get((channel.value, role.value), 0) + 1
+    return [{"channel": c, "role": role, "waiting": n} for (c, role), n in sorted(counts.items())]

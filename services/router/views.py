@@ -440,6 +440,7 @@ class RouterViews:
                 )
             ).all()
             arrivals, on_duty = await staffing.load(session, self.strategy, since)
+            waiting_by_role = await staffing.waiting_by_role(session, self.strategy)
             targets = await self._sales_target_progress(session, now)
             first_offers = await self._first_offers(session, since)
             today = period_of(now)
@@ -471,6 +472,7 @@ class RouterViews:
             "strategy_version": self.strategy.version,
             "waiting": waiting,
             "waiting_total": sum(w["waiting"] for w in waiting),
+            "waiting_by_role": waiting_by_role,  # by the first role of each contact's plan
             "oldest_wait_seconds": max((w["oldest_wait_seconds"] for w in waiting), default=0.0),
             "agents_by_status": {status: n for status, n in status_rows},
             "offers_outstanding": outstanding,

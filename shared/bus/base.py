@@ -126,6 +126,18 @@ class Subscription:
             self.stalled_since = None
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What this process's consumers have not handled yet, and what their topics dead-lettered.
+
+    ``lag``: (group, logical topic) -> events behind the end of the log. ``dlq``: logical source topic ->
+    events held in its ``<topic>.dlq``.
+    """
+
+    lag: dict[tuple[str, str], int] = field(default_factory=dict)
+    dlq: dict[str, int] = field(default_factory=dict)
+
+
 class EventBus(abc.ABC):
     """Publish/subscribe with per-key ordering, consumer groups, at-least-once delivery and a DLQ."""
 
@@ -196,6 +208,11 @@ class EventBus(abc.ABC):
 
         ``batch_handler``: take consecutive records of a partition together (see :data:`BatchHandler`).
         """
+
+    async def backlog(self) -> Backlog:
+        """Consumer lag and DLQ sizes for this process's subscriptions, for the /metrics gauges.
+        A bus that cannot tell answers an empty :class:`Backlog` (no sample, not a false 0)."""
+        return Backlog()
 
     @abc.abstractmethod
     async def ping(self) -> bool:

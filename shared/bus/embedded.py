@@ -37,6 +37,7 @@ import structlog
 
 from shared.bus.base import (
     MAX_BATCH,
+    Backlog,
     BatchHandler,
     BusUnavailable,
     DeliveryInterrupted,
@@ -49,6 +50,7 @@ from shared.files import private_file
 from shared.observability import (
     BUS_PUBLISH_SECONDS,
 )
+from shared.topics import dlq
 
 log = structlog.get_logger(__name__)
 
@@ -251,6 +253,40 @@ class EmbeddedBus(EventBus):
             return True
         except sqlite3.Error:
             return False
+
+    async def backlog(self) -> Backlog:
+        """Lag = log end (``partitions.next_offset``) - the group's committed offset, per partition; a
+        partition the group never committed counts from its oldest retained event. A handful of indexed
+        lookups per subscribed topic, on the reader thread: cheap enough for every scrape."""
+        if self._rconn is None:
+            return Backlog()
+        pairs = sorted({(sub.group, t) for sub in self._subscriptions for t in sub.topics})
+        conn = self._rconn
+
+        def read() -> Backlog:
+            out = Backlog()
+            for group, topic in pairs:
+                rows = conn.execute(
+                    "SELECT p.next_offset, o.next_offset, "
+                    "(SELECT MIN(e.offset) FROM events e WHERE e.topic=p.topic AND e.partition=p.partition) "
+                    "FROM partitions p LEFT JOIN group_offsets o "
+                    "ON o.group_id=? AND o.topic=p.topic AND o.partition=p.partition WHERE p.topic=?",
+                    (group, self.physical(topic)),
+                ).fetchall()
+                out.lag[(group, topic)] = sum(
+                    max(0, end - (committed if committed is not None else (oldest if oldest is not None else end)))
+                    for end, committed, oldest in rows
+                )
+            for topic in sorted({t for _, t in pairs}):
+                sql = "SELECT COUNT(*) FROM events WHERE topic=?"
+                (n,) = conn.execute(sql, (self.physical(dlq(topic)),)).fetchone()
+                out.dlq[topic] = int(n)
+            return out
+
+        try:
+            return await self._run_read(read)
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"embedded bus at {self.path}: {exc}") from exc
 
     async def read_topic(self, topic: str) -> list[Record]:
         if not self._started:

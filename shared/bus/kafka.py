@@ -53,6 +53,7 @@ from aiokafka.errors import (
 
 from shared.bus.base import (
     MAX_BATCH,
+    Backlog,
     BatchHandler,
     BusUnavailable,
     DeliveryInterrupted,
@@ -148,6 +149,31 @@ class KafkaBus(EventBus):
             admin, self._admin = self._admin, None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(admin.close(), timeout=self.ping_timeout)
+
+    async def backlog(self) -> Backlog:
+        """Lag = highwater - position for each partition a local consumer holds (both from the consumer's
+        own fetch state: no broker round trip); DLQ size = end - beginning offsets of the DLQ partitions in
+        the consumer's metadata (one ListOffsets request each way). The caller bounds the time."""
+        out = Backlog()
+        for c in list(self._consumers):
+            consumer = c.consumer
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is None:  # nothing fetched yet: unknown, not 0
+                    continue
+                key = (c.sub.group, self.logical(tp.topic))
+                out.lag[key] = out.lag.get(key, 0) + max(0, high - await consumer.position(tp))
+            for topic in c.sub.topics:
+                physical = self.physical(dlq(topic))
+                parts = consumer.partitions_for_topic(physical)
+                if not parts:
+                    continue
+                tps = [TopicPartition(physical, p) for p in parts]
+                begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+                out.dlq[topic] = sum(end[tp] - begin[tp] for tp in tps)
+        return out
 
     async def ping(self) -> bool:
         """True when the cluster answers a metadata request within ``ping_timeout``."""

@@ -250,3 +250,30 @@ async def test_abandon_of_an_unknown_contact_is_404(intake: IntakeFactory) -> No
     resp = await app.post_signed("/v1/contacts/abandoned", {"source": "acme", "external_id": "never-seen"})
     assert resp.status_code == 404
     assert app.events() == []
+
+
+async def test_refusals_before_any_endpoint_are_still_counted_at_the_edge(intake: IntakeFactory) -> None:
+    """A NUL byte (refused by middleware) and an unknown path never reach an endpoint: without the edge
+    counter they would be neither received nor rejected in /metrics. A refusal an endpoint counts itself
+    is not counted twice."""
+    app = await intake()
+
+    def value(name: str, text: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    before = (await app.client.get("/metrics")).text
+    nul = await app.client.post(
+        "/v1/contacts", content=b'{"external_id": "a\\u0000b"}', headers={"content-type": "application/json"}
+    )
+    missing = await app.client.post("/v1/no-such-webhook", json={})
+    typed = await app.client.post("/v1/contacts", content=b"x", headers={"content-type": "text/plain"})
+    assert (nul.status_code, missing.status_code, typed.status_code) == (422, 404, 415)
+    after = (await app.client.get("/metrics")).text
+    for name, delta in [
+        ('switchboard_intake_received_total{endpoint="edge"}', 2),
+        ('switchboard_intake_rejected_total{endpoint="edge",reason="nul_bytes"}', 1),
+        ('switchboard_intake_rejected_total{endpoint="edge",reason="not_found"}', 1),
+        ('switchboard_intake_received_total{endpoint="contacts"}', 1),
+        ('switchboard_intake_rejected_total{endpoint="contacts",reason="unsupported_media_type"}', 1),
+    ]:
+        assert value(name, after) - value(name, before) == delta, name

@@ -69,6 +69,12 @@ def test_every_dashboard_query_names_a_metric_and_labels_the_code_defines() -> N
         "switchboard_callback_promises_today",
         "switchboard_callback_same_day_fulfilment_rate",
         "switchboard_intake_rejected_total",
+        "switchboard_router_waiting_contacts_by_role",
+        "switchboard_router_handling_time_seconds_bucket",
+        "switchboard_router_sales_share",
+        "switchboard_router_goodwill_budget",
+        "switchboard_bus_consumer_lag",
+        "switchboard_bus_dlq_size",
     ):
         assert needed in used, f"the dashboard shows no {needed}"
 

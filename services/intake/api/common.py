@@ -82,6 +82,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def begin(request: Request, endpoint: str) -> None:
     """Label the request for metrics (the error handlers read it back)."""
     request.state.endpoint = endpoint
+    request.scope[metrics.LABELLED] = endpoint  # CountEdgeRejections: counted here, not at the edge
     metrics.received(endpoint).inc()
 
 
