@@ -346,6 +346,11 @@ async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
             sorted(i["unservable_reason"] for i in queue if i["contact_id"] in turkish),
         ),
         (
+            "stats: waiting now that nobody on duty can serve",
+            {"count": N_TURKISH, "by_reason": {"language": N_TURKISH}},
+            stats["unservable"],
+        ),
+        (
             "sales target: actual = sales under the sales role",
             (SALES_TARGET, sold_as_sales),
             (target["target"], target["actual"]),
