@@ -47,6 +47,7 @@ SLOW = "svc5"  # holds its first HELD contacts past the allowed handling time
 HELD = 2
 ALLOWED = {"service": 4, "sales": 6, "brand_ambassador": 8}  # seconds: short on purpose
 ROLE_GOODWILL = {"service": 0, "sales": 0, "brand_ambassador": 50}
+GENERAL_SALES_AFTER = 60  # the default general rule: sales may help after this wait
 WIDEN_AFTER = 8  # unhappy customers and VIPs: service may help after this wait
 PERIOD_BUDGET = 100
 GRANT = 30
@@ -256,6 +257,14 @@ async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
     reached_amb_first = sum(
         1 for c in ambassador_first if kind(c, "offered")[0]["explanation"]["role"] == "brand_ambassador"
     )
+    # general (and everything not a purchase) reaches sales only after the rule's 60 s; short questions never
+    sales_too_early = [
+        c
+        for c in scenario
+        if intent_of[c] != "purchase"
+        for e in kind(c, "offered")
+        if e["explanation"]["role"] == "sales" and at(e) - customer_start(c) < GENERAL_SALES_AFTER - 0.05
+    ]
     wrong_leeway = [
         o
         for o in ledger.offers
@@ -296,6 +305,7 @@ async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
             sum(1 for o in ledger.offers if intent_of.get(o["contact_id"]) == "question" and o["plan"]["upsell"]),
         ),
         (f"unhappy/VIP first offered to non-ambassadors before {WIDEN_AFTER} s", 0, len(too_early)),
+        (f"non-purchase contacts offered to sales before {GENERAL_SALES_AFTER} s", 0, len(sales_too_early)),
         ("unhappy/VIP reaching an ambassador first (info)", "-", f"{reached_amb_first}/{len(ambassador_first)}"),
         ("offers whose plan is not the agent's role's leeway", 0, len(wrong_leeway)),
         (
