@@ -32,6 +32,9 @@ class WaitingItem(BaseModel):
     rule: str
     open_roles: list[str]
     callback: bool
+    unservable_reason: str | None = Field(
+        None, description="why nobody on duty can serve it (language, skill, role, channel, nobody_on_duty)"
+    )
     why: str = Field(description="why this contact is still waiting, in words")
 
 
@@ -78,7 +81,14 @@ class DashboardSnapshot(BaseModel):
     service_level: dict[str, dict[str, Any]]
     staffing: list[StaffingRow]
     sales_share: dict[str, Any]
-    goodwill: dict[str, Any]
+    goodwill: dict[str, Any] = Field(description="spent vs the period budget, remaining, and by_role")
+    # Issue 15: is the strategy obeyed? The same figures as /v1/stats, so the floor sees the gaps too.
+    unservable: dict[str, Any] = Field(description="waiting now that nobody on duty can serve: count, by_reason")
+    strategy_deviations_today: dict[str, float] = Field(
+        description="handling_overruns and sales_on_short_questions today"
+    )
+    sales_targets: list[dict[str, Any]] = Field(description="per role or team: target, actual, met")
+    strategy_coverage: dict[str, Any] = Field(description="roles, rules and warnings (is the strategy staffed?)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,8 +181,19 @@ def goals_in_words(strategy: Strategy) -> list[Goal]:
 # --------------------------------------------------------------------------------------------------
 
 
+UNSERVABLE_WORDS = {
+    "nobody_on_duty": "nobody is on duty at its site",
+    "channel": "nobody on duty takes this channel",
+    "language": "nobody on duty speaks its language",
+    "role": "nobody on duty holds a role its rule allows",
+    "skill": "nobody on duty has the skills it needs",
+}
+
+
 def why_waiting(entry: dict[str, Any], agents: Sequence[dict[str, Any]], strategy: Strategy) -> str:
-    """The likeliest reason in words: nobody on duty for the open roles, all of them busy, or no fit."""
+    """The likeliest reason in words: nobody on duty for the open roles, all of them busy, or no fit;
+    plus, when the router's eligibility check finds nobody on duty could serve it at all, that reason
+    (so "free but none fits" becomes exactly why, and "busy" never hides a contact nobody can take)."""
     channel, site = entry["channel"], entry["site"]
     open_roles = set(entry["open_roles"])
     fit = [
@@ -190,6 +211,10 @@ def why_waiting(entry: dict[str, Any], agents: Sequence[dict[str, Any]], strateg
         reason = f"all {len(fit)} {roles} agent(s) for {_role(channel)} are busy"
     else:
         reason = f"{roles} agents are free but none fits (skills, language or a recent decline)"
+    unservable = entry.get("unservable_reason")
+    if unservable:  # the router's own eligibility check: say exactly why nobody can take it, not "busy"
+        said = f"unservable: {UNSERVABLE_WORDS.get(unservable, unservable)}, even once every role of its rule may help"
+        reason = said if fit and any(a["status"] == "available" for a in fit) else f"{reason}; {said}"
     later = _next_step(entry, strategy)
     return f"{reason} (rule {entry['rule']}{'; ' + later if later else ''})"
 
@@ -285,6 +310,7 @@ async def build_snapshot(source: Source) -> DashboardSnapshot:
                 rule=e["rule"],
                 open_roles=e["open_roles"],
                 callback=e["callback_id"] is not None,
+                unservable_reason=e.get("unservable_reason"),
                 why=why_waiting(e, agents, strategy),
             )
             for e in queue
@@ -308,4 +334,8 @@ async def build_snapshot(source: Source) -> DashboardSnapshot:
         staffing=[StaffingRow.model_validate(r) for r in stats["staffing"]],
         sales_share=stats["sales_share"],
         goodwill=stats["goodwill"],
+        unservable=stats["unservable"],
+        strategy_deviations_today=stats["strategy_deviations_today"],
+        sales_targets=stats["sales_targets"],
+        strategy_coverage=stats["strategy_coverage"],
     )

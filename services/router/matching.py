@@ -1047,6 +1047,10 @@ class MatchingEngine:
             found = self._eligibility_cache[key] = (who, frozenset(who.agent_ids), slots)
         return found
 
+    def waiting_ids(self) -> list[str]:
+        """Contacts waiting in line now (not those being offered): the ones that may be unservable."""
+        return [cid for cid, c in self._contacts.items() if c.state == _WAITING]
+
     def unservable_reason(self, contact_id: str) -> str | None:
         """For a waiting contact: why nobody on duty can serve it (None if someone can, or unknown)."""
         return self.unservable_reasons([contact_id])[contact_id]

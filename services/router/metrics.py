@@ -110,6 +110,12 @@ RULE_FIRST_ROLE_ON_DUTY = Gauge(
     "switchboard_router_rule_first_role_on_duty", "Agents on duty holding the rule's first role", ["rule"]
 )
 
+UNSERVABLE_WAITING = Gauge(
+    "switchboard_router_unservable_waiting",
+    "Contacts waiting now that nobody on duty can serve, by the reason that rules everybody out",
+    ["reason"],
+)
+
 SL_DEFINITIONS = {"offered": "share", "answered": "answered_share", "with_abandoned": "with_abandoned_share"}
 
 
@@ -131,6 +137,9 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     _refresh_sales_targets(stats.get("sales_targets", []))
     _refresh_sales_share_and_goodwill(stats.get("sales_share"), stats.get("goodwill"))
     _refresh_coverage(stats.get("strategy_coverage", {}))
+    UNSERVABLE_WAITING.clear()
+    for reason, n in stats.get("unservable", {}).get("by_reason", {}).items():
+        UNSERVABLE_WAITING.labels(reason).set(n)
 
 
 def _refresh_coverage(cov: dict[str, Any]) -> None:

@@ -406,7 +406,19 @@ class RouterViews:
             sales[r.contact_id] = Sale(r.ended_at, role.value if role is not None else None, r.team)
         return progress(targets, sales.values(), now)
 
+    async def unservable_now(self) -> dict[str, Any]:
+        """Contacts waiting right now that nobody on duty can serve, by reason: live, unlike the
+        ``unservable`` timeline entry and counter, so it drops when someone able comes on duty."""
+        async with self._locked():
+            reasons = self.engine.unservable_reasons(self.engine.waiting_ids())
+        by_reason: dict[str, int] = {}
+        for reason in reasons.values():
+            if reason is not None:
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+        return {"count": sum(by_reason.values()), "by_reason": dict(sorted(by_reason.items()))}
+
     async def stats(self) -> dict[str, Any]:
+        unservable = await self.unservable_now()
         now = self.clock()
         window = self.settings.service_level_window_seconds
         since = now - window
@@ -501,6 +513,7 @@ class RouterViews:
                     for role, budget in self.strategy.goodwill.role_budgets.items()
                 },
             },
+            "unservable": unservable,
             "sales_targets": targets,
             "strategy_coverage": coverage(self.strategy, arrivals, on_duty, first_offers),
             "today": day,

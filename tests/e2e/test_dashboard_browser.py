@@ -120,6 +120,16 @@ def test_dashboard_updates_live_when_a_contact_arrives(
             row = page.locator("#waiting tr[data-contact-id]")
             expect(row).to_have_count(1)
             expect(row).to_contain_text("no service agent on duty for chat")
+            # Issue 15's figures: alice is on break, so nobody on duty can serve the chat, and it says so.
+            expect(page.get_by_test_id("unservable-count")).to_have_text("1")
+            expect(page.locator("#unservable-reasons")).to_contain_text("nobody on duty: 1")
+            expect(row).to_contain_text("unservable: nobody is on duty at its site")
+            expect(page.get_by_test_id("overruns-today")).to_have_text("0")
+            expect(page.get_by_test_id("short-sales-today")).to_have_text("0")
+            expect(page.locator('#goodwill-by-role tr[data-role="all"]')).to_contain_text("no limit")
+            expect(page.get_by_test_id("sales-targets")).to_contain_text("no sales targets")
+            expect(page.locator('#coverage-rules tr[data-rule="general"]')).to_be_visible()
+            expect(page.get_by_test_id("coverage-warnings").locator("li")).not_to_have_count(0)
             expect(page.locator('#staffing tr[data-channel="chat"][data-role="all"]')).to_be_visible()
             expect(page.locator('#service-level tr[data-channel="chat"]')).to_be_visible()
             assert page.locator('#throughput polyline[data-series="received"]').count() == 1

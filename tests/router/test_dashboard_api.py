@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 
 from services.router.dashboard import DashboardSnapshot
 from shared.events import Channel, Intent
-from tests.router.conftest import ADMIN, Router, contact, eventually
+from tests.router.conftest import ADMIN, Router, contact, eventually, running_router
+from tests.router.test_strategy_obeyed import complete, entries, serve, strategy_file
 
 
 async def test_the_page_is_static_self_contained_and_needs_no_token(router: Router) -> None:
@@ -119,3 +121,59 @@ async def test_a_token_that_stops_being_valid_ends_the_stream(router: Router, mo
                 assert time.monotonic() - started < 15, events
     # The stream ended by itself once the token was refused, saying why.
     assert events[:2] == ["snapshot", "snapshot"] and events[-1] == "unauthorized"
+
+
+async def test_snapshot_shows_whether_the_strategy_is_obeyed(tmp_path: Path) -> None:
+    """Issue 15's figures on the dashboard: unservable now (and why, per contact), goodwill spent vs the
+    period budget and per role, handling-time overruns and sales on short questions today, sales target
+    vs actual, and strategy coverage warnings."""
+    strategy = strategy_file(
+        tmp_path,
+        roles={"service": {"allowed_handling_seconds": 1}},
+        goodwill={"period_budget": 60, "role_budgets": {"brand_ambassador": 55}},
+        sales_targets=[{"role": "sales", "target": 2}],
+    )
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        _, amb = await router.register("amb", roles=["brand_ambassador"], capacity={"chat": 1})
+        _, svc = await router.register("svc", roles=["service"], capacity={"chat": 1})
+        complaint = contact("c1", intent=Intent.COMPLAINT)
+        await router.emit(complaint)
+        await serve(router, "amb", amb)
+        assert (await complete(router, complaint.contact_id, amb, goodwill_amount=50)).status_code == 200
+        question = contact("q1", intent=Intent.QUESTION)
+        await router.emit(question)
+        await serve(router, "svc", svc)
+        await eventually(lambda: entries(router, question.contact_id, "handling_overrun"), timeout=10)
+        assert (await complete(router, question.contact_id, svc, sold=True)).status_code == 200
+        turkish = contact("tr1", language="tr")
+        await router.emit(turkish)
+
+        async def flagged() -> DashboardSnapshot | None:
+            r = await router.client.get("/v1/ops/dashboard", headers=ADMIN)
+            assert r.status_code == 200, r.text
+            snap = DashboardSnapshot.model_validate(r.json())
+            return snap if snap.unservable.get("count") == 1 else None
+
+        snap = await eventually(flagged)
+    assert snap.unservable == {"count": 1, "by_reason": {"language": 1}}
+    (waiting,) = snap.waiting
+    assert waiting.unservable_reason == "language"
+    assert waiting.why.startswith("unservable: nobody on duty speaks its language")
+    assert snap.goodwill["spent"] == 50 and snap.goodwill["budget"] == 60 and snap.goodwill["remaining"] == 10
+    assert snap.goodwill["by_role"]["brand_ambassador"] == {"spent": 50, "budget": 55, "remaining": 5}
+    assert snap.strategy_deviations_today == {"handling_overruns": 1, "sales_on_short_questions": 1}
+    (target,) = snap.sales_targets
+    assert target["role"] == "sales" and target["target"] == 2 and target["actual"] == 0 and target["met"] is False
+    # service gets 2 of the 3 arrivals first but is 1 of the 2 agents on duty: understaffed, and said so.
+    assert any(w.startswith("service:") for w in snap.strategy_coverage["warnings"])
+    assert {r["rule"] for r in snap.strategy_coverage["rules"]} >= {"unhappy_customer", "short_question"}
+
+
+async def test_the_page_renders_the_strategy_obeyed_figures(router: Router) -> None:
+    page = (await router.client.get("/ops/dashboard")).text
+    for element in ("unservable-count", "unservable-reasons", "goodwill-by-role", "overruns-today",
+                    "short-sales-today", "sales-targets", "coverage-rules", "coverage-warnings"):
+        assert f'id="{element}"' in page, element
+    for field in ("s.unservable", "s.strategy_deviations_today", "s.sales_targets", "s.strategy_coverage",
+                  "goodwill.by_role"):
+        assert field in page, field

@@ -204,10 +204,16 @@ async def test_a_contact_nobody_on_duty_can_serve_is_flagged_not_estimated_at_ze
         assert item["unservable_reason"] == "language"
         metrics = (await router.client.get("/metrics")).text
         assert 'switchboard_router_unservable_contacts_total{channel="chat",reason="language"}' in metrics
+        # /v1/stats says how many wait right now that nobody on duty can serve, and why (a live figure).
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+        assert stats["unservable"] == {"count": 1, "by_reason": {"language": 1}}
+        assert 'switchboard_router_unservable_waiting{reason="language"} 1.0' in metrics
         # Once someone who can serve it is on duty, the flag goes and the contact is served.
         _, tr = await router.register("tr", roles=["service"], languages=["tr"])
         offer = await router.wait_offer("tr", tr)
         assert offer["contact_id"] == turkish.contact_id
+        stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
+        assert stats["unservable"] == {"count": 0, "by_reason": {}}
 
 
 async def test_the_wait_estimate_counts_only_agents_who_could_serve_the_contact(tmp_path: Path) -> None:
