@@ -151,10 +151,16 @@ class KafkaBus(EventBus):
                 await asyncio.wait_for(admin.close(), timeout=self.ping_timeout)
 
     async def backlog(self) -> Backlog:
-        """Lag = highwater - position for each partition a local consumer holds (both from the consumer's
-        own fetch state: no broker round trip); DLQ size = end - beginning offsets of the DLQ partitions in
-        the consumer's metadata (one ListOffsets request each way). The caller bounds the time."""
+        """Lag = highwater - first offset not handled yet, for each partition a local consumer holds (from
+        the consumer's own fetch state and the batch in hand: no broker round trip); DLQ size = end - beginning offsets of the DLQ partitions
+        (one ListOffsets request each way). The DLQ partitions come from one fresh metadata fetch: a
+        consumer's own metadata knows only the topics it reads, and a DLQ topic that does not exist
+        yet holds 0 events, not "unknown". The caller bounds the time."""
         out = Backlog()
+        cluster = None
+        if self._consumers:
+            producer = await self._ensure_producer()
+            cluster = await producer.client.fetch_all_metadata()
         for c in list(self._consumers):
             consumer = c.consumer
             if consumer is None:
@@ -164,11 +170,15 @@ class KafkaBus(EventBus):
                 if high is None:  # nothing fetched yet: unknown, not 0
                     continue
                 key = (c.sub.group, self.logical(tp.topic))
-                out.lag[key] = out.lag.get(key, 0) + max(0, high - await consumer.position(tp))
+                done = c.unhandled.get(tp)
+                if done is None:
+                    done = await consumer.position(tp)
+                out.lag[key] = out.lag.get(key, 0) + max(0, high - done)
             for topic in c.sub.topics:
                 physical = self.physical(dlq(topic))
-                parts = consumer.partitions_for_topic(physical)
+                parts = cluster.partitions_for_topic(physical) if cluster is not None else None
                 if not parts:
+                    out.dlq[topic] = 0
                     continue
                 tps = [TopicPartition(physical, p) for p in parts]
                 begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
@@ -370,6 +380,9 @@ class _Consumer(ConsumerRebalanceListener):
         self.positioned = True
         # Next offset to commit per partition (everything before it was handled).
         self.pending: dict[TopicPartition, int] = {}
+        # First offset not yet handled per partition of the batch in hand: the fetcher's position is
+        # already past it, so consumer lag counts from here while a batch is being worked on.
+        self.unhandled: dict[TopicPartition, int] = {}
         self.last_commit = time.monotonic()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -488,6 +501,7 @@ class _Consumer(ConsumerRebalanceListener):
                 generation = self.generation
                 # First offset not yet handled, per partition of this batch.
                 unhandled = {tp: messages[0].offset for tp, messages in batches.items() if messages}
+                self.unhandled = unhandled
                 try:
                     step = MAX_BATCH if self.sub.batch_handler is not None else 1
                     for tp, messages in batches.items():
@@ -512,6 +526,7 @@ class _Consumer(ConsumerRebalanceListener):
                             with contextlib.suppress(IllegalStateError):
                                 consumer.seek(tp, offset)
                     raise
+                self.unhandled = {}
                 if self.pending:
                     await self._commit(consumer)
                 self.sub.recover()  # the broker answers again (a handler's stall ends inside _deliver)
