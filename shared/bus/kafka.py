@@ -151,11 +151,11 @@ class KafkaBus(EventBus):
                 await asyncio.wait_for(admin.close(), timeout=self.ping_timeout)
 
     async def backlog(self) -> Backlog:
-        """Lag = highwater - first offset not handled yet, for each partition a local consumer holds (from
-        the consumer's own fetch state and the batch in hand: no broker round trip); DLQ size = end - beginning offsets of the DLQ partitions
-        (one ListOffsets request each way). The DLQ partitions come from one fresh metadata fetch: a
-        consumer's own metadata knows only the topics it reads, and a DLQ topic that does not exist
-        yet holds 0 events, not "unknown". The caller bounds the time."""
+        """Lag = highwater - first offset not handled yet, for each partition a local consumer holds
+        (from the consumer's fetch state and the batch in hand: no broker round trip). DLQ size = end -
+        beginning offsets of the DLQ partitions (one ListOffsets request each way), which come from one
+        fresh metadata fetch: a consumer's own metadata knows only the topics it reads, and a DLQ topic
+        that does not exist yet holds 0 events, not "unknown". The caller bounds the time."""
         out = Backlog()
         cluster = None
         if self._consumers:
