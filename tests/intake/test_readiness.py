@@ -148,8 +148,10 @@ async def test_a_locked_store_is_not_ready_quickly_and_does_not_hold_answers(
     data = tmp_path / "data"
     app = await intake(data_dir=data, **FAST)
     assert (await post(app, "warm-up"))[0].status_code == 202
-    holder = sqlite3.connect(data / "intake.sqlite3", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process holding the store's write lock
+    # Another process holding the store's write lock. It may have to wait for intake's own batch to
+    # commit first (a loaded CI disk took more than sqlite3's default 5 s for that once).
+    holder = sqlite3.connect(data / "intake.sqlite3", isolation_level=None, timeout=60)
+    holder.execute("BEGIN IMMEDIATE")
     try:
         resp, took = await readyz(app)
         assert resp.status_code == 503 and resp.json()["checks"]["idempotency_store"] is False, resp.json()
