@@ -14,13 +14,20 @@ import httpx
 import structlog
 from fastapi import FastAPI
 
+from services.connector import metrics  # noqa: F401  (the connector's counters exist from the start)
 from services.connector.bridge import VoiceBridge
 from services.connector.settings import ConnectorSettings
 from services.connector.twilio_calls import TwilioCalls
 from services.connector.webhooks import WebhookSender
 from shared.bus import EventBus
 from shared.events import AgentDialed
-from shared.observability import configure_logging, install_operations, install_unavailable_handler
+from shared.observability import (
+    BeforePath,
+    configure_logging,
+    install_operations,
+    install_unavailable_handler,
+    refresh_bus_gauges,
+)
 from shared.runtime import ServiceRuntime
 from shared.settings import CommonSettings
 from shared.topics import CONTACTS, ROUTING
@@ -88,6 +95,8 @@ def create_app(
         openapi_url=None,
     )
     consumers = calls is not None or bool(settings.webhooks)
+    # Consumer lag and DLQ size of the connector's subscriptions, read when Prometheus scrapes.
+    app.add_middleware(BeforePath, path="/metrics", action=lambda: refresh_bus_gauges(runtime.bus))
     install_operations(app, runtime.checks(consumers=consumers), timeout=common.readiness_timeout)
     install_unavailable_handler(app)
     return app

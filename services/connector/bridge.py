@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from services.connector.metrics import DIALS
 from services.connector.settings import ConnectorSettings
 from services.connector.twilio_calls import TwilioCalls
 from shared.events import (
@@ -124,9 +125,11 @@ class VoiceBridge:
                 caller_id=caller_id,
             )
             if outcome.result is None:
+                DIALS.labels("call_out", "placed").inc()
                 log.info("connector.callback_placed", callback_id=accepted.contact_id, agent_id=accepted.agent_id)
                 return None
             result, detail = DialResult.NOT_CONNECTED, outcome.detail  # no call was placed: not the agent's doing
+        DIALS.labels("call_out", result.value).inc()
         return await self._report(accepted, result, None, detail)
 
     async def _ring(self, accepted: OfferAccepted) -> DialResult | None:
@@ -147,9 +150,11 @@ class VoiceBridge:
         else:
             outcome = await self.calls.ring_agent(call.call_sid, accepted.agent_id, accepted.contact_uri, call.caller)
             if outcome.result is None:
+                DIALS.labels("ring", "placed").inc()
                 log.info("connector.ringing", contact_id=accepted.contact_id, agent_id=accepted.agent_id)
                 return None
             result, detail = outcome.result, outcome.detail
+        DIALS.labels("ring", result.value).inc()
         return await self._report(accepted, result, call.call_sid, detail)
 
     async def _report(

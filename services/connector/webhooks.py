@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tenacity.wait import WaitBaseT
 
+from services.connector.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES
 from services.intake.signatures import SIGNATURE_HEADER, SOURCE_HEADER, TIMESTAMP_HEADER, sign_generic
 from shared.events import EVENT_TYPES, Envelope
 from shared.topics import topic_for
@@ -133,7 +134,12 @@ class WebhookSender:
                     attempts += 1
                     await self._post(env, body)
         except _Retry as exc:
+            WEBHOOK_DELIVERIES.labels(self.sub.source, "undeliverable").inc()
             raise WebhookUndeliverable(f"{self.sub.source}: {exc} after {attempts} attempts") from None
+        except WebhookUndeliverable:
+            WEBHOOK_DELIVERIES.labels(self.sub.source, "undeliverable").inc()
+            raise
+        WEBHOOK_DELIVERIES.labels(self.sub.source, "delivered").inc()
         log.info("connector.webhook_delivered", source=self.sub.source, event_type=env.type, attempts=attempts)
         return attempts
 
@@ -143,7 +149,9 @@ class WebhookSender:
                 self.sub.url, content=body, headers=self.headers(env, body), timeout=self.sub.timeout_seconds
             )
         except httpx.HTTPError as exc:  # timeouts, refused or reset connections
+            WEBHOOK_ATTEMPTS.labels(self.sub.source, "error").inc()
             raise _Retry(f"{type(exc).__name__}") from None
+        WEBHOOK_ATTEMPTS.labels(self.sub.source, "429" if r.status_code == 429 else f"{r.status_code // 100}xx").inc()
         if r.status_code >= 500 or r.status_code == 429:
             raise _Retry(f"HTTP {r.status_code}")
         if r.status_code >= 300:

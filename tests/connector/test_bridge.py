@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.connector.bridge import VoiceBridge
 from services.connector.settings import ConnectorSettings
@@ -81,7 +82,9 @@ class Bridge:
 async def test_accepted_twilio_call_is_redirected_to_dial_the_agent(twilio: FakeTwilio) -> None:
     b = Bridge(settings(twilio))
     contact_id = await b.call_queued()
+    placed = dials("ring", "placed")
     assert await b.accepted(contact_id, "client:alice") is None
+    assert dials("ring", "placed") == placed + 1
     (req,) = twilio.requests
     assert req.method == "POST"
     assert req.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json"
@@ -133,11 +136,17 @@ async def test_calls_not_from_twilio_and_other_channels_are_left_alone(twilio: F
     assert twilio.requests == [] and b.published == []
 
 
+def dials(kind: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("switchboard_connector_dials_total", {"kind": kind, "outcome": outcome}) or 0.0
+
+
 async def test_ended_call_is_reported_caller_gone(twilio: FakeTwilio) -> None:
     twilio.script[CALL] = [twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")]
     b = Bridge(settings(twilio))
     contact_id = await b.call_queued()
+    placed, gone = dials("ring", "placed"), dials("ring", "caller_gone")
     assert await b.accepted(contact_id, "client:alice") is DialResult.CALLER_GONE
+    assert (dials("ring", "placed") - placed, dials("ring", "caller_gone") - gone) == (0, 1)
     ((event, event_id),) = b.published
     assert (event.contact_id, event.agent_id, event.result, event.call_ref) == (
         contact_id,

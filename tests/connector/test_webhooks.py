@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from tenacity import wait_none
 
@@ -32,6 +33,10 @@ def pbx() -> Iterator[Receiver]:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as c:
         yield c
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def subscription(url: str, **changes: object) -> WebhookSubscription:
@@ -70,14 +75,17 @@ async def test_only_subscribed_events_and_sites_are_sent(pbx: Receiver, client: 
 
 async def test_retries_after_a_500_with_a_fresh_signature(pbx: Receiver, client: httpx.AsyncClient) -> None:
     pbx.statuses = [500, 503]
-    sender = WebhookSender(subscription(pbx.url), client, wait=wait_none())
+    sender = WebhookSender(subscription(pbx.url, source="retried"), client, wait=wait_none())
     assert await sender.deliver(make_event(accepted(), source="t")) == 3
     assert len(pbx.verified()) == 3
+    assert sample("switchboard_connector_webhook_deliveries_total", source="retried", outcome="delivered") == 1
+    assert sample("switchboard_connector_webhook_attempts_total", source="retried", answer="5xx") == 2
+    assert sample("switchboard_connector_webhook_attempts_total", source="retried", answer="2xx") == 1
 
 
 async def test_gives_up_after_n_attempts_and_does_not_retry_a_4xx(pbx: Receiver, client: httpx.AsyncClient) -> None:
     pbx.statuses = [500] * 10
-    sender = WebhookSender(subscription(pbx.url, attempts=3), client, wait=wait_none())
+    sender = WebhookSender(subscription(pbx.url, attempts=3, source="gives-up"), client, wait=wait_none())
     with pytest.raises(WebhookUndeliverable, match="HTTP 500 after 3 attempts"):
         await sender.deliver(make_event(accepted(), source="t"))
     assert len(pbx.received) == 3
@@ -85,6 +93,11 @@ async def test_gives_up_after_n_attempts_and_does_not_retry_a_4xx(pbx: Receiver,
     with pytest.raises(WebhookUndeliverable, match="refused with HTTP 400"):
         await sender.deliver(make_event(accepted(), source="t"))
     assert len(pbx.received) == 4
+    # What the PBX owner sees in Prometheus: two events given up on, after 3 x 5xx and 1 x 4xx.
+    assert sample("switchboard_connector_webhook_deliveries_total", source="gives-up", outcome="undeliverable") == 2
+    assert sample("switchboard_connector_webhook_deliveries_total", source="gives-up", outcome="delivered") == 0
+    assert sample("switchboard_connector_webhook_attempts_total", source="gives-up", answer="5xx") == 3
+    assert sample("switchboard_connector_webhook_attempts_total", source="gives-up", answer="4xx") == 1
 
 
 def test_bad_subscription_config_is_refused_clearly() -> None:
@@ -111,6 +124,11 @@ async def test_undeliverable_event_goes_to_the_dlq_and_replay_delivers_it(tmp_pa
 
         (letter,) = await eventually(dead)
         assert letter.header(DLQ_CONSUMER_GROUP) == sub.group  # whose delivery failed
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as http:
+            scraped = (await http.get("/metrics")).text  # the connector is a Prometheus target too
+        assert 'switchboard_bus_dlq_size{topic="routing"} 1.0' in scraped
+        given_up = f'outcome="undeliverable",source="{sub.source}"'
+        assert f"switchboard_connector_webhook_deliveries_total{{{given_up}}}" in scraped
         assert "HTTP 500 after 2 attempts" in (letter.header(DLQ_ERROR) or "")
         assert len(pbx.received) == 2 and pbx.verified()
         replayed, _ = await dlq.replay(bus, [letter])

@@ -89,9 +89,9 @@ def test_label_values_the_dashboard_filters_on_are_ones_the_code_sets() -> None:
 def test_prometheus_and_grafana_are_wired_into_compose() -> None:
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {"intake:8000", "router:8000", "callback:8000"}
+    assert targets == {"intake:8000", "router:8000", "callback:8000", "connector:8000"}
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert {"intake", "router", "callback"} <= set(compose)  # the scrape targets are compose services
+    assert {"intake", "router", "callback", "connector"} <= set(compose)  # the scrape targets are compose services
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in compose["prometheus"]["volumes"]
     mounts = " ".join(compose["grafana"]["volumes"])
     assert "./deploy/grafana/dashboards" in mounts and "./deploy/grafana/provisioning" in mounts
