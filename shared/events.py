@@ -492,9 +492,7 @@ class Envelope(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def make_event(
-    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
-) -> Envelope:
+def make_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> Envelope:
     """Wrap a payload in an envelope. Pass ``event_id`` to make a re-emitted event deduplicable."""
     env = Envelope(
         id=event_id or str(uuid.uuid4()),
@@ -510,9 +508,7 @@ def make_event(
     return env
 
 
-def encode_event(
-    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
-) -> bytes:
+def encode_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> bytes:
     """``make_event(...).to_bytes()``, byte for byte, without building the envelope model.
 
     The publish hot path: the payload is serialised once, straight to JSON, instead of to a dict that

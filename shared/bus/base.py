@@ -234,9 +234,7 @@ class EventBus(abc.ABC):
 
     # ------------------------------------------------------------------- delivery (both buses)
 
-    async def _deliver(
-        self, sub: Subscription, record: Record, still_owned: Callable[[], bool] = _always
-    ) -> None:
+    async def _deliver(self, sub: Subscription, record: Record, still_owned: Callable[[], bool] = _always) -> None:
         """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ.
 
         A transient failure is retried until it succeeds; ``still_owned`` is asked between attempts, and
@@ -385,8 +383,9 @@ class _RetryPolicy:
         self.still_owned = still_owned
         self.failures = 0  # failures that were not transient: these count towards the DLQ
         self._transient = False
-        self._transient_wait = wait_random_exponential(multiplier=max(bus.retry_backoff, 0.01) * 4,
-                                                       max=bus.transient_backoff_max)
+        self._transient_wait = wait_random_exponential(
+            multiplier=max(bus.retry_backoff, 0.01) * 4, max=bus.transient_backoff_max
+        )
         self._permanent_wait = wait_exponential(multiplier=bus.retry_backoff, max=2.0)
 
     def retrying(self) -> AsyncRetrying:

@@ -374,9 +374,7 @@ class EmbeddedBus(EventBus):
     def _partitions_of(self, conn: sqlite3.Connection, topic: str) -> int:
         n = self._topic_partitions.get(topic)
         if n is None:
-            conn.execute(
-                "INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, self.partitions)
-            )
+            conn.execute("INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, self.partitions))
             n = conn.execute("SELECT partitions FROM topics WHERE name=?", (topic,)).fetchone()[0]
             self._topic_partitions[topic] = n
         return n
@@ -613,8 +611,7 @@ class EmbeddedBus(EventBus):
                     )
             for topic, p in release or ():
                 conn.execute(
-                    "UPDATE partition_leases SET expires=0 WHERE group_id=? AND topic=? AND partition=? "
-                    "AND owner=?",
+                    "UPDATE partition_leases SET expires=0 WHERE group_id=? AND topic=? AND partition=? AND owner=?",
                     (member.group, topic, p, member.member_id),
                 )
             conn.execute("COMMIT")
@@ -628,9 +625,7 @@ class EmbeddedBus(EventBus):
         self._commit(member, release=set(member.position))
         conn = self._wconn
         if conn is not None:
-            conn.execute(
-                "DELETE FROM group_members WHERE group_id=? AND member_id=?", (member.group, member.member_id)
-            )
+            conn.execute("DELETE FROM group_members WHERE group_id=? AND member_id=?", (member.group, member.member_id))
         member.position.clear()
 
     def _fetch(
@@ -657,9 +652,7 @@ class EmbeddedBus(EventBus):
             raise BusUnavailable("embedded bus is closed")
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-    async def _consume(
-        self, sub: Subscription, member: _Member, stopping: asyncio.Event
-    ) -> None:
+    async def _consume(self, sub: Subscription, member: _Member, stopping: asyncio.Event) -> None:
         wakeup = member.wakeup
 
         def _owner_of(tp: TopicPartition):  # type: ignore[no-untyped-def]
@@ -701,9 +694,7 @@ class EmbeddedBus(EventBus):
                                 if stopping.is_set() or tp not in member.position:
                                     break
                                 try:
-                                    await self._deliver_many(
-                                        sub, records[start : start + step], _owner_of(tp), handled
-                                    )
+                                    await self._deliver_many(sub, records[start : start + step], _owner_of(tp), handled)
                                 except DeliveryInterrupted:
                                     break  # not handled: whoever owns the partition next gets it again
                         await self._run_write(self._commit, member, None)

@@ -361,6 +361,7 @@ class KafkaBus(EventBus):
         await consumer.start()
         return sub
 
+
 class _Consumer(ConsumerRebalanceListener):
     """One subscription: an aiokafka group member, its consume loop and its rebalance listener."""
 

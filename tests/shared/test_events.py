@@ -75,9 +75,10 @@ def test_encode_event_gives_the_bytes_of_the_envelope_model(
         customer=Customer(id="c", phone="+4930123456", name=name),
         received_at=at,
     )
-    assert encode_event(data, source="switchboard/intake", event_id="e-1", time=at) == make_event(
-        data, source="switchboard/intake", event_id="e-1", time=at
-    ).to_bytes()
+    assert (
+        encode_event(data, source="switchboard/intake", event_id="e-1", time=at)
+        == make_event(data, source="switchboard/intake", event_id="e-1", time=at).to_bytes()
+    )
 
 
 def test_encode_event_without_a_subject_and_with_a_fresh_id() -> None:
@@ -132,18 +133,42 @@ def test_keys_route_contacts_by_domain_and_callbacks_by_customer() -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"id": "x"}', "not a CloudEvents"),
         (
-            json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "switchboard.nope.v1",
-                        "time": datetime.now(UTC).isoformat(), "data": {}}).encode(),
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": "x",
+                    "source": "s",
+                    "type": "switchboard.nope.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "data": {},
+                }
+            ).encode(),
             "unknown event type",
         ),
         (
-            json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "switchboard.contact.requested.v1",
-                        "time": datetime.now(UTC).isoformat(), "data": {"contact_id": "c"}}).encode(),
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": "x",
+                    "source": "s",
+                    "type": "switchboard.contact.requested.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "data": {"contact_id": "c"},
+                }
+            ).encode(),
             "invalid switchboard.contact.requested.v1 payload",
         ),
         (
-            json.dumps({"specversion": "0.3", "id": "x", "source": "s", "type": "switchboard.contact.requested.v1",
-                        "time": datetime.now(UTC).isoformat(), "data": {}}).encode(),
+            json.dumps(
+                {
+                    "specversion": "0.3",
+                    "id": "x",
+                    "source": "s",
+                    "type": "switchboard.contact.requested.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "data": {},
+                }
+            ).encode(),
             "not a CloudEvents",
         ),
     ],
