@@ -46,6 +46,7 @@ from shared.bus.base import (
     Record,
     Subscription,
 )
+from shared.events import STRUCTURED_HEADERS
 from shared.files import private_file
 from shared.observability import (
     BUS_PUBLISH_SECONDS,
@@ -91,7 +92,12 @@ def partition_for(key: str | None, partitions: int) -> int:
 def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> str | None:
     if not headers:
         return None
+    if headers is STRUCTURED_HEADERS:  # nearly every record: encoded once
+        return _STRUCTURED_HEADERS_JSON
     return json.dumps([[k, v.decode("latin-1")] for k, v in headers])
+
+
+_STRUCTURED_HEADERS_JSON = json.dumps([[k, v.decode("latin-1")] for k, v in STRUCTURED_HEADERS])
 
 
 def _decode_headers(raw: str | None) -> tuple[tuple[str, bytes], ...]:
@@ -309,7 +315,7 @@ class EmbeddedBus(EventBus):
     # --------------------------------------------------------------------------------------- publish
 
     async def publish_raw(
-        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = STRUCTURED_HEADERS
     ) -> None:
         if not self._started:
             raise BusUnavailable("embedded bus is not started")
@@ -326,7 +332,7 @@ class EmbeddedBus(EventBus):
             return []  # no record would ever settle the shared future
         started = time.perf_counter()
         try:
-            await self._enqueue([(topic, key, value, ()) for topic, key, value in records])
+            await self._enqueue([(topic, key, value, STRUCTURED_HEADERS) for topic, key, value in records])
         except BusUnavailable as exc:
             return [exc for _ in records]
         elapsed = time.perf_counter() - started
