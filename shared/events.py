@@ -6,6 +6,10 @@ Kafka protocol binding's way to say so; the embedded bus stores the same header)
 in the ``type`` (``switchboard.contact.requested.v1``); within a version only additive changes are allowed.
 Every payload carries ``tenant_id`` so tenants can come later without breaking contracts; the envelope
 mirrors it in the ``tenantid`` extension so a consumer can route without parsing the payload.
+
+The published contract: ``docs/asyncapi.yaml`` (channels, keys, messages) and ``schemas/<type>.json`` (each
+payload's JSON Schema, the file the envelope's ``dataschema`` names), both generated from this module and
+:mod:`shared.topics` by ``switchboard asyncapi`` (:mod:`shared.asyncapi`).
 """
 
 from __future__ import annotations
