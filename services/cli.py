@@ -380,6 +380,23 @@ for _svc in Service:
     app.command(name=_svc.value)(_one(_svc))
 
 
+@app.command()
+def asyncapi(
+    out: Annotated[Path | None, typer.Option(help="Write the AsyncAPI document here (default: stdout).")] = None,
+    schemas: Annotated[
+        Path | None, typer.Option(help="Also write each event type's data schema (<type>.json) into this folder.")
+    ] = None,
+) -> None:
+    """The event contract: an AsyncAPI 3.0 document (topics, keys, CloudEvents messages) and, with --schemas,
+    the JSON Schemas that events' dataschema names. The repository's copies: docs/asyncapi.yaml, schemas/."""
+    from shared.asyncapi import render_asyncapi, write
+
+    if out is None:
+        typer.echo(render_asyncapi(), nl=False)
+    for path in write(out, schemas):
+        typer.echo(f"wrote {path}", err=True)
+
+
 def _add_dlq_commands() -> None:
     from services.dlq import cli as dlq_cli
 

@@ -1,22 +1,30 @@
 """Event contracts exchanged between the services.
 
-Every event travels as a CloudEvents 1.0 structured JSON envelope. The schema version lives in the
-``type`` (``switchboard.contact.requested.v1``); within a version only additive changes are allowed.
+Every event travels as a CloudEvents 1.0 JSON envelope in *structured content mode*: the record's value
+is the whole event, and the record carries the header ``content-type: application/cloudevents+json`` (the
+Kafka protocol binding's way to say so; the embedded bus stores the same header). The schema version lives
+in the ``type`` (``switchboard.contact.requested.v1``); within a version only additive changes are allowed.
 Every payload carries ``tenant_id`` so tenants can come later without breaking contracts; the envelope
 mirrors it in the ``tenantid`` extension so a consumer can route without parsing the payload.
+
+The published contract: ``docs/asyncapi.yaml`` (channels, keys, messages) and ``schemas/<type>.json`` (each
+payload's JSON Schema, the file the envelope's ``dataschema`` names), both generated from this module and
+:mod:`shared.topics` by ``switchboard asyncapi`` (:mod:`shared.asyncapi`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import to_json
 
 DEFAULT_TENANT = "default"
@@ -458,21 +466,72 @@ class MalformedEvent(ValueError):
     """Bytes that are not a valid Switchboard CloudEvent. Such events go to the dead-letter topic."""
 
 
+# The CloudEvents JSON event format's media type, and the record header that announces structured mode
+# (CloudEvents Kafka protocol binding: "content-type", the value prefixed "application/cloudevents").
+CONTENT_TYPE_HEADER = "content-type"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+STRUCTURED_HEADERS: tuple[tuple[str, bytes], ...] = ((CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE.encode()),)
+DATA_CONTENT_TYPE = "application/json"
+_BINARY_MODE_PREFIX = "ce_"
+
+# RFC 3339 ``date-time`` (section 5.6): "T" between date and time, seconds required, fraction optional, and an
+# offset ("Z" or +hh:mm) required. A naive time, a unix number or "+0100" is not a CloudEvents ``time``.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def media_type(value: str) -> str:
+    """A media type as compared: parameters dropped, lower case (``Application/JSON; charset=utf-8`` ->
+    ``application/json``; RFC 2045: type and subtype are case-insensitive)."""
+    return value.split(";", 1)[0].strip().lower()
+
+
 class Envelope(BaseModel):
-    """CloudEvents 1.0 structured-mode envelope (JSON)."""
+    """CloudEvents 1.0 structured-mode envelope (JSON).
+
+    Strict where the spec is: ``id``, ``source`` and ``type`` are non-empty, ``time`` is an RFC 3339 timestamp
+    with an offset, ``datacontenttype`` (optional; JSON when absent) names JSON data, whatever its parameters
+    or case. Lenient where old records need it: an empty ``subject`` reads as none (the spec wants it absent).
+    """
 
     model_config = ConfigDict(extra="allow")
 
     specversion: Literal["1.0"] = "1.0"
-    id: str
-    source: str
-    type: str
-    time: datetime
-    subject: str | None = None
-    datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = None
-    tenantid: str = DEFAULT_TENANT
-    data: dict[str, Any]
+    id: str = Field(min_length=1, description="Unique per source; consumers deduplicate by it (at-least-once).")
+    source: str = Field(min_length=1, description="The producing service, e.g. switchboard/intake.")
+    type: str = Field(min_length=1, description="The event type, schema version included: switchboard.<...>.v1.")
+    time: datetime = Field(description="When it happened: RFC 3339 with an offset (a naive time is refused).")
+    subject: str | None = Field(None, description="The entity the event is about (contact, agent, callback...).")
+    datacontenttype: str = Field(
+        DATA_CONTENT_TYPE, description="application/json (parameters such as charset allowed, any case)."
+    )
+    dataschema: str | None = Field(None, description="URL of the JSON Schema of data: schemas/<type>.json.")
+    tenantid: str = Field(DEFAULT_TENANT, description="Extension attribute: data.tenant_id, for routing.")
+    data: dict[str, Any] = Field(description="The payload, valid against the type's schema.")
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not _RFC3339.fullmatch(value):
+                raise ValueError("time must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T09:30:00Z")
+        elif isinstance(value, datetime):
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError("time must be timezone-aware")
+        else:
+            raise ValueError("time must be an RFC 3339 timestamp string")
+        return value
+
+    @field_validator("subject", mode="before")
+    @classmethod
+    def _empty_subject_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("datacontenttype")
+    @classmethod
+    def _json_data(cls, value: str) -> str:
+        if media_type(value) != DATA_CONTENT_TYPE:
+            raise ValueError(f"datacontenttype must be {DATA_CONTENT_TYPE} (parameters allowed), not {value!r}")
+        return value
 
     # Cached by ``functools.cached_property`` (pydantic leaves it out of fields, dumps and equality), not
     # a ``PrivateAttr``: resolving a private attribute's default on every construction cost more than
@@ -492,17 +551,15 @@ class Envelope(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def make_event(
-    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
-) -> Envelope:
+def make_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> Envelope:
     """Wrap a payload in an envelope. Pass ``event_id`` to make a re-emitted event deduplicable."""
     env = Envelope(
-        id=event_id or str(uuid.uuid4()),
+        id=event_id if event_id is not None else str(uuid.uuid4()),
         source=source,
         type=data.event_type,
         time=time or utcnow(),
-        subject=data.subject(),
-        dataschema=f"{SCHEMA_BASE}/{data.event_type}.json",
+        subject=data.subject() or None,
+        dataschema=schema_url(data.event_type),
         tenantid=data.tenant_id,
         data=data.model_dump(mode="json"),
     )
@@ -510,28 +567,67 @@ def make_event(
     return env
 
 
-def encode_event(
-    data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None
-) -> bytes:
+def encode_event(data: EventData, *, source: str, event_id: str | None = None, time: datetime | None = None) -> bytes:
     """``make_event(...).to_bytes()``, byte for byte, without building the envelope model.
 
     The publish hot path: the payload is serialised once, straight to JSON, instead of to a dict that
     the envelope then serialises again (tests/shared/test_events.py checks the bytes are identical).
     """
+    if event_id is not None and not event_id:
+        raise ValueError("a CloudEvents id must not be empty")
+    if not source:
+        raise ValueError("a CloudEvents source must not be empty")
+    if time is not None and (time.tzinfo is None or time.utcoffset() is None):
+        raise ValueError("a CloudEvents time must be timezone-aware")
     subject = data.subject()
     head: dict[str, Any] = {
         "specversion": "1.0",
-        "id": event_id or str(uuid.uuid4()),
+        "id": event_id if event_id is not None else str(uuid.uuid4()),
         "source": source,
         "type": data.event_type,
         "time": time or utcnow(),
     }
-    if subject is not None:
+    if subject:  # the spec wants an empty subject absent
         head["subject"] = subject
-    head["datacontenttype"] = "application/json"
-    head["dataschema"] = f"{SCHEMA_BASE}/{data.event_type}.json"
+    head["datacontenttype"] = DATA_CONTENT_TYPE
+    head["dataschema"] = schema_url(data.event_type)
     head["tenantid"] = data.tenant_id
     return b"".join((to_json(head)[:-1], b',"data":', data.model_dump_json().encode(), b"}"))
+
+
+def decode_record(value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> Envelope:
+    """A bus record (value and headers) -> a validated envelope, or :class:`MalformedEvent`.
+
+    Structured content mode only. As the CloudEvents Kafka binding decides the mode: a ``content-type`` header
+    must be ``application/cloudevents+json`` (parameters and case aside; anything else is binary mode or
+    another format). Without one, ``ce_*`` headers mean binary mode (the value would be the bare data), and
+    a record with neither is read as structured: records written before the header existed. Binary mode is
+    refused with that reason (it goes to the DLQ).
+    """
+    content_type: str | None = None
+    binary_header: str | None = None
+    for name, raw in headers:
+        lowered = name.lower()
+        if lowered == CONTENT_TYPE_HEADER:
+            content_type = raw.decode("utf-8", "replace")
+        elif binary_header is None and lowered.startswith(_BINARY_MODE_PREFIX):
+            binary_header = name
+    if content_type is not None:
+        if media_type(content_type) != STRUCTURED_CONTENT_TYPE:
+            raise MalformedEvent(
+                f"content-type {content_type!r} is not a structured-mode CloudEvent ({STRUCTURED_CONTENT_TYPE}); "
+                "binary content mode is not accepted"
+            )
+    elif binary_header is not None:
+        raise MalformedEvent(
+            f"binary-mode CloudEvent (header {binary_header!r}): publish in structured mode ({STRUCTURED_CONTENT_TYPE})"
+        )
+    return decode_event(value)
+
+
+def schema_url(event_type: str) -> str:
+    """The ``dataschema`` of an event type: ``schemas/<type>.json`` in the repository, published there."""
+    return f"{SCHEMA_BASE}/{event_type}.json"
 
 
 def decode_event(raw: bytes) -> Envelope:

@@ -77,8 +77,22 @@ _TOPIC_OF: dict[type[EventData], str] = {
 }
 
 
+# Each topic's record key, as a ``str.format`` template over the payload (``data``): what ``key_for``
+# computes, stated once for the published contract (docs/asyncapi.yaml; tests check the two agree).
+KEY_FORMATS: dict[str, str] = {
+    CONTACTS: "{data.tenant_id}/{data.site}",
+    ROUTING: "{data.tenant_id}/{data.site}",
+    CALLBACKS: "{data.tenant_id}/{data.customer.id}",
+}
+
+
 def topic_for(data: EventData) -> str:
     return _TOPIC_OF[type(data)]
+
+
+def event_types_on(topic: str) -> list[type[EventData]]:
+    """The payload types published to a (logical, non-DLQ) topic, in the order they are declared."""
+    return [cls for cls, t in _TOPIC_OF.items() if t == topic]
 
 
 def key_for(data: EventData) -> str:

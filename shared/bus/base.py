@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random_exponential
 
-from shared.events import Envelope, EventData, MalformedEvent, decode_event, make_event
+from shared.events import STRUCTURED_HEADERS, Envelope, EventData, MalformedEvent, decode_record, make_event
 from shared.faults import is_transient
 from shared.observability import (
     BUS_EVENTS_DEAD_LETTERED,
@@ -170,9 +170,14 @@ class EventBus(abc.ABC):
 
     @abc.abstractmethod
     async def publish_raw(
-        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = STRUCTURED_HEADERS
     ) -> None:
-        """Durably append bytes to a (logical) topic. Raise :class:`BusUnavailable` on failure."""
+        """Durably append bytes to a (logical) topic. Raise :class:`BusUnavailable` on failure.
+
+        ``headers`` default to the CloudEvents structured-mode ``content-type`` (the value is an event, as
+        ``publish``, ``emit``, the outbox and intake publish it). Whoever passes headers says what the value
+        is: the DLQ copies the original record's, so bytes that were no event are not labelled as one.
+        """
 
     async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
         """Publish (logical topic, key, value) records concurrently; each is durable or fails on its own.
@@ -234,16 +239,14 @@ class EventBus(abc.ABC):
 
     # ------------------------------------------------------------------- delivery (both buses)
 
-    async def _deliver(
-        self, sub: Subscription, record: Record, still_owned: Callable[[], bool] = _always
-    ) -> None:
+    async def _deliver(self, sub: Subscription, record: Record, still_owned: Callable[[], bool] = _always) -> None:
         """Decode and hand to the handler, retrying; what cannot be handled goes to the DLQ.
 
         A transient failure is retried until it succeeds; ``still_owned`` is asked between attempts, and
         :class:`DeliveryInterrupted` is raised once the partition moved away or the subscription stops.
         """
         try:
-            envelope = decode_event(record.value)
+            envelope = decode_record(record.value, record.headers)
         except MalformedEvent as exc:
             log.error(
                 "bus.malformed_event",
@@ -296,7 +299,7 @@ class EventBus(abc.ABC):
         """
         if sub.batch_handler is not None and len(records) > 1:
             try:
-                envelopes = [decode_event(record.value) for record in records]
+                envelopes = [decode_record(record.value, record.headers) for record in records]
             except MalformedEvent:
                 envelopes = []
             if envelopes and await self._try_batch(sub, records, envelopes, still_owned):
@@ -385,8 +388,9 @@ class _RetryPolicy:
         self.still_owned = still_owned
         self.failures = 0  # failures that were not transient: these count towards the DLQ
         self._transient = False
-        self._transient_wait = wait_random_exponential(multiplier=max(bus.retry_backoff, 0.01) * 4,
-                                                       max=bus.transient_backoff_max)
+        self._transient_wait = wait_random_exponential(
+            multiplier=max(bus.retry_backoff, 0.01) * 4, max=bus.transient_backoff_max
+        )
         self._permanent_wait = wait_exponential(multiplier=bus.retry_backoff, max=2.0)
 
     def retrying(self) -> AsyncRetrying:

@@ -46,6 +46,7 @@ from shared.bus.base import (
     Record,
     Subscription,
 )
+from shared.events import STRUCTURED_HEADERS
 from shared.files import private_file
 from shared.observability import (
     BUS_PUBLISH_SECONDS,
@@ -91,7 +92,12 @@ def partition_for(key: str | None, partitions: int) -> int:
 def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> str | None:
     if not headers:
         return None
+    if headers is STRUCTURED_HEADERS:  # nearly every record: encoded once
+        return _STRUCTURED_HEADERS_JSON
     return json.dumps([[k, v.decode("latin-1")] for k, v in headers])
+
+
+_STRUCTURED_HEADERS_JSON = json.dumps([[k, v.decode("latin-1")] for k, v in STRUCTURED_HEADERS])
 
 
 def _decode_headers(raw: str | None) -> tuple[tuple[str, bytes], ...]:
@@ -309,7 +315,7 @@ class EmbeddedBus(EventBus):
     # --------------------------------------------------------------------------------------- publish
 
     async def publish_raw(
-        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = STRUCTURED_HEADERS
     ) -> None:
         if not self._started:
             raise BusUnavailable("embedded bus is not started")
@@ -326,7 +332,7 @@ class EmbeddedBus(EventBus):
             return []  # no record would ever settle the shared future
         started = time.perf_counter()
         try:
-            await self._enqueue([(topic, key, value, ()) for topic, key, value in records])
+            await self._enqueue([(topic, key, value, STRUCTURED_HEADERS) for topic, key, value in records])
         except BusUnavailable as exc:
             return [exc for _ in records]
         elapsed = time.perf_counter() - started
@@ -374,9 +380,7 @@ class EmbeddedBus(EventBus):
     def _partitions_of(self, conn: sqlite3.Connection, topic: str) -> int:
         n = self._topic_partitions.get(topic)
         if n is None:
-            conn.execute(
-                "INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, self.partitions)
-            )
+            conn.execute("INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)", (topic, self.partitions))
             n = conn.execute("SELECT partitions FROM topics WHERE name=?", (topic,)).fetchone()[0]
             self._topic_partitions[topic] = n
         return n
@@ -613,8 +617,7 @@ class EmbeddedBus(EventBus):
                     )
             for topic, p in release or ():
                 conn.execute(
-                    "UPDATE partition_leases SET expires=0 WHERE group_id=? AND topic=? AND partition=? "
-                    "AND owner=?",
+                    "UPDATE partition_leases SET expires=0 WHERE group_id=? AND topic=? AND partition=? AND owner=?",
                     (member.group, topic, p, member.member_id),
                 )
             conn.execute("COMMIT")
@@ -628,9 +631,7 @@ class EmbeddedBus(EventBus):
         self._commit(member, release=set(member.position))
         conn = self._wconn
         if conn is not None:
-            conn.execute(
-                "DELETE FROM group_members WHERE group_id=? AND member_id=?", (member.group, member.member_id)
-            )
+            conn.execute("DELETE FROM group_members WHERE group_id=? AND member_id=?", (member.group, member.member_id))
         member.position.clear()
 
     def _fetch(
@@ -657,9 +658,7 @@ class EmbeddedBus(EventBus):
             raise BusUnavailable("embedded bus is closed")
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-    async def _consume(
-        self, sub: Subscription, member: _Member, stopping: asyncio.Event
-    ) -> None:
+    async def _consume(self, sub: Subscription, member: _Member, stopping: asyncio.Event) -> None:
         wakeup = member.wakeup
 
         def _owner_of(tp: TopicPartition):  # type: ignore[no-untyped-def]
@@ -701,9 +700,7 @@ class EmbeddedBus(EventBus):
                                 if stopping.is_set() or tp not in member.position:
                                     break
                                 try:
-                                    await self._deliver_many(
-                                        sub, records[start : start + step], _owner_of(tp), handled
-                                    )
+                                    await self._deliver_many(sub, records[start : start + step], _owner_of(tp), handled)
                                 except DeliveryInterrupted:
                                     break  # not handled: whoever owns the partition next gets it again
                         await self._run_write(self._commit, member, None)

@@ -62,6 +62,7 @@ from shared.bus.base import (
     Record,
     Subscription,
 )
+from shared.events import STRUCTURED_HEADERS
 from shared.observability import (
     BUS_PUBLISH_SECONDS,
 )
@@ -309,7 +310,7 @@ class KafkaBus(EventBus):
     # ----------------------------------------------------------------------------------- publish
 
     async def publish_raw(
-        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = STRUCTURED_HEADERS
     ) -> None:
         if self._stopped:
             raise BusUnavailable("kafka bus is stopped")
@@ -360,6 +361,7 @@ class KafkaBus(EventBus):
         sub._assigned = consumer.assigned
         await consumer.start()
         return sub
+
 
 class _Consumer(ConsumerRebalanceListener):
     """One subscription: an aiokafka group member, its consume loop and its rebalance listener."""

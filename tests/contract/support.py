@@ -67,12 +67,17 @@ class BusHarness:
 
     async def dead_letters(self, topic: str) -> list[Record]:
         """Everything in ``<topic>.dlq`` (logical topic), oldest first per partition."""
-        physical = self.config["topic_prefix"] + dlq(topic)
-        if self.kind == "embedded":
-            return await asyncio.to_thread(self._embedded_dead_letters, physical)
-        return await self._kafka_dead_letters(physical)
+        return await self.raw_records(dlq(topic))
 
-    def _embedded_dead_letters(self, physical: str) -> list[Record]:
+    async def raw_records(self, topic: str) -> list[Record]:
+        """Every record of a logical topic as stored (value and headers as written), oldest first per partition:
+        read from the storage itself, not through the bus (Kafka: a plain group-less aiokafka consumer)."""
+        physical = self.config["topic_prefix"] + topic
+        if self.kind == "embedded":
+            return await asyncio.to_thread(self._embedded_records, physical)
+        return await self._kafka_records(physical)
+
+    def _embedded_records(self, physical: str) -> list[Record]:
         conn = sqlite3.connect(self.config["path"], timeout=10)
         try:
             rows = conn.execute(
@@ -93,14 +98,14 @@ class BusHarness:
             for partition, offset, key, value, headers in rows
         ]
 
-    async def _kafka_dead_letters(self, physical: str) -> list[Record]:
+    async def _kafka_records(self, physical: str) -> list[Record]:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(bootstrap_servers=self.config["bootstrap_servers"], enable_auto_commit=False)
         await consumer.start()
         try:
             async with asyncio.timeout(WAIT):
-                # The bus created the DLQ with the main topic, with the configured partition count.
+                # The bus created the topic (and its DLQ) with the configured partition count.
                 tps = [TopicPartition(physical, p) for p in range(int(self.config["partitions"]))]
                 consumer.assign(tps)
                 await consumer.seek_to_beginning(*tps)

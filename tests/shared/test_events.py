@@ -75,9 +75,10 @@ def test_encode_event_gives_the_bytes_of_the_envelope_model(
         customer=Customer(id="c", phone="+4930123456", name=name),
         received_at=at,
     )
-    assert encode_event(data, source="switchboard/intake", event_id="e-1", time=at) == make_event(
-        data, source="switchboard/intake", event_id="e-1", time=at
-    ).to_bytes()
+    assert (
+        encode_event(data, source="switchboard/intake", event_id="e-1", time=at)
+        == make_event(data, source="switchboard/intake", event_id="e-1", time=at).to_bytes()
+    )
 
 
 def test_encode_event_without_a_subject_and_with_a_fresh_id() -> None:
@@ -132,18 +133,42 @@ def test_keys_route_contacts_by_domain_and_callbacks_by_customer() -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"id": "x"}', "not a CloudEvents"),
         (
-            json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "switchboard.nope.v1",
-                        "time": datetime.now(UTC).isoformat(), "data": {}}).encode(),
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": "x",
+                    "source": "s",
+                    "type": "switchboard.nope.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "data": {},
+                }
+            ).encode(),
             "unknown event type",
         ),
         (
-            json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "switchboard.contact.requested.v1",
-                        "time": datetime.now(UTC).isoformat(), "data": {"contact_id": "c"}}).encode(),
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": "x",
+                    "source": "s",
+                    "type": "switchboard.contact.requested.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "data": {"contact_id": "c"},
+                }
+            ).encode(),
             "invalid switchboard.contact.requested.v1 payload",
         ),
         (
-            json.dumps({"specversion": "0.3", "id": "x", "source": "s", "type": "switchboard.contact.requested.v1",
-                        "time": datetime.now(UTC).isoformat(), "data": {}}).encode(),
+            json.dumps(
+                {
+                    "specversion": "0.3",
+                    "id": "x",
+                    "source": "s",
+                    "type": "switchboard.contact.requested.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "data": {},
+                }
+            ).encode(),
             "not a CloudEvents",
         ),
     ],
@@ -159,3 +184,71 @@ def test_additive_fields_from_a_newer_producer_are_tolerated() -> None:
     newer = json.loads(make_event(data, source="t").to_bytes())
     newer["data"]["sentiment"] = "angry"
     assert decode_event(json.dumps(newer).encode()).payload == data
+
+
+_RECEIVED = datetime(2026, 11, 25, 9, 59, tzinfo=UTC)
+
+
+def _envelope_json(**changes: object) -> bytes:
+    data = _contact(received_at=_RECEIVED)
+    obj = json.loads(make_event(data, source="switchboard/intake", event_id="e-1").to_bytes())
+    obj.update(changes)
+    return json.dumps({k: v for k, v in obj.items() if v is not None}).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"id": ""}, "id"),
+        ({"source": ""}, "source"),
+        ({"time": "2026-11-25T10:00:00"}, "RFC 3339"),  # naive
+        ({"time": "2026-11-25T10:00:00.123456"}, "RFC 3339"),
+        ({"time": "2026-11-25 10:00:00Z"}, "RFC 3339"),
+        ({"time": "2026-11-25T10:00:00+0100"}, "RFC 3339"),
+        ({"time": "2026-11-25"}, "RFC 3339"),
+        ({"time": 1795600000}, "RFC 3339"),
+        ({"time": ""}, "RFC 3339"),
+        ({"datacontenttype": "text/plain"}, "datacontenttype"),
+        ({"datacontenttype": "application/xml; charset=utf-8"}, "datacontenttype"),
+    ],
+)
+def test_cloudevents_attributes_are_validated_strictly(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(MalformedEvent, match=reason):
+        decode_event(_envelope_json(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"time": "2026-11-25T10:00:00Z"},
+        {"time": "2026-11-25t10:00:00z"},
+        {"time": "2026-11-25T10:00:00.123456789+05:30"},
+        {"time": "2026-11-25T10:00:00-00:00"},
+        {"datacontenttype": "application/json; charset=utf-8"},
+        {"datacontenttype": "Application/JSON;charset=UTF-8"},
+        {"datacontenttype": None},  # absent: JSON (CloudEvents JSON format)
+    ],
+)
+def test_valid_variants_of_time_and_datacontenttype_are_accepted(changes: dict[str, object]) -> None:
+    env = decode_event(_envelope_json(**changes))
+    assert env.payload == _contact(received_at=_RECEIVED)
+    assert env.time.tzinfo is not None
+
+
+def test_an_empty_subject_reads_as_absent_and_is_never_written() -> None:
+    assert decode_event(_envelope_json(subject="")).subject is None
+    data = _contact(contact_id="")
+    assert "subject" not in json.loads(make_event(data, source="s").to_bytes())
+    assert "subject" not in json.loads(encode_event(data, source="s"))
+
+
+def test_producers_refuse_naive_times_and_empty_ids() -> None:
+    naive = datetime(2026, 11, 25, 10, 0)
+    with pytest.raises(ValueError, match="timezone"):
+        encode_event(_contact(), source="s", time=naive)
+    with pytest.raises(ValueError, match="timezone"):
+        make_event(_contact(), source="s", time=naive)
+    with pytest.raises(ValueError, match="id"):
+        encode_event(_contact(), source="s", event_id="")
+    with pytest.raises(ValueError):
+        make_event(_contact(), source="s", event_id="")
