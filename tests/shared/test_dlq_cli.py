@@ -32,22 +32,47 @@ def bus_config(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dic
     prefix = f"dlqcli-{uuid.uuid4().hex[:8]}."
     env = {"SWITCHBOARD_TOPIC_PREFIX": prefix, "SWITCHBOARD_DATA_DIR": str(tmp_path)}
     if request.param == "embedded":
-        config = {"path": str(tmp_path / "bus.sqlite3"), "topic_prefix": prefix, "max_attempts": 2,
-                  "retry_backoff": 0.01}
+        config = {
+            "path": str(tmp_path / "bus.sqlite3"),
+            "topic_prefix": prefix,
+            "max_attempts": 2,
+            "retry_backoff": 0.01,
+        }
         return "embedded", config, {**env, "SWITCHBOARD_BUS": "embedded"}
     servers = request.getfixturevalue("kafka_bootstrap_servers")
-    config = {"bootstrap_servers": servers, "partitions": 2, "topic_prefix": prefix, "max_attempts": 2,
-              "retry_backoff": 0.01, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
-    return "kafka", config, {**env, "SWITCHBOARD_BUS": "kafka", "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": servers,
-                             "SWITCHBOARD_KAFKA_PARTITIONS": "2"}
+    config = {
+        "bootstrap_servers": servers,
+        "partitions": 2,
+        "topic_prefix": prefix,
+        "max_attempts": 2,
+        "retry_backoff": 0.01,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 500,
+    }
+    return (
+        "kafka",
+        config,
+        {
+            **env,
+            "SWITCHBOARD_BUS": "kafka",
+            "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": servers,
+            "SWITCHBOARD_KAFKA_PARTITIONS": "2",
+        },
+    )
 
 
 async def cli(env: dict[str, str], *args: str) -> str:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "dlq", *args,
-        cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "services.cli",
+        "dlq",
+        *args,
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
@@ -130,3 +155,23 @@ async def test_dead_letters_are_listed_shown_and_replayed_once(
     finally:
         await bus.stop()
         await engine.dispose()
+
+
+def test_a_record_from_before_the_content_type_header_is_replayed_with_it() -> None:
+    """Dead letters written before events carried ``content-type`` are valid events: replay labels them
+    structured-mode, so a standard CloudEvents consumer of the original topic reads them."""
+    from services.dlq import REPLAYED_FROM, DeadLetter
+
+    old = Record(topic="contacts.dlq", partition=0, offset=7, key="k", value=event(1).to_bytes(), headers=())
+    headers = dict(DeadLetter(old).replay_headers())
+    assert headers["content-type"] == b"application/cloudevents+json"
+    assert REPLAYED_FROM in headers
+    labelled = Record(
+        topic="contacts.dlq",
+        partition=0,
+        offset=8,
+        key="k",
+        value=b"{}",
+        headers=(("Content-Type", b"application/cloudevents+json; charset=utf-8"),),
+    )
+    assert [k for k, _ in DeadLetter(labelled).replay_headers()].count("Content-Type") == 1  # not added twice
