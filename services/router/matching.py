@@ -215,8 +215,9 @@ class _Pool:
 
     __slots__ = ("key", "channel", "role", "reqs", "heap", "members", "queues", "personal")
 
-    def __init__(self, key: tuple, channel: Channel, role: Role | None, reqs: tuple[tuple[str, int], ...],
-                 personal: bool = False) -> None:
+    def __init__(
+        self, key: tuple, channel: Channel, role: Role | None, reqs: tuple[tuple[str, int], ...], personal: bool = False
+    ) -> None:
         self.key = key
         self.channel = channel
         self.role = role
@@ -252,8 +253,22 @@ class _Queue:
 
 
 class _Contact:
-    __slots__ = ("wc", "plan", "v", "seq", "token", "state", "agent_id", "excluded", "queues",
-                 "opened", "reserved_at", "step_queues", "pref_queue", "role")
+    __slots__ = (
+        "wc",
+        "plan",
+        "v",
+        "seq",
+        "token",
+        "state",
+        "agent_id",
+        "excluded",
+        "queues",
+        "opened",
+        "reserved_at",
+        "step_queues",
+        "pref_queue",
+        "role",
+    )
 
     def __init__(self, wc: WaitingContact, plan: RoutingPlan, v: float, seq: int) -> None:
         self.wc = wc
@@ -371,9 +386,15 @@ class MatchingEngine:
         a = self._agents.get(agent.agent_id)
         if a is None:
             state = AgentState(
-                agent_id=agent.agent_id, site=agent.site, roles=list(agent.roles), skills=dict(agent.skills),
-                languages=set(agent.languages), capacity=dict(agent.capacity), status=agent.status,
-                load={ch: n for ch, n in agent.load.items() if n}, idle_since=agent.idle_since,
+                agent_id=agent.agent_id,
+                site=agent.site,
+                roles=list(agent.roles),
+                skills=dict(agent.skills),
+                languages=set(agent.languages),
+                capacity=dict(agent.capacity),
+                status=agent.status,
+                load={ch: n for ch, n in agent.load.items() if n},
+                idle_since=agent.idle_since,
                 connected=agent.connected,
             )
             a = _Agent(state, next(self._seq))
@@ -386,9 +407,16 @@ class MatchingEngine:
             else:
                 idle_since = old.idle_since
             a.state = AgentState(
-                agent_id=agent.agent_id, site=agent.site, roles=list(agent.roles), skills=dict(agent.skills),
-                languages=set(agent.languages), capacity=dict(agent.capacity), status=agent.status,
-                load=old.load, idle_since=idle_since, connected=agent.connected,
+                agent_id=agent.agent_id,
+                site=agent.site,
+                roles=list(agent.roles),
+                skills=dict(agent.skills),
+                languages=set(agent.languages),
+                capacity=dict(agent.capacity),
+                status=agent.status,
+                load=old.load,
+                idle_since=idle_since,
+                connected=agent.connected,
             )
         self._attach(a)
         self._refresh(a, key_changed=True)
@@ -441,8 +469,18 @@ class MatchingEngine:
         if a is None:
             return None
         st = a.state
-        return AgentState(st.agent_id, st.site, list(st.roles), dict(st.skills), set(st.languages),
-                          dict(st.capacity), st.status, dict(st.load), st.idle_since, st.connected)
+        return AgentState(
+            st.agent_id,
+            st.site,
+            list(st.roles),
+            dict(st.skills),
+            set(st.languages),
+            dict(st.capacity),
+            st.status,
+            dict(st.load),
+            st.idle_since,
+            st.connected,
+        )
 
     def agent_ids(self) -> list[str]:
         return list(self._agents)
@@ -484,8 +522,13 @@ class MatchingEngine:
         queues = self._class_queues.get(ckey)
         if queues is None:
             queues = self._class_queues[ckey] = [
-                self._queue(contact.site, contact.channel, contact.language, s,
-                            s.role is Role.SALES and not plan.sales_cap_exempt)
+                self._queue(
+                    contact.site,
+                    contact.channel,
+                    contact.language,
+                    s,
+                    s.role is Role.SALES and not plan.sales_cap_exempt,
+                )
                 for s in plan.steps
             ]
         c.step_queues = queues  # shared, never mutated
@@ -534,9 +577,7 @@ class MatchingEngine:
         load[contact.channel] = load.get(contact.channel, 0) + 1
         self._refresh(a, key_changed=self._tie_break != "longest_idle")
 
-    def release(
-        self, contact_id: str, now: float, *, requeue: bool = True, missed: bool = True
-    ) -> str | None:
+    def release(self, contact_id: str, now: float, *, requeue: bool = True, missed: bool = True) -> str | None:
         """The offer was declined or timed out: the agent's load goes back and the contact returns to its
         original place in line; that agent is not offered it again for ``reoffer_after_seconds``.
         ``missed`` counts against the agent's consecutive misses. Returns the agent id."""
@@ -629,11 +670,7 @@ class MatchingEngine:
                     held_by_cap.append(c)
             else:
                 decisions.append(decision)
-                if (
-                    (self._capped_waiting or held_by_cap)
-                    and c.role is not Role.SALES
-                    and self.sales.sales_allowed(now)
-                ):
+                if (self._capped_waiting or held_by_cap) and c.role is not Role.SALES and self.sales.sales_allowed(now):
                     # The share fell: held-back overflow may go to sales again, both the queues set
                     # aside and the contacts parked earlier in this pass for want of an allowed step.
                     self._release_capped()
@@ -650,9 +687,7 @@ class MatchingEngine:
 
     def _held_by_cap(self, c: _Contact, now: float) -> bool:
         """Did the sales-share cap alone stop this contact (a capped step with agents in its pool)?"""
-        return not self.sales.sales_allowed(now) and any(
-            q.capped and q.pool.members for q in c.step_queues[: c.opened]
-        )
+        return not self.sales.sales_allowed(now) and any(q.capped and q.pool.members for q in c.step_queues[: c.opened])
 
     def _release_capped(self) -> None:
         queues, self._capped_waiting = self._capped_waiting, {}
@@ -731,8 +766,9 @@ class MatchingEngine:
                 return self._reserve(c, a, plan.steps[k], k, now, priority, score)
         return None
 
-    def _reserve(self, c: _Contact, a: _Agent, step: PlanStep | None, k: int, now: float,
-                 priority: float, score: float) -> Decision:
+    def _reserve(
+        self, c: _Contact, a: _Agent, step: PlanStep | None, k: int, now: float, priority: float, score: float
+    ) -> Decision:
         wc = c.wc
         plan = c.plan
         self._leave_line(c)
@@ -750,9 +786,7 @@ class MatchingEngine:
         tb = self._tie_break
         if tb == "round_robin":
             a.rr = next(self._rr)
-        tb_value = (st.idle_since if tb == "longest_idle"
-                    else a.rr if tb == "round_robin"
-                    else _occupancy(st))
+        tb_value = st.idle_since if tb == "longest_idle" else a.rr if tb == "round_robin" else _occupancy(st)
         self._refresh(a, key_changed=tb != "longest_idle")
         leeway = leeway_for(self.strategy, plan, role)
         explanation: dict[str, Any] = {
@@ -778,8 +812,9 @@ class MatchingEngine:
             "asked_again": st.agent_id in c.excluded,
             "strategy_version": self.strategy.version,
         }
-        return Decision(wc.contact_id, st.agent_id, "preferred_agent" if step is None else plan.rule,
-                        score, explanation)
+        return Decision(
+            wc.contact_id, st.agent_id, "preferred_agent" if step is None else plan.rule, score, explanation
+        )
 
     def _unreserve(self, c: _Contact, exclude: str | None, now: float | None, requeue: bool = True) -> None:
         aid = c.agent_id
@@ -901,8 +936,7 @@ class MatchingEngine:
 
     # -- agent indexing -----------------------------------------------------------------------------
 
-    def _pool(self, site: str, channel: Channel, language: str, role: Role,
-              reqs: tuple[tuple[str, int], ...]) -> _Pool:
+    def _pool(self, site: str, channel: Channel, language: str, role: Role, reqs: tuple[tuple[str, int], ...]) -> _Pool:
         key = (site, channel, language, role, reqs)
         pool = self._pools.get(key)
         if pool is None:
@@ -1051,13 +1085,16 @@ class MatchingEngine:
 
     # -- views --------------------------------------------------------------------------------------
 
-    def queue_snapshot(self, now: float, limit: int | None = None, *, site: str | None = None,
-                       channel: Channel | None = None) -> list[QueueEntry]:
+    def queue_snapshot(
+        self, now: float, limit: int | None = None, *, site: str | None = None, channel: Channel | None = None
+    ) -> list[QueueEntry]:
         """Waiting contacts, highest current priority first (optionally the top ``limit`` of one site
         and/or channel: O(n log limit) instead of a full sort)."""
         waiting = [
-            c for c in self._contacts.values()
-            if c.state == _WAITING and (site is None or c.wc.site == site)
+            c
+            for c in self._contacts.values()
+            if c.state == _WAITING
+            and (site is None or c.wc.site == site)
             and (channel is None or c.wc.channel is channel)
         ]
 
@@ -1073,21 +1110,26 @@ class MatchingEngine:
             wc = c.wc
             waited = now - wc.enqueued_at
             open_steps = c.plan.open_steps(waited, wc.widen_roles)
-            out.append(QueueEntry(
-                contact_id=wc.contact_id, site=wc.site, channel=wc.channel,
-                priority=c.plan.aging_per_second * (now - c.v), waited_seconds=waited, rule=c.plan.rule,
-                open_roles=list(dict.fromkeys(s.role for s in open_steps)), callback_id=wc.callback_id,
-                preferred_agent_id=wc.preferred_agent_id,
-            ))
+            out.append(
+                QueueEntry(
+                    contact_id=wc.contact_id,
+                    site=wc.site,
+                    channel=wc.channel,
+                    priority=c.plan.aging_per_second * (now - c.v),
+                    waited_seconds=waited,
+                    rule=c.plan.rule,
+                    open_roles=list(dict.fromkeys(s.role for s in open_steps)),
+                    callback_id=wc.callback_id,
+                    preferred_agent_id=wc.preferred_agent_id,
+                )
+            )
         return out
 
     def eligibility(self, wc: WaitingContact, plan: RoutingPlan | None = None) -> Eligibility:
         """Who on duty (connected, not offline or on break) could serve this contact (eligibility.py)."""
         return self._eligible(wc, plan).who
 
-    def _eligible(
-        self, wc: WaitingContact, plan: RoutingPlan | None = None
-    ) -> _ClassEligibility:
+    def _eligible(self, wc: WaitingContact, plan: RoutingPlan | None = None) -> _ClassEligibility:
         """The eligibility of the contact's class, the same agents as a set, and their slots on its
         channel (cached per roster version: see ``_eligibility_cache``)."""
         if self._eligibility_version != self._roster_version:
@@ -1098,8 +1140,12 @@ class MatchingEngine:
         found = self._eligibility_cache.get(key)
         if found is None:
             who = eligibility(
-                site=wc.site, channel=wc.channel, language=wc.language, plan=plan,
-                widen_roles=wc.widen_roles, on_duty=(a.state for a in self._agents.values() if a.staffed),
+                site=wc.site,
+                channel=wc.channel,
+                language=wc.language,
+                plan=plan,
+                widen_roles=wc.widen_roles,
+                on_duty=(a.state for a in self._agents.values() if a.staffed),
             )
             slots = sum(self._agents[aid].state.capacity.get(wc.channel, 0) for aid in who.agent_ids)
             found = self._eligibility_cache[key] = _ClassEligibility(who, frozenset(who.agent_ids), slots)
