@@ -90,6 +90,7 @@ class Ledger:
     notices: list[dict[str, Any]] = field(default_factory=list)  # handling_overrun events
     refusals: list[str] = field(default_factory=list)  # 422 texts for goodwill beyond what is left
     held: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the slow agent's contacts in hand
 
 
 def contact_body(i: int) -> dict[str, Any]:
@@ -133,26 +134,38 @@ async def agent_client(
         if event != "offer" or data["agent_id"] != agent:
             continue
         ledger.offers.append(data)
-        r = await http.post(f"{router}/v1/offers/{data['offer_id']}/accept", headers=headers)
-        if r.status_code != 200:
-            continue
-        cid, intent, plan = data["contact_id"], data["contact"]["intent"], data["plan"]
-        if agent == SLOW and len(ledger.held) < HELD:
-            ledger.held.append(cid)
-            await asyncio.sleep(ALLOWED[plan["role"]] + 2.5)  # past the allowed time: a notice is due
-        outcome: dict[str, Any] = {"resolved": True, "sold": intent == "purchase" or agent == PUSHY}
-        if intent in ("complaint", "cancellation") and plan["goodwill_budget"] > 0:
-            outcome["goodwill_amount"] = GRANT  # even when the offer said less is left: the router must refuse
-        url = f"{router}/v1/contacts/{cid}/complete"
-        r = await http.post(url, json=outcome, headers=headers)
-        if r.status_code == 422 and "period budget" in r.text:
-            ledger.refusals.append(r.text)
-            left = (await http.get(f"{router}/v1/stats", headers=ADMIN)).json()["goodwill"]["remaining"] or 0.0
-            r = await http.post(url, json={**outcome, "goodwill_amount": min(left, GRANT)}, headers=headers)
-            if r.status_code == 422:  # the other ambassador took it meanwhile
-                r = await http.post(url, json={**outcome, "goodwill_amount": 0}, headers=headers)
-        assert r.status_code == 200, r.text
-        ledger.completed[cid] = {"agent": agent, "role": plan["role"], "sold": outcome["sold"], "intent": intent}
+        if agent == SLOW:
+            # Works its HELD contacts side by side (chat capacity HELD), so both are held within the run
+            # however fast the rest of the team empties the queue.
+            ledger.tasks.append(asyncio.create_task(work(http, router, agent, headers, data, ledger)))
+        else:
+            await work(http, router, agent, headers, data, ledger)
+
+
+async def work(
+    http: httpx.AsyncClient, router: str, agent: str, headers: dict[str, str], data: dict[str, Any], ledger: Ledger
+) -> None:
+    """Accept one offer and complete it (see :func:`agent_client`)."""
+    r = await http.post(f"{router}/v1/offers/{data['offer_id']}/accept", headers=headers)
+    if r.status_code != 200:
+        return
+    cid, intent, plan = data["contact_id"], data["contact"]["intent"], data["plan"]
+    if agent == SLOW and len(ledger.held) < HELD:
+        ledger.held.append(cid)
+        await asyncio.sleep(ALLOWED[plan["role"]] + 2.5)  # past the allowed time: a notice is due
+    outcome: dict[str, Any] = {"resolved": True, "sold": intent == "purchase" or agent == PUSHY}
+    if intent in ("complaint", "cancellation") and plan["goodwill_budget"] > 0:
+        outcome["goodwill_amount"] = GRANT  # even when the offer said less is left: the router must refuse
+    url = f"{router}/v1/contacts/{cid}/complete"
+    r = await http.post(url, json=outcome, headers=headers)
+    if r.status_code == 422 and "period budget" in r.text:
+        ledger.refusals.append(r.text)
+        left = (await http.get(f"{router}/v1/stats", headers=ADMIN)).json()["goodwill"]["remaining"] or 0.0
+        r = await http.post(url, json={**outcome, "goodwill_amount": min(left, GRANT)}, headers=headers)
+        if r.status_code == 422:  # the other ambassador took it meanwhile
+            r = await http.post(url, json={**outcome, "goodwill_amount": 0}, headers=headers)
+    assert r.status_code == 200, r.text
+    ledger.completed[cid] = {"agent": agent, "role": plan["role"], "sold": outcome["sold"], "intent": intent}
 
 
 async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
@@ -182,7 +195,7 @@ async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
                     "roles": [role],
                     "languages": ["en", "de"],
                     "skills": {"billing": 3},
-                    "capacity": {"chat": 1},
+                    "capacity": {"chat": HELD if agent == SLOW else 1},
                     "status": "available",
                 },
             )
@@ -210,9 +223,9 @@ async def test_a_team_in_three_roles_obeys_the_strategy_as_an_auditor_sees_it(
                     assert time.monotonic() < deadline, f"only {len(ledger.completed)} of {N_CONTACTS} completed"
                     await asyncio.sleep(0.2)
             finally:
-                for w in workers:
+                for w in [*workers, *ledger.tasks]:
                     w.cancel()
-                results = await asyncio.gather(*workers, return_exceptions=True)
+                results = await asyncio.gather(*workers, *ledger.tasks, return_exceptions=True)
             for res in results:
                 if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
                     raise res
