@@ -42,7 +42,7 @@ Interface notes for the service (additions to the agreed signatures; none were c
 * ``queue_snapshot(now, limit=None, *, site=None, channel=None) -> list[QueueEntry]``.
 * Views: ``agent(agent_id)`` (a copy), ``agent_ids()``, ``reserved_agent``, ``is_waiting``,
   ``waiting_count``, ``plan_for(contact)``, ``stats(now)``; ``engine.sales`` is the strategy's
-  :class:`~services.router.strategy.SalesShareTracker` (decisions record offers; feed completions).
+  :class:`~services.router.strategy.SalesShare` (decisions record offers; feed completions).
 * A promised (preferred) agent serves only contacts of its own site; role, language and skills are not
   required of them (they promised), availability and capacity are.
 * ``set_status``/``set_connected`` about an unknown agent are no-ops.
@@ -64,7 +64,7 @@ from typing import Any, NamedTuple
 
 from services.router.eligibility import Eligibility, eligibility
 from services.router.leeway import leeway_for
-from services.router.strategy import PlanStep, RoutingPlan, SalesShareTracker, Strategy
+from services.router.strategy import PlanStep, RoutingPlan, SalesShare, Strategy
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
 
 _WAITING = 0
@@ -231,12 +231,13 @@ class _Pool:
 class _Queue:
     """Waiting contacts for which one pool's step is open, ordered by the time-invariant key ``v``."""
 
-    __slots__ = ("qid", "pool", "capped", "heap", "live", "pushed_head")
+    __slots__ = ("qid", "pool", "capped", "site", "heap", "live", "pushed_head")
 
-    def __init__(self, qid: int, pool: _Pool, capped: bool) -> None:
+    def __init__(self, qid: int, pool: _Pool, capped: bool, site: str) -> None:
         self.qid = qid
         self.pool = pool
         self.capped = capped  # sales step of a non-exempt contact: the sales-share cap applies
+        self.site = site  # whose sales share binds it when the cap is counted per site
         self.heap: list[_LineEntry] = []
         self.live = 0
         self.pushed_head: str | None = None  # contact id of this queue's entry in the active heap
@@ -297,7 +298,7 @@ class MatchingEngine:
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
-        self.sales = SalesShareTracker(strategy.sales_share)
+        self.sales = SalesShare(strategy.sales_share)
         self._reset()
 
     def _reset(self) -> None:
@@ -343,7 +344,7 @@ class MatchingEngine:
         contacts = sorted(self._contacts.values(), key=lambda c: c.seq)
         missed = {aid: a.missed for aid, a in self._agents.items()}
         self.strategy = strategy
-        self.sales.cap = strategy.sales_share
+        self.sales.set_cap(strategy.sales_share)
         self._reset()
         tracked: dict[tuple[str, Channel], int] = {}
         for c in contacts:
@@ -641,7 +642,7 @@ class MatchingEngine:
     def decide(self, now: float, limit: int | None = None) -> list[Decision]:
         """Match waiting contacts to available agents, best priority first. Each decision reserves."""
         self._promote(now)
-        if self._capped_waiting and self.sales.sales_allowed(now):
+        if self._capped_waiting and self.sales.any_sales_allowed(now):
             self._release_capped()
         decisions: list[Decision] = []
         parked: list[_Contact] = []
@@ -670,7 +671,7 @@ class MatchingEngine:
                     held_by_cap.append(c)
             else:
                 decisions.append(decision)
-                if (self._capped_waiting or held_by_cap) and c.role is not Role.SALES and self.sales.sales_allowed(now):
+                if (self._capped_waiting or held_by_cap) and c.role is not Role.SALES and self.sales.sales_allowed(now, c.wc.site):
                     # The share fell: held-back overflow may go to sales again, both the queues set
                     # aside and the contacts parked earlier in this pass for want of an allowed step.
                     self._release_capped()
@@ -687,7 +688,7 @@ class MatchingEngine:
 
     def _held_by_cap(self, c: _Contact, now: float) -> bool:
         """Did the sales-share cap alone stop this contact (a capped step with agents in its pool)?"""
-        return not self.sales.sales_allowed(now) and any(q.capped and q.pool.members for q in c.step_queues[: c.opened])
+        return not self.sales.sales_allowed(now, c.wc.site) and any(q.capped and q.pool.members for q in c.step_queues[: c.opened])
 
     def _release_capped(self) -> None:
         queues, self._capped_waiting = self._capped_waiting, {}
@@ -713,7 +714,7 @@ class MatchingEngine:
                 heapq.heappop(heap)
                 q.pushed_head = None
                 continue
-            if q.capped and not self.sales.sales_allowed(now):
+            if q.capped and not self.sales.sales_allowed(now, q.site):
                 heapq.heappop(heap)
                 q.pushed_head = None
                 self._capped_waiting[q.qid] = q
@@ -756,7 +757,7 @@ class MatchingEngine:
                 continue
             if q.capped:
                 if sales_ok is None:
-                    sales_ok = self.sales.sales_allowed(now)
+                    sales_ok = self.sales.sales_allowed(now, wc.site)
                 if not sales_ok:
                     continue
             entry = _best_in_pool(pool, excluded)
@@ -782,7 +783,7 @@ class MatchingEngine:
         st.load[ch] = st.load.get(ch, 0) + 1
         role = step.role if step is not None else st.roles[0]
         c.role = role
-        self.sales.record_offer(wc.contact_id, role, now)
+        self.sales.record_offer(wc.contact_id, role, now, wc.site)
         tb = self._tie_break
         if tb == "round_robin":
             a.rr = next(self._rr)
@@ -913,7 +914,7 @@ class MatchingEngine:
         q = self._queues.get(key)
         if q is None:
             pool = self._pool(site, channel, language, step.role, step.required_skills)
-            q = self._queues[key] = _Queue(next(self._qids), pool, capped)
+            q = self._queues[key] = _Queue(next(self._qids), pool, capped, site)
             pool.queues.append(q)
         return q
 
@@ -930,7 +931,7 @@ class MatchingEngine:
                     a.pools.append(pool)
                     if channel in a.eligible:
                         self._pool_add(pool, a)
-            q = self._queues[key] = _Queue(next(self._qids), pool, False)
+            q = self._queues[key] = _Queue(next(self._qids), pool, False, site)
             pool.queues.append(q)
         return q
 

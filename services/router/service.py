@@ -366,7 +366,8 @@ class RouterService(RouterViews):
         since = now - self.strategy.sales_share.period_seconds
         rows = (
             await session.execute(
-                select(offers.c.contact_id, offers.c.made_at, offers.c.explanation)
+                select(offers.c.contact_id, offers.c.made_at, offers.c.explanation, contacts.c.site)
+                .join(contacts, contacts.c.contact_id == offers.c.contact_id)
                 .where(offers.c.made_at > since)
                 .order_by(offers.c.made_at)
             )
@@ -374,11 +375,13 @@ class RouterService(RouterViews):
         for row in rows:
             role = role_of(row.explanation)
             if role is not None:
-                sales.record_offer(row.contact_id, role, row.made_at)
+                sales.record_offer(row.contact_id, role, row.made_at, row.site)
         since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
         done = (
             await session.execute(
-                select(contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome)
+                select(
+                    contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome, contacts.c.site
+                )
                 .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
                 .order_by(contacts.c.ended_at)
             )
@@ -389,7 +392,7 @@ class RouterService(RouterViews):
             # per-role budgets need the role the grant was made under (only grants: few reads)
             role = await self._offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
             self.goodwill.record(amount, row.ended_at, role)
-            sales.record_completion(bool(outcome.get("sold")), row.ended_at)
+            sales.record_completion(bool(outcome.get("sold")), row.ended_at, row.site)
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Tx]:
@@ -1394,7 +1397,7 @@ class RouterService(RouterViews):
                 )
             )
         self.goodwill.record(outcome.goodwill_amount, tx.now, role)
-        self.engine.sales.record_completion(outcome.sold, tx.now)
+        self.engine.sales.record_completion(outcome.sold, tx.now, row.site)
         await self._bump(tx, "completed", 1)
         if outcome.sold:
             await self._bump(tx, "sold", 1)

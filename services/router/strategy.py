@@ -180,6 +180,10 @@ class SalesShareCap(_Model):
     max_share: float = Field(default=0.3, ge=0, le=1)
     period_seconds: float = Field(default=3600.0, gt=0)
     min_sample: int = Field(default=20, ge=0)  # below this many contacts in the period, no cap
+    # Over what the share is counted. "tenant": every site this router serves together (one sales team,
+    # one management decision). "site": each site on its own, so a site with little sales traffic
+    # cannot let another go above max_share (sites with their own teams and their own targets).
+    per: Literal["tenant", "site"] = "tenant"
 
 
 class GoodwillPolicy(_Model):
@@ -431,8 +435,8 @@ class Strategy(_Model):
         policy = self.callback
         return policy.enabled and policy.when_unservable and channel in policy.channels
 
-    def new_sales_tracker(self) -> SalesShareTracker:
-        return SalesShareTracker(self.sales_share)
+    def new_sales_share(self) -> SalesShare:
+        return SalesShare(self.sales_share)
 
 
 def _sales_not_first(steps: list[PlanStep], sales_after: float) -> list[PlanStep]:
@@ -513,6 +517,77 @@ class SalesShareTracker:
         if sold:
             self._sold_events.append(now)
         self._expire(now)
+
+
+@dataclass
+class SalesShare:
+    """The sales-share cap as the strategy scopes it (``sales_share.per``). Offers are kept per site, so
+    the scope can change on a strategy reload without losing the period's history; per tenant the
+    sites' counts are added up (contacts belong to one site: nobody is counted twice)."""
+
+    cap: SalesShareCap
+    _sites: dict[str, SalesShareTracker] = field(default_factory=dict)
+
+    def set_cap(self, cap: SalesShareCap) -> None:
+        self.cap = cap
+        for tracker in self._sites.values():
+            tracker.cap = cap
+
+    def _site(self, site: str) -> SalesShareTracker:
+        tracker = self._sites.get(site)
+        if tracker is None:
+            tracker = self._sites[site] = SalesShareTracker(self.cap)
+        return tracker
+
+    def counts(self, now: float, site: str | None = None) -> tuple[int, int]:
+        """(contacts offered to sales, contacts offered) in the period: one site's, or all sites'."""
+        if site is not None:
+            tracker = self._sites.get(site)
+            return tracker.counts(now) if tracker is not None else (0, 0)
+        sales = total = 0
+        for tracker in self._sites.values():
+            s, t = tracker.counts(now)
+            sales, total = sales + s, total + t
+        return sales, total
+
+    def share(self, now: float, site: str | None = None) -> float:
+        sales, total = self.counts(now, site)
+        return sales / total if total else 0.0
+
+    def scope_of(self, site: str) -> str | None:
+        """The site whose counts bind a contact of ``site``: itself per site, all sites (None) per tenant."""
+        return site if self.cap.per == "site" else None
+
+    def sales_allowed(self, now: float, site: str) -> bool:
+        """May one more (non-exempt) contact of ``site`` be offered to sales without breaking the cap?"""
+        sales, total = self.counts(now, self.scope_of(site))
+        if total < self.cap.min_sample:
+            return True
+        return (sales + 1) / (total + 1) <= self.cap.max_share
+
+    def any_sales_allowed(self, now: float) -> bool:
+        """Could some site's contacts go to sales now (per tenant: the one shared answer)?"""
+        if self.cap.per != "site":
+            return self.sales_allowed(now, "")
+        return not self._sites or any(self.sales_allowed(now, site) for site in self._sites)
+
+    def record_offer(self, contact_id: str, role: Role, now: float, site: str) -> None:
+        self._site(site).record_offer(contact_id, role, now)
+
+    def record_completion(self, sold: bool, now: float, site: str) -> None:
+        self._site(site).record_completion(sold, now)
+
+    def sold(self, now: float, site: str | None = None) -> int:
+        """Completions with a sale in the period."""
+        trackers = [self._sites[site]] if site is not None and site in self._sites else []
+        if site is None:
+            trackers = list(self._sites.values())
+        for tracker in trackers:
+            tracker.counts(now)  # expires the period
+        return sum(t.sold for t in trackers)
+
+    def sites(self) -> list[str]:
+        return sorted(self._sites)
 
 
 @dataclass

@@ -498,6 +498,12 @@ class RouterViews:
                 "cap": self.strategy.sales_share.max_share,
                 "min_sample": self.strategy.sales_share.min_sample,  # below it the cap does not bind
                 "period_seconds": self.strategy.sales_share.period_seconds,
+                "per": self.strategy.sales_share.per,  # "tenant": one share for all sites; "site": each its own
+                "by_site": {
+                    site: {"share": round(self.engine.sales.share(now, site), 4), "offered": n}
+                    for site in self.engine.sales.sites()
+                    if (n := self.engine.sales.counts(now, site)[1])
+                },
             },
             "goodwill": {
                 "spent": round(self.goodwill.spent(now), 2),

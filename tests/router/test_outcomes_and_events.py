@@ -250,6 +250,8 @@ async def test_outcome_counters_goodwill_budget_and_agent_promise(router: Router
     assert stats["today"]["sold"] == 1 and stats["today"]["completed"] == 2
     assert stats["today"]["goodwill_spent"] == 30
     assert stats["sales_share"]["offered_to_sales"] == 1 and stats["sales_share"]["offered"] == 2
+    assert stats["sales_share"]["per"] == "tenant"
+    assert stats["sales_share"]["by_site"] == {"main": {"share": 0.5, "offered": 2}}
 
 
 async def test_stats_and_metrics(router: Router) -> None:

@@ -363,3 +363,30 @@ async def test_the_strategy_may_offer_a_callback_when_nobody_on_duty_can_serve(t
         await router.emit(english)
         await eventually(lambda: entries(router, english.contact_id, "queued"))
         assert await entries(router, english.contact_id, "callback_offered") == []
+
+
+async def test_the_sales_share_per_site_is_reported_and_rebuilt_after_a_restart(tmp_path: Path) -> None:
+    """Issue 15.8: the cap's scope is the strategy's choice; with ``per: site`` /v1/stats reports each
+    site's share, and a restart rebuilds the same shares from the durable offers."""
+    strategy = strategy_file(tmp_path, sales_share={"max_share": 0.5, "min_sample": 0, "per": "site"})
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        agents = {
+            "p-seller": await router.register("p-seller", roles=["sales"], site="paris"),
+            "p-helper": await router.register("p-helper", roles=["service"], site="paris"),
+            "b-helper": await router.register("b-helper", roles=["service"], site="berlin"),
+        }
+        for external_id, site, intent, agent_id in [
+            ("buy", "paris", Intent.PURCHASE, "p-seller"),  # a buyer goes to sales first (exempt, but counted)
+            ("help", "paris", Intent.SUPPORT, "p-helper"),
+            ("b1", "berlin", Intent.SUPPORT, "b-helper"),
+        ]:
+            await router.emit(contact(external_id, site=site, intent=intent))
+            offer = await serve(router, agent_id, agents[agent_id][1])
+            assert offer["contact_id"] == contact(external_id).contact_id
+        share = (await router.client.get("/v1/stats", headers=ADMIN)).json()["sales_share"]
+        assert share["per"] == "site"
+        assert share["by_site"] == {"paris": {"share": 0.5, "offered": 2}, "berlin": {"share": 0.0, "offered": 1}}
+        assert (share["offered_to_sales"], share["offered"]) == (1, 3)  # the tenant's total, for the record
+    async with running_router(tmp_path / "data", strategy_path=strategy) as router:
+        again = (await router.client.get("/v1/stats", headers=ADMIN)).json()["sales_share"]
+    assert again["by_site"] == share["by_site"]

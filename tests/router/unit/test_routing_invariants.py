@@ -268,16 +268,16 @@ class RoutingMachine(RuleBasedStateMachine):
             self.reserved[d.contact_id] = (d.agent_id, wc)
             # legal: the agent could serve it, given what it had already taken in this decide
             a = sim[d.agent_id]
-            sales_ok = tracker.sales_allowed(now)
+            sales_ok = tracker.sales_allowed(now, wc.site)
             assert self._eligible(a, wc, now, sim.values(), sales_ok), (d, a, sales_ok)
             self._check_preference(d, wc, sim, now, sales_ok)
             a.load[wc.channel] = a.load.get(wc.channel, 0) + 1
-            tracker.record_offer(d.contact_id, Role(d.explanation["role"]), now)
+            tracker.record_offer(d.contact_id, Role(d.explanation["role"]), now, wc.site)
             after = engine.agent(d.agent_id)
             assert after.load.get(wc.channel, 0) <= after.capacity.get(wc.channel, 0)
             assert d.explanation["rule"] and isinstance(d.score, float)
         if limit is None:
-            self._check_maximal(now, engine.sales.sales_allowed(now))
+            self._check_maximal(now, engine.sales.sales_allowed(now, "main"))  # per tenant: one answer for all sites
             self._check_priority_order(decisions, waiting_before, before, now)
 
     # -- helpers ---------------------------------------------------------------------------------------

@@ -251,6 +251,42 @@ def test_sales_share_cap_holds_back_overflow_but_not_buyers():
     assert engine.is_waiting("q1")
 
 
+@pytest.mark.parametrize("per", ["tenant", "site"])
+def test_sales_share_cap_counts_the_tenant_or_each_site_as_the_strategy_says(per):
+    """Berlin sends nothing to sales; Paris sends overflow. Per tenant, Berlin's service-only traffic
+    lets Paris go above the cap (one share for all); per site, Paris is held to its own 50 %."""
+    s = strategy(sales_share={"max_share": 0.5, "period_seconds": 3600, "min_sample": 0, "per": per})
+    engine = MatchingEngine(s)
+    engine.upsert_agent(agent("b-helper", SERVICE, site="berlin", capacity={Channel.CHAT: 10}))
+    engine.upsert_agent(agent("p-seller", SALES, site="paris", capacity={Channel.CHAT: 10}))
+    engine.upsert_agent(agent("p-helper", SERVICE, site="paris", capacity={Channel.CHAT: 1}))
+    for i in range(6):
+        engine.enqueue(contact(f"b{i}", at=0, channel=Channel.CHAT, site="berlin"))
+    assert len(engine.decide(now=1)) == 6  # six Berlin contacts, none to sales
+    for i in range(4):
+        engine.enqueue(contact(f"p{i}", at=0, channel=Channel.CHAT, site="paris"))  # general: sales after 60 s
+    got = assigned(engine.decide(now=200))
+    to_sales = sorted(c for c, a in got.items() if a == "p-seller")
+    if per == "tenant":  # (3 sales + 1) / (10 + 1) is still <= 50 %: all three overflow contacts go to sales
+        assert len(to_sales) == 3 and engine.sales.counts(200) == (3, 10)
+    else:  # Paris alone: helper takes one, seller one (1 of 2), the rest are held back
+        assert len(to_sales) == 1 and engine.sales.counts(200, "paris") == (1, 2)
+        assert engine.sales.share(200, "paris") == pytest.approx(0.5) and engine.sales.counts(200, "berlin") == (0, 6)
+        assert sum(engine.is_waiting(f"p{i}") for i in range(4)) == 2
+
+
+def test_the_sales_share_scope_can_change_on_reload_without_losing_the_period():
+    engine = MatchingEngine(strategy(sales_share={"max_share": 0.5, "min_sample": 0}))
+    engine.upsert_agent(agent("b-helper", SERVICE, site="berlin", capacity={Channel.CHAT: 10}))
+    for i in range(4):
+        engine.enqueue(contact(f"b{i}", at=0, channel=Channel.CHAT, site="berlin"))
+    engine.decide(now=1)
+    assert engine.sales.sales_allowed(2, "paris")  # per tenant: Berlin's four count, 1 of 5 is fine
+    engine.replace_strategy(strategy(sales_share={"max_share": 0.5, "min_sample": 0, "per": "site"}))
+    assert engine.sales.counts(2) == (0, 4) and engine.sales.counts(2, "berlin") == (0, 4)  # history kept
+    assert not engine.sales.sales_allowed(2, "paris")  # per site: Paris alone, its first would be 1 of 1
+
+
 # -- order in line --------------------------------------------------------------------------------
 
 
