@@ -671,7 +671,11 @@ class MatchingEngine:
                     held_by_cap.append(c)
             else:
                 decisions.append(decision)
-                if (self._capped_waiting or held_by_cap) and c.role is not Role.SALES and self.sales.sales_allowed(now, c.wc.site):
+                if (
+                    (self._capped_waiting or held_by_cap)
+                    and c.role is not Role.SALES
+                    and self.sales.sales_allowed(now, c.wc.site)
+                ):
                     # The share fell: held-back overflow may go to sales again, both the queues set
                     # aside and the contacts parked earlier in this pass for want of an allowed step.
                     self._release_capped()
@@ -688,7 +692,9 @@ class MatchingEngine:
 
     def _held_by_cap(self, c: _Contact, now: float) -> bool:
         """Did the sales-share cap alone stop this contact (a capped step with agents in its pool)?"""
-        return not self.sales.sales_allowed(now, c.wc.site) and any(q.capped and q.pool.members for q in c.step_queues[: c.opened])
+        return not self.sales.sales_allowed(now, c.wc.site) and any(
+            q.capped and q.pool.members for q in c.step_queues[: c.opened]
+        )
 
     def _release_capped(self) -> None:
         queues, self._capped_waiting = self._capped_waiting, {}
