@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from services.router import metrics
+from services.router.rows import agent_row, contact_row, has_work
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
 from shared.events import AgentDialed, AgentStatus, AttemptResult, CustomerDialed, DialResult
 
@@ -40,7 +41,7 @@ OFFER_STATE = {DialResult.NO_ANSWER: OfferState.TIMED_OUT}
 async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> None:
     from services.router.service import MISSED_OFFERS, ON_CONTACT
 
-    row = await svc._contact_row(tx.session, event.contact_id)
+    row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return
     detail: dict[str, Any] = {"result": event.result.value, "call_ref": event.call_ref, "detail": event.detail}
@@ -73,18 +74,18 @@ async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> No
         "assignment_withdrawn",
         {"contact_id": event.contact_id, "reason": f"dial_{event.result.value}", "requeued": not gone},
     )
-    agent = await svc._agent_row(tx.session, agent_id)
+    agent = await agent_row(tx.session, agent_id)
     missed_before = agent.missed_offers  # read first: becoming available resets the run of misses
     if (
         agent.status == AgentStatus.BUSY
         and agent.status_reason == ON_CONTACT
-        and not await svc._has_work(tx.session, agent_id)
+        and not await has_work(tx.session, agent_id)
     ):
         await svc._set_status(tx, agent, AgentStatus.AVAILABLE, "dial_ended")
     if event.result in MISSED:
         missed = missed_before + 1
         await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(missed_offers=missed))
-        agent = await svc._agent_row(tx.session, agent_id)
+        agent = await agent_row(tx.session, agent_id)
         if missed >= svc.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
             await svc._set_status(tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
 
@@ -112,7 +113,7 @@ async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
 
 
 async def on_customer_dialed(svc: RouterService, tx: _Tx, event: CustomerDialed) -> None:
-    row = await svc._contact_row(tx.session, event.contact_id)
+    row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return
     kind = "customer_dialed"

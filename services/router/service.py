@@ -41,11 +41,25 @@ from services.router.leeway import leeway_for, role_of
 from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.reach import contact_uris_values, reach_of
+from services.router.rows import (
+    agent_row,
+    contact_row,
+    has_assignment,
+    has_work,
+    language_key,
+    loads_by_agent,
+    offer_for,
+    offered_role,
+    period_of,
+    to_datetime,
+    to_ts,
+    waiting_contact,
+)
 from services.router.settings import RouterSettings
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
-from services.router.views import RouterViews, language_key, offer_view, period_of, to_datetime, to_ts
+from services.router.views import RouterViews, offer_view
 from shared.events import (
     AgentDialed,
     AgentStatus,
@@ -295,10 +309,13 @@ class RouterService(RouterViews):
             declined = await self._declined_offers(session, rows, now)
             for row in rows:
                 if row.state == ContactState.WAITING or row.agent_id is None:
-                    engine.enqueue(self._waiting(row), declined=declined.get(row.contact_id))
+                    engine.enqueue(waiting_contact(row), declined=declined.get(row.contact_id))
                 else:
                     engine.restore_reservation(
-                        self._waiting(row), row.agent_id, row.answered_at or now, declined=declined.get(row.contact_id)
+                        waiting_contact(row),
+                        row.agent_id,
+                        row.answered_at or now,
+                        declined=declined.get(row.contact_id),
                     )
             await self._watch_handling(session, [r for r in rows if r.state == ContactState.ASSIGNED])
             pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
@@ -333,8 +350,8 @@ class RouterService(RouterViews):
         for row in assigned:
             if row.contact_id in flagged or row.answered_at is None:
                 continue
-            role = await self._offered_role(session, row.contact_id, row.agent_id)
-            leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(row)), role)
+            role = await offered_role(session, row.contact_id, row.agent_id)
+            leeway = leeway_for(self.strategy, self.strategy.plan(waiting_contact(row)), role)
             self._handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
 
     async def _declined_offers(
@@ -387,7 +404,7 @@ class RouterService(RouterViews):
             outcome = row.outcome or {}
             amount = float(outcome.get("goodwill_amount") or 0.0)
             # per-role budgets need the role the grant was made under (only grants: few reads)
-            role = await self._offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
+            role = await offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
             self.goodwill.record(amount, row.ended_at, role)
             sales.record_completion(bool(outcome.get("sold")), row.ended_at)
 
@@ -459,7 +476,7 @@ class RouterService(RouterViews):
         row = (await tx.session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
         if row is None:
             return
-        loads = await self._loads(tx.session, agent_id)
+        loads = await loads_by_agent(tx.session, agent_id)
         self.engine.upsert_agent(self._agent_state(row, loads.get(agent_id, {}), tx.now))
 
     def _track_offer(self, offer: PendingOffer) -> None:
@@ -536,8 +553,8 @@ class RouterService(RouterViews):
 
     async def update_agent(self, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
         async with self._locked(), self._tx() as tx:
-            row = await self._agent_row(tx.session, agent_id)
-            if profile.site != row.site and await self._has_work(tx.session, agent_id):
+            row = await agent_row(tx.session, agent_id)
+            if profile.site != row.site and await has_work(tx.session, agent_id):
                 raise Conflict("an agent cannot change site while it has offers or assignments")
             await tx.session.execute(
                 update(agents)
@@ -565,7 +582,7 @@ class RouterService(RouterViews):
         issued = self._issue_agent_token(agent_id)
         self._forget_tokens()
         async with self._locked(), self._tx() as tx:
-            row = await self._agent_row(tx.session, agent_id)
+            row = await agent_row(tx.session, agent_id)
             await tx.session.execute(
                 update(agents)
                 .where(agents.c.agent_id == agent_id)
@@ -601,7 +618,7 @@ class RouterService(RouterViews):
             raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
 
         async def change(tx: _Tx) -> None:
-            row = await self._agent_row(tx.session, agent_id)
+            row = await agent_row(tx.session, agent_id)
             if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
                 return  # already taking work
             if row.status == status.value and reason is None and not row.missed_offers:
@@ -716,7 +733,7 @@ class RouterService(RouterViews):
         }
 
     async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
-        if await self._contact_row(tx.session, event.contact_id) is not None:
+        if await contact_row(tx.session, event.contact_id) is not None:
             return  # the same contact again (a retried webhook with a new event id): one contact
         # A clock ahead of ours upstream must not put a contact in line "in the future" (behind later ones).
         received = min(to_ts(event.received_at), tx.now)
@@ -811,8 +828,8 @@ class RouterService(RouterViews):
             )
             metrics.CALLBACKS_OFFERED.labels(reason.split("_")[0]).inc()
             return
-        row = await self._contact_row(tx.session, event.contact_id)
-        contact = self._waiting(row)
+        row = await contact_row(tx.session, event.contact_id)
+        contact = waiting_contact(row)
         self.engine.enqueue(contact)
         plan = self.strategy.plan(contact)
         await tx.note(
@@ -830,7 +847,7 @@ class RouterService(RouterViews):
             metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
 
     async def _on_abandoned(self, tx: _Tx, event: ContactAbandoned) -> None:
-        row = await self._contact_row(tx.session, event.contact_id)
+        row = await contact_row(tx.session, event.contact_id)
         if row is None or row.state not in ContactState.OPEN:
             if row is not None:
                 await tx.note(event.contact_id, "abandon_ignored", state=row.state, reason=event.reason)
@@ -857,7 +874,7 @@ class RouterService(RouterViews):
         contract): a later ``callback.due`` for it replaces the earlier one (new boost, preferred agent,
         widening), and one after the previous attempt ended is the next attempt on the same item."""
         work_id = event.callback_id
-        row = await self._contact_row(tx.session, work_id)
+        row = await contact_row(tx.session, work_id)
         virtual = min(to_ts(event.virtual_start_time), tx.now) if event.virtual_start_time else tx.now
         values: dict[str, Any] = dict(
             tenant_id=event.tenant_id,
@@ -893,7 +910,7 @@ class RouterService(RouterViews):
             declined = self.engine.declined_by(work_id)  # the new terms do not change who said no
             self.engine.withdraw(work_id)
             await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)), declined=declined)
+            self.engine.enqueue(waiting_contact(await contact_row(tx.session, work_id)), declined=declined)
             await tx.note(work_id, "callback_updated", **details)
             return
         fresh = dict(
@@ -912,7 +929,7 @@ class RouterService(RouterViews):
             await tx.session.execute(contacts.insert().values(contact_id=work_id, **values, **fresh))
         else:  # the previous attempt ended: this is the next one, on the same audit trail
             await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values, **fresh))
-        self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)))
+        self.engine.enqueue(waiting_contact(await contact_row(tx.session, work_id)))
         await tx.note(
             work_id,
             "received",
@@ -928,7 +945,7 @@ class RouterService(RouterViews):
         ``callback.due`` brings it back if another try is needed). A call in progress is left alone, and
         so is an attempt queued after the closing event happened (``callbacks`` and ``contacts`` are
         different topics: a newer ``callback.due`` may overtake an older closure)."""
-        row = await self._contact_row(tx.session, callback_id)
+        row = await contact_row(tx.session, callback_id)
         if row is None or row.state not in ContactState.OPEN:
             return
         if to_ts(at) < row.received_at:
@@ -980,7 +997,7 @@ class RouterService(RouterViews):
                 for offer in orphaned:
                     await self._close_offer(tx, offer, OfferState.DECLINED, reason="agent_disconnected")
                 for agent_id in wrapped:
-                    row = await self._agent_row(tx.session, agent_id)
+                    row = await agent_row(tx.session, agent_id)
                     if row.status == AgentStatus.WRAP_UP:
                         await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
                     else:
@@ -997,7 +1014,7 @@ class RouterService(RouterViews):
         """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
         (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
         self._handling.forget(watched.contact_id)
-        row = await self._contact_row(tx.session, watched.contact_id)
+        row = await contact_row(tx.session, watched.contact_id)
         if row is None or row.state != ContactState.ASSIGNED or row.agent_id != watched.agent_id:
             return  # ended or moved meanwhile
         held = round(tx.now - watched.since, 3)
@@ -1046,8 +1063,8 @@ class RouterService(RouterViews):
         metrics.STREAMS_OPEN.dec()
 
     async def _offer(self, tx: _Tx, decision: Decision) -> None:
-        row = await self._contact_row(tx.session, decision.contact_id)
-        agent = await self._agent_row(tx.session, decision.agent_id)
+        row = await contact_row(tx.session, decision.contact_id)
+        agent = await agent_row(tx.session, decision.agent_id)
         offer_id = str(uuid.uuid4())
         expires = tx.now + self.offer_timeout
         explanation = dict(decision.explanation)
@@ -1124,14 +1141,14 @@ class RouterService(RouterViews):
             declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
             self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
             self.engine.enqueue(
-                self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined
+                waiting_contact(await contact_row(tx.session, offer.contact_id)), declined=declined
             )
         elif requeue:
             # Back to its original place in line; this agent is skipped for a while (reoffer_after).
             self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
         else:
             self.engine.withdraw(offer.contact_id)
-        row = await self._contact_row(tx.session, offer.contact_id)
+        row = await contact_row(tx.session, offer.contact_id)
         common = dict(
             tenant_id=row.tenant_id,
             offer_id=offer.offer_id,
@@ -1157,11 +1174,11 @@ class RouterService(RouterViews):
 
     async def _time_out(self, tx: _Tx, offer: PendingOffer) -> None:
         await self._close_offer(tx, offer, OfferState.TIMED_OUT, reason="no_answer")
-        row = await self._agent_row(tx.session, offer.agent_id)
+        row = await agent_row(tx.session, offer.agent_id)
         missed = row.missed_offers + 1
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed))
         if missed >= self.strategy.max_missed_offers and row.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
-            row = await self._agent_row(tx.session, offer.agent_id)
+            row = await agent_row(tx.session, offer.agent_id)
             await self._set_status(tx, row, AgentStatus.BREAK, MISSED_OFFERS)
             log.info("router.agent_to_break", agent_id=offer.agent_id, missed=missed)
 
@@ -1171,7 +1188,7 @@ class RouterService(RouterViews):
 
     async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
         async def accept(tx: _Tx) -> dict[str, Any] | None:
-            row = await self._offer_for(tx.session, offer_id, who)
+            row = await offer_for(tx.session, offer_id, who)
             pending = self._pending.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
                 raise Conflict(f"offer is {row.state}, it can no longer be accepted")
@@ -1199,12 +1216,12 @@ class RouterService(RouterViews):
             .where(contacts.c.contact_id == offer.contact_id)
             .values(state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now)
         )
-        agent = await self._agent_row(tx.session, offer.agent_id)
+        agent = await agent_row(tx.session, offer.agent_id)
         if agent.missed_offers:
             await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
         if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
             await self._set_status(tx, agent, AgentStatus.BUSY, ON_CONTACT)
-        contact = await self._contact_row(tx.session, offer.contact_id)
+        contact = await contact_row(tx.session, offer.contact_id)
         await tx.emit(
             OfferAccepted(
                 tenant_id=contact.tenant_id,
@@ -1229,7 +1246,7 @@ class RouterService(RouterViews):
             metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
         role = role_of(await self._offer_explanation(tx.session, offer.offer_id))
         view = self._assignment_view(contact, role)
-        leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(contact)), role)
+        leeway = leeway_for(self.strategy, self.strategy.plan(waiting_contact(contact)), role)
         self._handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
         tx.push(offer.agent_id, "assignment", view)
         return view
@@ -1242,7 +1259,7 @@ class RouterService(RouterViews):
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
 
         async def decline(tx: _Tx) -> dict[str, Any]:
-            row = await self._offer_for(tx.session, offer_id, who)
+            row = await offer_for(tx.session, offer_id, who)
             pending = self._pending.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
                 raise Conflict(f"offer is {row.state}, it can no longer be declined")
@@ -1250,7 +1267,7 @@ class RouterService(RouterViews):
             await tx.session.execute(
                 update(agents).where(agents.c.agent_id == pending.agent_id).values(missed_offers=0)
             )
-            return offer_view(await self._offer_for(tx.session, offer_id, who))
+            return offer_view(await offer_for(tx.session, offer_id, who))
 
         view = await self._writes.run(decline)
         self.wake()
@@ -1265,7 +1282,7 @@ class RouterService(RouterViews):
     ) -> dict[str, Any]:
 
         async def complete(tx: _Tx) -> Any:
-            row = await self._contact_row(tx.session, contact_id)
+            row = await contact_row(tx.session, contact_id)
             if row is None:
                 raise NotFound(f"contact {contact_id!r} not found")
             if row.agent_id is None or not who.may_act_for(row.agent_id):
@@ -1279,8 +1296,8 @@ class RouterService(RouterViews):
                 raise Invalid("attempt_result is required to complete a callback")
             if row.callback_id is None and attempt is not None:
                 raise Invalid("attempt_result applies only to callback assignments")
-            plan = self.strategy.plan(self._waiting(row))
-            leeway = leeway_for(self.strategy, plan, await self._offered_role(tx.session, contact_id, row.agent_id))
+            plan = self.strategy.plan(waiting_contact(row))
+            leeway = leeway_for(self.strategy, plan, await offered_role(tx.session, contact_id, row.agent_id))
             budget = leeway.goodwill_budget
             if outcome.goodwill_amount > budget + 1e-9:
                 raise Invalid(
@@ -1317,7 +1334,7 @@ class RouterService(RouterViews):
                 )
                 await self._bump(tx, "sales_on_short_questions", 1)
                 metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
-            return await self._contact_row(tx.session, contact_id)
+            return await contact_row(tx.session, contact_id)
 
         done = await self._writes.run(complete)
         self.wake()
@@ -1412,10 +1429,10 @@ class RouterService(RouterViews):
             metrics.HANDLING_TIME.labels(row.channel).observe(max(0.0, handled))
         tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
         # Wrap-up starts when the agent's last contact ends (and only if the router made it busy).
-        agent = await self._agent_row(tx.session, agent_id)
+        agent = await agent_row(tx.session, agent_id)
         # Only assignments keep the agent on a contact: an open offer alongside may still time out, and
         # an agent left "busy on_contact" with nothing assigned would never be released again.
-        still_on_contact = await self._has_assignment(tx.session, agent_id)
+        still_on_contact = await has_assignment(tx.session, agent_id)
         if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_on_contact:
             wrap = self.strategy.wrap_up_seconds(Channel(row.channel))
             if wrap > 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,36 +18,26 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.router import staffing
 from services.router.auth import Principal
 from services.router.coverage import FirstOffer, coverage
-from services.router.errors import Forbidden, NotFound
+from services.router.errors import NotFound
 from services.router.leeway import leeway_for, role_of
-from services.router.matching import Decision, MatchingEngine, WaitingContact
+from services.router.matching import Decision, MatchingEngine
+from services.router.rows import (
+    agent_row,
+    contact_row,
+    loads_by_agent,
+    offer_for,
+    offered_role,
+    period_of,
+    to_datetime,
+    waiting_contact,
+)
 from services.router.sales_targets import Sale, progress
 from services.router.settings import RouterSettings
 from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence
-from shared.events import Channel, Intent, Role, Tier
-
-
-def to_datetime(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def to_ts(value: datetime) -> float:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def language_key(tag: str) -> str:
-    """Languages match on the primary subtag, case-insensitively: a customer tagged ``en-US`` is served
-    by an agent who speaks ``en`` (an exact-tag match would leave the customer waiting forever)."""
-    return tag.strip().replace("_", "-").split("-", 1)[0].lower() or "en"
-
-
-def period_of(ts: float) -> str:
-    return to_datetime(ts).strftime("%Y-%m-%d")
+from shared.events import Channel, Role
 
 
 def offer_view(row: Any) -> dict[str, Any]:
@@ -84,70 +73,6 @@ class RouterViews:
     def _locked(self) -> contextlib.AbstractAsyncContextManager[None]:  # the service's writer lock
         raise NotImplementedError
 
-    @staticmethod
-    def _waiting(row: Any) -> WaitingContact:
-        customer = row.customer or {}
-        return WaitingContact(
-            contact_id=row.contact_id,
-            site=row.site,
-            channel=Channel(row.channel),
-            intent=Intent(row.intent) if row.intent else None,
-            tier=Tier(customer.get("tier", Tier.STANDARD)),
-            language=language_key(customer.get("language") or "en"),
-            enqueued_at=row.virtual_start,
-            expected_handling_seconds=row.expected_handling_seconds,
-            priority_boost=row.priority_boost,
-            preferred_agent_id=row.preferred_agent_id,
-            widen_roles=row.widen_roles,
-            callback_id=row.callback_id,
-        )
-
-    @staticmethod
-    async def _loads(session: AsyncSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
-        """Reserved + assigned contacts per agent and channel, as the database knows them."""
-        stmt = (
-            select(contacts.c.agent_id, contacts.c.channel, func.count())
-            .where(contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)))
-            .group_by(contacts.c.agent_id, contacts.c.channel)
-        )
-        if agent_id is not None:
-            stmt = stmt.where(contacts.c.agent_id == agent_id)
-        loads: dict[str, dict[Channel, int]] = {}
-        for aid, channel, count in (await session.execute(stmt)).all():
-            if aid is not None:
-                loads.setdefault(aid, {})[Channel(channel)] = int(count)
-        return loads
-
-    async def _agent_row(self, session: AsyncSession, agent_id: str) -> Any:
-        row = (await session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
-        if row is None:
-            raise NotFound(f"agent {agent_id!r} not found")
-        return row
-
-    async def _has_assignment(self, session: AsyncSession, agent_id: str) -> bool:
-        """Whether the agent is on a contact now. An open offer is not work yet: it may time out."""
-        n = (
-            await session.execute(
-                select(func.count())
-                .select_from(contacts)
-                .where(contacts.c.agent_id == agent_id, contacts.c.state == ContactState.ASSIGNED)
-            )
-        ).scalar_one()
-        return n > 0
-
-    async def _has_work(self, session: AsyncSession, agent_id: str) -> bool:
-        n = (
-            await session.execute(
-                select(func.count())
-                .select_from(contacts)
-                .where(
-                    contacts.c.agent_id == agent_id,
-                    contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)),
-                )
-            )
-        ).scalar_one()
-        return n > 0
-
     def _agent_view(self, row: Any, load: dict[Channel, int], now: float) -> dict[str, Any]:
         return {
             "agent_id": row.agent_id,
@@ -172,22 +97,19 @@ class RouterViews:
 
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
         async with self._sessionmaker() as session:
-            row = await self._agent_row(session, agent_id)
-            loads = await self._loads(session, agent_id)
+            row = await agent_row(session, agent_id)
+            loads = await loads_by_agent(session, agent_id)
         return self._agent_view(row, loads.get(agent_id, {}), self.clock())
 
     async def list_agents(self) -> list[dict[str, Any]]:
         async with self._sessionmaker() as session:
             rows = (await session.execute(select(agents).order_by(agents.c.agent_id))).all()
-            loads = await self._loads(session)
+            loads = await loads_by_agent(session)
         now = self.clock()
         return [self._agent_view(r, loads.get(r.agent_id, {}), now) for r in rows]
 
-    async def _contact_row(self, session: AsyncSession, contact_id: str) -> Any:
-        return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
-
     def _offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
-        plan = self.strategy.plan(self._waiting(row))
+        plan = self.strategy.plan(waiting_contact(row))
         leeway = leeway_for(self.strategy, plan, role_of(decision.explanation))
         return {
             "offer_id": offer_id,
@@ -221,36 +143,12 @@ class RouterViews:
             "virtual_start": to_datetime(row.virtual_start).isoformat(),
         }
 
-    async def _offer_for(self, session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
-        row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
-        if row is None:
-            raise NotFound(f"offer {offer_id!r} not found")
-        if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
-            raise Forbidden("this offer belongs to another agent")
-        return row
-
     async def get_offer(self, offer_id: str, who: Principal) -> dict[str, Any]:
         async with self._sessionmaker() as session:
-            return offer_view(await self._offer_for(session, offer_id, who, read=True))
-
-    async def _offered_role(self, session: AsyncSession, contact_id: str, agent_id: str) -> Role | None:
-        """The role under which the agent was offered (and accepted) the contact: its leeway's source."""
-        explanation = (
-            await session.execute(
-                select(offers.c.explanation)
-                .where(
-                    offers.c.contact_id == contact_id,
-                    offers.c.agent_id == agent_id,
-                    offers.c.state == OfferState.ACCEPTED,
-                )
-                .order_by(offers.c.resolved_at.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        return role_of(explanation)
+            return offer_view(await offer_for(session, offer_id, who, read=True))
 
     def _assignment_view(self, row: Any, role: Role | None) -> dict[str, Any]:
-        plan = self.strategy.plan(self._waiting(row))
+        plan = self.strategy.plan(waiting_contact(row))
         leeway = leeway_for(self.strategy, plan, role)
         return {
             "contact_id": row.contact_id,
@@ -293,7 +191,7 @@ class RouterViews:
                     .order_by(contacts.c.answered_at)
                 )
             ).all()
-            roles = [await self._offered_role(session, r.contact_id, agent_id) for r in rows]
+            roles = [await offered_role(session, r.contact_id, agent_id) for r in rows]
         return [self._assignment_view(r, role) for r, role in zip(rows, roles, strict=True)]
 
     async def queue(
@@ -326,7 +224,7 @@ class RouterViews:
 
     async def timeline(self, contact_id: str) -> dict[str, Any]:
         async with self._sessionmaker() as session:
-            row = await self._contact_row(session, contact_id)
+            row = await contact_row(session, contact_id)
             if row is None:
                 raise NotFound(f"contact {contact_id!r} not found")
             entries = (
