@@ -26,10 +26,11 @@ from sqlalchemy import select, update
 from services.router import metrics
 from services.router.rows import agent_row, contact_row, has_work
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
+from services.router.unit_of_work import UnitOfWork
 from shared.events import AgentDialed, AgentStatus, AttemptResult, CustomerDialed, DialResult
 
 if TYPE_CHECKING:
-    from services.router.service import RouterService, _Tx
+    from services.router.service import RouterService
 
 MISSED = (DialResult.BUSY, DialResult.NO_ANSWER, DialResult.FAILED)
 # What the accepted offer became when the agent could not be reached: recorded on the offer so a router
@@ -38,7 +39,7 @@ MISSED = (DialResult.BUSY, DialResult.NO_ANSWER, DialResult.FAILED)
 OFFER_STATE = {DialResult.NO_ANSWER: OfferState.TIMED_OUT}
 
 
-async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> None:
+async def on_agent_dialed(svc: RouterService, tx: UnitOfWork, event: AgentDialed) -> None:
     from services.router.service import MISSED_OFFERS, ON_CONTACT
 
     row = await contact_row(tx.session, event.contact_id)
@@ -90,7 +91,7 @@ async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> No
             await svc._set_status(tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
 
 
-async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
+async def _close_accepted_offer(tx: UnitOfWork, event: AgentDialed) -> None:
     offer_id = (
         await tx.session.execute(
             select(offers.c.offer_id)
@@ -112,7 +113,7 @@ async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
         )
 
 
-async def on_customer_dialed(svc: RouterService, tx: _Tx, event: CustomerDialed) -> None:
+async def on_customer_dialed(svc: RouterService, tx: UnitOfWork, event: CustomerDialed) -> None:
     row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return

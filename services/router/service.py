@@ -21,8 +21,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,15 +50,15 @@ from services.router.rows import (
     loads_by_agent,
     offer_for,
     offered_role,
-    period_of,
     to_datetime,
     to_ts,
     waiting_contact,
 )
 from services.router.settings import RouterSettings
-from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
+from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
+from services.router.unit_of_work import Clock, UnitOfWork, Writer
 from services.router.views import RouterViews, offer_view
 from shared.events import (
     AgentDialed,
@@ -79,7 +79,6 @@ from shared.events import (
     Customer,
     CustomerDialed,
     Envelope,
-    EventData,
     Intent,
     OfferAccepted,
     OfferDeclined,
@@ -90,11 +89,8 @@ from shared.events import (
     deterministic_id,
 )
 from shared.inbox import first_time
-from shared.outbox import stage
 
 log = structlog.get_logger(__name__)
-
-Clock = Callable[[], float]
 
 # An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
 ON_CONTACT = "on_contact"
@@ -126,29 +122,6 @@ class AgentProfile:
     contact_uris: dict[Channel, str] | None = None  # None: keep what is stored
 
 
-@dataclass
-class _Tx:
-    """One unit of work: the session, plus what to do once (and only if) it committed."""
-
-    session: AsyncSession
-    source: str
-    now: float
-    pushes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    emitted: int = 0
-
-    async def emit(self, data: EventData, event_id: str | None = None) -> Envelope:
-        self.emitted += 1
-        return await stage(self.session, data, source=self.source, event_id=event_id)
-
-    async def note(self, contact_id: str, kind: str, agent_id: str | None = None, **detail: Any) -> None:
-        await self.session.execute(
-            timeline.insert().values(contact_id=contact_id, at=self.now, kind=kind, agent_id=agent_id, detail=detail)
-        )
-
-    def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
-        self.pushes.append((agent_id, event, data))
-
-
 class RouterService(RouterViews):
     def __init__(
         self,
@@ -169,19 +142,27 @@ class RouterService(RouterViews):
         self.strategy = strategy
         self.source = source
         self.tenant_id = tenant_id
-        self._notify = notify
         self.clock = clock
         self.hub = StreamHub()
         self.presence = Presence(settings.presence_grace_seconds)
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
-        self._lock = asyncio.Lock()
         # Token hash -> agent: every agent request is authenticated, and a database read for each was a
         # tenth of the statements of a contact's lifecycle. Forgotten whenever a token is (re)issued.
         self._agent_of_token: dict[str, str] = {}
         self._tokens_issued = 0
+        self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
+        self.writer = Writer(
+            sessionmaker=sessionmaker,
+            source=source,
+            clock=clock,
+            ownership=self.ownership,
+            rebuild=lambda: self._rebuild(),
+            notify=notify,
+            publish=self.hub.publish,
+        )
         # Agent actions and batches of consumed events share transactions (see group_commit.py).
-        self._writes: GroupCommit[_Tx] = GroupCommit(self._unit_of_work, refusals=(RouterError,))
+        self._writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
         self._pending: dict[str, PendingOffer] = {}
         self._offer_of_contact: dict[str, str] = {}
         self._wrap_until: dict[str, float] = {}
@@ -190,12 +171,9 @@ class RouterService(RouterViews):
         self._absent: set[str] = set()  # agents the engine was told are not connected
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
         self._refresh_on_release: set[str] = set()
-        self._stale = False  # the engine may differ from the database (a failed rebuild): rebuild first
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
-        self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
-        self._renewed_at = 0.0
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -213,7 +191,7 @@ class RouterService(RouterViews):
     async def start(self) -> None:
         """Own the state, rebuild it from the database, heal what a crash left behind, start ticking."""
         await self._acquire()
-        async with self._lock:
+        async with self.writer.lock:
             await self._rebuild()
         await self.tick()  # expired leases are timed out and requeued before anything else happens
         self._task = asyncio.create_task(self._run(), name="router-tick")
@@ -235,7 +213,7 @@ class RouterService(RouterViews):
         async with self._sessionmaker() as session, session.begin():
             now = self.clock()
             if await self.ownership.try_acquire(session, now):
-                self._renewed_at = now
+                self.writer.renewed_at = now
                 return True
         return False
 
@@ -252,16 +230,8 @@ class RouterService(RouterViews):
     async def _regain(self) -> None:
         """After losing ownership: wait to own it again, then rebuild (the other owner changed things)."""
         await self._acquire()
-        async with self._lock:
+        async with self.writer.lock:
             await self._rebuild()
-
-    @contextlib.asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
-        """The writer lock, with the engine brought back in line with the database if it may differ."""
-        async with self._lock:
-            if self._stale:
-                await self._rebuild()
-            yield
 
     def wake(self) -> None:
         """Route now rather than at the next tick (a contact arrived, an agent became free)."""
@@ -322,7 +292,7 @@ class RouterService(RouterViews):
             for o in pending:
                 self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
             self.engine = engine
-            self._stale = False
+            self.writer.stale = False
             await self._rebuild_counters(session, now)
         log.info(
             "router.rebuilt",
@@ -408,43 +378,6 @@ class RouterService(RouterViews):
             self.goodwill.record(amount, row.ended_at, role)
             sales.record_completion(bool(outcome.get("sold")), row.ended_at)
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[_Tx]:
-        """A transaction; on failure the engine is rebuilt from the database (it may hold the change)."""
-        async with self._sessionmaker() as session:
-            tx = _Tx(session=session, source=self.source, now=self.clock())
-            try:
-                async with session.begin():
-                    # Fencing: a router that no longer owns the state cannot commit anything.
-                    await self.ownership.renew(session, tx.now)
-                    yield tx
-            except RouterError:
-                raise  # refused before anything changed: the engine is untouched
-            except OwnershipLost:
-                log.error("router.ownership_lost", lease=self.ownership.name)
-                raise  # the engine is rebuilt once ownership is regained
-            except BaseException:
-                try:
-                    await self._rebuild()
-                except Exception:
-                    # The database is unreachable: rebuild before the engine is used again, or a
-                    # reservation the database never saw would stay stuck in memory.
-                    self._stale = True
-                    log.exception("router.rebuild_failed")
-                raise
-        self._renewed_at = tx.now
-        if tx.emitted:
-            self._notify()
-        for agent_id, event, data in tx.pushes:
-            self.hub.publish(agent_id, event, data)
-
-    @contextlib.asynccontextmanager
-    async def _unit_of_work(self) -> AsyncIterator[_Tx]:
-        """A group's transaction under the writer lock. Routing is not part of it: the tick offers what a
-        group freed in a transaction of its own, so a failing offer never holds back consumed events."""
-        async with self._locked(), self._tx() as tx:
-            yield tx
-
     # ------------------------------------------------------------------------------------------
     # Converting rows
     # ------------------------------------------------------------------------------------------
@@ -471,7 +404,7 @@ class RouterService(RouterViews):
             connected=row.agent_id not in self._absent,
         )
 
-    async def _resync_agent(self, tx: _Tx, agent_id: str) -> None:
+    async def _resync_agent(self, tx: UnitOfWork, agent_id: str) -> None:
         """Give the engine the agent as the database has it (profile, status, load)."""
         row = (await tx.session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
         if row is None:
@@ -502,7 +435,7 @@ class RouterService(RouterViews):
         agent_id = agent_id or str(uuid.uuid4())
         issued = self._issue_agent_token(agent_id)
         token = issued.token
-        async with self._locked(), self._tx() as tx:
+        async with self.writer.locked(), self.writer.transaction() as tx:
             exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
             if exists.first() is not None:
                 raise Conflict(f"agent {agent_id!r} already exists")
@@ -552,7 +485,7 @@ class RouterService(RouterViews):
         return await self.get_agent(agent_id), token
 
     async def update_agent(self, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
-        async with self._locked(), self._tx() as tx:
+        async with self.writer.locked(), self.writer.transaction() as tx:
             row = await agent_row(tx.session, agent_id)
             if profile.site != row.site and await has_work(tx.session, agent_id):
                 raise Conflict("an agent cannot change site while it has offers or assignments")
@@ -581,7 +514,7 @@ class RouterService(RouterViews):
         consumed the ``agent.token_issued`` event staged in the same transaction."""
         issued = self._issue_agent_token(agent_id)
         self._forget_tokens()
-        async with self._locked(), self._tx() as tx:
+        async with self.writer.locked(), self.writer.transaction() as tx:
             row = await agent_row(tx.session, agent_id)
             await tx.session.execute(
                 update(agents)
@@ -617,7 +550,7 @@ class RouterService(RouterViews):
         if status is AgentStatus.WRAP_UP:
             raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
 
-        async def change(tx: _Tx) -> None:
+        async def change(tx: UnitOfWork) -> None:
             row = await agent_row(tx.session, agent_id)
             if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
                 return  # already taking work
@@ -630,7 +563,7 @@ class RouterService(RouterViews):
         return await self.get_agent(agent_id)
 
     async def _set_status(
-        self, tx: _Tx, row: Any, status: AgentStatus, reason: str, *, wrap_until: float | None = None
+        self, tx: UnitOfWork, row: Any, status: AgentStatus, reason: str, *, wrap_until: float | None = None
     ) -> None:
         """Change an agent's status: database, engine, event, stream; leaving work releases offers."""
         previous = AgentStatus(row.status)
@@ -696,7 +629,7 @@ class RouterService(RouterViews):
         if not mine:
             return  # not ours (the topics carry more), or our own callback.attempted, applied at completion
 
-        async def apply(tx: _Tx) -> None:
+        async def apply(tx: UnitOfWork) -> None:
             for envelope in mine:
                 if not await first_time(tx.session, self.consumer_name, envelope.id):
                     metrics.EVENTS_DUPLICATE.inc()
@@ -716,7 +649,7 @@ class RouterService(RouterViews):
         self.wake()
 
     @property
-    def _event_handlers(self) -> dict[type, Callable[[_Tx, Any], Awaitable[None]]]:
+    def _event_handlers(self) -> dict[type, Callable[[UnitOfWork, Any], Awaitable[None]]]:
         """Which use case each consumed event type runs."""
         return {
             ContactRequested: self._on_requested,
@@ -732,7 +665,7 @@ class RouterService(RouterViews):
             CustomerDialed: lambda tx, e: on_customer_dialed(self, tx, e),
         }
 
-    async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
+    async def _on_requested(self, tx: UnitOfWork, event: ContactRequested) -> None:
         if await contact_row(tx.session, event.contact_id) is not None:
             return  # the same contact again (a retried webhook with a new event id): one contact
         # A clock ahead of ours upstream must not put a contact in line "in the future" (behind later ones).
@@ -846,7 +779,7 @@ class RouterService(RouterViews):
             await tx.note(event.contact_id, "unservable", reason=reason, rule=plan.rule)
             metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
 
-    async def _on_abandoned(self, tx: _Tx, event: ContactAbandoned) -> None:
+    async def _on_abandoned(self, tx: UnitOfWork, event: ContactAbandoned) -> None:
         row = await contact_row(tx.session, event.contact_id)
         if row is None or row.state not in ContactState.OPEN:
             if row is not None:
@@ -869,7 +802,7 @@ class RouterService(RouterViews):
         )
         metrics.CONTACTS_ABANDONED.labels(row.channel).inc()
 
-    async def _on_callback_due(self, tx: _Tx, event: CallbackDue) -> None:
+    async def _on_callback_due(self, tx: UnitOfWork, event: CallbackDue) -> None:
         """A callback to make now. Its work item's id is the ``callback_id`` (the callback service's
         contract): a later ``callback.due`` for it replaces the earlier one (new boost, preferred agent,
         widening), and one after the previous attempt ended is the next attempt on the same item."""
@@ -940,7 +873,7 @@ class RouterService(RouterViews):
         )
         await tx.note(work_id, "queued", **details)
 
-    async def _on_callback_closed(self, tx: _Tx, callback_id: str, reason: str, at: datetime) -> None:
+    async def _on_callback_closed(self, tx: UnitOfWork, callback_id: str, reason: str, at: datetime) -> None:
         """The callback was attempted elsewhere, fulfilled or breached: a queued call is dropped (a new
         ``callback.due`` brings it back if another try is needed). A call in progress is left alone, and
         so is an attempt queued after the closing event happened (``callbacks`` and ``contacts`` are
@@ -974,9 +907,9 @@ class RouterService(RouterViews):
             if not await self._try_acquire():
                 return 0
             log.info("router.owner_again", lease=self.ownership.name)
-            async with self._lock:
+            async with self.writer.lock:
                 await self._rebuild()
-        async with self._locked():
+        async with self.writer.locked():
             now = self.clock()
             gone = self._apply_presence(now)
             expired = [o for o in self._pending.values() if o.expires_at <= now]
@@ -987,11 +920,11 @@ class RouterService(RouterViews):
             decisions = self.engine.decide(now)
             overrun = self._handling.due(now)
             if not (expired or orphaned or wrapped or decisions or overrun):
-                if now - self._renewed_at > self.ownership.ttl / 3:
-                    async with self._tx():
+                if now - self.writer.renewed_at > self.ownership.ttl / 3:
+                    async with self.writer.transaction():
                         pass  # keep the lease while idle
                 return 0
-            async with self._tx() as tx:
+            async with self.writer.transaction() as tx:
                 for offer in expired:
                     await self._time_out(tx, offer)
                 for offer in orphaned:
@@ -1010,7 +943,7 @@ class RouterService(RouterViews):
                     await self._offer(tx, decision)
             return len(decisions)
 
-    async def _handling_overrun(self, tx: _Tx, watched: Watched) -> None:
+    async def _handling_overrun(self, tx: UnitOfWork, watched: Watched) -> None:
         """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
         (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
         self._handling.forget(watched.contact_id)
@@ -1024,7 +957,7 @@ class RouterService(RouterViews):
             "held_seconds": held,
         }
         await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
-        await self._bump(tx, "handling_overruns", 1)
+        await tx.bump("handling_overruns", 1)
         metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
         tx.push(watched.agent_id, HANDLING_OVERRUN, {"contact_id": watched.contact_id, **detail})
 
@@ -1062,7 +995,7 @@ class RouterService(RouterViews):
         self.presence.disconnected(agent_id, self.clock())
         metrics.STREAMS_OPEN.dec()
 
-    async def _offer(self, tx: _Tx, decision: Decision) -> None:
+    async def _offer(self, tx: UnitOfWork, decision: Decision) -> None:
         row = await contact_row(tx.session, decision.contact_id)
         agent = await agent_row(tx.session, decision.agent_id)
         offer_id = str(uuid.uuid4())
@@ -1090,9 +1023,9 @@ class RouterService(RouterViews):
         )
         self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
         role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
-        await self._bump(tx, "offered", 1)
+        await tx.bump("offered", 1)
         if role is Role.SALES:
-            await self._bump(tx, "offered_to_sales", 1)
+            await tx.bump("offered_to_sales", 1)
         await tx.emit(
             OfferMade(
                 tenant_id=row.tenant_id,
@@ -1122,7 +1055,7 @@ class RouterService(RouterViews):
         tx.push(decision.agent_id, "offer", self._offer_payload(offer_id, row, decision, expires))
 
     async def _close_offer(
-        self, tx: _Tx, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
+        self, tx: UnitOfWork, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
     ) -> None:
         """End a lease without an assignment: release the agent's capacity, requeue the contact."""
         self._untrack_offer(offer.offer_id)
@@ -1172,7 +1105,7 @@ class RouterService(RouterViews):
             {"offer_id": offer.offer_id, "contact_id": offer.contact_id, "state": state, "reason": reason},
         )
 
-    async def _time_out(self, tx: _Tx, offer: PendingOffer) -> None:
+    async def _time_out(self, tx: UnitOfWork, offer: PendingOffer) -> None:
         await self._close_offer(tx, offer, OfferState.TIMED_OUT, reason="no_answer")
         row = await agent_row(tx.session, offer.agent_id)
         missed = row.missed_offers + 1
@@ -1187,7 +1120,7 @@ class RouterService(RouterViews):
     # ------------------------------------------------------------------------------------------
 
     async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
-        async def accept(tx: _Tx) -> dict[str, Any] | None:
+        async def accept(tx: UnitOfWork) -> dict[str, Any] | None:
             row = await offer_for(tx.session, offer_id, who)
             pending = self._pending.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
@@ -1203,7 +1136,7 @@ class RouterService(RouterViews):
             raise Conflict("offer expired before it was accepted; the contact was offered again")
         return assignment
 
-    async def _assign(self, tx: _Tx, offer: PendingOffer) -> dict[str, Any]:
+    async def _assign(self, tx: UnitOfWork, offer: PendingOffer) -> dict[str, Any]:
         self._untrack_offer(offer.offer_id)
         self.engine.accept(offer.contact_id)
         await tx.session.execute(
@@ -1258,7 +1191,7 @@ class RouterService(RouterViews):
 
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
 
-        async def decline(tx: _Tx) -> dict[str, Any]:
+        async def decline(tx: UnitOfWork) -> dict[str, Any]:
             row = await offer_for(tx.session, offer_id, who)
             pending = self._pending.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
@@ -1281,7 +1214,7 @@ class RouterService(RouterViews):
         attempt_result: AttemptResult | None,
     ) -> dict[str, Any]:
 
-        async def complete(tx: _Tx) -> Any:
+        async def complete(tx: UnitOfWork) -> Any:
             row = await contact_row(tx.session, contact_id)
             if row is None:
                 raise NotFound(f"contact {contact_id!r} not found")
@@ -1332,7 +1265,7 @@ class RouterService(RouterViews):
                     contact_id, SALE_ON_SHORT_QUESTION, agent_id=row.agent_id, role=leeway.role.value,
                     deviation="the strategy sends short questions without a sales push",
                 )
-                await self._bump(tx, "sales_on_short_questions", 1)
+                await tx.bump("sales_on_short_questions", 1)
                 metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
             return await contact_row(tx.session, contact_id)
 
@@ -1346,7 +1279,7 @@ class RouterService(RouterViews):
         }
 
     async def _finish(
-        self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None, role: Role | None = None
+        self, tx: UnitOfWork, row: Any, outcome: Outcome, attempt: AttemptResult | None, role: Role | None = None
     ) -> None:
         agent_id = row.agent_id
         outcome_doc = outcome.model_dump(mode="json")
@@ -1412,11 +1345,11 @@ class RouterService(RouterViews):
             )
         self.goodwill.record(outcome.goodwill_amount, tx.now, role)
         self.engine.sales.record_completion(outcome.sold, tx.now)
-        await self._bump(tx, "completed", 1)
+        await tx.bump("completed", 1)
         if outcome.sold:
-            await self._bump(tx, "sold", 1)
+            await tx.bump("sold", 1)
         if outcome.goodwill_amount:
-            await self._bump(tx, "goodwill_spent", outcome.goodwill_amount)
+            await tx.bump("goodwill_spent", outcome.goodwill_amount)
         await tx.note(
             row.contact_id,
             "completed",
@@ -1440,16 +1373,6 @@ class RouterService(RouterViews):
             else:
                 await self._set_status(tx, agent, AgentStatus.AVAILABLE, "after_contact")
 
-    async def _bump(self, tx: _Tx, name: str, amount: float) -> None:
-        period = period_of(tx.now)
-        result = await tx.session.execute(
-            update(counters)
-            .where(counters.c.period == period, counters.c.name == name)
-            .values(value=counters.c.value + amount)
-        )
-        if not result.rowcount:
-            await tx.session.execute(counters.insert().values(period=period, name=name, value=amount))
-
     # ------------------------------------------------------------------------------------------
     # Strategy
     # ------------------------------------------------------------------------------------------
@@ -1457,7 +1380,7 @@ class RouterService(RouterViews):
     async def reload_strategy(self, path: Path | None) -> Strategy:
         """Load, validate and activate a strategy file; on error the active one stays (raises)."""
         strategy = await asyncio.to_thread(load_strategy, path)
-        async with self._locked():
+        async with self.writer.locked():
             self.engine.replace_strategy(strategy)
             self.strategy = strategy
             self.goodwill.policy = strategy.goodwill

@@ -8,8 +8,6 @@ so REST and streams show the same shapes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,6 +35,7 @@ from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence
+from services.router.unit_of_work import Writer
 from shared.events import Channel, Role
 
 
@@ -60,7 +59,7 @@ class RouterViews:
     """Queries over the router's state; the service provides these attributes."""
 
     _sessionmaker: async_sessionmaker[AsyncSession]
-    _lock: asyncio.Lock
+    writer: Writer
     settings: RouterSettings
     strategy: Strategy
     engine: MatchingEngine
@@ -68,9 +67,6 @@ class RouterViews:
     presence: Presence
 
     def clock(self) -> float:  # replaced by the service's injected clock
-        raise NotImplementedError
-
-    def _locked(self) -> contextlib.AbstractAsyncContextManager[None]:  # the service's writer lock
         raise NotImplementedError
 
     def _agent_view(self, row: Any, load: dict[Channel, int], now: float) -> dict[str, Any]:
@@ -199,7 +195,7 @@ class RouterViews:
     ) -> tuple[list[dict[str, Any]], int]:
         """Waiting contacts in the order the engine would serve them (priority, then place in line),
         and how many wait in total."""
-        async with self._locked():
+        async with self.writer.locked():
             now = self.clock()
             entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
             total = self.engine.waiting_count()
@@ -307,7 +303,7 @@ class RouterViews:
     async def unservable_now(self) -> dict[str, Any]:
         """Contacts waiting right now that nobody on duty can serve, by reason: live, unlike the
         ``unservable`` timeline entry and counter, so it drops when someone able comes on duty."""
-        async with self._locked():
+        async with self.writer.locked():
             reasons = self.engine.unservable_reasons(self.engine.waiting_ids())
         by_reason: dict[str, int] = {}
         for reason in reasons.values():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import services.router.service as service_module
+import services.router.unit_of_work as unit_of_work
 from services.router.app import MIGRATIONS
 from services.router.service import AgentProfile, RouterService
 from services.router.settings import RouterSettings
@@ -30,7 +30,7 @@ async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
         strategy=load_strategy(None),
     )
     await svc._acquire()
-    async with svc._lock:
+    async with svc.writer.lock:
         await svc._rebuild()
     yield svc
     await engine.dispose()
@@ -52,14 +52,14 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
     event = ContactRequested(
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
-    real_stage = service_module.stage
+    real_stage = unit_of_work.stage
 
     async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
         if type(data).__name__ == "OfferMade":
             raise RuntimeError("database went away mid-transaction")
         return await real_stage(session, data, **kwargs)
 
-    monkeypatch.setattr(service_module, "stage", broken_stage)
+    monkeypatch.setattr(unit_of_work, "stage", broken_stage)
     await service.handle_event(make_event(event, source="t"))  # queued: no offer event staged here...
     with pytest.raises(RuntimeError):
         await service.tick()  # ...the engine reserved alice, then the transaction failed
@@ -70,7 +70,7 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "waiting"
         assert (await s.execute(select(offers))).all() == []
 
-    monkeypatch.setattr(service_module, "stage", real_stage)
+    monkeypatch.setattr(unit_of_work, "stage", real_stage)
     assert await service.tick() == 1  # the database is reachable again: the offer is made
     assert service.engine.reserved_agent("c1") == "alice"
 
@@ -92,7 +92,7 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
     await service.handle_event(make_event(event, source="t"))
-    real_stage, real_rebuild = service_module.stage, RouterService._rebuild
+    real_stage, real_rebuild = unit_of_work.stage, RouterService._rebuild
 
     async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("database went away")
@@ -100,12 +100,12 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
     async def broken_rebuild(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("still away")
 
-    monkeypatch.setattr(service_module, "stage", broken_stage)
+    monkeypatch.setattr(unit_of_work, "stage", broken_stage)
     monkeypatch.setattr(RouterService, "_rebuild", broken_rebuild)
     with pytest.raises(RuntimeError):
         await service.tick()
     assert service.engine.reserved_agent("c1") == "alice"  # a phantom: the database never saw it
-    monkeypatch.setattr(service_module, "stage", real_stage)
+    monkeypatch.setattr(unit_of_work, "stage", real_stage)
     monkeypatch.setattr(RouterService, "_rebuild", real_rebuild)
     assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
     async with service._sessionmaker() as s:

@@ -91,7 +91,7 @@ class RouterMachine(RuleBasedStateMachine):
             clock=self.clock,
         )
         await service._acquire()
-        async with service._lock:
+        async with service.writer.lock:
             await service._rebuild()
         return service
 
