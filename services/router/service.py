@@ -122,7 +122,7 @@ class AgentProfile:
     contact_uris: dict[Channel, str] | None = None  # None: keep what is stored
 
 
-class RouterService(RouterViews):
+class RouterService:
     def __init__(
         self,
         *,
@@ -135,7 +135,7 @@ class RouterService(RouterViews):
         clock: Clock = time.time,
         issue_agent_token: Callable[[str], IssuedToken] | None = None,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self.sessionmaker = sessionmaker
         # Signed tokens any service can verify (shared.auth); opaque random ones in unit tests.
         self._issue_agent_token = issue_agent_token or (lambda _agent: IssuedToken(new_token(), uuid.uuid4().hex, None))
         self.settings = settings
@@ -174,6 +174,7 @@ class RouterService(RouterViews):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
+        self.views = RouterViews(self)  # the read side
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -206,11 +207,11 @@ class RouterService(RouterViews):
         self.hub.shutdown()
         if self.ownership.held:  # hand over at once instead of making a standby wait for the expiry
             with contextlib.suppress(Exception):
-                async with self._sessionmaker() as session, session.begin():
+                async with self.sessionmaker() as session, session.begin():
                     await self.ownership.release(session)
 
     async def _try_acquire(self) -> bool:
-        async with self._sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session, session.begin():
             now = self.clock()
             if await self.ownership.try_acquire(session, now):
                 self.writer.renewed_at = now
@@ -263,7 +264,7 @@ class RouterService(RouterViews):
         self._wrap_until.clear()
         self._refresh_on_release.clear()
         self._handling = HandlingWatch()
-        async with self._sessionmaker() as session:
+        async with self.sessionmaker() as session:
             agent_rows = (await session.execute(select(agents))).all()
             for row in agent_rows:
                 self.presence.track(row.agent_id, now)
@@ -482,7 +483,7 @@ class RouterService(RouterViews):
             )
             metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
         self.wake()
-        return await self.get_agent(agent_id), token
+        return await self.views.get_agent(agent_id), token
 
     async def update_agent(self, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
         async with self.writer.locked(), self.writer.transaction() as tx:
@@ -507,7 +508,7 @@ class RouterService(RouterViews):
             )
             await self._resync_agent(tx, agent_id)
         self.wake()
-        return await self.get_agent(agent_id)
+        return await self.views.get_agent(agent_id)
 
     async def rotate_token(self, agent_id: str) -> str:
         """A new token; the old one stops working here at once, on the other services once they have
@@ -533,7 +534,7 @@ class RouterService(RouterViews):
         if (known := self._agent_of_token.get(digest)) is not None:
             return known
         issued_before = self._tokens_issued
-        async with self._sessionmaker() as session:
+        async with self.sessionmaker() as session:
             agent_id = (
                 await session.execute(select(agents.c.agent_id).where(agents.c.token_hash == digest))
             ).scalar_one_or_none()
@@ -560,7 +561,7 @@ class RouterService(RouterViews):
 
         await self._writes.run(change)
         self.wake()
-        return await self.get_agent(agent_id)
+        return await self.views.get_agent(agent_id)
 
     async def _set_status(
         self, tx: UnitOfWork, row: Any, status: AgentStatus, reason: str, *, wrap_until: float | None = None
@@ -1052,7 +1053,7 @@ class RouterService(RouterViews):
             expires_at=to_datetime(expires).isoformat(),
         )
         metrics.OFFERS.labels("made").inc()
-        tx.push(decision.agent_id, "offer", self._offer_payload(offer_id, row, decision, expires))
+        tx.push(decision.agent_id, "offer", self.views.offer_payload(offer_id, row, decision, expires))
 
     async def _close_offer(
         self, tx: UnitOfWork, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
@@ -1178,7 +1179,7 @@ class RouterService(RouterViews):
         if contact.callback_id is None:
             metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
         role = role_of(await self._offer_explanation(tx.session, offer.offer_id))
-        view = self._assignment_view(contact, role)
+        view = self.views.assignment_view(contact, role)
         leeway = leeway_for(self.strategy, self.strategy.plan(waiting_contact(contact)), role)
         self._handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
         tx.push(offer.agent_id, "assignment", view)

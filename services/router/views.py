@@ -1,14 +1,14 @@
 """Read models of the router: agents, offers, assignments, the queue, timelines and statistics.
 
 Reads never change state. They run on their own sessions (the database is the truth) and, for the line,
-on the engine under the service's lock. :class:`RouterViews` is mixed into
-:class:`~services.router.service.RouterService`; the payloads pushed on agent streams come from here too,
-so REST and streams show the same shapes.
+on the engine under the writer's lock. The service holds one :class:`RouterViews` as ``views``; the
+payloads pushed on agent streams come from here too, so REST and streams show the same shapes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,19 +55,33 @@ def offer_view(row: Any) -> dict[str, Any]:
     }
 
 
-class RouterViews:
-    """Queries over the router's state; the service provides these attributes."""
+class RouterState(Protocol):
+    """What the reads see of the router. Strategy, engine and ledger are replaced on a reload or a
+    rebuild, so the views read them through the router each time instead of keeping their own."""
 
-    _sessionmaker: async_sessionmaker[AsyncSession]
-    writer: Writer
+    sessionmaker: async_sessionmaker[AsyncSession]
     settings: RouterSettings
     strategy: Strategy
     engine: MatchingEngine
     goodwill: GoodwillLedger
     presence: Presence
+    writer: Writer
+    clock: Callable[[], float]
 
-    def clock(self) -> float:  # replaced by the service's injected clock
-        raise NotImplementedError
+
+class RouterViews:
+    """The read side: queries over the router's state (its database, and its engine for the line)."""
+
+    def __init__(self, router: RouterState) -> None:
+        self._router = router
+
+    @property
+    def strategy(self) -> Strategy:
+        """The active strategy."""
+        return self._router.strategy
+
+    def clock(self) -> float:
+        return self._router.clock()
 
     def _agent_view(self, row: Any, load: dict[Channel, int], now: float) -> dict[str, Any]:
         return {
@@ -87,24 +101,25 @@ class RouterViews:
             "wrap_up_until": to_datetime(row.wrap_up_until) if row.wrap_up_until else None,
             "missed_offers": row.missed_offers,
             "load": {c.value: n for c, n in load.items()},
-            "connected": self.presence.is_online(row.agent_id),
-            "present": self.presence.is_present(row.agent_id, now),
+            "connected": self._router.presence.is_online(row.agent_id),
+            "present": self._router.presence.is_present(row.agent_id, now),
         }
 
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             row = await agent_row(session, agent_id)
             loads = await loads_by_agent(session, agent_id)
         return self._agent_view(row, loads.get(agent_id, {}), self.clock())
 
     async def list_agents(self) -> list[dict[str, Any]]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (await session.execute(select(agents).order_by(agents.c.agent_id))).all()
             loads = await loads_by_agent(session)
         now = self.clock()
         return [self._agent_view(r, loads.get(r.agent_id, {}), now) for r in rows]
 
-    def _offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
+    def offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
+        """An open offer as the agent sees it (stream ``offer`` event and ``GET /agents/{id}/offers``)."""
         plan = self.strategy.plan(waiting_contact(row))
         leeway = leeway_for(self.strategy, plan, role_of(decision.explanation))
         return {
@@ -120,7 +135,7 @@ class RouterViews:
                 "role": leeway.role.value,
                 "upsell": leeway.upsell,
                 "allowed_handling_seconds": leeway.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
+                "goodwill_budget": self._router.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
                 "short_question": plan.short_question,
             },
         }
@@ -140,10 +155,11 @@ class RouterViews:
         }
 
     async def get_offer(self, offer_id: str, who: Principal) -> dict[str, Any]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             return offer_view(await offer_for(session, offer_id, who, read=True))
 
-    def _assignment_view(self, row: Any, role: Role | None) -> dict[str, Any]:
+    def assignment_view(self, row: Any, role: Role | None) -> dict[str, Any]:
+        """An assignment with its plan (stream ``assignment`` event and ``GET /agents/{id}/assignments``)."""
         plan = self.strategy.plan(waiting_contact(row))
         leeway = leeway_for(self.strategy, plan, role)
         return {
@@ -157,13 +173,13 @@ class RouterViews:
                 "role": leeway.role.value,
                 "upsell": leeway.upsell,
                 "allowed_handling_seconds": leeway.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
+                "goodwill_budget": self._router.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
                 "short_question": plan.short_question,
             },
         }
 
     async def agent_offers(self, agent_id: str) -> list[dict[str, Any]]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (
                 await session.execute(
                     select(offers, contacts)
@@ -175,11 +191,11 @@ class RouterViews:
         out = []
         for r in rows:
             decision = Decision(r.contact_id, r.agent_id, r.rule, r.score, r.explanation)
-            out.append(self._offer_payload(r.offer_id, r, decision, r.expires_at))
+            out.append(self.offer_payload(r.offer_id, r, decision, r.expires_at))
         return out
 
     async def agent_assignments(self, agent_id: str) -> list[dict[str, Any]]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (
                 await session.execute(
                     select(contacts)
@@ -188,18 +204,18 @@ class RouterViews:
                 )
             ).all()
             roles = [await offered_role(session, r.contact_id, agent_id) for r in rows]
-        return [self._assignment_view(r, role) for r, role in zip(rows, roles, strict=True)]
+        return [self.assignment_view(r, role) for r, role in zip(rows, roles, strict=True)]
 
     async def queue(
         self, *, limit: int | None = None, site: str | None = None, channel: Channel | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """Waiting contacts in the order the engine would serve them (priority, then place in line),
         and how many wait in total."""
-        async with self.writer.locked():
+        async with self._router.writer.locked():
             now = self.clock()
-            entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
-            total = self.engine.waiting_count()
-            unservable = self.engine.unservable_reasons(e.contact_id for e in entries)
+            entries = self._router.engine.queue_snapshot(now, limit, site=site, channel=channel)
+            total = self._router.engine.waiting_count()
+            unservable = self._router.engine.unservable_reasons(e.contact_id for e in entries)
         items = [
             {
                 "contact_id": e.contact_id,
@@ -219,7 +235,7 @@ class RouterViews:
         return items, total
 
     async def timeline(self, contact_id: str) -> dict[str, Any]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             row = await contact_row(session, contact_id)
             if row is None:
                 raise NotFound(f"contact {contact_id!r} not found")
@@ -245,7 +261,7 @@ class RouterViews:
         """(received, answered, ended, state) of contacts that arrived or ended since ``since``: the
         dashboard's throughput chart. Both columns are indexed; a contact received before ``since`` and
         answered after it but not yet ended is left out (rare, and it shows once it ends)."""
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (
                 await session.execute(
                     select(contacts.c.received_at, contacts.c.answered_at, contacts.c.ended_at, contacts.c.state).where(
@@ -303,8 +319,8 @@ class RouterViews:
     async def unservable_now(self) -> dict[str, Any]:
         """Contacts waiting right now that nobody on duty can serve, by reason: live, unlike the
         ``unservable`` timeline entry and counter, so it drops when someone able comes on duty."""
-        async with self.writer.locked():
-            reasons = self.engine.unservable_reasons(self.engine.waiting_ids())
+        async with self._router.writer.locked():
+            reasons = self._router.engine.unservable_reasons(self._router.engine.waiting_ids())
         by_reason: dict[str, int] = {}
         for reason in reasons.values():
             if reason is not None:
@@ -314,9 +330,9 @@ class RouterViews:
     async def stats(self) -> dict[str, Any]:
         unservable = await self.unservable_now()
         now = self.clock()
-        window = self.settings.service_level_window_seconds
+        window = self._router.settings.service_level_window_seconds
         since = now - window
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             waiting_rows = (
                 await session.execute(
                     select(contacts.c.site, contacts.c.channel, func.count(), func.min(contacts.c.virtual_start))
@@ -372,7 +388,7 @@ class RouterViews:
             channel: service_level(rows, now, self.strategy.channel_policy(Channel(channel)).service_level)
             for channel, rows in by_channel.items()
         }
-        sales_n, offered_n = self.engine.sales.counts(now)
+        sales_n, offered_n = self._router.engine.sales.counts(now)
         return {
             "at": to_datetime(now).isoformat(),
             "strategy_version": self.strategy.version,
@@ -394,15 +410,15 @@ class RouterViews:
                 "period_seconds": self.strategy.sales_share.period_seconds,
             },
             "goodwill": {
-                "spent": round(self.goodwill.spent(now), 2),
+                "spent": round(self._router.goodwill.spent(now), 2),
                 "budget": self.strategy.goodwill.period_budget,
-                "remaining": _round2(self.goodwill.remaining(now)),
+                "remaining": _round2(self._router.goodwill.remaining(now)),
                 "period_seconds": self.strategy.goodwill.period_seconds,
                 "by_role": {
                     role.value: {
-                        "spent": round(self.goodwill.spent_by(role, now), 2),
+                        "spent": round(self._router.goodwill.spent_by(role, now), 2),
                         "budget": budget,
-                        "remaining": _round2(max(budget - self.goodwill.spent_by(role, now), 0.0)),
+                        "remaining": _round2(max(budget - self._router.goodwill.spent_by(role, now), 0.0)),
                     }
                     for role, budget in self.strategy.goodwill.role_budgets.items()
                 },

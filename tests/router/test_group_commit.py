@@ -112,12 +112,12 @@ async def test_a_failure_in_the_middle_of_a_batch_of_events_leaves_nothing_half_
     monkeypatch.setattr(service, "_on_requested", flaky)
     with pytest.raises(ValueError):
         await service.handle_events(events)  # the bus then hands them over one by one
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         assert (await s.execute(select(func.count()).select_from(contacts))).scalar_one() == 0
     for e in events:
         await service.handle_event(e)
     await service.handle_events(events)  # redelivered as a batch: deduped, no second effect
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         ids = sorted((await s.execute(select(contacts.c.contact_id))).scalars())
     assert ids == sorted(c.contact_id for c in requested)
     assert sorted(await router.queue_ids()) == ids

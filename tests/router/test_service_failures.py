@@ -66,7 +66,7 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
     assert service.engine.is_waiting("c1") and service.engine.reserved_agent("c1") is None
     assert service.engine.agent("alice").load.get(Channel.CHAT, 0) == 0
     assert service._pending == {}
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "waiting"
         assert (await s.execute(select(offers))).all() == []
 
@@ -108,6 +108,6 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
     monkeypatch.setattr(unit_of_work, "stage", real_stage)
     monkeypatch.setattr(RouterService, "_rebuild", real_rebuild)
     assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "offered"
         assert len((await s.execute(select(offers))).all()) == 1

@@ -206,7 +206,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     def _pending(self) -> list[Any]:
         async def q() -> list[Any]:
-            async with self.svc._sessionmaker() as s:
+            async with self.svc.sessionmaker() as s:
                 return list((await s.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all())
 
         return self.run(q())  # type: ignore[no-any-return]
@@ -229,7 +229,7 @@ class RouterMachine(RuleBasedStateMachine):
     @rule(data=st.data(), sold=st.booleans())
     def agent_completes(self, data: st.DataObject, sold: bool) -> None:
         async def assigned() -> list[Any]:
-            async with self.svc._sessionmaker() as s:
+            async with self.svc.sessionmaker() as s:
                 stmt = select(contacts).where(contacts.c.state == ContactState.ASSIGNED)
                 return list((await s.execute(stmt)).all())
 
@@ -266,7 +266,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     async def _check(self) -> None:
         svc = self.svc
-        async with svc._sessionmaker() as s:
+        async with svc.sessionmaker() as s:
             rows = {r.contact_id: r for r in (await s.execute(select(contacts))).all()}
             all_offers = (await s.execute(select(offers))).all()
             agent_rows = {r.agent_id: r for r in (await s.execute(select(agents))).all()}
