@@ -39,6 +39,7 @@ from services.router.group_commit import GroupCommit
 from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
 from services.router.leeway import leeway_for, role_of
 from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
+from services.router.open_offers import OpenOffers, PendingOffer
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.reach import contact_uris_values, reach_of
 from services.router.rows import (
@@ -99,14 +100,6 @@ SALE_ON_SHORT_QUESTION = "sale_on_short_question"  # timeline kind: a strategy d
 
 
 
-@dataclass(slots=True)
-class PendingOffer:
-    offer_id: str
-    contact_id: str
-    agent_id: str
-    expires_at: float
-
-
 @dataclass
 class AgentProfile:
     """What an admin registers or updates about an agent (validated by the API layer)."""
@@ -137,7 +130,7 @@ class RouterService:
     ) -> None:
         self.sessionmaker = sessionmaker
         # Signed tokens any service can verify (shared.auth); opaque random ones in unit tests.
-        self._issue_agent_token = issue_agent_token or (lambda _agent: IssuedToken(new_token(), uuid.uuid4().hex, None))
+        self.issue_agent_token = issue_agent_token or (lambda _agent: IssuedToken(new_token(), uuid.uuid4().hex, None))
         self.settings = settings
         self.strategy = strategy
         self.source = source
@@ -162,15 +155,14 @@ class RouterService:
             publish=self.hub.publish,
         )
         # Agent actions and batches of consumed events share transactions (see group_commit.py).
-        self._writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
-        self._pending: dict[str, PendingOffer] = {}
-        self._offer_of_contact: dict[str, str] = {}
-        self._wrap_until: dict[str, float] = {}
+        self.writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
+        self.open_offers = OpenOffers()
+        self.wrap_until: dict[str, float] = {}  # agents in wrap-up: when it ends
         # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.
-        self._handling = HandlingWatch()
-        self._absent: set[str] = set()  # agents the engine was told are not connected
+        self.handling = HandlingWatch()
+        self.absent: set[str] = set()  # agents the engine was told are not connected
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
-        self._refresh_on_release: set[str] = set()
+        self.refresh_on_release: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
@@ -198,7 +190,7 @@ class RouterService:
         self._task = asyncio.create_task(self._run(), name="router-tick")
 
     async def stop(self) -> None:
-        await self._writes.stop()
+        await self.writes.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -259,11 +251,10 @@ class RouterService:
         now = self.clock()
         engine = MatchingEngine(self.strategy)
         self._forget_tokens()  # another owner may have issued tokens meanwhile
-        self._pending.clear()
-        self._offer_of_contact.clear()
-        self._wrap_until.clear()
-        self._refresh_on_release.clear()
-        self._handling = HandlingWatch()
+        self.open_offers.clear()
+        self.wrap_until.clear()
+        self.refresh_on_release.clear()
+        self.handling = HandlingWatch()
         async with self.sessionmaker() as session:
             agent_rows = (await session.execute(select(agents))).all()
             for row in agent_rows:
@@ -271,7 +262,7 @@ class RouterService:
                 # Load comes back below, one restored reservation per offered or assigned contact.
                 engine.upsert_agent(self._agent_state(row, {}, now))
                 if row.status == AgentStatus.WRAP_UP and row.wrap_up_until is not None:
-                    self._wrap_until[row.agent_id] = row.wrap_up_until
+                    self.wrap_until[row.agent_id] = row.wrap_up_until
             rows = (
                 await session.execute(
                     select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
@@ -291,7 +282,7 @@ class RouterService:
             await self._watch_handling(session, [r for r in rows if r.state == ContactState.ASSIGNED])
             pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
             for o in pending:
-                self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
+                self.open_offers.track(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
             self.engine = engine
             self.writer.stale = False
             await self._rebuild_counters(session, now)
@@ -299,7 +290,7 @@ class RouterService:
             "router.rebuilt",
             agents=len(agent_rows),
             live_contacts=len(rows),
-            pending_offers=len(self._pending),
+            pending_offers=len(self.open_offers),
             strategy=self.strategy.version,
         )
 
@@ -323,7 +314,7 @@ class RouterService:
                 continue
             role = await offered_role(session, row.contact_id, row.agent_id)
             leeway = leeway_for(self.strategy, self.strategy.plan(waiting_contact(row)), role)
-            self._handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
+            self.handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
 
     async def _declined_offers(
         self, session: AsyncSession, rows: Sequence[Any], now: float
@@ -402,7 +393,7 @@ class RouterService:
             status=self._engine_status(row.status, row.status_reason),
             load=dict(load),
             idle_since=row.status_since,
-            connected=row.agent_id not in self._absent,
+            connected=row.agent_id not in self.absent,
         )
 
     async def _resync_agent(self, tx: UnitOfWork, agent_id: str) -> None:
@@ -412,16 +403,6 @@ class RouterService:
             return
         loads = await loads_by_agent(tx.session, agent_id)
         self.engine.upsert_agent(self._agent_state(row, loads.get(agent_id, {}), tx.now))
-
-    def _track_offer(self, offer: PendingOffer) -> None:
-        self._pending[offer.offer_id] = offer
-        self._offer_of_contact[offer.contact_id] = offer.offer_id
-
-    def _untrack_offer(self, offer_id: str) -> PendingOffer | None:
-        offer = self._pending.pop(offer_id, None)
-        if offer is not None and self._offer_of_contact.get(offer.contact_id) == offer_id:
-            del self._offer_of_contact[offer.contact_id]
-        return offer
 
     # ------------------------------------------------------------------------------------------
     # Agents
@@ -434,7 +415,7 @@ class RouterService:
         if status in (AgentStatus.BUSY, AgentStatus.WRAP_UP):
             raise Invalid("an agent starts as available, break or offline")
         agent_id = agent_id or str(uuid.uuid4())
-        issued = self._issue_agent_token(agent_id)
+        issued = self.issue_agent_token(agent_id)
         token = issued.token
         async with self.writer.locked(), self.writer.transaction() as tx:
             exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
@@ -513,7 +494,7 @@ class RouterService:
     async def rotate_token(self, agent_id: str) -> str:
         """A new token; the old one stops working here at once, on the other services once they have
         consumed the ``agent.token_issued`` event staged in the same transaction."""
-        issued = self._issue_agent_token(agent_id)
+        issued = self.issue_agent_token(agent_id)
         self._forget_tokens()
         async with self.writer.locked(), self.writer.transaction() as tx:
             row = await agent_row(tx.session, agent_id)
@@ -559,7 +540,7 @@ class RouterService:
                 return  # said again (clients do after every contact): no write, no event, no stream message
             await self._set_status(tx, row, status, reason or "requested")
 
-        await self._writes.run(change)
+        await self.writes.run(change)
         self.wake()
         return await self.views.get_agent(agent_id)
 
@@ -583,9 +564,9 @@ class RouterService:
             values["missed_offers"] = 0
         await tx.session.execute(update(agents).where(agents.c.agent_id == row.agent_id).values(**values))
         if status is AgentStatus.WRAP_UP:
-            self._wrap_until[row.agent_id] = values["wrap_up_until"]
+            self.wrap_until[row.agent_id] = values["wrap_up_until"]
         else:
-            self._wrap_until.pop(row.agent_id, None)
+            self.wrap_until.pop(row.agent_id, None)
         self.engine.set_status(row.agent_id, self._engine_status(status.value, reason), tx.now)
         await tx.emit(
             AgentStatusChanged(
@@ -611,7 +592,7 @@ class RouterService:
             },
         )
         if status in (AgentStatus.BREAK, AgentStatus.OFFLINE, AgentStatus.BUSY) and reason != ON_CONTACT:
-            for offer in [o for o in self._pending.values() if o.agent_id == row.agent_id]:
+            for offer in [o for o in self.open_offers.values() if o.agent_id == row.agent_id]:
                 await self._close_offer(tx, offer, OfferState.DECLINED, reason=f"agent_{status.value}")
 
     # ------------------------------------------------------------------------------------------
@@ -643,7 +624,7 @@ class RouterService:
 
         while True:
             try:
-                await self._writes.run(apply)
+                await self.writes.run(apply)
                 break
             except OwnershipLost:
                 await self._regain()  # hold the events (not acknowledged) until this router owns again
@@ -786,11 +767,9 @@ class RouterService:
             if row is not None:
                 await tx.note(event.contact_id, "abandon_ignored", state=row.state, reason=event.reason)
             return
-        offer_id = self._offer_of_contact.get(event.contact_id)
-        if offer_id is not None:
-            await self._close_offer(
-                tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=event.reason, requeue=False
-            )
+        offer = self.open_offers.for_contact(event.contact_id)
+        if offer is not None:
+            await self._close_offer(tx, offer, OfferState.WITHDRAWN, reason=event.reason, requeue=False)
         else:
             self.engine.withdraw(event.contact_id)
         await tx.session.execute(
@@ -837,7 +816,7 @@ class RouterService:
         if row is not None and row.state == ContactState.OFFERED:
             # The offer stands; if it is declined or expires, the contact returns with the new terms.
             await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self._refresh_on_release.add(work_id)
+            self.refresh_on_release.add(work_id)
             await tx.note(work_id, "callback_updated", **details)
             return
         if row is not None and row.state == ContactState.WAITING:
@@ -885,12 +864,12 @@ class RouterService:
         if to_ts(at) < row.received_at:
             await tx.note(callback_id, "callback_close_ignored", reason=reason, stale=True)
             return
-        offer_id = self._offer_of_contact.get(callback_id)
-        if offer_id is not None:
-            await self._close_offer(tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=reason, requeue=False)
+        offer = self.open_offers.for_contact(callback_id)
+        if offer is not None:
+            await self._close_offer(tx, offer, OfferState.WITHDRAWN, reason=reason, requeue=False)
         else:
             self.engine.withdraw(callback_id)
-        self._refresh_on_release.discard(callback_id)
+        self.refresh_on_release.discard(callback_id)
         await tx.session.execute(
             update(contacts)
             .where(contacts.c.contact_id == callback_id)
@@ -913,13 +892,13 @@ class RouterService:
         async with self.writer.locked():
             now = self.clock()
             gone = self._apply_presence(now)
-            expired = [o for o in self._pending.values() if o.expires_at <= now]
+            expired = [o for o in self.open_offers.values() if o.expires_at <= now]
             # Offers to an agent whose stream stayed away beyond the grace go to the next agent now,
             # rather than when their lease runs out.
-            orphaned = [o for o in self._pending.values() if o.agent_id in gone and o.expires_at > now]
-            wrapped = [a for a, until in self._wrap_until.items() if until <= now]
+            orphaned = [o for o in self.open_offers.values() if o.agent_id in gone and o.expires_at > now]
+            wrapped = [a for a, until in self.wrap_until.items() if until <= now]
             decisions = self.engine.decide(now)
-            overrun = self._handling.due(now)
+            overrun = self.handling.due(now)
             if not (expired or orphaned or wrapped or decisions or overrun):
                 if now - self.writer.renewed_at > self.ownership.ttl / 3:
                     async with self.writer.transaction():
@@ -935,7 +914,7 @@ class RouterService:
                     if row.status == AgentStatus.WRAP_UP:
                         await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
                     else:
-                        self._wrap_until.pop(agent_id, None)
+                        self.wrap_until.pop(agent_id, None)
                 for watched in overrun:
                     await self._handling_overrun(tx, watched)
                 if expired or orphaned or wrapped:
@@ -947,7 +926,7 @@ class RouterService:
     async def _handling_overrun(self, tx: UnitOfWork, watched: Watched) -> None:
         """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
         (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
-        self._handling.forget(watched.contact_id)
+        self.handling.forget(watched.contact_id)
         row = await contact_row(tx.session, watched.contact_id)
         if row is None or row.state != ContactState.ASSIGNED or row.agent_id != watched.agent_id:
             return  # ended or moved meanwhile
@@ -970,14 +949,14 @@ class RouterService:
             if agent_id not in known:
                 continue
             present = self.presence.is_present(agent_id, now)
-            if not present and agent_id not in self._absent:
-                self._absent.add(agent_id)
+            if not present and agent_id not in self.absent:
+                self.absent.add(agent_id)
                 self.engine.set_connected(agent_id, False, now)
                 metrics.PRESENCE_LOST.inc()
                 log.info("router.agent_absent", agent_id=agent_id, grace=self.presence.grace)
                 gone.add(agent_id)
-            elif present and agent_id in self._absent:
-                self._absent.discard(agent_id)
+            elif present and agent_id in self.absent:
+                self.absent.discard(agent_id)
                 self.engine.set_connected(agent_id, True, now)
         return gone
 
@@ -985,8 +964,8 @@ class RouterService:
         """An agent's stream connected (synchronous: safe from a stream's setup and teardown)."""
         now = self.clock()
         self.presence.connected(agent_id)
-        if agent_id in self._absent and agent_id in self.engine.agent_ids():
-            self._absent.discard(agent_id)
+        if agent_id in self.absent and agent_id in self.engine.agent_ids():
+            self.absent.discard(agent_id)
             self.engine.set_connected(agent_id, True, now)
         metrics.STREAMS_OPEN.inc()
         self.wake()
@@ -1022,7 +1001,7 @@ class RouterService:
             .where(contacts.c.contact_id == decision.contact_id)
             .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
         )
-        self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
+        self.open_offers.track(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
         role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
         await tx.bump("offered", 1)
         if role is Role.SALES:
@@ -1059,7 +1038,7 @@ class RouterService:
         self, tx: UnitOfWork, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
     ) -> None:
         """End a lease without an assignment: release the agent's capacity, requeue the contact."""
-        self._untrack_offer(offer.offer_id)
+        self.open_offers.untrack(offer.offer_id)
         await tx.session.execute(
             update(offers)
             .where(offers.c.offer_id == offer.offer_id)
@@ -1070,8 +1049,8 @@ class RouterService:
             .where(contacts.c.contact_id == offer.contact_id)
             .values(state=ContactState.WAITING if requeue else ContactState.ABANDONED, agent_id=None)
         )
-        if requeue and offer.contact_id in self._refresh_on_release:
-            self._refresh_on_release.discard(offer.contact_id)
+        if requeue and offer.contact_id in self.refresh_on_release:
+            self.refresh_on_release.discard(offer.contact_id)
             declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
             self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
             self.engine.enqueue(
@@ -1123,7 +1102,7 @@ class RouterService:
     async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
         async def accept(tx: UnitOfWork) -> dict[str, Any] | None:
             row = await offer_for(tx.session, offer_id, who)
-            pending = self._pending.get(offer_id)
+            pending = self.open_offers.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
                 raise Conflict(f"offer is {row.state}, it can no longer be accepted")
             if pending.expires_at <= tx.now:
@@ -1131,14 +1110,14 @@ class RouterService:
                 return None
             return await self._assign(tx, pending)
 
-        assignment = await self._writes.run(accept)
+        assignment = await self.writes.run(accept)
         if assignment is None:
             self.wake()
             raise Conflict("offer expired before it was accepted; the contact was offered again")
         return assignment
 
     async def _assign(self, tx: UnitOfWork, offer: PendingOffer) -> dict[str, Any]:
-        self._untrack_offer(offer.offer_id)
+        self.open_offers.untrack(offer.offer_id)
         self.engine.accept(offer.contact_id)
         await tx.session.execute(
             update(offers)
@@ -1181,7 +1160,7 @@ class RouterService:
         role = role_of(await self._offer_explanation(tx.session, offer.offer_id))
         view = self.views.assignment_view(contact, role)
         leeway = leeway_for(self.strategy, self.strategy.plan(waiting_contact(contact)), role)
-        self._handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
+        self.handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
         tx.push(offer.agent_id, "assignment", view)
         return view
 
@@ -1194,7 +1173,7 @@ class RouterService:
 
         async def decline(tx: UnitOfWork) -> dict[str, Any]:
             row = await offer_for(tx.session, offer_id, who)
-            pending = self._pending.get(offer_id)
+            pending = self.open_offers.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
                 raise Conflict(f"offer is {row.state}, it can no longer be declined")
             await self._close_offer(tx, pending, OfferState.DECLINED, reason=reason or "declined")
@@ -1203,7 +1182,7 @@ class RouterService:
             )
             return offer_view(await offer_for(tx.session, offer_id, who))
 
-        view = await self._writes.run(decline)
+        view = await self.writes.run(decline)
         self.wake()
         return view
 
@@ -1270,7 +1249,7 @@ class RouterService:
                 metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
             return await contact_row(tx.session, contact_id)
 
-        done = await self._writes.run(complete)
+        done = await self.writes.run(complete)
         self.wake()
         return {
             "contact_id": contact_id,
@@ -1292,7 +1271,7 @@ class RouterService:
             .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
         )
         self.engine.finish(row.contact_id, tx.now)
-        self._handling.forget(row.contact_id)
+        self.handling.forget(row.contact_id)
         handled = tx.now - row.answered_at if row.answered_at else None
         customer = Customer.model_validate(row.customer)
         await tx.emit(

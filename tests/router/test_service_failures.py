@@ -65,7 +65,7 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
         await service.tick()  # ...the engine reserved alice, then the transaction failed
     assert service.engine.is_waiting("c1") and service.engine.reserved_agent("c1") is None
     assert service.engine.agent("alice").load.get(Channel.CHAT, 0) == 0
-    assert service._pending == {}
+    assert service.open_offers.by_id == {}
     async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "waiting"
         assert (await s.execute(select(offers))).all() == []

@@ -284,14 +284,14 @@ class RouterMachine(RuleBasedStateMachine):
             elif row.state == ContactState.OFFERED:
                 assert pending[cid] == 1 and reserved == row.agent_id
                 (o,) = [o for o in all_offers if o.contact_id == cid and o.state == OfferState.PENDING]
-                assert o.agent_id == row.agent_id and svc._offer_of_contact[cid] == o.offer_id
+                assert o.agent_id == row.agent_id and svc.open_offers.of_contact[cid] == o.offer_id
                 load[row.agent_id][row.channel] += 1
             elif row.state == ContactState.ASSIGNED:
                 assert accepted[cid] >= 1 and cid not in pending and reserved == row.agent_id
                 load[row.agent_id][row.channel] += 1
             else:
                 assert reserved is None and not svc.engine.is_waiting(cid) and cid not in pending
-        assert set(svc._pending) == {o.offer_id for o in all_offers if o.state == OfferState.PENDING}
+        assert set(svc.open_offers.by_id) == {o.offer_id for o in all_offers if o.state == OfferState.PENDING}
         self._check_declines_survive(rows, all_offers)
         for agent_id, row in agent_rows.items():
             engine_load = {ch.value: n for ch, n in svc.engine.agent(agent_id).load.items() if n}
