@@ -15,9 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router.auth import Principal
 from services.router.errors import Forbidden, NotFound
 from services.router.leeway import role_of
-from services.router.matching import WaitingContact
+from services.router.matching import AgentState, WaitingContact
 from services.router.store import ContactState, OfferState, agents, contacts, offers
-from shared.events import Channel, Intent, Role, Tier
+from shared.events import AgentStatus, Channel, Intent, Role, Tier
+
+# An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
+ON_CONTACT = "on_contact"
 
 
 def to_datetime(ts: float) -> datetime:
@@ -56,6 +59,32 @@ def waiting_contact(row: Any) -> WaitingContact:
         preferred_agent_id=row.preferred_agent_id,
         widen_roles=row.widen_roles,
         callback_id=row.callback_id,
+    )
+
+
+def engine_status(status: str, reason: str | None) -> AgentStatus:
+    """The status the engine routes by. ``busy`` set by the router means "working, take more within
+    capacity": capacity, load and channel blending are the engine's call. A ``busy`` the agent chose
+    means "no new work"."""
+    if status == AgentStatus.BUSY and reason == ON_CONTACT:
+        return AgentStatus.AVAILABLE
+    return AgentStatus(status)
+
+
+def agent_state(row: Any, load: dict[Channel, int], *, connected: bool) -> AgentState:
+    """An agent row as the engine sees it."""
+    roles = [Role(row.primary_role)] + [Role(r) for r in row.roles if r != row.primary_role]
+    return AgentState(
+        agent_id=row.agent_id,
+        site=row.site,
+        roles=roles,
+        skills=dict(row.skills),
+        languages={language_key(lang) for lang in row.languages},
+        capacity={Channel(k): int(v) for k, v in row.capacity.items()},
+        status=engine_status(row.status, row.status_reason),
+        load=dict(load),
+        idle_since=row.status_since,
+        connected=connected,
     )
 
 

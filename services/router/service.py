@@ -31,20 +31,23 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.router import metrics
-from services.router.auth import IssuedToken, Principal, hash_token, new_token
+from services.router import leadership, metrics, rebuild
+from services.router.auth import IssuedToken, KnownTokens, Principal, hash_token, new_token
 from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
 from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
 from services.router.leeway import leeway_for, role_of
-from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
+from services.router.matching import Decision, MatchingEngine, WaitingContact
 from services.router.open_offers import OpenOffers, PendingOffer
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.reach import contact_uris_values, reach_of
 from services.router.rows import (
+    ON_CONTACT,
     agent_row,
+    agent_state,
     contact_row,
+    engine_status,
     has_assignment,
     has_work,
     language_key,
@@ -56,7 +59,7 @@ from services.router.rows import (
     waiting_contact,
 )
 from services.router.settings import RouterSettings
-from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
+from services.router.store import ContactState, OfferState, agents, contacts, offers
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
 from services.router.unit_of_work import Clock, UnitOfWork, Writer
@@ -93,8 +96,6 @@ from shared.inbox import first_time
 
 log = structlog.get_logger(__name__)
 
-# An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
-ON_CONTACT = "on_contact"
 MISSED_OFFERS = "missed_offers"
 SALE_ON_SHORT_QUESTION = "sale_on_short_question"  # timeline kind: a strategy deviation, recorded
 
@@ -140,17 +141,14 @@ class RouterService:
         self.presence = Presence(settings.presence_grace_seconds)
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
-        # Token hash -> agent: every agent request is authenticated, and a database read for each was a
-        # tenth of the statements of a contact's lifecycle. Forgotten whenever a token is (re)issued.
-        self._agent_of_token: dict[str, str] = {}
-        self._tokens_issued = 0
+        self.tokens = KnownTokens()
         self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
         self.writer = Writer(
             sessionmaker=sessionmaker,
             source=source,
             clock=clock,
             ownership=self.ownership,
-            rebuild=lambda: self._rebuild(),
+            rebuild=lambda: rebuild.from_database(self),
             notify=notify,
             publish=self.hub.publish,
         )
@@ -183,9 +181,9 @@ class RouterService:
 
     async def start(self) -> None:
         """Own the state, rebuild it from the database, heal what a crash left behind, start ticking."""
-        await self._acquire()
+        await leadership.acquire(self)
         async with self.writer.lock:
-            await self._rebuild()
+            await rebuild.from_database(self)
         await self.tick()  # expired leases are timed out and requeued before anything else happens
         self._task = asyncio.create_task(self._run(), name="router-tick")
 
@@ -197,34 +195,7 @@ class RouterService:
                 await self._task
             self._task = None
         self.hub.shutdown()
-        if self.ownership.held:  # hand over at once instead of making a standby wait for the expiry
-            with contextlib.suppress(Exception):
-                async with self.sessionmaker() as session, session.begin():
-                    await self.ownership.release(session)
-
-    async def _try_acquire(self) -> bool:
-        async with self.sessionmaker() as session, session.begin():
-            now = self.clock()
-            if await self.ownership.try_acquire(session, now):
-                self.writer.renewed_at = now
-                return True
-        return False
-
-    async def _acquire(self) -> None:
-        """Wait (as a standby) until this router owns the routing state."""
-        waiting = False
-        while not await self._try_acquire():
-            if not waiting:
-                log.warning("router.standby", lease=self.ownership.name, ttl=self.ownership.ttl)
-                waiting = True
-            await asyncio.sleep(min(1.0, self.ownership.ttl / 3))
-        log.info("router.owner", lease=self.ownership.name, owner=self.ownership.owner)
-
-    async def _regain(self) -> None:
-        """After losing ownership: wait to own it again, then rebuild (the other owner changed things)."""
-        await self._acquire()
-        async with self.writer.lock:
-            await self._rebuild()
+        await leadership.hand_over(self)
 
     def wake(self) -> None:
         """Route now rather than at the next tick (a contact arrived, an agent became free)."""
@@ -246,155 +217,9 @@ class RouterService:
                 log.exception("router.tick_failed")
                 await asyncio.sleep(interval)
 
-    async def _rebuild(self) -> None:
-        """Load the engine and the lease index from the database (the truth)."""
-        now = self.clock()
-        engine = MatchingEngine(self.strategy)
-        self._forget_tokens()  # another owner may have issued tokens meanwhile
-        self.open_offers.clear()
-        self.wrap_until.clear()
-        self.refresh_on_release.clear()
-        self.handling = HandlingWatch()
-        async with self.sessionmaker() as session:
-            agent_rows = (await session.execute(select(agents))).all()
-            for row in agent_rows:
-                self.presence.track(row.agent_id, now)
-                # Load comes back below, one restored reservation per offered or assigned contact.
-                engine.upsert_agent(self._agent_state(row, {}, now))
-                if row.status == AgentStatus.WRAP_UP and row.wrap_up_until is not None:
-                    self.wrap_until[row.agent_id] = row.wrap_up_until
-            rows = (
-                await session.execute(
-                    select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
-                )
-            ).all()
-            declined = await self._declined_offers(session, rows, now)
-            for row in rows:
-                if row.state == ContactState.WAITING or row.agent_id is None:
-                    engine.enqueue(waiting_contact(row), declined=declined.get(row.contact_id))
-                else:
-                    engine.restore_reservation(
-                        waiting_contact(row),
-                        row.agent_id,
-                        row.answered_at or now,
-                        declined=declined.get(row.contact_id),
-                    )
-            await self._watch_handling(session, [r for r in rows if r.state == ContactState.ASSIGNED])
-            pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
-            for o in pending:
-                self.open_offers.track(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
-            self.engine = engine
-            self.writer.stale = False
-            await self._rebuild_counters(session, now)
-        log.info(
-            "router.rebuilt",
-            agents=len(agent_rows),
-            live_contacts=len(rows),
-            pending_offers=len(self.open_offers),
-            strategy=self.strategy.version,
-        )
-
-    async def _watch_handling(self, session: AsyncSession, assigned: Sequence[Any]) -> None:
-        """Watch assigned contacts for the end of their allowed handling time, except those already
-        flagged (the timeline says so): one notice per contact, across restarts."""
-        if not assigned:
-            return
-        ids = [r.contact_id for r in assigned]
-        flagged = set(
-            (
-                await session.execute(
-                    select(timeline.c.contact_id).where(
-                        timeline.c.contact_id.in_(ids), timeline.c.kind == HANDLING_OVERRUN
-                    )
-                )
-            ).scalars()
-        )
-        for row in assigned:
-            if row.contact_id in flagged or row.answered_at is None:
-                continue
-            role = await offered_role(session, row.contact_id, row.agent_id)
-            leeway = leeway_for(self.strategy, self.strategy.plan(waiting_contact(row)), role)
-            self.handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
-
-    async def _declined_offers(
-        self, session: AsyncSession, rows: Sequence[Any], now: float
-    ) -> dict[str, dict[str, float]]:
-        """Per live contact, the agents who declined or missed it in its current attempt and when, so that
-        a restart skips them as the running engine did (recent ones only: older ones are free again)."""
-        attempt_start = {r.contact_id: r.received_at for r in rows if r.state != ContactState.ASSIGNED}
-        if not attempt_start:
-            return {}
-        result = await session.execute(
-            select(offers.c.contact_id, offers.c.agent_id, offers.c.resolved_at).where(
-                offers.c.state.in_((OfferState.DECLINED, OfferState.TIMED_OUT)),
-                offers.c.resolved_at >= now - self.strategy.reoffer_after_seconds,
-            )
-        )
-        declined: dict[str, dict[str, float]] = {}
-        for contact_id, agent_id, at in result:
-            start = attempt_start.get(contact_id)
-            if start is not None and at >= start:
-                by_agent = declined.setdefault(contact_id, {})
-                by_agent[agent_id] = max(at, by_agent.get(agent_id, at))
-        return declined
-
-    async def _rebuild_counters(self, session: AsyncSession, now: float) -> None:
-        """Replay the rolling sales-share and goodwill windows from durable offers and completions."""
-        sales = self.engine.sales
-        self.goodwill = GoodwillLedger(self.strategy.goodwill)
-        since = now - self.strategy.sales_share.period_seconds
-        rows = (
-            await session.execute(
-                select(offers.c.contact_id, offers.c.made_at, offers.c.explanation)
-                .where(offers.c.made_at > since)
-                .order_by(offers.c.made_at)
-            )
-        ).all()
-        for row in rows:
-            role = role_of(row.explanation)
-            if role is not None:
-                sales.record_offer(row.contact_id, role, row.made_at)
-        since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
-        done = (
-            await session.execute(
-                select(contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome)
-                .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
-                .order_by(contacts.c.ended_at)
-            )
-        ).all()
-        for row in done:
-            outcome = row.outcome or {}
-            amount = float(outcome.get("goodwill_amount") or 0.0)
-            # per-role budgets need the role the grant was made under (only grants: few reads)
-            role = await offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
-            self.goodwill.record(amount, row.ended_at, role)
-            sales.record_completion(bool(outcome.get("sold")), row.ended_at)
-
     # ------------------------------------------------------------------------------------------
     # Converting rows
     # ------------------------------------------------------------------------------------------
-
-    def _engine_status(self, status: str, reason: str | None) -> AgentStatus:
-        # ``busy`` set by the router means "working, take more within capacity": capacity, load and
-        # channel blending are the engine's call. A ``busy`` the agent chose means "no new work".
-        if status == AgentStatus.BUSY and reason == ON_CONTACT:
-            return AgentStatus.AVAILABLE
-        return AgentStatus(status)
-
-    def _agent_state(self, row: Any, load: dict[Channel, int], now: float) -> AgentState:
-        roles = [Role(row.primary_role)] + [Role(r) for r in row.roles if r != row.primary_role]
-        return AgentState(
-            agent_id=row.agent_id,
-            site=row.site,
-            roles=roles,
-            skills=dict(row.skills),
-            languages={language_key(lang) for lang in row.languages},
-            capacity={Channel(k): int(v) for k, v in row.capacity.items()},
-            status=self._engine_status(row.status, row.status_reason),
-            load=dict(load),
-            idle_since=row.status_since,
-            connected=row.agent_id not in self.absent,
-        )
 
     async def _resync_agent(self, tx: UnitOfWork, agent_id: str) -> None:
         """Give the engine the agent as the database has it (profile, status, load)."""
@@ -402,7 +227,7 @@ class RouterService:
         if row is None:
             return
         loads = await loads_by_agent(tx.session, agent_id)
-        self.engine.upsert_agent(self._agent_state(row, loads.get(agent_id, {}), tx.now))
+        self.engine.upsert_agent(agent_state(row, loads.get(agent_id, {}), connected=agent_id not in self.absent))
 
     # ------------------------------------------------------------------------------------------
     # Agents
@@ -495,7 +320,7 @@ class RouterService:
         """A new token; the old one stops working here at once, on the other services once they have
         consumed the ``agent.token_issued`` event staged in the same transaction."""
         issued = self.issue_agent_token(agent_id)
-        self._forget_tokens()
+        self.tokens.forget()
         async with self.writer.locked(), self.writer.transaction() as tx:
             row = await agent_row(tx.session, agent_id)
             await tx.session.execute(
@@ -506,26 +331,22 @@ class RouterService:
             await tx.emit(
                 AgentTokenIssued(tenant_id=self.tenant_id, agent_id=agent_id, site=row.site, token_id=issued.token_id)
             )
-        self._forget_tokens()  # also what was looked up while the change committed
+        self.tokens.forget()  # also what was looked up while the change committed
         return issued.token
 
     async def agent_for_token(self, token: str) -> str | None:
         """The agent a bearer token belongs to (lookup by the token's hash; the token is never stored)."""
         digest = hash_token(token)
-        if (known := self._agent_of_token.get(digest)) is not None:
+        if (known := self.tokens.get(digest)) is not None:
             return known
-        issued_before = self._tokens_issued
+        generation = self.tokens.generation
         async with self.sessionmaker() as session:
             agent_id = (
                 await session.execute(select(agents.c.agent_id).where(agents.c.token_hash == digest))
             ).scalar_one_or_none()
-        if agent_id is not None and issued_before == self._tokens_issued:  # no token changed meanwhile
-            self._agent_of_token[digest] = agent_id
+        if agent_id is not None:
+            self.tokens.remember(digest, agent_id, generation)  # not if a token changed meanwhile
         return agent_id
-
-    def _forget_tokens(self) -> None:
-        self._tokens_issued += 1
-        self._agent_of_token.clear()
 
     async def change_status(self, agent_id: str, status: AgentStatus, reason: str | None) -> dict[str, Any]:
         """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
@@ -567,7 +388,7 @@ class RouterService:
             self.wrap_until[row.agent_id] = values["wrap_up_until"]
         else:
             self.wrap_until.pop(row.agent_id, None)
-        self.engine.set_status(row.agent_id, self._engine_status(status.value, reason), tx.now)
+        self.engine.set_status(row.agent_id, engine_status(status.value, reason), tx.now)
         await tx.emit(
             AgentStatusChanged(
                 tenant_id=self.tenant_id,
@@ -627,7 +448,7 @@ class RouterService:
                 await self.writes.run(apply)
                 break
             except OwnershipLost:
-                await self._regain()  # hold the events (not acknowledged) until this router owns again
+                await leadership.regain(self)  # hold the events (not acknowledged) until this router owns again
         self.wake()
 
     @property
@@ -884,11 +705,11 @@ class RouterService:
     async def tick(self) -> int:
         """One round of housekeeping and routing; returns how many offers were made."""
         if not self.ownership.held:
-            if not await self._try_acquire():
+            if not await leadership.try_acquire(self):
                 return 0
             log.info("router.owner_again", lease=self.ownership.name)
             async with self.writer.lock:
-                await self._rebuild()
+                await rebuild.from_database(self)
         async with self.writer.locked():
             now = self.clock()
             gone = self._apply_presence(now)

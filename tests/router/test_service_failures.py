@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 import services.router.unit_of_work as unit_of_work
+from services.router import leadership, rebuild
 from services.router.app import MIGRATIONS
 from services.router.service import AgentProfile, RouterService
 from services.router.settings import RouterSettings
@@ -29,9 +30,9 @@ async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
         settings=RouterSettings(presence_grace_seconds=1e9),
         strategy=load_strategy(None),
     )
-    await svc._acquire()
+    await leadership.acquire(svc)
     async with svc.writer.lock:
-        await svc._rebuild()
+        await rebuild.from_database(svc)
     yield svc
     await engine.dispose()
 
@@ -92,7 +93,7 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
     await service.handle_event(make_event(event, source="t"))
-    real_stage, real_rebuild = unit_of_work.stage, RouterService._rebuild
+    real_stage, real_rebuild = unit_of_work.stage, rebuild.from_database
 
     async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("database went away")
@@ -101,12 +102,12 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
         raise RuntimeError("still away")
 
     monkeypatch.setattr(unit_of_work, "stage", broken_stage)
-    monkeypatch.setattr(RouterService, "_rebuild", broken_rebuild)
+    monkeypatch.setattr(rebuild, "from_database", broken_rebuild)
     with pytest.raises(RuntimeError):
         await service.tick()
     assert service.engine.reserved_agent("c1") == "alice"  # a phantom: the database never saw it
     monkeypatch.setattr(unit_of_work, "stage", real_stage)
-    monkeypatch.setattr(RouterService, "_rebuild", real_rebuild)
+    monkeypatch.setattr(rebuild, "from_database", real_rebuild)
     assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
     async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "offered"

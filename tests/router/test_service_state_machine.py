@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import select
 
+from services.router import leadership, rebuild
 from services.router.app import MIGRATIONS
 from services.router.auth import Principal
 from services.router.errors import RouterError
@@ -90,9 +91,9 @@ class RouterMachine(RuleBasedStateMachine):
             strategy=STRATEGY,
             clock=self.clock,
         )
-        await service._acquire()
+        await leadership.acquire(service)
         async with service.writer.lock:
-            await service._rebuild()
+            await rebuild.from_database(service)
         return service
 
     def teardown(self) -> None:
