@@ -40,7 +40,8 @@ OFFER_STATE = {DialResult.NO_ANSWER: OfferState.TIMED_OUT}
 
 
 async def on_agent_dialed(svc: RouterService, tx: UnitOfWork, event: AgentDialed) -> None:
-    from services.router.service import MISSED_OFFERS, ON_CONTACT
+    from services.router.rows import ON_CONTACT
+    from services.router.use_cases.agent_status import MISSED_OFFERS, set_status
 
     row = await contact_row(tx.session, event.contact_id)
     if row is None:
@@ -82,13 +83,13 @@ async def on_agent_dialed(svc: RouterService, tx: UnitOfWork, event: AgentDialed
         and agent.status_reason == ON_CONTACT
         and not await has_work(tx.session, agent_id)
     ):
-        await svc._set_status(tx, agent, AgentStatus.AVAILABLE, "dial_ended")
+        await set_status(svc, tx, agent, AgentStatus.AVAILABLE, "dial_ended")
     if event.result in MISSED:
         missed = missed_before + 1
         await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(missed_offers=missed))
         agent = await agent_row(tx.session, agent_id)
         if missed >= svc.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
-            await svc._set_status(tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
+            await set_status(svc, tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
 
 
 async def _close_accepted_offer(tx: UnitOfWork, event: AgentDialed) -> None:

@@ -36,9 +36,9 @@ from services.router.auth import IssuedToken, KnownTokens, Principal, hash_token
 from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
-from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
+from services.router.handling import HandlingWatch
 from services.router.leeway import leeway_for, role_of
-from services.router.matching import Decision, MatchingEngine, WaitingContact
+from services.router.matching import MatchingEngine, WaitingContact
 from services.router.open_offers import OpenOffers, PendingOffer
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.reach import contact_uris_values, reach_of
@@ -47,7 +47,6 @@ from services.router.rows import (
     agent_row,
     agent_state,
     contact_row,
-    engine_status,
     has_assignment,
     has_work,
     language_key,
@@ -63,6 +62,10 @@ from services.router.store import ContactState, OfferState, agents, contacts, of
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
 from services.router.unit_of_work import Clock, UnitOfWork, Writer
+from services.router.use_cases import agent_presence, agent_status, tick
+from services.router.use_cases.agent_status import set_status
+from services.router.use_cases.offer_timeout import time_out
+from services.router.use_cases.offers import close_offer
 from services.router.views import RouterViews, offer_view
 from shared.events import (
     AgentDialed,
@@ -85,9 +88,6 @@ from shared.events import (
     Envelope,
     Intent,
     OfferAccepted,
-    OfferDeclined,
-    OfferMade,
-    OfferTimedOut,
     Outcome,
     Role,
     deterministic_id,
@@ -96,7 +96,6 @@ from shared.inbox import first_time
 
 log = structlog.get_logger(__name__)
 
-MISSED_OFFERS = "missed_offers"
 SALE_ON_SHORT_QUESTION = "sale_on_short_question"  # timeline kind: a strategy deviation, recorded
 
 
@@ -349,72 +348,7 @@ class RouterService:
         return agent_id
 
     async def change_status(self, agent_id: str, status: AgentStatus, reason: str | None) -> dict[str, Any]:
-        """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
-        if status is AgentStatus.WRAP_UP:
-            raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
-
-        async def change(tx: UnitOfWork) -> None:
-            row = await agent_row(tx.session, agent_id)
-            if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
-                return  # already taking work
-            if row.status == status.value and reason is None and not row.missed_offers:
-                return  # said again (clients do after every contact): no write, no event, no stream message
-            await self._set_status(tx, row, status, reason or "requested")
-
-        await self.writes.run(change)
-        self.wake()
-        return await self.views.get_agent(agent_id)
-
-    async def _set_status(
-        self, tx: UnitOfWork, row: Any, status: AgentStatus, reason: str, *, wrap_until: float | None = None
-    ) -> None:
-        """Change an agent's status: database, engine, event, stream; leaving work releases offers."""
-        previous = AgentStatus(row.status)
-        if previous is status and row.status_reason == reason:
-            return
-        if status is AgentStatus.WRAP_UP and wrap_until is None:
-            raise ValueError("wrap_up needs its end time")
-        values: dict[str, Any] = {
-            "status": status.value,
-            "status_since": tx.now,
-            "status_reason": reason,
-            "wrap_up_until": wrap_until if status is AgentStatus.WRAP_UP else None,
-            "updated_at": tx.now,
-        }
-        if status is AgentStatus.AVAILABLE:
-            values["missed_offers"] = 0
-        await tx.session.execute(update(agents).where(agents.c.agent_id == row.agent_id).values(**values))
-        if status is AgentStatus.WRAP_UP:
-            self.wrap_until[row.agent_id] = values["wrap_up_until"]
-        else:
-            self.wrap_until.pop(row.agent_id, None)
-        self.engine.set_status(row.agent_id, engine_status(status.value, reason), tx.now)
-        await tx.emit(
-            AgentStatusChanged(
-                tenant_id=self.tenant_id,
-                agent_id=row.agent_id,
-                site=row.site,
-                status=status,
-                previous=previous,
-                reason=reason,
-                at=to_datetime(tx.now),
-            )
-        )
-        metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
-        tx.push(
-            row.agent_id,
-            "status",
-            {
-                "agent_id": row.agent_id,
-                "status": status.value,
-                "previous": previous.value,
-                "reason": reason,
-                "wrap_up_until": values["wrap_up_until"],
-            },
-        )
-        if status in (AgentStatus.BREAK, AgentStatus.OFFLINE, AgentStatus.BUSY) and reason != ON_CONTACT:
-            for offer in [o for o in self.open_offers.values() if o.agent_id == row.agent_id]:
-                await self._close_offer(tx, offer, OfferState.DECLINED, reason=f"agent_{status.value}")
+        return await agent_status.change_status(self, agent_id, status, reason)
 
     # ------------------------------------------------------------------------------------------
     # Contacts from the bus
@@ -590,7 +524,7 @@ class RouterService:
             return
         offer = self.open_offers.for_contact(event.contact_id)
         if offer is not None:
-            await self._close_offer(tx, offer, OfferState.WITHDRAWN, reason=event.reason, requeue=False)
+            await close_offer(self, tx, offer, OfferState.WITHDRAWN, reason=event.reason, requeue=False)
         else:
             self.engine.withdraw(event.contact_id)
         await tx.session.execute(
@@ -687,7 +621,7 @@ class RouterService:
             return
         offer = self.open_offers.for_contact(callback_id)
         if offer is not None:
-            await self._close_offer(tx, offer, OfferState.WITHDRAWN, reason=reason, requeue=False)
+            await close_offer(self, tx, offer, OfferState.WITHDRAWN, reason=reason, requeue=False)
         else:
             self.engine.withdraw(callback_id)
         self.refresh_on_release.discard(callback_id)
@@ -703,218 +637,13 @@ class RouterService:
     # ------------------------------------------------------------------------------------------
 
     async def tick(self) -> int:
-        """One round of housekeeping and routing; returns how many offers were made."""
-        if not self.ownership.held:
-            if not await leadership.try_acquire(self):
-                return 0
-            log.info("router.owner_again", lease=self.ownership.name)
-            async with self.writer.lock:
-                await rebuild.from_database(self)
-        async with self.writer.locked():
-            now = self.clock()
-            gone = self._apply_presence(now)
-            expired = [o for o in self.open_offers.values() if o.expires_at <= now]
-            # Offers to an agent whose stream stayed away beyond the grace go to the next agent now,
-            # rather than when their lease runs out.
-            orphaned = [o for o in self.open_offers.values() if o.agent_id in gone and o.expires_at > now]
-            wrapped = [a for a, until in self.wrap_until.items() if until <= now]
-            decisions = self.engine.decide(now)
-            overrun = self.handling.due(now)
-            if not (expired or orphaned or wrapped or decisions or overrun):
-                if now - self.writer.renewed_at > self.ownership.ttl / 3:
-                    async with self.writer.transaction():
-                        pass  # keep the lease while idle
-                return 0
-            async with self.writer.transaction() as tx:
-                for offer in expired:
-                    await self._time_out(tx, offer)
-                for offer in orphaned:
-                    await self._close_offer(tx, offer, OfferState.DECLINED, reason="agent_disconnected")
-                for agent_id in wrapped:
-                    row = await agent_row(tx.session, agent_id)
-                    if row.status == AgentStatus.WRAP_UP:
-                        await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
-                    else:
-                        self.wrap_until.pop(agent_id, None)
-                for watched in overrun:
-                    await self._handling_overrun(tx, watched)
-                if expired or orphaned or wrapped:
-                    decisions += self.engine.decide(tx.now)
-                for decision in decisions:
-                    await self._offer(tx, decision)
-            return len(decisions)
-
-    async def _handling_overrun(self, tx: UnitOfWork, watched: Watched) -> None:
-        """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
-        (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
-        self.handling.forget(watched.contact_id)
-        row = await contact_row(tx.session, watched.contact_id)
-        if row is None or row.state != ContactState.ASSIGNED or row.agent_id != watched.agent_id:
-            return  # ended or moved meanwhile
-        held = round(tx.now - watched.since, 3)
-        detail = {
-            "role": watched.role.value,
-            "allowed_handling_seconds": watched.allowed_seconds,
-            "held_seconds": held,
-        }
-        await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
-        await tx.bump("handling_overruns", 1)
-        metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
-        tx.push(watched.agent_id, HANDLING_OVERRUN, {"contact_id": watched.contact_id, **detail})
-
-    def _apply_presence(self, now: float) -> set[str]:
-        """Tell the engine about agents whose grace ran out, or who came back; return the newly gone."""
-        gone: set[str] = set()
-        known = set(self.engine.agent_ids())
-        for agent_id in self.presence.known():
-            if agent_id not in known:
-                continue
-            present = self.presence.is_present(agent_id, now)
-            if not present and agent_id not in self.absent:
-                self.absent.add(agent_id)
-                self.engine.set_connected(agent_id, False, now)
-                metrics.PRESENCE_LOST.inc()
-                log.info("router.agent_absent", agent_id=agent_id, grace=self.presence.grace)
-                gone.add(agent_id)
-            elif present and agent_id in self.absent:
-                self.absent.discard(agent_id)
-                self.engine.set_connected(agent_id, True, now)
-        return gone
+        return await tick.run(self)
 
     def stream_opened(self, agent_id: str) -> None:
-        """An agent's stream connected (synchronous: safe from a stream's setup and teardown)."""
-        now = self.clock()
-        self.presence.connected(agent_id)
-        if agent_id in self.absent and agent_id in self.engine.agent_ids():
-            self.absent.discard(agent_id)
-            self.engine.set_connected(agent_id, True, now)
-        metrics.STREAMS_OPEN.inc()
-        self.wake()
+        agent_presence.stream_opened(self, agent_id)
 
     def stream_closed(self, agent_id: str) -> None:
-        """The grace period starts; the tick takes the agent out of routing when it runs out."""
-        self.presence.disconnected(agent_id, self.clock())
-        metrics.STREAMS_OPEN.dec()
-
-    async def _offer(self, tx: UnitOfWork, decision: Decision) -> None:
-        row = await contact_row(tx.session, decision.contact_id)
-        agent = await agent_row(tx.session, decision.agent_id)
-        offer_id = str(uuid.uuid4())
-        expires = tx.now + self.offer_timeout
-        explanation = dict(decision.explanation)
-        await tx.session.execute(
-            offers.insert().values(
-                offer_id=offer_id,
-                contact_id=decision.contact_id,
-                agent_id=decision.agent_id,
-                state=OfferState.PENDING,
-                made_at=tx.now,
-                expires_at=expires,
-                resolved_at=None,
-                rule=decision.rule,
-                score=float(decision.score),
-                explanation=explanation,
-                reason=None,
-            )
-        )
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == decision.contact_id)
-            .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
-        )
-        self.open_offers.track(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
-        role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
-        await tx.bump("offered", 1)
-        if role is Role.SALES:
-            await tx.bump("offered_to_sales", 1)
-        await tx.emit(
-            OfferMade(
-                tenant_id=row.tenant_id,
-                offer_id=offer_id,
-                contact_id=decision.contact_id,
-                agent_id=decision.agent_id,
-                site=row.site,
-                expires_at=to_datetime(expires),
-                rule=decision.rule,
-                score=float(decision.score),
-                explanation=explanation,
-                at=to_datetime(tx.now),
-            ),
-            event_id=deterministic_id("offer-made", offer_id),
-        )
-        await tx.note(
-            decision.contact_id,
-            "offered",
-            agent_id=decision.agent_id,
-            offer_id=offer_id,
-            rule=decision.rule,
-            score=float(decision.score),
-            explanation=explanation,
-            expires_at=to_datetime(expires).isoformat(),
-        )
-        metrics.OFFERS.labels("made").inc()
-        tx.push(decision.agent_id, "offer", self.views.offer_payload(offer_id, row, decision, expires))
-
-    async def _close_offer(
-        self, tx: UnitOfWork, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
-    ) -> None:
-        """End a lease without an assignment: release the agent's capacity, requeue the contact."""
-        self.open_offers.untrack(offer.offer_id)
-        await tx.session.execute(
-            update(offers)
-            .where(offers.c.offer_id == offer.offer_id)
-            .values(state=state, resolved_at=tx.now, reason=reason)
-        )
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == offer.contact_id)
-            .values(state=ContactState.WAITING if requeue else ContactState.ABANDONED, agent_id=None)
-        )
-        if requeue and offer.contact_id in self.refresh_on_release:
-            self.refresh_on_release.discard(offer.contact_id)
-            declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
-            self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
-            self.engine.enqueue(
-                waiting_contact(await contact_row(tx.session, offer.contact_id)), declined=declined
-            )
-        elif requeue:
-            # Back to its original place in line; this agent is skipped for a while (reoffer_after).
-            self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
-        else:
-            self.engine.withdraw(offer.contact_id)
-        row = await contact_row(tx.session, offer.contact_id)
-        common = dict(
-            tenant_id=row.tenant_id,
-            offer_id=offer.offer_id,
-            contact_id=offer.contact_id,
-            agent_id=offer.agent_id,
-            site=row.site,
-            at=to_datetime(tx.now),
-        )
-        if state == OfferState.TIMED_OUT:
-            await tx.emit(OfferTimedOut(**common))
-        else:
-            await tx.emit(OfferDeclined(**common, reason=reason))
-        kind = {OfferState.TIMED_OUT: "timed_out", OfferState.DECLINED: "declined"}.get(state, "offer_withdrawn")
-        await tx.note(offer.contact_id, kind, agent_id=offer.agent_id, offer_id=offer.offer_id, reason=reason)
-        if requeue:
-            await tx.note(offer.contact_id, "requeued", previous_agent_id=offer.agent_id)
-        metrics.OFFERS.labels(kind).inc()
-        tx.push(
-            offer.agent_id,
-            "offer_closed",
-            {"offer_id": offer.offer_id, "contact_id": offer.contact_id, "state": state, "reason": reason},
-        )
-
-    async def _time_out(self, tx: UnitOfWork, offer: PendingOffer) -> None:
-        await self._close_offer(tx, offer, OfferState.TIMED_OUT, reason="no_answer")
-        row = await agent_row(tx.session, offer.agent_id)
-        missed = row.missed_offers + 1
-        await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed))
-        if missed >= self.strategy.max_missed_offers and row.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
-            row = await agent_row(tx.session, offer.agent_id)
-            await self._set_status(tx, row, AgentStatus.BREAK, MISSED_OFFERS)
-            log.info("router.agent_to_break", agent_id=offer.agent_id, missed=missed)
+        agent_presence.stream_closed(self, agent_id)
 
     # ------------------------------------------------------------------------------------------
     # Agent actions: accept, decline, complete
@@ -927,7 +656,7 @@ class RouterService:
             if row.state != OfferState.PENDING or pending is None:
                 raise Conflict(f"offer is {row.state}, it can no longer be accepted")
             if pending.expires_at <= tx.now:
-                await self._time_out(tx, pending)  # committed: the contact goes to the next agent
+                await time_out(self, tx, pending)  # committed: the contact goes to the next agent
                 return None
             return await self._assign(tx, pending)
 
@@ -954,7 +683,7 @@ class RouterService:
         if agent.missed_offers:
             await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
         if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
-            await self._set_status(tx, agent, AgentStatus.BUSY, ON_CONTACT)
+            await set_status(self, tx, agent, AgentStatus.BUSY, ON_CONTACT)
         contact = await contact_row(tx.session, offer.contact_id)
         await tx.emit(
             OfferAccepted(
@@ -997,7 +726,7 @@ class RouterService:
             pending = self.open_offers.get(offer_id)
             if row.state != OfferState.PENDING or pending is None:
                 raise Conflict(f"offer is {row.state}, it can no longer be declined")
-            await self._close_offer(tx, pending, OfferState.DECLINED, reason=reason or "declined")
+            await close_offer(self, tx, pending, OfferState.DECLINED, reason=reason or "declined")
             await tx.session.execute(
                 update(agents).where(agents.c.agent_id == pending.agent_id).values(missed_offers=0)
             )
@@ -1170,9 +899,9 @@ class RouterService:
         if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_on_contact:
             wrap = self.strategy.wrap_up_seconds(Channel(row.channel))
             if wrap > 0:
-                await self._set_status(tx, agent, AgentStatus.WRAP_UP, "after_contact", wrap_until=tx.now + wrap)
+                await set_status(self, tx, agent, AgentStatus.WRAP_UP, "after_contact", wrap_until=tx.now + wrap)
             else:
-                await self._set_status(tx, agent, AgentStatus.AVAILABLE, "after_contact")
+                await set_status(self, tx, agent, AgentStatus.AVAILABLE, "after_contact")
 
     # ------------------------------------------------------------------------------------------
     # Strategy
