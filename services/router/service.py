@@ -21,9 +21,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import leadership, metrics, rebuild
 from services.router.auth import IssuedToken, KnownTokens, Principal, hash_token, new_token
-from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
 from services.router.group_commit import GroupCommit
 from services.router.handling import HandlingWatch
 from services.router.leeway import leeway_for, role_of
-from services.router.matching import MatchingEngine, WaitingContact
+from services.router.matching import MatchingEngine
 from services.router.open_offers import OpenOffers, PendingOffer
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.reach import contact_uris_values, reach_of
@@ -49,12 +47,10 @@ from services.router.rows import (
     contact_row,
     has_assignment,
     has_work,
-    language_key,
     loads_by_agent,
     offer_for,
     offered_role,
     to_datetime,
-    to_ts,
     waiting_contact,
 )
 from services.router.settings import RouterSettings
@@ -62,29 +58,23 @@ from services.router.store import ContactState, OfferState, agents, contacts, of
 from services.router.strategy import GoodwillLedger, Strategy, load_strategy
 from services.router.streams import Presence, StreamHub
 from services.router.unit_of_work import Clock, UnitOfWork, Writer
-from services.router.use_cases import agent_presence, agent_status, tick
+from services.router.use_cases import agent_presence, agent_status, inbound_events, tick
 from services.router.use_cases.agent_status import set_status
+from services.router.use_cases.dialing_outcomes import dialled_attempt
 from services.router.use_cases.offer_timeout import time_out
 from services.router.use_cases.offers import close_offer
 from services.router.views import RouterViews, offer_view
 from shared.events import (
-    AgentDialed,
     AgentStatus,
     AgentStatusChanged,
     AgentTokenIssued,
     AssignmentCompleted,
     AttemptResult,
     CallbackAttempted,
-    CallbackBreached,
-    CallbackDue,
-    CallbackFulfilled,
     CallbackOrigin,
     CallbackRequested,
     Channel,
-    ContactAbandoned,
-    ContactRequested,
     Customer,
-    CustomerDialed,
     Envelope,
     Intent,
     OfferAccepted,
@@ -92,7 +82,6 @@ from shared.events import (
     Role,
     deterministic_id,
 )
-from shared.inbox import first_time
 
 log = structlog.get_logger(__name__)
 
@@ -357,280 +346,10 @@ class RouterService:
     async def handle_event(self, envelope: Envelope) -> None:
         """Consume one event (``contacts``, and the end of callbacks from ``callbacks``): inbox dedupe,
         state change and outbox in one transaction."""
-        await self.handle_events([envelope])
+        await inbound_events.handle_events(self, [envelope])
 
     async def handle_events(self, envelopes: Sequence[Envelope]) -> None:
-        """Consume a batch of events in one transaction (one inbox check each, in order): the batch is
-        acknowledged only after this returns, so a crash in the middle replays all of it, deduped."""
-        mine = [e for e in envelopes if type(e.payload) in self._event_handlers and e.source != self.source]
-        if not mine:
-            return  # not ours (the topics carry more), or our own callback.attempted, applied at completion
-
-        async def apply(tx: UnitOfWork) -> None:
-            for envelope in mine:
-                if not await first_time(tx.session, self.consumer_name, envelope.id):
-                    metrics.EVENTS_DUPLICATE.inc()
-                    continue
-                try:
-                    await self._event_handlers[type(envelope.payload)](tx, envelope.payload)
-                except RouterError as exc:
-                    # Not a refusal of the whole batch: earlier events of it changed state already.
-                    raise RuntimeError(f"event {envelope.id} refused: {exc.detail}") from exc
-
-        while True:
-            try:
-                await self.writes.run(apply)
-                break
-            except OwnershipLost:
-                await leadership.regain(self)  # hold the events (not acknowledged) until this router owns again
-        self.wake()
-
-    @property
-    def _event_handlers(self) -> dict[type, Callable[[UnitOfWork, Any], Awaitable[None]]]:
-        """Which use case each consumed event type runs."""
-        return {
-            ContactRequested: self._on_requested,
-            ContactAbandoned: self._on_abandoned,
-            CallbackDue: self._on_callback_due,
-            CallbackAttempted: lambda tx, e: self._on_callback_closed(
-                tx, e.callback_id, f"attempted:{e.result.value}", e.at
-            ),
-            CallbackFulfilled: lambda tx, e: self._on_callback_closed(tx, e.callback_id, "fulfilled", e.at),
-            CallbackBreached: lambda tx, e: self._on_callback_closed(tx, e.callback_id, f"breached:{e.reason}", e.at),
-            # How ringing the agent or the customer ended (services/router/dialing.py).
-            AgentDialed: lambda tx, e: on_agent_dialed(self, tx, e),
-            CustomerDialed: lambda tx, e: on_customer_dialed(self, tx, e),
-        }
-
-    async def _on_requested(self, tx: UnitOfWork, event: ContactRequested) -> None:
-        if await contact_row(tx.session, event.contact_id) is not None:
-            return  # the same contact again (a retried webhook with a new event id): one contact
-        # A clock ahead of ours upstream must not put a contact in line "in the future" (behind later ones).
-        received = min(to_ts(event.received_at), tx.now)
-        waiting_for = max(0.0, tx.now - received)
-        within_hours = True if event.within_business_hours is None else event.within_business_hours
-        language = language_key(event.customer.language or "en")
-        arriving = WaitingContact(
-            contact_id=event.contact_id, site=event.site, channel=event.channel, intent=event.intent,
-            tier=event.customer.tier, language=language, enqueued_at=received,
-            expected_handling_seconds=event.expected_handling_seconds,
-        )
-        # Only agents on duty who could serve this contact (language, skills, roles) count for its wait.
-        estimated = self.engine.estimated_wait_for(arriving, tx.now)
-        unservable = self.engine.eligibility(arriving).reason
-        asked = event.callback_requested
-        # With nobody staffing the channel there is no estimate (inf): only the business-hours rule
-        # applies, and the contact queues for the first agent to log in, unless the strategy offers a
-        # callback when nobody on duty can serve it (callback.when_unservable).
-        divert = asked or self.strategy.should_offer_callback(
-            estimated if estimated != float("inf") else 0.0, within_hours, event.channel
-        ) or (unservable is not None and self.strategy.callback_when_unservable(event.channel))
-        values = dict(
-            contact_id=event.contact_id,
-            tenant_id=event.tenant_id,
-            site=event.site,
-            channel=event.channel.value,
-            state=ContactState.DIVERTED if divert else ContactState.WAITING,
-            customer=event.customer.model_dump(mode="json"),
-            intent=event.intent.value if event.intent else None,
-            summary=event.summary,
-            expected_handling_seconds=event.expected_handling_seconds,
-            within_business_hours=event.within_business_hours,
-            source=event.source,
-            external_id=event.external_id,
-            received_at=received,
-            virtual_start=received,
-            priority_boost=0.0,
-            preferred_agent_id=None,
-            widen_roles=False,
-            callback_id=None,
-            callback_attempt=None,
-            agent_id=None,
-            offers_made=0,
-            answered_at=None,
-            ended_at=tx.now if divert else None,
-            outcome=None,
-        )
-        await tx.session.execute(contacts.insert().values(**values))
-        await tx.note(
-            event.contact_id,
-            "received",
-            channel=event.channel.value,
-            intent=values["intent"],
-            tier=event.customer.tier.value,
-            source=event.source,
-            waited_before_router_seconds=round(waiting_for, 3),
-        )
-        metrics.CONTACTS_RECEIVED.labels(event.channel.value).inc()
-        if divert:
-            reason = (
-                "customer_requested"
-                if asked
-                else "outside_business_hours"
-                if not within_hours
-                else f"unservable_{unservable}"
-                if unservable is not None
-                else f"estimated_wait_{estimated:.0f}s"
-            )
-            origin = (
-                (CallbackOrigin.WEB_FORM if event.channel is Channel.WEB_CALLBACK else CallbackOrigin.CUSTOMER_REQUEST)
-                if asked
-                else CallbackOrigin.ROUTER_POLICY
-            )
-            await tx.emit(
-                CallbackRequested(
-                    tenant_id=event.tenant_id,
-                    request_id=deterministic_id("callback-request", event.tenant_id, event.contact_id),
-                    customer=event.customer,
-                    site=event.site,
-                    origin=origin,
-                    contact_id=event.contact_id,
-                    intent=event.intent,
-                    channel=Channel.VOICE if event.channel is Channel.WEB_CALLBACK else event.channel,
-                    preferred_window=event.preferred_window,
-                    reason=reason,
-                    virtual_start_time=event.received_at,
-                    requested_at=to_datetime(tx.now),
-                )
-            )
-            await tx.note(
-                event.contact_id, "callback_offered", reason=reason, estimated_wait_seconds=_finite(estimated)
-            )
-            metrics.CALLBACKS_OFFERED.labels(reason.split("_")[0]).inc()
-            return
-        row = await contact_row(tx.session, event.contact_id)
-        contact = waiting_contact(row)
-        self.engine.enqueue(contact)
-        plan = self.strategy.plan(contact)
-        await tx.note(
-            event.contact_id,
-            "queued",
-            rule=plan.rule,
-            priority=plan.priority,
-            roles=[s.role.value for s in plan.steps],
-            estimated_wait_seconds=_finite(estimated),
-        )
-        reason = self.engine.unservable_reason(event.contact_id)
-        if reason is not None:
-            # Flagged at once rather than left waiting silently next to idle agents who cannot take it.
-            await tx.note(event.contact_id, "unservable", reason=reason, rule=plan.rule)
-            metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
-
-    async def _on_abandoned(self, tx: UnitOfWork, event: ContactAbandoned) -> None:
-        row = await contact_row(tx.session, event.contact_id)
-        if row is None or row.state not in ContactState.OPEN:
-            if row is not None:
-                await tx.note(event.contact_id, "abandon_ignored", state=row.state, reason=event.reason)
-            return
-        offer = self.open_offers.for_contact(event.contact_id)
-        if offer is not None:
-            await close_offer(self, tx, offer, OfferState.WITHDRAWN, reason=event.reason, requeue=False)
-        else:
-            self.engine.withdraw(event.contact_id)
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == event.contact_id)
-            .values(state=ContactState.ABANDONED, agent_id=None, ended_at=tx.now)
-        )
-        await tx.note(
-            event.contact_id, "abandoned", reason=event.reason, waited_seconds=round(tx.now - row.virtual_start, 3)
-        )
-        metrics.CONTACTS_ABANDONED.labels(row.channel).inc()
-
-    async def _on_callback_due(self, tx: UnitOfWork, event: CallbackDue) -> None:
-        """A callback to make now. Its work item's id is the ``callback_id`` (the callback service's
-        contract): a later ``callback.due`` for it replaces the earlier one (new boost, preferred agent,
-        widening), and one after the previous attempt ended is the next attempt on the same item."""
-        work_id = event.callback_id
-        row = await contact_row(tx.session, work_id)
-        virtual = min(to_ts(event.virtual_start_time), tx.now) if event.virtual_start_time else tx.now
-        values: dict[str, Any] = dict(
-            tenant_id=event.tenant_id,
-            site=event.site,
-            channel=event.channel.value,
-            customer=event.customer.model_dump(mode="json"),
-            intent=event.intent.value if event.intent else None,
-            virtual_start=virtual,
-            priority_boost=event.priority_boost,
-            preferred_agent_id=event.preferred_agent_id,
-            widen_roles=event.widen_roles,
-            callback_id=event.callback_id,
-            callback_attempt=event.attempt,
-        )
-        details = dict(
-            attempt=event.attempt,
-            virtual_start=to_datetime(virtual).isoformat(),
-            priority_boost=event.priority_boost,
-            preferred_agent_id=event.preferred_agent_id,
-            widen_roles=event.widen_roles,
-            at_risk=event.at_risk,
-        )
-        if row is not None and row.state == ContactState.ASSIGNED:
-            await tx.note(work_id, "callback_due_ignored", reason="call in progress", **details)
-            return
-        if row is not None and row.state == ContactState.OFFERED:
-            # The offer stands; if it is declined or expires, the contact returns with the new terms.
-            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self.refresh_on_release.add(work_id)
-            await tx.note(work_id, "callback_updated", **details)
-            return
-        if row is not None and row.state == ContactState.WAITING:
-            declined = self.engine.declined_by(work_id)  # the new terms do not change who said no
-            self.engine.withdraw(work_id)
-            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self.engine.enqueue(waiting_contact(await contact_row(tx.session, work_id)), declined=declined)
-            await tx.note(work_id, "callback_updated", **details)
-            return
-        fresh = dict(
-            state=ContactState.WAITING,
-            summary=None,
-            expected_handling_seconds=None,
-            within_business_hours=None,
-            received_at=tx.now,
-            agent_id=None,
-            offers_made=0,
-            answered_at=None,
-            ended_at=None,
-            outcome=None,
-        )
-        if row is None:
-            await tx.session.execute(contacts.insert().values(contact_id=work_id, **values, **fresh))
-        else:  # the previous attempt ended: this is the next one, on the same audit trail
-            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values, **fresh))
-        self.engine.enqueue(waiting_contact(await contact_row(tx.session, work_id)))
-        await tx.note(
-            work_id,
-            "received",
-            callback_id=event.callback_id,
-            original_contact_id=event.contact_id,
-            deadline=event.deadline.isoformat(),
-            attempt=event.attempt,
-        )
-        await tx.note(work_id, "queued", **details)
-
-    async def _on_callback_closed(self, tx: UnitOfWork, callback_id: str, reason: str, at: datetime) -> None:
-        """The callback was attempted elsewhere, fulfilled or breached: a queued call is dropped (a new
-        ``callback.due`` brings it back if another try is needed). A call in progress is left alone, and
-        so is an attempt queued after the closing event happened (``callbacks`` and ``contacts`` are
-        different topics: a newer ``callback.due`` may overtake an older closure)."""
-        row = await contact_row(tx.session, callback_id)
-        if row is None or row.state not in ContactState.OPEN:
-            return
-        if to_ts(at) < row.received_at:
-            await tx.note(callback_id, "callback_close_ignored", reason=reason, stale=True)
-            return
-        offer = self.open_offers.for_contact(callback_id)
-        if offer is not None:
-            await close_offer(self, tx, offer, OfferState.WITHDRAWN, reason=reason, requeue=False)
-        else:
-            self.engine.withdraw(callback_id)
-        self.refresh_on_release.discard(callback_id)
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == callback_id)
-            .values(state=ContactState.CANCELLED, agent_id=None, ended_at=tx.now)
-        )
-        await tx.note(callback_id, "callback_closed", reason=reason)
+        await inbound_events.handle_events(self, envelopes)
 
     # ------------------------------------------------------------------------------------------
     # The tick: presence, expiries, wrap-up, decisions
@@ -754,7 +473,7 @@ class RouterService:
                 raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
             attempt = attempt_result
             if row.callback_id is not None and attempt is None:
-                attempt = await dialled_attempt(self, tx.session, row)  # the placed call's outcome, if known
+                attempt = await dialled_attempt(tx.session, row)  # the placed call's outcome, if known
             if row.callback_id is not None and attempt is None:
                 raise Invalid("attempt_result is required to complete a callback")
             if row.callback_id is None and attempt is not None:
@@ -918,6 +637,3 @@ class RouterService:
         self.wake()
         return strategy
 
-
-def _finite(x: float) -> float | None:
-    return round(x, 3) if x == x and x not in (float("inf"), float("-inf")) else None

@@ -1,7 +1,6 @@
 """What the router does when ringing the accepting agent failed (``contact.agent_dialed``).
 
-A separate module so the router core only dispatches to it. Vendor-neutral: the event comes from intake's
-Twilio dial callback or from any PBX connector.
+Vendor-neutral: the event comes from intake's Twilio dial callback or from any PBX connector.
 
 * ``busy`` / ``no_answer`` / ``failed``: the assignment is undone, the contact goes back to its original
   place in line (its virtual start time is unchanged), and the agent is counted a missed offer, as for an
@@ -22,11 +21,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import metrics
-from services.router.rows import agent_row, contact_row, has_work
+from services.router.rows import ON_CONTACT, agent_row, contact_row, has_work
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
 from services.router.unit_of_work import UnitOfWork
+from services.router.use_cases.agent_status import MISSED_OFFERS, set_status
 from shared.events import AgentDialed, AgentStatus, AttemptResult, CustomerDialed, DialResult
 
 if TYPE_CHECKING:
@@ -39,10 +40,7 @@ MISSED = (DialResult.BUSY, DialResult.NO_ANSWER, DialResult.FAILED)
 OFFER_STATE = {DialResult.NO_ANSWER: OfferState.TIMED_OUT}
 
 
-async def on_agent_dialed(svc: RouterService, tx: UnitOfWork, event: AgentDialed) -> None:
-    from services.router.rows import ON_CONTACT
-    from services.router.use_cases.agent_status import MISSED_OFFERS, set_status
-
+async def on_agent_dialed(router: RouterService, tx: UnitOfWork, event: AgentDialed) -> None:
     row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return
@@ -55,7 +53,7 @@ async def on_agent_dialed(svc: RouterService, tx: UnitOfWork, event: AgentDialed
         return
     agent_id = event.agent_id
     gone = event.result is DialResult.CALLER_GONE
-    svc.engine.release(event.contact_id, tx.now, requeue=not gone, missed=event.result in MISSED)
+    router.engine.release(event.contact_id, tx.now, requeue=not gone, missed=event.result in MISSED)
     if gone:
         values: dict[str, Any] = dict(state=ContactState.ABANDONED, agent_id=None, ended_at=tx.now)
     else:
@@ -83,13 +81,13 @@ async def on_agent_dialed(svc: RouterService, tx: UnitOfWork, event: AgentDialed
         and agent.status_reason == ON_CONTACT
         and not await has_work(tx.session, agent_id)
     ):
-        await set_status(svc, tx, agent, AgentStatus.AVAILABLE, "dial_ended")
+        await set_status(router, tx, agent, AgentStatus.AVAILABLE, "dial_ended")
     if event.result in MISSED:
         missed = missed_before + 1
         await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(missed_offers=missed))
         agent = await agent_row(tx.session, agent_id)
-        if missed >= svc.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
-            await set_status(svc, tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
+        if missed >= router.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
+            await set_status(router, tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
 
 
 async def _close_accepted_offer(tx: UnitOfWork, event: AgentDialed) -> None:
@@ -114,7 +112,7 @@ async def _close_accepted_offer(tx: UnitOfWork, event: AgentDialed) -> None:
         )
 
 
-async def on_customer_dialed(svc: RouterService, tx: UnitOfWork, event: CustomerDialed) -> None:
+async def on_customer_dialed(router: RouterService, tx: UnitOfWork, event: CustomerDialed) -> None:
     row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return
@@ -131,7 +129,7 @@ async def on_customer_dialed(svc: RouterService, tx: UnitOfWork, event: Customer
     )
 
 
-async def dialled_attempt(svc: RouterService, session: Any, row: Any) -> AttemptResult | None:
+async def dialled_attempt(session: AsyncSession, row: Any) -> AttemptResult | None:
     """The result of the outbound call placed for this assignment, if one was reported."""
     detail = (
         await session.execute(
