@@ -146,7 +146,7 @@ def create_app(
     async def refresh_gauges() -> None:
         if hasattr(app.state, "service"):
             try:
-                metrics.refresh_gauges(await app.state.service.stats())
+                metrics.refresh_gauges(await app.state.service.views.stats())
             except Exception:
                 log.exception("router.metrics_refresh_failed")
         await refresh_bus_gauges(runtime.bus)

@@ -19,3 +19,24 @@ hash_token = token_hash
 def new_token() -> str:
     """An opaque random token (unit tests that build the service without a signing key)."""
     return secrets.token_urlsafe(32)
+
+
+class KnownTokens:
+    """Token hash -> agent, as looked up: every agent request is authenticated, and a database read for
+    each was a tenth of the statements of a contact's lifecycle. Forgotten whenever a token is (re)issued."""
+
+    def __init__(self) -> None:
+        self._agent_of: dict[str, str] = {}
+        self.generation = 0  # moves on each forget(): a lookup that raced a new token is not kept
+
+    def get(self, digest: str) -> str | None:
+        return self._agent_of.get(digest)
+
+    def remember(self, digest: str, agent_id: str, generation: int) -> None:
+        """Keep a lookup made at ``generation``, unless a token was (re)issued since."""
+        if generation == self.generation:
+            self._agent_of[digest] = agent_id
+
+    def forget(self) -> None:
+        self.generation += 1
+        self._agent_of.clear()

@@ -121,10 +121,10 @@ async def shift_figures(service: Any, agent: dict[str, Any]) -> ShiftFigures:
     adding a query to the shared service module other work is changing."""
     strategy: Strategy = service.strategy
     team_key = "team" if agent.get("team") else "site"
-    team = [a for a in await service.list_agents() if a.get(team_key) == agent.get(team_key)]
+    team = [a for a in await service.views.list_agents() if a.get(team_key) == agent.get(team_key)]
     members = {a["agent_id"]: _allowed(strategy, a["roles"]) for a in team}
     since = service.clock() - SHIFT_SECONDS
-    async with service._sessionmaker() as session:  # noqa: SLF001 (read-only, see docstring)
+    async with service.sessionmaker() as session:  # read-only, see docstring
         rows = (
             await session.execute(
                 select(contacts.c.agent_id, contacts.c.answered_at, contacts.c.ended_at, contacts.c.outcome).where(
@@ -135,7 +135,7 @@ async def shift_figures(service: Any, agent: dict[str, Any]) -> ShiftFigures:
             )
         ).all()
     own = {agent["agent_id"]: members.get(agent["agent_id"], 600.0)}
-    stats = await service.stats()
+    stats = await service.views.stats()
     levels = {
         channel: {"share": sl.get("share"), "target": sl.get("target_share")}
         for channel, sl in (stats.get("service_level") or {}).items()

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.router.service import AgentProfile
+from services.router.use_cases.agent_admin import AgentProfile
 from shared.contact_uri import normalise_contact_uri
 from shared.events import AgentStatus, AttemptResult, Channel, Outcome, Role, TimeWindow
 

@@ -1,18 +1,19 @@
 """The router service: the pure matching engine wrapped in durable, transactional state changes.
 
-One :class:`RouterService` owns the routing state in its database (fenced by an ownership lease, see
-:mod:`services.router.ownership`). Every state change runs under one asyncio lock (one writer) inside a
-database transaction that also renews the lease, records the timeline and stages the emitted events in
-the outbox; agent actions and batches of consumed events that arrive together share one transaction and
-one commit (:mod:`services.router.group_commit`), and what they free is offered before that commit. The
-in-memory
-engine is an index of the database: it is rebuilt from the database on start, and again whenever a
-transaction fails after the engine was already changed, so the two never drift apart.
+One :class:`RouterService` owns the routing state in its database (fenced by an ownership lease:
+``ownership.py``, ``leadership.py``). Every state change is a unit of work (``unit_of_work.py``): under
+one writer, in a database transaction that also renews the lease, records the timeline and stages the
+emitted events in the outbox; agent actions and batches of consumed events that arrive together share
+one transaction and one commit (``group_commit.py``). The in-memory engine is an index of the database:
+it is rebuilt from it on start, and again whenever a transaction fails after the engine was already
+changed (``rebuild.py``), so the two never drift apart.
 
-Self-healing reservations: an offer is a lease with ``expires_at`` stored in the database. The tick loop
+Self-healing reservations: an offer is a lease with ``expires_at`` stored in the database. The tick
 times out expired leases and requeues their contacts; after a crash the same happens at start-up, before
 any new event is consumed. Presence is an open agent stream; an agent gone longer than the grace period
 gets no offers.
+
+What happens on each command or event is in ``use_cases/``, one module per use case.
 """
 
 from __future__ import annotations
@@ -21,121 +22,48 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.router import metrics
-from services.router.auth import IssuedToken, Principal, hash_token, new_token
-from services.router.dialing import dialled_attempt, on_agent_dialed, on_customer_dialed
-from services.router.errors import Conflict, Forbidden, Invalid, NotFound, RouterError
+from services.router import leadership, rebuild
+from services.router.auth import IssuedToken, KnownTokens, Principal, new_token
+from services.router.errors import RouterError
 from services.router.group_commit import GroupCommit
-from services.router.handling import HANDLING_OVERRUN, HandlingWatch, Watched
-from services.router.leeway import leeway_for, role_of
-from services.router.matching import AgentState, Decision, MatchingEngine, WaitingContact
+from services.router.handling import HandlingWatch
+from services.router.matching import MatchingEngine
+from services.router.open_offers import OpenOffers
 from services.router.ownership import Ownership, OwnershipLost
-from services.router.reach import contact_uris_values, reach_of
 from services.router.settings import RouterSettings
-from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
-from services.router.strategy import GoodwillLedger, Strategy, load_strategy
+from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence, StreamHub
-from services.router.views import RouterViews, language_key, offer_view, period_of, to_datetime, to_ts
-from shared.events import (
-    AgentDialed,
-    AgentStatus,
-    AgentStatusChanged,
-    AgentTokenIssued,
-    AssignmentCompleted,
-    AttemptResult,
-    CallbackAttempted,
-    CallbackBreached,
-    CallbackDue,
-    CallbackFulfilled,
-    CallbackOrigin,
-    CallbackRequested,
-    Channel,
-    ContactAbandoned,
-    ContactRequested,
-    Customer,
-    CustomerDialed,
-    Envelope,
-    EventData,
-    Intent,
-    OfferAccepted,
-    OfferDeclined,
-    OfferMade,
-    OfferTimedOut,
-    Outcome,
-    Role,
-    deterministic_id,
+from services.router.unit_of_work import Clock, UnitOfWork, Writer
+from services.router.use_cases import (
+    accept_offer,
+    agent_admin,
+    agent_presence,
+    agent_status,
+    complete_contact,
+    decline_offer,
+    inbound_events,
+    strategy_reload,
+    tick,
 )
-from shared.inbox import first_time
-from shared.outbox import stage
+from services.router.use_cases.agent_admin import AgentProfile
+from services.router.views import RouterViews
+from shared.events import AgentStatus, AttemptResult, Envelope, Outcome
 
 log = structlog.get_logger(__name__)
 
-Clock = Callable[[], float]
 
-# An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
-ON_CONTACT = "on_contact"
-MISSED_OFFERS = "missed_offers"
-SALE_ON_SHORT_QUESTION = "sale_on_short_question"  # timeline kind: a strategy deviation, recorded
+class RouterService:
+    """The router: its state (the engine and the indexes beside it, all rebuilt from the database), its
+    writer, and the commands app.py and the API call. Each command is one use case, in the module it
+    names (``use_cases/``); the reads are ``views``."""
 
-
-
-@dataclass(slots=True)
-class PendingOffer:
-    offer_id: str
-    contact_id: str
-    agent_id: str
-    expires_at: float
-
-
-@dataclass
-class AgentProfile:
-    """What an admin registers or updates about an agent (validated by the API layer)."""
-
-    name: str
-    roles: list[Role]
-    primary_role: Role
-    skills: dict[str, int]
-    languages: list[str]
-    capacity: dict[Channel, int]
-    site: str
-    team: str | None = None
-    contact_uris: dict[Channel, str] | None = None  # None: keep what is stored
-
-
-@dataclass
-class _Tx:
-    """One unit of work: the session, plus what to do once (and only if) it committed."""
-
-    session: AsyncSession
-    source: str
-    now: float
-    pushes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    emitted: int = 0
-
-    async def emit(self, data: EventData, event_id: str | None = None) -> Envelope:
-        self.emitted += 1
-        return await stage(self.session, data, source=self.source, event_id=event_id)
-
-    async def note(self, contact_id: str, kind: str, agent_id: str | None = None, **detail: Any) -> None:
-        await self.session.execute(
-            timeline.insert().values(contact_id=contact_id, at=self.now, kind=kind, agent_id=agent_id, detail=detail)
-        )
-
-    def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
-        self.pushes.append((agent_id, event, data))
-
-
-class RouterService(RouterViews):
     def __init__(
         self,
         *,
@@ -148,40 +76,42 @@ class RouterService(RouterViews):
         clock: Clock = time.time,
         issue_agent_token: Callable[[str], IssuedToken] | None = None,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self.sessionmaker = sessionmaker
         # Signed tokens any service can verify (shared.auth); opaque random ones in unit tests.
-        self._issue_agent_token = issue_agent_token or (lambda _agent: IssuedToken(new_token(), uuid.uuid4().hex, None))
+        self.issue_agent_token = issue_agent_token or (lambda _agent: IssuedToken(new_token(), uuid.uuid4().hex, None))
         self.settings = settings
         self.strategy = strategy
         self.source = source
         self.tenant_id = tenant_id
-        self._notify = notify
         self.clock = clock
         self.hub = StreamHub()
         self.presence = Presence(settings.presence_grace_seconds)
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
-        self._lock = asyncio.Lock()
-        # Token hash -> agent: every agent request is authenticated, and a database read for each was a
-        # tenth of the statements of a contact's lifecycle. Forgotten whenever a token is (re)issued.
-        self._agent_of_token: dict[str, str] = {}
-        self._tokens_issued = 0
+        self.tokens = KnownTokens()
+        self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
+        self.writer = Writer(
+            sessionmaker=sessionmaker,
+            source=source,
+            clock=clock,
+            ownership=self.ownership,
+            rebuild=lambda: rebuild.from_database(self),
+            notify=notify,
+            publish=self.hub.publish,
+        )
         # Agent actions and batches of consumed events share transactions (see group_commit.py).
-        self._writes: GroupCommit[_Tx] = GroupCommit(self._unit_of_work, refusals=(RouterError,))
-        self._pending: dict[str, PendingOffer] = {}
-        self._offer_of_contact: dict[str, str] = {}
-        self._wrap_until: dict[str, float] = {}
+        self.writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
+        self.open_offers = OpenOffers()
+        self.wrap_until: dict[str, float] = {}  # agents in wrap-up: when it ends
         # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.
-        self._handling = HandlingWatch()
-        self._absent: set[str] = set()  # agents the engine was told are not connected
+        self.handling = HandlingWatch()
+        self.absent: set[str] = set()  # agents the engine was told are not connected
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
-        self._refresh_on_release: set[str] = set()
-        self._stale = False  # the engine may differ from the database (a failed rebuild): rebuild first
+        self.refresh_on_release: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer_name = settings.consumer_group
-        self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
-        self._renewed_at = 0.0
+        self.views = RouterViews(self)  # the read side
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -198,56 +128,21 @@ class RouterService(RouterViews):
 
     async def start(self) -> None:
         """Own the state, rebuild it from the database, heal what a crash left behind, start ticking."""
-        await self._acquire()
-        async with self._lock:
-            await self._rebuild()
+        await leadership.acquire(self)
+        async with self.writer.lock:
+            await rebuild.from_database(self)
         await self.tick()  # expired leases are timed out and requeued before anything else happens
         self._task = asyncio.create_task(self._run(), name="router-tick")
 
     async def stop(self) -> None:
-        await self._writes.stop()
+        await self.writes.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         self.hub.shutdown()
-        if self.ownership.held:  # hand over at once instead of making a standby wait for the expiry
-            with contextlib.suppress(Exception):
-                async with self._sessionmaker() as session, session.begin():
-                    await self.ownership.release(session)
-
-    async def _try_acquire(self) -> bool:
-        async with self._sessionmaker() as session, session.begin():
-            now = self.clock()
-            if await self.ownership.try_acquire(session, now):
-                self._renewed_at = now
-                return True
-        return False
-
-    async def _acquire(self) -> None:
-        """Wait (as a standby) until this router owns the routing state."""
-        waiting = False
-        while not await self._try_acquire():
-            if not waiting:
-                log.warning("router.standby", lease=self.ownership.name, ttl=self.ownership.ttl)
-                waiting = True
-            await asyncio.sleep(min(1.0, self.ownership.ttl / 3))
-        log.info("router.owner", lease=self.ownership.name, owner=self.ownership.owner)
-
-    async def _regain(self) -> None:
-        """After losing ownership: wait to own it again, then rebuild (the other owner changed things)."""
-        await self._acquire()
-        async with self._lock:
-            await self._rebuild()
-
-    @contextlib.asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
-        """The writer lock, with the engine brought back in line with the database if it may differ."""
-        async with self._lock:
-            if self._stale:
-                await self._rebuild()
-            yield
+        await leadership.hand_over(self)
 
     def wake(self) -> None:
         """Route now rather than at the next tick (a contact arrived, an agent became free)."""
@@ -269,212 +164,6 @@ class RouterService(RouterViews):
                 log.exception("router.tick_failed")
                 await asyncio.sleep(interval)
 
-    async def _rebuild(self) -> None:
-        """Load the engine and the lease index from the database (the truth)."""
-        now = self.clock()
-        engine = MatchingEngine(self.strategy)
-        self._forget_tokens()  # another owner may have issued tokens meanwhile
-        self._pending.clear()
-        self._offer_of_contact.clear()
-        self._wrap_until.clear()
-        self._refresh_on_release.clear()
-        self._handling = HandlingWatch()
-        async with self._sessionmaker() as session:
-            agent_rows = (await session.execute(select(agents))).all()
-            for row in agent_rows:
-                self.presence.track(row.agent_id, now)
-                # Load comes back below, one restored reservation per offered or assigned contact.
-                engine.upsert_agent(self._agent_state(row, {}, now))
-                if row.status == AgentStatus.WRAP_UP and row.wrap_up_until is not None:
-                    self._wrap_until[row.agent_id] = row.wrap_up_until
-            rows = (
-                await session.execute(
-                    select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
-                )
-            ).all()
-            declined = await self._declined_offers(session, rows, now)
-            for row in rows:
-                if row.state == ContactState.WAITING or row.agent_id is None:
-                    engine.enqueue(self._waiting(row), declined=declined.get(row.contact_id))
-                else:
-                    engine.restore_reservation(
-                        self._waiting(row), row.agent_id, row.answered_at or now, declined=declined.get(row.contact_id)
-                    )
-            await self._watch_handling(session, [r for r in rows if r.state == ContactState.ASSIGNED])
-            pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
-            for o in pending:
-                self._track_offer(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
-            self.engine = engine
-            self._stale = False
-            await self._rebuild_counters(session, now)
-        log.info(
-            "router.rebuilt",
-            agents=len(agent_rows),
-            live_contacts=len(rows),
-            pending_offers=len(self._pending),
-            strategy=self.strategy.version,
-        )
-
-    async def _watch_handling(self, session: AsyncSession, assigned: Sequence[Any]) -> None:
-        """Watch assigned contacts for the end of their allowed handling time, except those already
-        flagged (the timeline says so): one notice per contact, across restarts."""
-        if not assigned:
-            return
-        ids = [r.contact_id for r in assigned]
-        flagged = set(
-            (
-                await session.execute(
-                    select(timeline.c.contact_id).where(
-                        timeline.c.contact_id.in_(ids), timeline.c.kind == HANDLING_OVERRUN
-                    )
-                )
-            ).scalars()
-        )
-        for row in assigned:
-            if row.contact_id in flagged or row.answered_at is None:
-                continue
-            role = await self._offered_role(session, row.contact_id, row.agent_id)
-            leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(row)), role)
-            self._handling.watch(row.contact_id, row.agent_id, leeway, row.answered_at)
-
-    async def _declined_offers(
-        self, session: AsyncSession, rows: Sequence[Any], now: float
-    ) -> dict[str, dict[str, float]]:
-        """Per live contact, the agents who declined or missed it in its current attempt and when, so that
-        a restart skips them as the running engine did (recent ones only: older ones are free again)."""
-        attempt_start = {r.contact_id: r.received_at for r in rows if r.state != ContactState.ASSIGNED}
-        if not attempt_start:
-            return {}
-        result = await session.execute(
-            select(offers.c.contact_id, offers.c.agent_id, offers.c.resolved_at).where(
-                offers.c.state.in_((OfferState.DECLINED, OfferState.TIMED_OUT)),
-                offers.c.resolved_at >= now - self.strategy.reoffer_after_seconds,
-            )
-        )
-        declined: dict[str, dict[str, float]] = {}
-        for contact_id, agent_id, at in result:
-            start = attempt_start.get(contact_id)
-            if start is not None and at >= start:
-                by_agent = declined.setdefault(contact_id, {})
-                by_agent[agent_id] = max(at, by_agent.get(agent_id, at))
-        return declined
-
-    async def _rebuild_counters(self, session: AsyncSession, now: float) -> None:
-        """Replay the rolling sales-share and goodwill windows from durable offers and completions."""
-        sales = self.engine.sales
-        self.goodwill = GoodwillLedger(self.strategy.goodwill)
-        since = now - self.strategy.sales_share.period_seconds
-        rows = (
-            await session.execute(
-                select(offers.c.contact_id, offers.c.made_at, offers.c.explanation, contacts.c.site)
-                .join(contacts, contacts.c.contact_id == offers.c.contact_id)
-                .where(offers.c.made_at > since)
-                .order_by(offers.c.made_at)
-            )
-        ).all()
-        for row in rows:
-            role = role_of(row.explanation)
-            if role is not None:
-                sales.record_offer(row.contact_id, role, row.made_at, row.site)
-        since = now - max(self.strategy.goodwill.period_seconds, self.strategy.sales_share.period_seconds)
-        done = (
-            await session.execute(
-                select(
-                    contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome, contacts.c.site
-                )
-                .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
-                .order_by(contacts.c.ended_at)
-            )
-        ).all()
-        for row in done:
-            outcome = row.outcome or {}
-            amount = float(outcome.get("goodwill_amount") or 0.0)
-            # per-role budgets need the role the grant was made under (only grants: few reads)
-            role = await self._offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
-            self.goodwill.record(amount, row.ended_at, role)
-            sales.record_completion(bool(outcome.get("sold")), row.ended_at, row.site)
-
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[_Tx]:
-        """A transaction; on failure the engine is rebuilt from the database (it may hold the change)."""
-        async with self._sessionmaker() as session:
-            tx = _Tx(session=session, source=self.source, now=self.clock())
-            try:
-                async with session.begin():
-                    # Fencing: a router that no longer owns the state cannot commit anything.
-                    await self.ownership.renew(session, tx.now)
-                    yield tx
-            except RouterError:
-                raise  # refused before anything changed: the engine is untouched
-            except OwnershipLost:
-                log.error("router.ownership_lost", lease=self.ownership.name)
-                raise  # the engine is rebuilt once ownership is regained
-            except BaseException:
-                try:
-                    await self._rebuild()
-                except Exception:
-                    # The database is unreachable: rebuild before the engine is used again, or a
-                    # reservation the database never saw would stay stuck in memory.
-                    self._stale = True
-                    log.exception("router.rebuild_failed")
-                raise
-        self._renewed_at = tx.now
-        if tx.emitted:
-            self._notify()
-        for agent_id, event, data in tx.pushes:
-            self.hub.publish(agent_id, event, data)
-
-    @contextlib.asynccontextmanager
-    async def _unit_of_work(self) -> AsyncIterator[_Tx]:
-        """A group's transaction under the writer lock. Routing is not part of it: the tick offers what a
-        group freed in a transaction of its own, so a failing offer never holds back consumed events."""
-        async with self._locked(), self._tx() as tx:
-            yield tx
-
-    # ------------------------------------------------------------------------------------------
-    # Converting rows
-    # ------------------------------------------------------------------------------------------
-
-    def _engine_status(self, status: str, reason: str | None) -> AgentStatus:
-        # ``busy`` set by the router means "working, take more within capacity": capacity, load and
-        # channel blending are the engine's call. A ``busy`` the agent chose means "no new work".
-        if status == AgentStatus.BUSY and reason == ON_CONTACT:
-            return AgentStatus.AVAILABLE
-        return AgentStatus(status)
-
-    def _agent_state(self, row: Any, load: dict[Channel, int], now: float) -> AgentState:
-        roles = [Role(row.primary_role)] + [Role(r) for r in row.roles if r != row.primary_role]
-        return AgentState(
-            agent_id=row.agent_id,
-            site=row.site,
-            roles=roles,
-            skills=dict(row.skills),
-            languages={language_key(lang) for lang in row.languages},
-            capacity={Channel(k): int(v) for k, v in row.capacity.items()},
-            status=self._engine_status(row.status, row.status_reason),
-            load=dict(load),
-            idle_since=row.status_since,
-            connected=row.agent_id not in self._absent,
-        )
-
-    async def _resync_agent(self, tx: _Tx, agent_id: str) -> None:
-        """Give the engine the agent as the database has it (profile, status, load)."""
-        row = (await tx.session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
-        if row is None:
-            return
-        loads = await self._loads(tx.session, agent_id)
-        self.engine.upsert_agent(self._agent_state(row, loads.get(agent_id, {}), tx.now))
-
-    def _track_offer(self, offer: PendingOffer) -> None:
-        self._pending[offer.offer_id] = offer
-        self._offer_of_contact[offer.contact_id] = offer.offer_id
-
-    def _untrack_offer(self, offer_id: str) -> PendingOffer | None:
-        offer = self._pending.pop(offer_id, None)
-        if offer is not None and self._offer_of_contact.get(offer.contact_id) == offer_id:
-            del self._offer_of_contact[offer.contact_id]
-        return offer
-
     # ------------------------------------------------------------------------------------------
     # Agents
     # ------------------------------------------------------------------------------------------
@@ -482,189 +171,25 @@ class RouterService(RouterViews):
     async def register_agent(
         self, agent_id: str | None, profile: AgentProfile, status: AgentStatus
     ) -> tuple[dict[str, Any], str]:
-        """Create an agent; returns it and its bearer token (shown once, only its hash is kept)."""
-        if status in (AgentStatus.BUSY, AgentStatus.WRAP_UP):
-            raise Invalid("an agent starts as available, break or offline")
-        agent_id = agent_id or str(uuid.uuid4())
-        issued = self._issue_agent_token(agent_id)
-        token = issued.token
-        async with self._locked(), self._tx() as tx:
-            exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
-            if exists.first() is not None:
-                raise Conflict(f"agent {agent_id!r} already exists")
-            await tx.session.execute(
-                agents.insert().values(
-                    agent_id=agent_id,
-                    tenant_id=self.tenant_id,
-                    site=profile.site,
-                    team=profile.team,
-                    name=profile.name,
-                    roles=[r.value for r in profile.roles],
-                    primary_role=profile.primary_role.value,
-                    skills=profile.skills,
-                    languages=profile.languages,
-                    capacity={c.value: n for c, n in profile.capacity.items()},
-                    status=status.value,
-                    status_since=tx.now,
-                    status_reason="registered",
-                    wrap_up_until=None,
-                    missed_offers=0,
-                    contact_uris={c.value: u for c, u in (profile.contact_uris or {}).items()},
-                    token_hash=hash_token(token),
-                    created_at=tx.now,
-                    updated_at=tx.now,
-                )
-            )
-            self.presence.track(agent_id, tx.now)
-            await self._resync_agent(tx, agent_id)
-            await tx.emit(
-                AgentStatusChanged(
-                    tenant_id=self.tenant_id,
-                    agent_id=agent_id,
-                    site=profile.site,
-                    status=status,
-                    previous=None,
-                    reason="registered",
-                    at=to_datetime(tx.now),
-                )
-            )
-            await tx.emit(
-                AgentTokenIssued(
-                    tenant_id=self.tenant_id, agent_id=agent_id, site=profile.site, token_id=issued.token_id
-                )
-            )
-            metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
-        self.wake()
-        return await self.get_agent(agent_id), token
+        return await agent_admin.register_agent(self, agent_id, profile, status)
 
     async def update_agent(self, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
-        async with self._locked(), self._tx() as tx:
-            row = await self._agent_row(tx.session, agent_id)
-            if profile.site != row.site and await self._has_work(tx.session, agent_id):
-                raise Conflict("an agent cannot change site while it has offers or assignments")
-            await tx.session.execute(
-                update(agents)
-                .where(agents.c.agent_id == agent_id)
-                .values(
-                    name=profile.name,
-                    roles=[r.value for r in profile.roles],
-                    primary_role=profile.primary_role.value,
-                    skills=profile.skills,
-                    languages=profile.languages,
-                    capacity={c.value: n for c, n in profile.capacity.items()},
-                    site=profile.site,
-                    team=profile.team,
-                    updated_at=tx.now,
-                    **contact_uris_values(profile.contact_uris),
-                )
-            )
-            await self._resync_agent(tx, agent_id)
-        self.wake()
-        return await self.get_agent(agent_id)
+        return await agent_admin.update_agent(self, agent_id, profile)
 
     async def rotate_token(self, agent_id: str) -> str:
-        """A new token; the old one stops working here at once, on the other services once they have
-        consumed the ``agent.token_issued`` event staged in the same transaction."""
-        issued = self._issue_agent_token(agent_id)
-        self._forget_tokens()
-        async with self._locked(), self._tx() as tx:
-            row = await self._agent_row(tx.session, agent_id)
-            await tx.session.execute(
-                update(agents)
-                .where(agents.c.agent_id == agent_id)
-                .values(token_hash=hash_token(issued.token), updated_at=tx.now)
-            )
-            await tx.emit(
-                AgentTokenIssued(tenant_id=self.tenant_id, agent_id=agent_id, site=row.site, token_id=issued.token_id)
-            )
-        self._forget_tokens()  # also what was looked up while the change committed
-        return issued.token
+        return await agent_admin.rotate_token(self, agent_id)
 
     async def agent_for_token(self, token: str) -> str | None:
-        """The agent a bearer token belongs to (lookup by the token's hash; the token is never stored)."""
-        digest = hash_token(token)
-        if (known := self._agent_of_token.get(digest)) is not None:
-            return known
-        issued_before = self._tokens_issued
-        async with self._sessionmaker() as session:
-            agent_id = (
-                await session.execute(select(agents.c.agent_id).where(agents.c.token_hash == digest))
-            ).scalar_one_or_none()
-        if agent_id is not None and issued_before == self._tokens_issued:  # no token changed meanwhile
-            self._agent_of_token[digest] = agent_id
-        return agent_id
-
-    def _forget_tokens(self) -> None:
-        self._tokens_issued += 1
-        self._agent_of_token.clear()
+        return await agent_admin.agent_for_token(self, token)
 
     async def change_status(self, agent_id: str, status: AgentStatus, reason: str | None) -> dict[str, Any]:
-        """An agent (or the admin) changes its status. ``wrap_up`` is only ever set by the router."""
-        if status is AgentStatus.WRAP_UP:
-            raise Invalid("wrap_up is set automatically after a contact; it cannot be chosen")
+        return await agent_status.change_status(self, agent_id, status, reason)
 
-        async def change(tx: _Tx) -> None:
-            row = await self._agent_row(tx.session, agent_id)
-            if status is AgentStatus.AVAILABLE and row.status == AgentStatus.BUSY and row.status_reason == ON_CONTACT:
-                return  # already taking work
-            if row.status == status.value and reason is None and not row.missed_offers:
-                return  # said again (clients do after every contact): no write, no event, no stream message
-            await self._set_status(tx, row, status, reason or "requested")
+    def stream_opened(self, agent_id: str) -> None:
+        agent_presence.stream_opened(self, agent_id)
 
-        await self._writes.run(change)
-        self.wake()
-        return await self.get_agent(agent_id)
-
-    async def _set_status(
-        self, tx: _Tx, row: Any, status: AgentStatus, reason: str, *, wrap_until: float | None = None
-    ) -> None:
-        """Change an agent's status: database, engine, event, stream; leaving work releases offers."""
-        previous = AgentStatus(row.status)
-        if previous is status and row.status_reason == reason:
-            return
-        if status is AgentStatus.WRAP_UP and wrap_until is None:
-            raise ValueError("wrap_up needs its end time")
-        values: dict[str, Any] = {
-            "status": status.value,
-            "status_since": tx.now,
-            "status_reason": reason,
-            "wrap_up_until": wrap_until if status is AgentStatus.WRAP_UP else None,
-            "updated_at": tx.now,
-        }
-        if status is AgentStatus.AVAILABLE:
-            values["missed_offers"] = 0
-        await tx.session.execute(update(agents).where(agents.c.agent_id == row.agent_id).values(**values))
-        if status is AgentStatus.WRAP_UP:
-            self._wrap_until[row.agent_id] = values["wrap_up_until"]
-        else:
-            self._wrap_until.pop(row.agent_id, None)
-        self.engine.set_status(row.agent_id, self._engine_status(status.value, reason), tx.now)
-        await tx.emit(
-            AgentStatusChanged(
-                tenant_id=self.tenant_id,
-                agent_id=row.agent_id,
-                site=row.site,
-                status=status,
-                previous=previous,
-                reason=reason,
-                at=to_datetime(tx.now),
-            )
-        )
-        metrics.AGENT_STATUS_CHANGES.labels(status.value).inc()
-        tx.push(
-            row.agent_id,
-            "status",
-            {
-                "agent_id": row.agent_id,
-                "status": status.value,
-                "previous": previous.value,
-                "reason": reason,
-                "wrap_up_until": values["wrap_up_until"],
-            },
-        )
-        if status in (AgentStatus.BREAK, AgentStatus.OFFLINE, AgentStatus.BUSY) and reason != ON_CONTACT:
-            for offer in [o for o in self._pending.values() if o.agent_id == row.agent_id]:
-                await self._close_offer(tx, offer, OfferState.DECLINED, reason=f"agent_{status.value}")
+    def stream_closed(self, agent_id: str) -> None:
+        agent_presence.stream_closed(self, agent_id)
 
     # ------------------------------------------------------------------------------------------
     # Contacts from the bus
@@ -673,784 +198,32 @@ class RouterService(RouterViews):
     async def handle_event(self, envelope: Envelope) -> None:
         """Consume one event (``contacts``, and the end of callbacks from ``callbacks``): inbox dedupe,
         state change and outbox in one transaction."""
-        await self.handle_events([envelope])
+        await inbound_events.handle_events(self, [envelope])
 
     async def handle_events(self, envelopes: Sequence[Envelope]) -> None:
-        """Consume a batch of events in one transaction (one inbox check each, in order): the batch is
-        acknowledged only after this returns, so a crash in the middle replays all of it, deduped."""
-        mine = [e for e in envelopes if type(e.payload) in self._event_handlers and e.source != self.source]
-        if not mine:
-            return  # not ours (the topics carry more), or our own callback.attempted, applied at completion
-
-        async def apply(tx: _Tx) -> None:
-            for envelope in mine:
-                if not await first_time(tx.session, self.consumer_name, envelope.id):
-                    metrics.EVENTS_DUPLICATE.inc()
-                    continue
-                try:
-                    await self._event_handlers[type(envelope.payload)](tx, envelope.payload)
-                except RouterError as exc:
-                    # Not a refusal of the whole batch: earlier events of it changed state already.
-                    raise RuntimeError(f"event {envelope.id} refused: {exc.detail}") from exc
-
-        while True:
-            try:
-                await self._writes.run(apply)
-                break
-            except OwnershipLost:
-                await self._regain()  # hold the events (not acknowledged) until this router owns again
-        self.wake()
-
-    @property
-    def _event_handlers(self) -> dict[type, Callable[[_Tx, Any], Awaitable[None]]]:
-        """Which use case each consumed event type runs."""
-        return {
-            ContactRequested: self._on_requested,
-            ContactAbandoned: self._on_abandoned,
-            CallbackDue: self._on_callback_due,
-            CallbackAttempted: lambda tx, e: self._on_callback_closed(
-                tx, e.callback_id, f"attempted:{e.result.value}", e.at
-            ),
-            CallbackFulfilled: lambda tx, e: self._on_callback_closed(tx, e.callback_id, "fulfilled", e.at),
-            CallbackBreached: lambda tx, e: self._on_callback_closed(tx, e.callback_id, f"breached:{e.reason}", e.at),
-            # How ringing the agent or the customer ended (services/router/dialing.py).
-            AgentDialed: lambda tx, e: on_agent_dialed(self, tx, e),
-            CustomerDialed: lambda tx, e: on_customer_dialed(self, tx, e),
-        }
-
-    async def _on_requested(self, tx: _Tx, event: ContactRequested) -> None:
-        if await self._contact_row(tx.session, event.contact_id) is not None:
-            return  # the same contact again (a retried webhook with a new event id): one contact
-        # A clock ahead of ours upstream must not put a contact in line "in the future" (behind later ones).
-        received = min(to_ts(event.received_at), tx.now)
-        waiting_for = max(0.0, tx.now - received)
-        within_hours = True if event.within_business_hours is None else event.within_business_hours
-        language = language_key(event.customer.language or "en")
-        arriving = WaitingContact(
-            contact_id=event.contact_id, site=event.site, channel=event.channel, intent=event.intent,
-            tier=event.customer.tier, language=language, enqueued_at=received,
-            expected_handling_seconds=event.expected_handling_seconds,
-        )
-        # Only agents on duty who could serve this contact (language, skills, roles) count for its wait.
-        estimated = self.engine.estimated_wait_for(arriving, tx.now)
-        unservable = self.engine.eligibility(arriving).reason
-        asked = event.callback_requested
-        # With nobody staffing the channel there is no estimate (inf): only the business-hours rule
-        # applies, and the contact queues for the first agent to log in, unless the strategy offers a
-        # callback when nobody on duty can serve it (callback.when_unservable).
-        divert = asked or self.strategy.should_offer_callback(
-            estimated if estimated != float("inf") else 0.0, within_hours, event.channel
-        ) or (unservable is not None and self.strategy.callback_when_unservable(event.channel))
-        values = dict(
-            contact_id=event.contact_id,
-            tenant_id=event.tenant_id,
-            site=event.site,
-            channel=event.channel.value,
-            state=ContactState.DIVERTED if divert else ContactState.WAITING,
-            customer=event.customer.model_dump(mode="json"),
-            intent=event.intent.value if event.intent else None,
-            summary=event.summary,
-            expected_handling_seconds=event.expected_handling_seconds,
-            within_business_hours=event.within_business_hours,
-            source=event.source,
-            external_id=event.external_id,
-            received_at=received,
-            virtual_start=received,
-            priority_boost=0.0,
-            preferred_agent_id=None,
-            widen_roles=False,
-            callback_id=None,
-            callback_attempt=None,
-            agent_id=None,
-            offers_made=0,
-            answered_at=None,
-            ended_at=tx.now if divert else None,
-            outcome=None,
-        )
-        await tx.session.execute(contacts.insert().values(**values))
-        await tx.note(
-            event.contact_id,
-            "received",
-            channel=event.channel.value,
-            intent=values["intent"],
-            tier=event.customer.tier.value,
-            source=event.source,
-            waited_before_router_seconds=round(waiting_for, 3),
-        )
-        metrics.CONTACTS_RECEIVED.labels(event.channel.value).inc()
-        if divert:
-            reason = (
-                "customer_requested"
-                if asked
-                else "outside_business_hours"
-                if not within_hours
-                else f"unservable_{unservable}"
-                if unservable is not None
-                else f"estimated_wait_{estimated:.0f}s"
-            )
-            origin = (
-                (CallbackOrigin.WEB_FORM if event.channel is Channel.WEB_CALLBACK else CallbackOrigin.CUSTOMER_REQUEST)
-                if asked
-                else CallbackOrigin.ROUTER_POLICY
-            )
-            await tx.emit(
-                CallbackRequested(
-                    tenant_id=event.tenant_id,
-                    request_id=deterministic_id("callback-request", event.tenant_id, event.contact_id),
-                    customer=event.customer,
-                    site=event.site,
-                    origin=origin,
-                    contact_id=event.contact_id,
-                    intent=event.intent,
-                    channel=Channel.VOICE if event.channel is Channel.WEB_CALLBACK else event.channel,
-                    preferred_window=event.preferred_window,
-                    reason=reason,
-                    virtual_start_time=event.received_at,
-                    requested_at=to_datetime(tx.now),
-                )
-            )
-            await tx.note(
-                event.contact_id, "callback_offered", reason=reason, estimated_wait_seconds=_finite(estimated)
-            )
-            metrics.CALLBACKS_OFFERED.labels(reason.split("_")[0]).inc()
-            return
-        row = await self._contact_row(tx.session, event.contact_id)
-        contact = self._waiting(row)
-        self.engine.enqueue(contact)
-        plan = self.strategy.plan(contact)
-        await tx.note(
-            event.contact_id,
-            "queued",
-            rule=plan.rule,
-            priority=plan.priority,
-            roles=[s.role.value for s in plan.steps],
-            estimated_wait_seconds=_finite(estimated),
-        )
-        reason = self.engine.unservable_reason(event.contact_id)
-        if reason is not None:
-            # Flagged at once rather than left waiting silently next to idle agents who cannot take it.
-            await tx.note(event.contact_id, "unservable", reason=reason, rule=plan.rule)
-            metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
-
-    async def _on_abandoned(self, tx: _Tx, event: ContactAbandoned) -> None:
-        row = await self._contact_row(tx.session, event.contact_id)
-        if row is None or row.state not in ContactState.OPEN:
-            if row is not None:
-                await tx.note(event.contact_id, "abandon_ignored", state=row.state, reason=event.reason)
-            return
-        offer_id = self._offer_of_contact.get(event.contact_id)
-        if offer_id is not None:
-            await self._close_offer(
-                tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=event.reason, requeue=False
-            )
-        else:
-            self.engine.withdraw(event.contact_id)
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == event.contact_id)
-            .values(state=ContactState.ABANDONED, agent_id=None, ended_at=tx.now)
-        )
-        await tx.note(
-            event.contact_id, "abandoned", reason=event.reason, waited_seconds=round(tx.now - row.virtual_start, 3)
-        )
-        metrics.CONTACTS_ABANDONED.labels(row.channel).inc()
-
-    async def _on_callback_due(self, tx: _Tx, event: CallbackDue) -> None:
-        """A callback to make now. Its work item's id is the ``callback_id`` (the callback service's
-        contract): a later ``callback.due`` for it replaces the earlier one (new boost, preferred agent,
-        widening), and one after the previous attempt ended is the next attempt on the same item."""
-        work_id = event.callback_id
-        row = await self._contact_row(tx.session, work_id)
-        virtual = min(to_ts(event.virtual_start_time), tx.now) if event.virtual_start_time else tx.now
-        values: dict[str, Any] = dict(
-            tenant_id=event.tenant_id,
-            site=event.site,
-            channel=event.channel.value,
-            customer=event.customer.model_dump(mode="json"),
-            intent=event.intent.value if event.intent else None,
-            virtual_start=virtual,
-            priority_boost=event.priority_boost,
-            preferred_agent_id=event.preferred_agent_id,
-            widen_roles=event.widen_roles,
-            callback_id=event.callback_id,
-            callback_attempt=event.attempt,
-        )
-        details = dict(
-            attempt=event.attempt,
-            virtual_start=to_datetime(virtual).isoformat(),
-            priority_boost=event.priority_boost,
-            preferred_agent_id=event.preferred_agent_id,
-            widen_roles=event.widen_roles,
-            at_risk=event.at_risk,
-        )
-        if row is not None and row.state == ContactState.ASSIGNED:
-            await tx.note(work_id, "callback_due_ignored", reason="call in progress", **details)
-            return
-        if row is not None and row.state == ContactState.OFFERED:
-            # The offer stands; if it is declined or expires, the contact returns with the new terms.
-            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self._refresh_on_release.add(work_id)
-            await tx.note(work_id, "callback_updated", **details)
-            return
-        if row is not None and row.state == ContactState.WAITING:
-            declined = self.engine.declined_by(work_id)  # the new terms do not change who said no
-            self.engine.withdraw(work_id)
-            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values))
-            self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)), declined=declined)
-            await tx.note(work_id, "callback_updated", **details)
-            return
-        fresh = dict(
-            state=ContactState.WAITING,
-            summary=None,
-            expected_handling_seconds=None,
-            within_business_hours=None,
-            received_at=tx.now,
-            agent_id=None,
-            offers_made=0,
-            answered_at=None,
-            ended_at=None,
-            outcome=None,
-        )
-        if row is None:
-            await tx.session.execute(contacts.insert().values(contact_id=work_id, **values, **fresh))
-        else:  # the previous attempt ended: this is the next one, on the same audit trail
-            await tx.session.execute(update(contacts).where(contacts.c.contact_id == work_id).values(**values, **fresh))
-        self.engine.enqueue(self._waiting(await self._contact_row(tx.session, work_id)))
-        await tx.note(
-            work_id,
-            "received",
-            callback_id=event.callback_id,
-            original_contact_id=event.contact_id,
-            deadline=event.deadline.isoformat(),
-            attempt=event.attempt,
-        )
-        await tx.note(work_id, "queued", **details)
-
-    async def _on_callback_closed(self, tx: _Tx, callback_id: str, reason: str, at: datetime) -> None:
-        """The callback was attempted elsewhere, fulfilled or breached: a queued call is dropped (a new
-        ``callback.due`` brings it back if another try is needed). A call in progress is left alone, and
-        so is an attempt queued after the closing event happened (``callbacks`` and ``contacts`` are
-        different topics: a newer ``callback.due`` may overtake an older closure)."""
-        row = await self._contact_row(tx.session, callback_id)
-        if row is None or row.state not in ContactState.OPEN:
-            return
-        if to_ts(at) < row.received_at:
-            await tx.note(callback_id, "callback_close_ignored", reason=reason, stale=True)
-            return
-        offer_id = self._offer_of_contact.get(callback_id)
-        if offer_id is not None:
-            await self._close_offer(tx, self._pending[offer_id], OfferState.WITHDRAWN, reason=reason, requeue=False)
-        else:
-            self.engine.withdraw(callback_id)
-        self._refresh_on_release.discard(callback_id)
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == callback_id)
-            .values(state=ContactState.CANCELLED, agent_id=None, ended_at=tx.now)
-        )
-        await tx.note(callback_id, "callback_closed", reason=reason)
+        await inbound_events.handle_events(self, envelopes)
 
     # ------------------------------------------------------------------------------------------
-    # The tick: presence, expiries, wrap-up, decisions
+    # Offers and assignments
     # ------------------------------------------------------------------------------------------
 
     async def tick(self) -> int:
-        """One round of housekeeping and routing; returns how many offers were made."""
-        if not self.ownership.held:
-            if not await self._try_acquire():
-                return 0
-            log.info("router.owner_again", lease=self.ownership.name)
-            async with self._lock:
-                await self._rebuild()
-        async with self._locked():
-            now = self.clock()
-            gone = self._apply_presence(now)
-            expired = [o for o in self._pending.values() if o.expires_at <= now]
-            # Offers to an agent whose stream stayed away beyond the grace go to the next agent now,
-            # rather than when their lease runs out.
-            orphaned = [o for o in self._pending.values() if o.agent_id in gone and o.expires_at > now]
-            wrapped = [a for a, until in self._wrap_until.items() if until <= now]
-            decisions = self.engine.decide(now)
-            overrun = self._handling.due(now)
-            if not (expired or orphaned or wrapped or decisions or overrun):
-                if now - self._renewed_at > self.ownership.ttl / 3:
-                    async with self._tx():
-                        pass  # keep the lease while idle
-                return 0
-            async with self._tx() as tx:
-                for offer in expired:
-                    await self._time_out(tx, offer)
-                for offer in orphaned:
-                    await self._close_offer(tx, offer, OfferState.DECLINED, reason="agent_disconnected")
-                for agent_id in wrapped:
-                    row = await self._agent_row(tx.session, agent_id)
-                    if row.status == AgentStatus.WRAP_UP:
-                        await self._set_status(tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
-                    else:
-                        self._wrap_until.pop(agent_id, None)
-                for watched in overrun:
-                    await self._handling_overrun(tx, watched)
-                if expired or orphaned or wrapped:
-                    decisions += self.engine.decide(tx.now)
-                for decision in decisions:
-                    await self._offer(tx, decision)
-            return len(decisions)
-
-    async def _handling_overrun(self, tx: _Tx, watched: Watched) -> None:
-        """The allowed handling time ran out: a gentle notice to the agent and a trace for supervisors
-        (timeline, today's counter, metric). Nothing is forced: the contact stays with the agent."""
-        self._handling.forget(watched.contact_id)
-        row = await self._contact_row(tx.session, watched.contact_id)
-        if row is None or row.state != ContactState.ASSIGNED or row.agent_id != watched.agent_id:
-            return  # ended or moved meanwhile
-        held = round(tx.now - watched.since, 3)
-        detail = {
-            "role": watched.role.value,
-            "allowed_handling_seconds": watched.allowed_seconds,
-            "held_seconds": held,
-        }
-        await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
-        await self._bump(tx, "handling_overruns", 1)
-        metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
-        tx.push(watched.agent_id, HANDLING_OVERRUN, {"contact_id": watched.contact_id, **detail})
-
-    def _apply_presence(self, now: float) -> set[str]:
-        """Tell the engine about agents whose grace ran out, or who came back; return the newly gone."""
-        gone: set[str] = set()
-        known = set(self.engine.agent_ids())
-        for agent_id in self.presence.known():
-            if agent_id not in known:
-                continue
-            present = self.presence.is_present(agent_id, now)
-            if not present and agent_id not in self._absent:
-                self._absent.add(agent_id)
-                self.engine.set_connected(agent_id, False, now)
-                metrics.PRESENCE_LOST.inc()
-                log.info("router.agent_absent", agent_id=agent_id, grace=self.presence.grace)
-                gone.add(agent_id)
-            elif present and agent_id in self._absent:
-                self._absent.discard(agent_id)
-                self.engine.set_connected(agent_id, True, now)
-        return gone
-
-    def stream_opened(self, agent_id: str) -> None:
-        """An agent's stream connected (synchronous: safe from a stream's setup and teardown)."""
-        now = self.clock()
-        self.presence.connected(agent_id)
-        if agent_id in self._absent and agent_id in self.engine.agent_ids():
-            self._absent.discard(agent_id)
-            self.engine.set_connected(agent_id, True, now)
-        metrics.STREAMS_OPEN.inc()
-        self.wake()
-
-    def stream_closed(self, agent_id: str) -> None:
-        """The grace period starts; the tick takes the agent out of routing when it runs out."""
-        self.presence.disconnected(agent_id, self.clock())
-        metrics.STREAMS_OPEN.dec()
-
-    async def _offer(self, tx: _Tx, decision: Decision) -> None:
-        row = await self._contact_row(tx.session, decision.contact_id)
-        agent = await self._agent_row(tx.session, decision.agent_id)
-        offer_id = str(uuid.uuid4())
-        expires = tx.now + self.offer_timeout
-        explanation = dict(decision.explanation)
-        await tx.session.execute(
-            offers.insert().values(
-                offer_id=offer_id,
-                contact_id=decision.contact_id,
-                agent_id=decision.agent_id,
-                state=OfferState.PENDING,
-                made_at=tx.now,
-                expires_at=expires,
-                resolved_at=None,
-                rule=decision.rule,
-                score=float(decision.score),
-                explanation=explanation,
-                reason=None,
-            )
-        )
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == decision.contact_id)
-            .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
-        )
-        self._track_offer(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
-        role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
-        await self._bump(tx, "offered", 1)
-        if role is Role.SALES:
-            await self._bump(tx, "offered_to_sales", 1)
-        await tx.emit(
-            OfferMade(
-                tenant_id=row.tenant_id,
-                offer_id=offer_id,
-                contact_id=decision.contact_id,
-                agent_id=decision.agent_id,
-                site=row.site,
-                expires_at=to_datetime(expires),
-                rule=decision.rule,
-                score=float(decision.score),
-                explanation=explanation,
-                at=to_datetime(tx.now),
-            ),
-            event_id=deterministic_id("offer-made", offer_id),
-        )
-        await tx.note(
-            decision.contact_id,
-            "offered",
-            agent_id=decision.agent_id,
-            offer_id=offer_id,
-            rule=decision.rule,
-            score=float(decision.score),
-            explanation=explanation,
-            expires_at=to_datetime(expires).isoformat(),
-        )
-        metrics.OFFERS.labels("made").inc()
-        tx.push(decision.agent_id, "offer", self._offer_payload(offer_id, row, decision, expires))
-
-    async def _close_offer(
-        self, tx: _Tx, offer: PendingOffer, state: str, *, reason: str | None = None, requeue: bool = True
-    ) -> None:
-        """End a lease without an assignment: release the agent's capacity, requeue the contact."""
-        self._untrack_offer(offer.offer_id)
-        await tx.session.execute(
-            update(offers)
-            .where(offers.c.offer_id == offer.offer_id)
-            .values(state=state, resolved_at=tx.now, reason=reason)
-        )
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == offer.contact_id)
-            .values(state=ContactState.WAITING if requeue else ContactState.ABANDONED, agent_id=None)
-        )
-        if requeue and offer.contact_id in self._refresh_on_release:
-            self._refresh_on_release.discard(offer.contact_id)
-            declined = {**self.engine.declined_by(offer.contact_id), offer.agent_id: tx.now}
-            self.engine.release(offer.contact_id, tx.now, requeue=False, missed=state == OfferState.TIMED_OUT)
-            self.engine.enqueue(
-                self._waiting(await self._contact_row(tx.session, offer.contact_id)), declined=declined
-            )
-        elif requeue:
-            # Back to its original place in line; this agent is skipped for a while (reoffer_after).
-            self.engine.release(offer.contact_id, tx.now, requeue=True, missed=state == OfferState.TIMED_OUT)
-        else:
-            self.engine.withdraw(offer.contact_id)
-        row = await self._contact_row(tx.session, offer.contact_id)
-        common = dict(
-            tenant_id=row.tenant_id,
-            offer_id=offer.offer_id,
-            contact_id=offer.contact_id,
-            agent_id=offer.agent_id,
-            site=row.site,
-            at=to_datetime(tx.now),
-        )
-        if state == OfferState.TIMED_OUT:
-            await tx.emit(OfferTimedOut(**common))
-        else:
-            await tx.emit(OfferDeclined(**common, reason=reason))
-        kind = {OfferState.TIMED_OUT: "timed_out", OfferState.DECLINED: "declined"}.get(state, "offer_withdrawn")
-        await tx.note(offer.contact_id, kind, agent_id=offer.agent_id, offer_id=offer.offer_id, reason=reason)
-        if requeue:
-            await tx.note(offer.contact_id, "requeued", previous_agent_id=offer.agent_id)
-        metrics.OFFERS.labels(kind).inc()
-        tx.push(
-            offer.agent_id,
-            "offer_closed",
-            {"offer_id": offer.offer_id, "contact_id": offer.contact_id, "state": state, "reason": reason},
-        )
-
-    async def _time_out(self, tx: _Tx, offer: PendingOffer) -> None:
-        await self._close_offer(tx, offer, OfferState.TIMED_OUT, reason="no_answer")
-        row = await self._agent_row(tx.session, offer.agent_id)
-        missed = row.missed_offers + 1
-        await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed))
-        if missed >= self.strategy.max_missed_offers and row.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
-            row = await self._agent_row(tx.session, offer.agent_id)
-            await self._set_status(tx, row, AgentStatus.BREAK, MISSED_OFFERS)
-            log.info("router.agent_to_break", agent_id=offer.agent_id, missed=missed)
-
-    # ------------------------------------------------------------------------------------------
-    # Agent actions: accept, decline, complete
-    # ------------------------------------------------------------------------------------------
+        return await tick.run(self)
 
     async def accept(self, offer_id: str, who: Principal) -> dict[str, Any]:
-        async def accept(tx: _Tx) -> dict[str, Any] | None:
-            row = await self._offer_for(tx.session, offer_id, who)
-            pending = self._pending.get(offer_id)
-            if row.state != OfferState.PENDING or pending is None:
-                raise Conflict(f"offer is {row.state}, it can no longer be accepted")
-            if pending.expires_at <= tx.now:
-                await self._time_out(tx, pending)  # committed: the contact goes to the next agent
-                return None
-            return await self._assign(tx, pending)
-
-        assignment = await self._writes.run(accept)
-        if assignment is None:
-            self.wake()
-            raise Conflict("offer expired before it was accepted; the contact was offered again")
-        return assignment
-
-    async def _assign(self, tx: _Tx, offer: PendingOffer) -> dict[str, Any]:
-        self._untrack_offer(offer.offer_id)
-        self.engine.accept(offer.contact_id)
-        await tx.session.execute(
-            update(offers)
-            .where(offers.c.offer_id == offer.offer_id)
-            .values(state=OfferState.ACCEPTED, resolved_at=tx.now)
-        )
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == offer.contact_id)
-            .values(state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now)
-        )
-        agent = await self._agent_row(tx.session, offer.agent_id)
-        if agent.missed_offers:
-            await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
-        if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
-            await self._set_status(tx, agent, AgentStatus.BUSY, ON_CONTACT)
-        contact = await self._contact_row(tx.session, offer.contact_id)
-        await tx.emit(
-            OfferAccepted(
-                tenant_id=contact.tenant_id,
-                offer_id=offer.offer_id,
-                contact_id=offer.contact_id,
-                agent_id=offer.agent_id,
-                site=contact.site,
-                at=to_datetime(tx.now),
-                **reach_of(agent, contact),
-            )
-        )
-        waited = tx.now - contact.virtual_start
-        await tx.note(
-            offer.contact_id,
-            "accepted",
-            agent_id=offer.agent_id,
-            offer_id=offer.offer_id,
-            waited_seconds=round(waited, 3),
-        )
-        metrics.OFFERS.labels("accepted").inc()
-        if contact.callback_id is None:
-            metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
-        role = role_of(await self._offer_explanation(tx.session, offer.offer_id))
-        view = self._assignment_view(contact, role)
-        leeway = leeway_for(self.strategy, self.strategy.plan(self._waiting(contact)), role)
-        self._handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
-        tx.push(offer.agent_id, "assignment", view)
-        return view
-
-    async def _offer_explanation(self, session: AsyncSession, offer_id: str) -> Any:
-        return (
-            await session.execute(select(offers.c.explanation).where(offers.c.offer_id == offer_id))
-        ).scalar_one_or_none()
+        return await accept_offer.accept(self, offer_id, who)
 
     async def decline(self, offer_id: str, who: Principal, reason: str | None) -> dict[str, Any]:
-
-        async def decline(tx: _Tx) -> dict[str, Any]:
-            row = await self._offer_for(tx.session, offer_id, who)
-            pending = self._pending.get(offer_id)
-            if row.state != OfferState.PENDING or pending is None:
-                raise Conflict(f"offer is {row.state}, it can no longer be declined")
-            await self._close_offer(tx, pending, OfferState.DECLINED, reason=reason or "declined")
-            await tx.session.execute(
-                update(agents).where(agents.c.agent_id == pending.agent_id).values(missed_offers=0)
-            )
-            return offer_view(await self._offer_for(tx.session, offer_id, who))
-
-        view = await self._writes.run(decline)
-        self.wake()
-        return view
+        return await decline_offer.decline(self, offer_id, who, reason)
 
     async def complete(
-        self,
-        contact_id: str,
-        who: Principal,
-        outcome: Outcome,
-        attempt_result: AttemptResult | None,
+        self, contact_id: str, who: Principal, outcome: Outcome, attempt_result: AttemptResult | None
     ) -> dict[str, Any]:
-
-        async def complete(tx: _Tx) -> Any:
-            row = await self._contact_row(tx.session, contact_id)
-            if row is None:
-                raise NotFound(f"contact {contact_id!r} not found")
-            if row.agent_id is None or not who.may_act_for(row.agent_id):
-                raise Forbidden("this contact is not assigned to you")
-            if row.state != ContactState.ASSIGNED:
-                raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
-            attempt = attempt_result
-            if row.callback_id is not None and attempt is None:
-                attempt = await dialled_attempt(self, tx.session, row)  # the placed call's outcome, if known
-            if row.callback_id is not None and attempt is None:
-                raise Invalid("attempt_result is required to complete a callback")
-            if row.callback_id is None and attempt is not None:
-                raise Invalid("attempt_result applies only to callback assignments")
-            plan = self.strategy.plan(self._waiting(row))
-            leeway = leeway_for(self.strategy, plan, await self._offered_role(tx.session, contact_id, row.agent_id))
-            budget = leeway.goodwill_budget
-            if outcome.goodwill_amount > budget + 1e-9:
-                raise Invalid(
-                    f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget} "
-                    f"(the {leeway.role.value} leeway)"
-                )
-            # The period budget holds across agents: checked against the ledger as it stands in this
-            # group's order (an earlier completion in the same transaction already counted), so two
-            # grants that together exceed it cannot both pass.
-            left = self.goodwill.remaining(tx.now)
-            if left is not None and outcome.goodwill_amount > left + 1e-9:
-                raise Invalid(
-                    f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the goodwill period "
-                    f"budget: {round(left, 2)} of {self.strategy.goodwill.period_budget} left"
-                )
-            role_budget = self.strategy.goodwill.role_budgets.get(leeway.role)
-            role_left = self.goodwill.remaining(tx.now, leeway.role)
-            if role_budget is not None and role_left is not None and outcome.goodwill_amount > role_left + 1e-9:
-                raise Invalid(
-                    f"goodwill_amount {outcome.goodwill_amount} exceeds what remains of the "
-                    f"{leeway.role.value} goodwill period budget: {round(role_left, 2)} of {role_budget} left"
-                )
-            pushed_sale = outcome.sold and plan.short_question
-            if pushed_sale and self.strategy.short_question.sale_recorded == "refuse":
-                raise Invalid(
-                    "a sale on a short question goes against the strategy (short_question.sale_recorded: "
-                    "refuse); complete it without 'sold'"
-                )
-            await self._finish(tx, row, outcome, attempt, leeway.role)
-            if pushed_sale:
-                await tx.note(
-                    contact_id, SALE_ON_SHORT_QUESTION, agent_id=row.agent_id, role=leeway.role.value,
-                    deviation="the strategy sends short questions without a sales push",
-                )
-                await self._bump(tx, "sales_on_short_questions", 1)
-                metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
-            return await self._contact_row(tx.session, contact_id)
-
-        done = await self._writes.run(complete)
-        self.wake()
-        return {
-            "contact_id": contact_id,
-            "state": done.state,
-            "outcome": done.outcome,
-            "ended_at": to_datetime(done.ended_at).isoformat(),
-        }
-
-    async def _finish(
-        self, tx: _Tx, row: Any, outcome: Outcome, attempt: AttemptResult | None, role: Role | None = None
-    ) -> None:
-        agent_id = row.agent_id
-        outcome_doc = outcome.model_dump(mode="json")
-        if attempt is not None:
-            outcome_doc["attempt_result"] = attempt.value
-        await tx.session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == row.contact_id)
-            .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
-        )
-        self.engine.finish(row.contact_id, tx.now)
-        self._handling.forget(row.contact_id)
-        handled = tx.now - row.answered_at if row.answered_at else None
-        customer = Customer.model_validate(row.customer)
-        await tx.emit(
-            AssignmentCompleted(
-                tenant_id=row.tenant_id,
-                contact_id=row.contact_id,
-                agent_id=agent_id,
-                site=row.site,
-                customer=customer,
-                callback_id=row.callback_id,
-                outcome=outcome,
-                handled_seconds=handled,
-                at=to_datetime(tx.now),
-            )
-        )
-        if row.callback_id is not None and attempt is not None:
-            await tx.emit(
-                CallbackAttempted(
-                    tenant_id=row.tenant_id,
-                    callback_id=row.callback_id,
-                    customer=customer,
-                    site=row.site,
-                    agent_id=agent_id,
-                    result=attempt,
-                    notes=outcome.notes,
-                    at=to_datetime(tx.now),
-                ),
-                # One id per attempt (the work item is re-queued with a fresh received_at for each
-                # callback.due after an attempt), so attempt 2, 3... are not dropped as duplicates of the
-                # first, while a redelivery of this same completion still dedupes.
-                event_id=deterministic_id(
-                    "callback-attempted", row.contact_id, str(row.callback_attempt), repr(float(row.received_at))
-                ),
-            )
-        if outcome.callback_promised:
-            await tx.emit(
-                CallbackRequested(
-                    tenant_id=row.tenant_id,
-                    request_id=deterministic_id("callback-promise", row.tenant_id, row.contact_id),
-                    customer=customer,
-                    site=row.site,
-                    origin=CallbackOrigin.AGENT_PROMISE,
-                    contact_id=row.contact_id,
-                    intent=Intent(row.intent) if row.intent else None,
-                    channel=Channel.VOICE,
-                    preferred_window=outcome.callback_window,
-                    promised_by_agent_id=agent_id,
-                    reason="agent_promise",
-                    requested_at=to_datetime(tx.now),
-                )
-            )
-        self.goodwill.record(outcome.goodwill_amount, tx.now, role)
-        self.engine.sales.record_completion(outcome.sold, tx.now, row.site)
-        await self._bump(tx, "completed", 1)
-        if outcome.sold:
-            await self._bump(tx, "sold", 1)
-        if outcome.goodwill_amount:
-            await self._bump(tx, "goodwill_spent", outcome.goodwill_amount)
-        await tx.note(
-            row.contact_id,
-            "completed",
-            agent_id=agent_id,
-            handled_seconds=round(handled, 3) if handled is not None else None,
-            outcome=outcome_doc,
-        )
-        metrics.COMPLETIONS.labels(row.channel, "sold" if outcome.sold else "not_sold").inc()
-        if handled is not None:
-            metrics.HANDLING_TIME.labels(row.channel).observe(max(0.0, handled))
-        tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
-        # Wrap-up starts when the agent's last contact ends (and only if the router made it busy).
-        agent = await self._agent_row(tx.session, agent_id)
-        # Only assignments keep the agent on a contact: an open offer alongside may still time out, and
-        # an agent left "busy on_contact" with nothing assigned would never be released again.
-        still_on_contact = await self._has_assignment(tx.session, agent_id)
-        if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_on_contact:
-            wrap = self.strategy.wrap_up_seconds(Channel(row.channel))
-            if wrap > 0:
-                await self._set_status(tx, agent, AgentStatus.WRAP_UP, "after_contact", wrap_until=tx.now + wrap)
-            else:
-                await self._set_status(tx, agent, AgentStatus.AVAILABLE, "after_contact")
-
-    async def _bump(self, tx: _Tx, name: str, amount: float) -> None:
-        period = period_of(tx.now)
-        result = await tx.session.execute(
-            update(counters)
-            .where(counters.c.period == period, counters.c.name == name)
-            .values(value=counters.c.value + amount)
-        )
-        if not result.rowcount:
-            await tx.session.execute(counters.insert().values(period=period, name=name, value=amount))
+        return await complete_contact.complete(self, contact_id, who, outcome, attempt_result)
 
     # ------------------------------------------------------------------------------------------
     # Strategy
     # ------------------------------------------------------------------------------------------
 
     async def reload_strategy(self, path: Path | None) -> Strategy:
-        """Load, validate and activate a strategy file; on error the active one stays (raises)."""
-        strategy = await asyncio.to_thread(load_strategy, path)
-        async with self._locked():
-            self.engine.replace_strategy(strategy)
-            self.strategy = strategy
-            self.goodwill.policy = strategy.goodwill
-        log.info("router.strategy_reloaded", version=strategy.version, path=str(path) if path else None)
-        self.wake()
-        return strategy
-
-
-def _finite(x: float) -> float | None:
-    return round(x, 3) if x == x and x not in (float("inf"), float("-inf")) else None
+        return await strategy_reload.reload_strategy(self, path)

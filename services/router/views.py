@@ -1,17 +1,14 @@
 """Read models of the router: agents, offers, assignments, the queue, timelines and statistics.
 
 Reads never change state. They run on their own sessions (the database is the truth) and, for the line,
-on the engine under the service's lock. :class:`RouterViews` is mixed into
-:class:`~services.router.service.RouterService`; the payloads pushed on agent streams come from here too,
-so REST and streams show the same shapes.
+on the engine under the writer's lock. The service holds one :class:`RouterViews` as ``views``; the
+payloads pushed on agent streams come from here too, so REST and streams show the same shapes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,36 +16,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.router import staffing
 from services.router.auth import Principal
 from services.router.coverage import FirstOffer, coverage
-from services.router.errors import Forbidden, NotFound
+from services.router.errors import NotFound
 from services.router.leeway import leeway_for, role_of
-from services.router.matching import Decision, MatchingEngine, WaitingContact
+from services.router.matching import Decision, MatchingEngine
+from services.router.rows import (
+    agent_row,
+    contact_row,
+    loads_by_agent,
+    offer_for,
+    offered_role,
+    period_of,
+    to_datetime,
+    waiting_contact,
+)
 from services.router.sales_targets import Sale, progress
 from services.router.settings import RouterSettings
 from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence
-from shared.events import Channel, Intent, Role, Tier
-
-
-def to_datetime(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def to_ts(value: datetime) -> float:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def language_key(tag: str) -> str:
-    """Languages match on the primary subtag, case-insensitively: a customer tagged ``en-US`` is served
-    by an agent who speaks ``en`` (an exact-tag match would leave the customer waiting forever)."""
-    return tag.strip().replace("_", "-").split("-", 1)[0].lower() or "en"
-
-
-def period_of(ts: float) -> str:
-    return to_datetime(ts).strftime("%Y-%m-%d")
+from services.router.unit_of_work import Writer
+from shared.events import Channel, Role
 
 
 def offer_view(row: Any) -> dict[str, Any]:
@@ -67,86 +55,33 @@ def offer_view(row: Any) -> dict[str, Any]:
     }
 
 
-class RouterViews:
-    """Queries over the router's state; the service provides these attributes."""
+class RouterState(Protocol):
+    """What the reads see of the router. Strategy, engine and ledger are replaced on a reload or a
+    rebuild, so the views read them through the router each time instead of keeping their own."""
 
-    _sessionmaker: async_sessionmaker[AsyncSession]
-    _lock: asyncio.Lock
+    sessionmaker: async_sessionmaker[AsyncSession]
     settings: RouterSettings
     strategy: Strategy
     engine: MatchingEngine
     goodwill: GoodwillLedger
     presence: Presence
+    writer: Writer
+    clock: Callable[[], float]
 
-    def clock(self) -> float:  # replaced by the service's injected clock
-        raise NotImplementedError
 
-    def _locked(self) -> contextlib.AbstractAsyncContextManager[None]:  # the service's writer lock
-        raise NotImplementedError
+class RouterViews:
+    """The read side: queries over the router's state (its database, and its engine for the line)."""
 
-    @staticmethod
-    def _waiting(row: Any) -> WaitingContact:
-        customer = row.customer or {}
-        return WaitingContact(
-            contact_id=row.contact_id,
-            site=row.site,
-            channel=Channel(row.channel),
-            intent=Intent(row.intent) if row.intent else None,
-            tier=Tier(customer.get("tier", Tier.STANDARD)),
-            language=language_key(customer.get("language") or "en"),
-            enqueued_at=row.virtual_start,
-            expected_handling_seconds=row.expected_handling_seconds,
-            priority_boost=row.priority_boost,
-            preferred_agent_id=row.preferred_agent_id,
-            widen_roles=row.widen_roles,
-            callback_id=row.callback_id,
-        )
+    def __init__(self, router: RouterState) -> None:
+        self._router = router
 
-    @staticmethod
-    async def _loads(session: AsyncSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
-        """Reserved + assigned contacts per agent and channel, as the database knows them."""
-        stmt = (
-            select(contacts.c.agent_id, contacts.c.channel, func.count())
-            .where(contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)))
-            .group_by(contacts.c.agent_id, contacts.c.channel)
-        )
-        if agent_id is not None:
-            stmt = stmt.where(contacts.c.agent_id == agent_id)
-        loads: dict[str, dict[Channel, int]] = {}
-        for aid, channel, count in (await session.execute(stmt)).all():
-            if aid is not None:
-                loads.setdefault(aid, {})[Channel(channel)] = int(count)
-        return loads
+    @property
+    def strategy(self) -> Strategy:
+        """The active strategy."""
+        return self._router.strategy
 
-    async def _agent_row(self, session: AsyncSession, agent_id: str) -> Any:
-        row = (await session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
-        if row is None:
-            raise NotFound(f"agent {agent_id!r} not found")
-        return row
-
-    async def _has_assignment(self, session: AsyncSession, agent_id: str) -> bool:
-        """Whether the agent is on a contact now. An open offer is not work yet: it may time out."""
-        n = (
-            await session.execute(
-                select(func.count())
-                .select_from(contacts)
-                .where(contacts.c.agent_id == agent_id, contacts.c.state == ContactState.ASSIGNED)
-            )
-        ).scalar_one()
-        return n > 0
-
-    async def _has_work(self, session: AsyncSession, agent_id: str) -> bool:
-        n = (
-            await session.execute(
-                select(func.count())
-                .select_from(contacts)
-                .where(
-                    contacts.c.agent_id == agent_id,
-                    contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)),
-                )
-            )
-        ).scalar_one()
-        return n > 0
+    def clock(self) -> float:
+        return self._router.clock()
 
     def _agent_view(self, row: Any, load: dict[Channel, int], now: float) -> dict[str, Any]:
         return {
@@ -166,28 +101,26 @@ class RouterViews:
             "wrap_up_until": to_datetime(row.wrap_up_until) if row.wrap_up_until else None,
             "missed_offers": row.missed_offers,
             "load": {c.value: n for c, n in load.items()},
-            "connected": self.presence.is_online(row.agent_id),
-            "present": self.presence.is_present(row.agent_id, now),
+            "connected": self._router.presence.is_online(row.agent_id),
+            "present": self._router.presence.is_present(row.agent_id, now),
         }
 
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
-        async with self._sessionmaker() as session:
-            row = await self._agent_row(session, agent_id)
-            loads = await self._loads(session, agent_id)
+        async with self._router.sessionmaker() as session:
+            row = await agent_row(session, agent_id)
+            loads = await loads_by_agent(session, agent_id)
         return self._agent_view(row, loads.get(agent_id, {}), self.clock())
 
     async def list_agents(self) -> list[dict[str, Any]]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (await session.execute(select(agents).order_by(agents.c.agent_id))).all()
-            loads = await self._loads(session)
+            loads = await loads_by_agent(session)
         now = self.clock()
         return [self._agent_view(r, loads.get(r.agent_id, {}), now) for r in rows]
 
-    async def _contact_row(self, session: AsyncSession, contact_id: str) -> Any:
-        return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
-
-    def _offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
-        plan = self.strategy.plan(self._waiting(row))
+    def offer_payload(self, offer_id: str, row: Any, decision: Decision, expires: float) -> dict[str, Any]:
+        """An open offer as the agent sees it (stream ``offer`` event and ``GET /agents/{id}/offers``)."""
+        plan = self.strategy.plan(waiting_contact(row))
         leeway = leeway_for(self.strategy, plan, role_of(decision.explanation))
         return {
             "offer_id": offer_id,
@@ -202,7 +135,7 @@ class RouterViews:
                 "role": leeway.role.value,
                 "upsell": leeway.upsell,
                 "allowed_handling_seconds": leeway.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
+                "goodwill_budget": self._router.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
                 "short_question": plan.short_question,
             },
         }
@@ -221,36 +154,13 @@ class RouterViews:
             "virtual_start": to_datetime(row.virtual_start).isoformat(),
         }
 
-    async def _offer_for(self, session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
-        row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
-        if row is None:
-            raise NotFound(f"offer {offer_id!r} not found")
-        if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
-            raise Forbidden("this offer belongs to another agent")
-        return row
-
     async def get_offer(self, offer_id: str, who: Principal) -> dict[str, Any]:
-        async with self._sessionmaker() as session:
-            return offer_view(await self._offer_for(session, offer_id, who, read=True))
+        async with self._router.sessionmaker() as session:
+            return offer_view(await offer_for(session, offer_id, who, read=True))
 
-    async def _offered_role(self, session: AsyncSession, contact_id: str, agent_id: str) -> Role | None:
-        """The role under which the agent was offered (and accepted) the contact: its leeway's source."""
-        explanation = (
-            await session.execute(
-                select(offers.c.explanation)
-                .where(
-                    offers.c.contact_id == contact_id,
-                    offers.c.agent_id == agent_id,
-                    offers.c.state == OfferState.ACCEPTED,
-                )
-                .order_by(offers.c.resolved_at.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        return role_of(explanation)
-
-    def _assignment_view(self, row: Any, role: Role | None) -> dict[str, Any]:
-        plan = self.strategy.plan(self._waiting(row))
+    def assignment_view(self, row: Any, role: Role | None) -> dict[str, Any]:
+        """An assignment with its plan (stream ``assignment`` event and ``GET /agents/{id}/assignments``)."""
+        plan = self.strategy.plan(waiting_contact(row))
         leeway = leeway_for(self.strategy, plan, role)
         return {
             "contact_id": row.contact_id,
@@ -263,13 +173,13 @@ class RouterViews:
                 "role": leeway.role.value,
                 "upsell": leeway.upsell,
                 "allowed_handling_seconds": leeway.allowed_handling_seconds,
-                "goodwill_budget": self.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
+                "goodwill_budget": self._router.goodwill.budget_for(leeway.goodwill_budget, self.clock(), leeway.role),
                 "short_question": plan.short_question,
             },
         }
 
     async def agent_offers(self, agent_id: str) -> list[dict[str, Any]]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (
                 await session.execute(
                     select(offers, contacts)
@@ -281,11 +191,11 @@ class RouterViews:
         out = []
         for r in rows:
             decision = Decision(r.contact_id, r.agent_id, r.rule, r.score, r.explanation)
-            out.append(self._offer_payload(r.offer_id, r, decision, r.expires_at))
+            out.append(self.offer_payload(r.offer_id, r, decision, r.expires_at))
         return out
 
     async def agent_assignments(self, agent_id: str) -> list[dict[str, Any]]:
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (
                 await session.execute(
                     select(contacts)
@@ -293,19 +203,19 @@ class RouterViews:
                     .order_by(contacts.c.answered_at)
                 )
             ).all()
-            roles = [await self._offered_role(session, r.contact_id, agent_id) for r in rows]
-        return [self._assignment_view(r, role) for r, role in zip(rows, roles, strict=True)]
+            roles = [await offered_role(session, r.contact_id, agent_id) for r in rows]
+        return [self.assignment_view(r, role) for r, role in zip(rows, roles, strict=True)]
 
     async def queue(
         self, *, limit: int | None = None, site: str | None = None, channel: Channel | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """Waiting contacts in the order the engine would serve them (priority, then place in line),
         and how many wait in total."""
-        async with self._locked():
+        async with self._router.writer.locked():
             now = self.clock()
-            entries = self.engine.queue_snapshot(now, limit, site=site, channel=channel)
-            total = self.engine.waiting_count()
-            unservable = self.engine.unservable_reasons(e.contact_id for e in entries)
+            entries = self._router.engine.queue_snapshot(now, limit, site=site, channel=channel)
+            total = self._router.engine.waiting_count()
+            unservable = self._router.engine.unservable_reasons(e.contact_id for e in entries)
         items = [
             {
                 "contact_id": e.contact_id,
@@ -325,8 +235,8 @@ class RouterViews:
         return items, total
 
     async def timeline(self, contact_id: str) -> dict[str, Any]:
-        async with self._sessionmaker() as session:
-            row = await self._contact_row(session, contact_id)
+        async with self._router.sessionmaker() as session:
+            row = await contact_row(session, contact_id)
             if row is None:
                 raise NotFound(f"contact {contact_id!r} not found")
             entries = (
@@ -351,7 +261,7 @@ class RouterViews:
         """(received, answered, ended, state) of contacts that arrived or ended since ``since``: the
         dashboard's throughput chart. Both columns are indexed; a contact received before ``since`` and
         answered after it but not yet ended is left out (rare, and it shows once it ends)."""
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             rows = (
                 await session.execute(
                     select(contacts.c.received_at, contacts.c.answered_at, contacts.c.ended_at, contacts.c.state).where(
@@ -409,8 +319,8 @@ class RouterViews:
     async def unservable_now(self) -> dict[str, Any]:
         """Contacts waiting right now that nobody on duty can serve, by reason: live, unlike the
         ``unservable`` timeline entry and counter, so it drops when someone able comes on duty."""
-        async with self._locked():
-            reasons = self.engine.unservable_reasons(self.engine.waiting_ids())
+        async with self._router.writer.locked():
+            reasons = self._router.engine.unservable_reasons(self._router.engine.waiting_ids())
         by_reason: dict[str, int] = {}
         for reason in reasons.values():
             if reason is not None:
@@ -420,9 +330,9 @@ class RouterViews:
     async def stats(self) -> dict[str, Any]:
         unservable = await self.unservable_now()
         now = self.clock()
-        window = self.settings.service_level_window_seconds
+        window = self._router.settings.service_level_window_seconds
         since = now - window
-        async with self._sessionmaker() as session:
+        async with self._router.sessionmaker() as session:
             waiting_rows = (
                 await session.execute(
                     select(contacts.c.site, contacts.c.channel, func.count(), func.min(contacts.c.virtual_start))
@@ -478,7 +388,8 @@ class RouterViews:
             channel: service_level(rows, now, self.strategy.channel_policy(Channel(channel)).service_level)
             for channel, rows in by_channel.items()
         }
-        sales_n, offered_n = self.engine.sales.counts(now)
+        sales = self._router.engine.sales
+        sales_n, offered_n = sales.counts(now)
         return {
             "at": to_datetime(now).isoformat(),
             "strategy_version": self.strategy.version,
@@ -500,21 +411,21 @@ class RouterViews:
                 "period_seconds": self.strategy.sales_share.period_seconds,
                 "per": self.strategy.sales_share.per,  # "tenant": one share for all sites; "site": each its own
                 "by_site": {
-                    site: {"share": round(self.engine.sales.share(now, site), 4), "offered": n}
-                    for site in self.engine.sales.sites()
-                    if (n := self.engine.sales.counts(now, site)[1])
+                    site: {"share": round(sales.share(now, site), 4), "offered": n}
+                    for site in sales.sites()
+                    if (n := sales.counts(now, site)[1])
                 },
             },
             "goodwill": {
-                "spent": round(self.goodwill.spent(now), 2),
+                "spent": round(self._router.goodwill.spent(now), 2),
                 "budget": self.strategy.goodwill.period_budget,
-                "remaining": _round2(self.goodwill.remaining(now)),
+                "remaining": _round2(self._router.goodwill.remaining(now)),
                 "period_seconds": self.strategy.goodwill.period_seconds,
                 "by_role": {
                     role.value: {
-                        "spent": round(self.goodwill.spent_by(role, now), 2),
+                        "spent": round(self._router.goodwill.spent_by(role, now), 2),
                         "budget": budget,
-                        "remaining": _round2(max(budget - self.goodwill.spent_by(role, now), 0.0)),
+                        "remaining": _round2(max(budget - self._router.goodwill.spent_by(role, now), 0.0)),
                     }
                     for role, budget in self.strategy.goodwill.role_budgets.items()
                 },

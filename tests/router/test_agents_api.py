@@ -19,7 +19,7 @@ async def test_register_returns_a_token_once_and_stores_only_its_hash(router: Ro
     assert agent["status"] == "available"
     assert agent["team"] == "red"
     token = agent["token"]
-    async with router.service._sessionmaker() as session:
+    async with router.service.sessionmaker() as session:
         stored = (await session.execute(select(agents.c.token_hash).where(agents.c.agent_id == "alice"))).scalar_one()
     assert token not in stored and len(stored) == 64
     me = await router.client.get("/v1/agents/alice", headers=headers)

@@ -14,7 +14,8 @@ from services.router.errors import Conflict
 from services.router.group_commit import GroupCommit
 from services.router.service import RouterService
 from services.router.store import contacts
-from shared.events import make_event
+from services.router.use_cases.inbound_events import EVENT_HANDLERS
+from shared.events import ContactRequested, make_event
 from tests.router.conftest import Router, contact
 
 
@@ -100,24 +101,24 @@ async def test_a_failure_in_the_middle_of_a_batch_of_events_leaves_nothing_half_
     service: RouterService = router.service
     requested = [contact(f"b{n}") for n in range(5)]
     events = [make_event(c, source="t") for c in requested]
-    real = service._on_requested
+    real = EVENT_HANDLERS[ContactRequested]
     failed: list[str] = []
 
-    async def flaky(tx, event):  # type: ignore[no-untyped-def]
+    async def flaky(svc, tx, event):  # type: ignore[no-untyped-def]
         if event.contact_id == requested[2].contact_id and not failed:
             failed.append(event.contact_id)
             raise ValueError("a bug that happens once")
-        await real(tx, event)
+        await real(svc, tx, event)
 
-    monkeypatch.setattr(service, "_on_requested", flaky)
+    monkeypatch.setitem(EVENT_HANDLERS, ContactRequested, flaky)
     with pytest.raises(ValueError):
         await service.handle_events(events)  # the bus then hands them over one by one
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         assert (await s.execute(select(func.count()).select_from(contacts))).scalar_one() == 0
     for e in events:
         await service.handle_event(e)
     await service.handle_events(events)  # redelivered as a batch: deduped, no second effect
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         ids = sorted((await s.execute(select(contacts.c.contact_id))).scalars())
     assert ids == sorted(c.contact_id for c in requested)
     assert sorted(await router.queue_ids()) == ids

@@ -311,13 +311,13 @@ async def test_invariants_under_a_random_workload(router: Router) -> None:
         await router.emit(c)
 
     async def all_received() -> bool:
-        async with router.service._sessionmaker() as session:
+        async with router.service.sessionmaker() as session:
             return (await session.execute(select(func.count()).select_from(contacts))).scalar_one() == len(ids)
 
     await eventually(all_received)
 
     async def check_invariants() -> int:
-        async with router.service._sessionmaker() as session:
+        async with router.service.sessionmaker() as session:
             accepted = (
                 await session.execute(
                     select(offers.c.contact_id, func.count())

@@ -18,7 +18,7 @@ from tests.router.conftest import ADMIN, contact, eventually, running_router
 async def test_a_router_that_lost_its_lease_changes_nothing_until_it_owns_again(tmp_path: Path) -> None:
     async with running_router(tmp_path / "data", ownership_ttl_seconds=1.0) as router:
         await router.register("alice", status="offline")
-        async with router.service._sessionmaker() as session, session.begin():
+        async with router.service.sessionmaker() as session, session.begin():
             await session.execute(
                 update(leases).values(owner="intruder", expires_at=time.time() + 3.0)  # someone else took over
             )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import services.router.service as service_module
+import services.router.unit_of_work as unit_of_work
+from services.router import leadership, rebuild
 from services.router.app import MIGRATIONS
 from services.router.service import AgentProfile, RouterService
 from services.router.settings import RouterSettings
@@ -29,9 +30,9 @@ async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
         settings=RouterSettings(presence_grace_seconds=1e9),
         strategy=load_strategy(None),
     )
-    await svc._acquire()
-    async with svc._lock:
-        await svc._rebuild()
+    await leadership.acquire(svc)
+    async with svc.writer.lock:
+        await rebuild.from_database(svc)
     yield svc
     await engine.dispose()
 
@@ -52,25 +53,25 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
     event = ContactRequested(
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
-    real_stage = service_module.stage
+    real_stage = unit_of_work.stage
 
     async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
         if type(data).__name__ == "OfferMade":
             raise RuntimeError("database went away mid-transaction")
         return await real_stage(session, data, **kwargs)
 
-    monkeypatch.setattr(service_module, "stage", broken_stage)
+    monkeypatch.setattr(unit_of_work, "stage", broken_stage)
     await service.handle_event(make_event(event, source="t"))  # queued: no offer event staged here...
     with pytest.raises(RuntimeError):
         await service.tick()  # ...the engine reserved alice, then the transaction failed
     assert service.engine.is_waiting("c1") and service.engine.reserved_agent("c1") is None
     assert service.engine.agent("alice").load.get(Channel.CHAT, 0) == 0
-    assert service._pending == {}
-    async with service._sessionmaker() as s:
+    assert service.open_offers.by_id == {}
+    async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "waiting"
         assert (await s.execute(select(offers))).all() == []
 
-    monkeypatch.setattr(service_module, "stage", real_stage)
+    monkeypatch.setattr(unit_of_work, "stage", real_stage)
     assert await service.tick() == 1  # the database is reachable again: the offer is made
     assert service.engine.reserved_agent("c1") == "alice"
 
@@ -92,7 +93,7 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
     await service.handle_event(make_event(event, source="t"))
-    real_stage, real_rebuild = service_module.stage, RouterService._rebuild
+    real_stage, real_rebuild = unit_of_work.stage, rebuild.from_database
 
     async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("database went away")
@@ -100,14 +101,14 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
     async def broken_rebuild(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("still away")
 
-    monkeypatch.setattr(service_module, "stage", broken_stage)
-    monkeypatch.setattr(RouterService, "_rebuild", broken_rebuild)
+    monkeypatch.setattr(unit_of_work, "stage", broken_stage)
+    monkeypatch.setattr(rebuild, "from_database", broken_rebuild)
     with pytest.raises(RuntimeError):
         await service.tick()
     assert service.engine.reserved_agent("c1") == "alice"  # a phantom: the database never saw it
-    monkeypatch.setattr(service_module, "stage", real_stage)
-    monkeypatch.setattr(RouterService, "_rebuild", real_rebuild)
+    monkeypatch.setattr(unit_of_work, "stage", real_stage)
+    monkeypatch.setattr(rebuild, "from_database", real_rebuild)
     assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
-    async with service._sessionmaker() as s:
+    async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "offered"
         assert len((await s.execute(select(offers))).all()) == 1

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import select
 
+from services.router import leadership, rebuild
 from services.router.app import MIGRATIONS
 from services.router.auth import Principal
 from services.router.errors import RouterError
@@ -90,9 +91,9 @@ class RouterMachine(RuleBasedStateMachine):
             strategy=STRATEGY,
             clock=self.clock,
         )
-        await service._acquire()
-        async with service._lock:
-            await service._rebuild()
+        await leadership.acquire(service)
+        async with service.writer.lock:
+            await rebuild.from_database(service)
         return service
 
     def teardown(self) -> None:
@@ -206,7 +207,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     def _pending(self) -> list[Any]:
         async def q() -> list[Any]:
-            async with self.svc._sessionmaker() as s:
+            async with self.svc.sessionmaker() as s:
                 return list((await s.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all())
 
         return self.run(q())  # type: ignore[no-any-return]
@@ -229,7 +230,7 @@ class RouterMachine(RuleBasedStateMachine):
     @rule(data=st.data(), sold=st.booleans())
     def agent_completes(self, data: st.DataObject, sold: bool) -> None:
         async def assigned() -> list[Any]:
-            async with self.svc._sessionmaker() as s:
+            async with self.svc.sessionmaker() as s:
                 stmt = select(contacts).where(contacts.c.state == ContactState.ASSIGNED)
                 return list((await s.execute(stmt)).all())
 
@@ -266,7 +267,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     async def _check(self) -> None:
         svc = self.svc
-        async with svc._sessionmaker() as s:
+        async with svc.sessionmaker() as s:
             rows = {r.contact_id: r for r in (await s.execute(select(contacts))).all()}
             all_offers = (await s.execute(select(offers))).all()
             agent_rows = {r.agent_id: r for r in (await s.execute(select(agents))).all()}
@@ -284,14 +285,14 @@ class RouterMachine(RuleBasedStateMachine):
             elif row.state == ContactState.OFFERED:
                 assert pending[cid] == 1 and reserved == row.agent_id
                 (o,) = [o for o in all_offers if o.contact_id == cid and o.state == OfferState.PENDING]
-                assert o.agent_id == row.agent_id and svc._offer_of_contact[cid] == o.offer_id
+                assert o.agent_id == row.agent_id and svc.open_offers.of_contact[cid] == o.offer_id
                 load[row.agent_id][row.channel] += 1
             elif row.state == ContactState.ASSIGNED:
                 assert accepted[cid] >= 1 and cid not in pending and reserved == row.agent_id
                 load[row.agent_id][row.channel] += 1
             else:
                 assert reserved is None and not svc.engine.is_waiting(cid) and cid not in pending
-        assert set(svc._pending) == {o.offer_id for o in all_offers if o.state == OfferState.PENDING}
+        assert set(svc.open_offers.by_id) == {o.offer_id for o in all_offers if o.state == OfferState.PENDING}
         self._check_declines_survive(rows, all_offers)
         for agent_id, row in agent_rows.items():
             engine_load = {ch.value: n for ch, n in svc.engine.agent(agent_id).load.items() if n}

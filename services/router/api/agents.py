@@ -33,14 +33,14 @@ async def register_agent(body: AgentCreate, service: ServiceDep, _: AdminDep) ->
 
 @router.get("", summary="List agents (supervisor or admin)")
 async def list_agents(service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
-    items = await service.list_agents()
+    items = await service.views.list_agents()
     return {"items": items, "count": len(items)}
 
 
 @router.get("/{agent_id}", summary="An agent (the agent itself, a supervisor or admin)")
 async def get_agent(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     check_may_see(who, agent_id)
-    return await service.get_agent(agent_id)
+    return await service.views.get_agent(agent_id)
 
 
 @router.put("/{agent_id}", summary="Update an agent's profile (admin)")
@@ -65,14 +65,14 @@ async def change_status(agent_id: str, body: StatusChange, service: ServiceDep, 
 @router.get("/{agent_id}/offers", summary="The agent's open offers")
 async def agent_offers(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     check_may_see(who, agent_id)
-    items = await service.agent_offers(agent_id)
+    items = await service.views.agent_offers(agent_id)
     return {"items": items, "count": len(items)}
 
 
 @router.get("/{agent_id}/assignments", summary="The agent's contacts in progress")
 async def agent_assignments(agent_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     check_may_see(who, agent_id)
-    items = await service.agent_assignments(agent_id)
+    items = await service.views.agent_assignments(agent_id)
     return {"items": items, "count": len(items)}
 
 
@@ -92,16 +92,16 @@ async def stream(
     agent's presence: disconnected longer than the grace period, it gets no offers. After a reconnect the
     ``hello`` snapshot replaces whatever the client missed."""
     check_agent(who, agent_id)
-    await service.get_agent(agent_id)  # 404 before the stream starts
+    await service.views.get_agent(agent_id)  # 404 before the stream starts
     queue = service.hub.open(agent_id)  # subscribe before the snapshot: nothing falls in between
     service.stream_opened(agent_id)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
             snapshot = {
-                "agent": await service.get_agent(agent_id),
-                "offers": await service.agent_offers(agent_id),
-                "assignments": await service.agent_assignments(agent_id),
+                "agent": await service.views.get_agent(agent_id),
+                "offers": await service.views.agent_offers(agent_id),
+                "assignments": await service.views.agent_assignments(agent_id),
             }
             yield {"event": "hello", "data": json.dumps(snapshot, default=str)}
             while True:

@@ -42,7 +42,7 @@ async def console_page() -> HTMLResponse:
 async def me(request: Request, service: ServiceDep, who: PrincipalDep) -> ConsoleProfile:
     if who.agent_id is None:
         raise forbidden("the agent console needs an agent's token; supervisors use /ops/dashboard")
-    agent = await service.get_agent(who.agent_id)
+    agent = await service.views.get_agent(who.agent_id)
     profile = console_profile(service.strategy, agent)
     profile.figures = await shift_figures(service, agent)
     return profile

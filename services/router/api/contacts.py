@@ -23,7 +23,7 @@ async def get_queue(
 ) -> dict[str, Any]:
     """Each with its current priority (aged by waiting time, tier, intent) and waited seconds.
     ``total`` counts every waiting contact (all sites and channels)."""
-    items, total = await service.queue(limit=limit, site=site, channel=channel)
+    items, total = await service.views.queue(limit=limit, site=site, channel=channel)
     return {"items": items, "count": len(items), "total": total}
 
 
@@ -40,4 +40,4 @@ async def get_timeline(contact_id: str, service: ServiceDep, _: TrustedDep) -> d
     """received, queued, offered (to whom, rule, score, explanation), declined / timed out, accepted,
     completed. Customer data (who called, what was promised, every decision): a supervisor or the admin
     only; agents see their own offers and assignments on their stream and in ``/v1/agents/{id}/...``."""
-    return await service.timeline(contact_id)
+    return await service.views.timeline(contact_id)

@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse
 
 from services.router.api.deps import ServiceDep, TrustedDep
 from services.router.dashboard import DashboardSnapshot, build_snapshot
-from services.router.service import RouterService
+from services.router.views import RouterViews
 from shared.auth import authenticator_of
 
 log = structlog.get_logger(__name__)
@@ -41,10 +41,10 @@ class SnapshotCache:
         self._value: DashboardSnapshot | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self, service: RouterService) -> DashboardSnapshot:
+    async def get(self, views: RouterViews) -> DashboardSnapshot:
         async with self._lock:
             if self._value is None or time.monotonic() - self._at >= self.max_age:
-                self._value = await build_snapshot(service)
+                self._value = await build_snapshot(views)
                 self._at = time.monotonic()
             return self._value
 
@@ -77,7 +77,7 @@ async def dashboard_page() -> HTMLResponse:
     "goals (supervisor or admin)",
 )
 async def dashboard_snapshot(request: Request, service: ServiceDep, _: TrustedDep) -> DashboardSnapshot:
-    return await _cache(request).get(service)
+    return await _cache(request).get(service.views)
 
 
 @router.get(
@@ -95,7 +95,7 @@ async def dashboard_stream(
     """The token is checked again every ``REAUTH_SECONDS``: a stream outlives no token (a supervisor's
     expires after its shift); it then ends with an ``unauthorized`` event and the page asks again."""
     cache = _cache(request)
-    first = await cache.get(service)  # a standby router answers 503 here, before the stream starts
+    first = await cache.get(service.views)  # a standby router answers 503 here, before the stream starts
     token = request.headers.get("authorization", "").partition(" ")[2]
 
     async def events() -> AsyncIterator[dict[str, str]]:
@@ -112,7 +112,7 @@ async def dashboard_stream(
                     return
                 checked = time.monotonic()
             try:
-                data = (await cache.get(service)).model_dump_json()
+                data = (await cache.get(service.views)).model_dump_json()
             except Exception as exc:  # database away, ownership lost: say so, keep the page, try again
                 log.warning("router.dashboard_snapshot_failed", error=type(exc).__name__)
                 yield {"event": "unavailable", "data": json.dumps({"error": type(exc).__name__})}

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/offers", tags=["offers"])
 
 @router.get("/{offer_id}", summary="An offer (its agent or admin)")
 async def get_offer(offer_id: str, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
-    return await service.get_offer(offer_id, who)
+    return await service.views.get_offer(offer_id, who)
 
 
 @router.post("/{offer_id}/accept", summary="Accept an offer: the contact becomes your assignment")

@@ -52,4 +52,4 @@ async def reload_strategy(request: Request, service: ServiceDep, _: AdminDep) ->
 async def get_stats(service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     """Waiting per site/channel and oldest wait, agents by status, offers outstanding, service level per
     channel against its target and abandonment over the recent window, sales share, goodwill spent."""
-    return await service.stats()
+    return await service.views.stats()

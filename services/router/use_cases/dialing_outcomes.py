@@ -1,7 +1,6 @@
 """What the router does when ringing the accepting agent failed (``contact.agent_dialed``).
 
-A separate module so the router core only dispatches to it. Vendor-neutral: the event comes from intake's
-Twilio dial callback or from any PBX connector.
+Vendor-neutral: the event comes from intake's Twilio dial callback or from any PBX connector.
 
 * ``busy`` / ``no_answer`` / ``failed``: the assignment is undone, the contact goes back to its original
   place in line (its virtual start time is unchanged), and the agent is counted a missed offer, as for an
@@ -22,13 +21,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import metrics
+from services.router.rows import ON_CONTACT, agent_row, contact_row, has_work
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
+from services.router.unit_of_work import UnitOfWork
+from services.router.use_cases.agent_status import MISSED_OFFERS, set_status
 from shared.events import AgentDialed, AgentStatus, AttemptResult, CustomerDialed, DialResult
 
 if TYPE_CHECKING:
-    from services.router.service import RouterService, _Tx
+    from services.router.service import RouterService
 
 MISSED = (DialResult.BUSY, DialResult.NO_ANSWER, DialResult.FAILED)
 # What the accepted offer became when the agent could not be reached: recorded on the offer so a router
@@ -37,10 +40,8 @@ MISSED = (DialResult.BUSY, DialResult.NO_ANSWER, DialResult.FAILED)
 OFFER_STATE = {DialResult.NO_ANSWER: OfferState.TIMED_OUT}
 
 
-async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> None:
-    from services.router.service import MISSED_OFFERS, ON_CONTACT
-
-    row = await svc._contact_row(tx.session, event.contact_id)
+async def on_agent_dialed(router: RouterService, tx: UnitOfWork, event: AgentDialed) -> None:
+    row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return
     detail: dict[str, Any] = {"result": event.result.value, "call_ref": event.call_ref, "detail": event.detail}
@@ -52,7 +53,7 @@ async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> No
         return
     agent_id = event.agent_id
     gone = event.result is DialResult.CALLER_GONE
-    svc.engine.release(event.contact_id, tx.now, requeue=not gone, missed=event.result in MISSED)
+    router.engine.release(event.contact_id, tx.now, requeue=not gone, missed=event.result in MISSED)
     if gone:
         values: dict[str, Any] = dict(state=ContactState.ABANDONED, agent_id=None, ended_at=tx.now)
     else:
@@ -73,23 +74,23 @@ async def on_agent_dialed(svc: RouterService, tx: _Tx, event: AgentDialed) -> No
         "assignment_withdrawn",
         {"contact_id": event.contact_id, "reason": f"dial_{event.result.value}", "requeued": not gone},
     )
-    agent = await svc._agent_row(tx.session, agent_id)
+    agent = await agent_row(tx.session, agent_id)
     missed_before = agent.missed_offers  # read first: becoming available resets the run of misses
     if (
         agent.status == AgentStatus.BUSY
         and agent.status_reason == ON_CONTACT
-        and not await svc._has_work(tx.session, agent_id)
+        and not await has_work(tx.session, agent_id)
     ):
-        await svc._set_status(tx, agent, AgentStatus.AVAILABLE, "dial_ended")
+        await set_status(router, tx, agent, AgentStatus.AVAILABLE, "dial_ended")
     if event.result in MISSED:
         missed = missed_before + 1
         await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(missed_offers=missed))
-        agent = await svc._agent_row(tx.session, agent_id)
-        if missed >= svc.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
-            await svc._set_status(tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
+        agent = await agent_row(tx.session, agent_id)
+        if missed >= router.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
+            await set_status(router, tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
 
 
-async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
+async def _close_accepted_offer(tx: UnitOfWork, event: AgentDialed) -> None:
     offer_id = (
         await tx.session.execute(
             select(offers.c.offer_id)
@@ -111,8 +112,8 @@ async def _close_accepted_offer(tx: _Tx, event: AgentDialed) -> None:
         )
 
 
-async def on_customer_dialed(svc: RouterService, tx: _Tx, event: CustomerDialed) -> None:
-    row = await svc._contact_row(tx.session, event.contact_id)
+async def on_customer_dialed(router: RouterService, tx: UnitOfWork, event: CustomerDialed) -> None:
+    row = await contact_row(tx.session, event.contact_id)
     if row is None:
         return
     kind = "customer_dialed"
@@ -128,7 +129,7 @@ async def on_customer_dialed(svc: RouterService, tx: _Tx, event: CustomerDialed)
     )
 
 
-async def dialled_attempt(svc: RouterService, session: Any, row: Any) -> AttemptResult | None:
+async def dialled_attempt(session: AsyncSession, row: Any) -> AttemptResult | None:
     """The result of the outbound call placed for this assignment, if one was reported."""
     detail = (
         await session.execute(

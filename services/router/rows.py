@@ -1,0 +1,169 @@
+"""The router's rows as both sides read them: lookups by id, and their conversions.
+
+Use cases and views share these, so a row means the same to both. Times are stored as epoch seconds;
+languages are compared on their primary subtag.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router.auth import Principal
+from services.router.errors import Forbidden, NotFound
+from services.router.leeway import role_of
+from services.router.matching import AgentState, WaitingContact
+from services.router.store import ContactState, OfferState, agents, contacts, offers
+from shared.events import AgentStatus, Channel, Intent, Role, Tier
+
+# An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
+ON_CONTACT = "on_contact"
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def to_ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def period_of(ts: float) -> str:
+    return to_datetime(ts).strftime("%Y-%m-%d")
+
+
+def language_key(tag: str) -> str:
+    """Languages match on the primary subtag, case-insensitively: a customer tagged ``en-US`` is served
+    by an agent who speaks ``en`` (an exact-tag match would leave the customer waiting forever)."""
+    return tag.strip().replace("_", "-").split("-", 1)[0].lower() or "en"
+
+
+def waiting_contact(row: Any) -> WaitingContact:
+    """A contact row as the engine queues it."""
+    customer = row.customer or {}
+    return WaitingContact(
+        contact_id=row.contact_id,
+        site=row.site,
+        channel=Channel(row.channel),
+        intent=Intent(row.intent) if row.intent else None,
+        tier=Tier(customer.get("tier", Tier.STANDARD)),
+        language=language_key(customer.get("language") or "en"),
+        enqueued_at=row.virtual_start,
+        expected_handling_seconds=row.expected_handling_seconds,
+        priority_boost=row.priority_boost,
+        preferred_agent_id=row.preferred_agent_id,
+        widen_roles=row.widen_roles,
+        callback_id=row.callback_id,
+    )
+
+
+def engine_status(status: str, reason: str | None) -> AgentStatus:
+    """The status the engine routes by. ``busy`` set by the router means "working, take more within
+    capacity": capacity, load and channel blending are the engine's call. A ``busy`` the agent chose
+    means "no new work"."""
+    if status == AgentStatus.BUSY and reason == ON_CONTACT:
+        return AgentStatus.AVAILABLE
+    return AgentStatus(status)
+
+
+def agent_state(row: Any, load: dict[Channel, int], *, connected: bool) -> AgentState:
+    """An agent row as the engine sees it."""
+    roles = [Role(row.primary_role)] + [Role(r) for r in row.roles if r != row.primary_role]
+    return AgentState(
+        agent_id=row.agent_id,
+        site=row.site,
+        roles=roles,
+        skills=dict(row.skills),
+        languages={language_key(lang) for lang in row.languages},
+        capacity={Channel(k): int(v) for k, v in row.capacity.items()},
+        status=engine_status(row.status, row.status_reason),
+        load=dict(load),
+        idle_since=row.status_since,
+        connected=connected,
+    )
+
+
+async def agent_row(session: AsyncSession, agent_id: str) -> Any:
+    row = (await session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+    if row is None:
+        raise NotFound(f"agent {agent_id!r} not found")
+    return row
+
+
+async def contact_row(session: AsyncSession, contact_id: str) -> Any:
+    return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
+
+
+async def offer_for(session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
+    """The offer row, if ``who`` may act on it (or, with ``read``, see it)."""
+    row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
+    if row is None:
+        raise NotFound(f"offer {offer_id!r} not found")
+    if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
+        raise Forbidden("this offer belongs to another agent")
+    return row
+
+
+async def offered_role(session: AsyncSession, contact_id: str, agent_id: str) -> Role | None:
+    """The role under which the agent was offered (and accepted) the contact: its leeway's source."""
+    explanation = (
+        await session.execute(
+            select(offers.c.explanation)
+            .where(
+                offers.c.contact_id == contact_id,
+                offers.c.agent_id == agent_id,
+                offers.c.state == OfferState.ACCEPTED,
+            )
+            .order_by(offers.c.resolved_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return role_of(explanation)
+
+
+async def loads_by_agent(session: AsyncSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
+    """Reserved + assigned contacts per agent and channel, as the database knows them."""
+    stmt = (
+        select(contacts.c.agent_id, contacts.c.channel, func.count())
+        .where(contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)))
+        .group_by(contacts.c.agent_id, contacts.c.channel)
+    )
+    if agent_id is not None:
+        stmt = stmt.where(contacts.c.agent_id == agent_id)
+    out: dict[str, dict[Channel, int]] = {}
+    for aid, channel, count in (await session.execute(stmt)).all():
+        if aid is not None:
+            out.setdefault(aid, {})[Channel(channel)] = int(count)
+    return out
+
+
+async def has_assignment(session: AsyncSession, agent_id: str) -> bool:
+    """Whether the agent is on a contact now. An open offer is not work yet: it may time out."""
+    n = (
+        await session.execute(
+            select(func.count())
+            .select_from(contacts)
+            .where(contacts.c.agent_id == agent_id, contacts.c.state == ContactState.ASSIGNED)
+        )
+    ).scalar_one()
+    return n > 0
+
+
+async def has_work(session: AsyncSession, agent_id: str) -> bool:
+    """Whether the agent has offers or assignments."""
+    n = (
+        await session.execute(
+            select(func.count())
+            .select_from(contacts)
+            .where(
+                contacts.c.agent_id == agent_id,
+                contacts.c.state.in_((ContactState.OFFERED, ContactState.ASSIGNED)),
+            )
+        )
+    ).scalar_one()
+    return n > 0

@@ -1,0 +1,143 @@
+"""The unit of work: every change to the routing state is one fenced transaction, made by one writer.
+
+A :class:`UnitOfWork` is what a use case writes into: state rows, timeline entries, counters and the
+emitted events (outbox) share its session, so they commit together or not at all. Stream messages wait
+in it until the commit, so an agent never hears of a change that was rolled back.
+
+The :class:`Writer` opens them: under its lock (one writer), renewing the ownership lease inside each
+transaction (fencing: a router that lost the lease cannot commit), and rebuilding the engine from the
+database when a transaction fails after the engine already changed, so the two never drift apart.
+Group commit (``group_commit.py``) runs many operations in one of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.router.errors import RouterError
+from services.router.ownership import Ownership, OwnershipLost
+from services.router.rows import period_of
+from services.router.store import counters, timeline
+from shared.events import Envelope, EventData
+from shared.outbox import stage
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+Publish = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class UnitOfWork:
+    """One transaction: the session, plus what to do once (and only if) it committed."""
+
+    session: AsyncSession
+    source: str
+    now: float
+    pushes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    emitted: int = 0
+
+    async def emit(self, data: EventData, event_id: str | None = None) -> Envelope:
+        """Stage an event in the outbox; the relay publishes it after the commit."""
+        self.emitted += 1
+        return await stage(self.session, data, source=self.source, event_id=event_id)
+
+    async def note(self, contact_id: str, kind: str, agent_id: str | None = None, **detail: Any) -> None:
+        """Add an entry to the contact's timeline (the audit trail)."""
+        await self.session.execute(
+            timeline.insert().values(contact_id=contact_id, at=self.now, kind=kind, agent_id=agent_id, detail=detail)
+        )
+
+    async def bump(self, name: str, amount: float) -> None:
+        """Add to today's counter ``name`` (``/v1/stats`` ``today``)."""
+        period = period_of(self.now)
+        result = await self.session.execute(
+            update(counters)
+            .where(counters.c.period == period, counters.c.name == name)
+            .values(value=counters.c.value + amount)
+        )
+        if not result.rowcount:
+            await self.session.execute(counters.insert().values(period=period, name=name, value=amount))
+
+    def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        """A message for the agent's stream, sent after the commit."""
+        self.pushes.append((agent_id, event, data))
+
+
+class Writer:
+    """The router's one writer: its lock and the fenced transactions it opens."""
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        source: str,
+        clock: Clock,
+        ownership: Ownership,
+        rebuild: Callable[[], Awaitable[None]],
+        notify: Callable[[], None],
+        publish: Publish,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._source = source
+        self._clock = clock
+        self._ownership = ownership
+        self._rebuild = rebuild
+        self._notify = notify  # the outbox relay: events were staged
+        self._publish = publish  # the agents' streams
+        self.lock = asyncio.Lock()
+        self.stale = False  # the engine may differ from the database (a failed rebuild): rebuild first
+        self.renewed_at = 0.0  # when the lease was last renewed (the tick keeps it while idle)
+
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """The writer lock, with the engine brought back in line with the database if it may differ."""
+        async with self.lock:
+            if self.stale:
+                await self._rebuild()
+            yield
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction; on failure the engine is rebuilt from the database (it may hold the change)."""
+        async with self._sessionmaker() as session:
+            tx = UnitOfWork(session=session, source=self._source, now=self._clock())
+            try:
+                async with session.begin():
+                    # Fencing: a router that no longer owns the state cannot commit anything.
+                    await self._ownership.renew(session, tx.now)
+                    yield tx
+            except RouterError:
+                raise  # refused before anything changed: the engine is untouched
+            except OwnershipLost:
+                log.error("router.ownership_lost", lease=self._ownership.name)
+                raise  # the engine is rebuilt once ownership is regained
+            except BaseException:
+                try:
+                    await self._rebuild()
+                except Exception:
+                    # The database is unreachable: rebuild before the engine is used again, or a
+                    # reservation the database never saw would stay stuck in memory.
+                    self.stale = True
+                    log.exception("router.rebuild_failed")
+                raise
+        self.renewed_at = tx.now
+        if tx.emitted:
+            self._notify()
+        for agent_id, event, data in tx.pushes:
+            self._publish(agent_id, event, data)
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """A group's transaction under the writer lock. Routing is not part of it: the tick offers what a
+        group freed in a transaction of its own, so a failing offer never holds back consumed events."""
+        async with self.locked(), self.transaction() as tx:
+            yield tx

@@ -1,0 +1,97 @@
+"""An agent accepts an offer: the contact is assigned to it (``offer.accepted``, the agent ``busy``),
+unless the lease ran out first; then it is timed out, offered again, and the agent hears 409.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router import metrics
+from services.router.auth import Principal
+from services.router.errors import Conflict
+from services.router.leeway import leeway_for, role_of
+from services.router.open_offers import PendingOffer
+from services.router.reach import reach_of
+from services.router.rows import ON_CONTACT, agent_row, contact_row, offer_for, to_datetime, waiting_contact
+from services.router.store import ContactState, OfferState, agents, contacts, offers
+from services.router.unit_of_work import UnitOfWork
+from services.router.use_cases.agent_status import set_status
+from services.router.use_cases.offer_timeout import time_out
+from shared.events import AgentStatus, OfferAccepted
+
+if TYPE_CHECKING:
+    from services.router.service import RouterService
+
+
+async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[str, Any]:
+    async def accept(tx: UnitOfWork) -> dict[str, Any] | None:
+        row = await offer_for(tx.session, offer_id, who)
+        pending = router.open_offers.get(offer_id)
+        if row.state != OfferState.PENDING or pending is None:
+            raise Conflict(f"offer is {row.state}, it can no longer be accepted")
+        if pending.expires_at <= tx.now:
+            await time_out(router, tx, pending)  # committed: the contact goes to the next agent
+            return None
+        return await _assign(router, tx, pending)
+
+    assignment = await router.writes.run(accept)
+    if assignment is None:
+        router.wake()
+        raise Conflict("offer expired before it was accepted; the contact was offered again")
+    return assignment
+
+
+async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer) -> dict[str, Any]:
+    router.open_offers.untrack(offer.offer_id)
+    router.engine.accept(offer.contact_id)
+    await tx.session.execute(
+        update(offers).where(offers.c.offer_id == offer.offer_id).values(state=OfferState.ACCEPTED, resolved_at=tx.now)
+    )
+    await tx.session.execute(
+        update(contacts)
+        .where(contacts.c.contact_id == offer.contact_id)
+        .values(state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now)
+    )
+    agent = await agent_row(tx.session, offer.agent_id)
+    if agent.missed_offers:
+        await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
+    if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
+        await set_status(router, tx, agent, AgentStatus.BUSY, ON_CONTACT)
+    contact = await contact_row(tx.session, offer.contact_id)
+    await tx.emit(
+        OfferAccepted(
+            tenant_id=contact.tenant_id,
+            offer_id=offer.offer_id,
+            contact_id=offer.contact_id,
+            agent_id=offer.agent_id,
+            site=contact.site,
+            at=to_datetime(tx.now),
+            **reach_of(agent, contact),
+        )
+    )
+    waited = tx.now - contact.virtual_start
+    await tx.note(
+        offer.contact_id,
+        "accepted",
+        agent_id=offer.agent_id,
+        offer_id=offer.offer_id,
+        waited_seconds=round(waited, 3),
+    )
+    metrics.OFFERS.labels("accepted").inc()
+    if contact.callback_id is None:
+        metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
+    role = role_of(await _offer_explanation(tx.session, offer.offer_id))
+    view = router.views.assignment_view(contact, role)
+    leeway = leeway_for(router.strategy, router.strategy.plan(waiting_contact(contact)), role)
+    router.handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
+    tx.push(offer.agent_id, "assignment", view)
+    return view
+
+
+async def _offer_explanation(session: AsyncSession, offer_id: str) -> Any:
+    return (
+        await session.execute(select(offers.c.explanation).where(offers.c.offer_id == offer_id))
+    ).scalar_one_or_none()
