@@ -46,7 +46,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BARE_APP = '''
+BARE_APP = """
 from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -69,7 +69,7 @@ def create_app() -> FastAPI:
         return {"contact_id": body.external_id, "duplicate": False}
 
     return app
-'''
+"""
 
 
 RAW_APP = '''
@@ -185,9 +185,26 @@ def free_port() -> int:
 def start_server(app: str, env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--no-access-log", "--log-level", "warning"],
-        cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -210,8 +227,13 @@ def payload(external_id: str) -> bytes:
             "external_id": external_id,
             "source": "bench",
             "channel": "voice",
-            "customer": {"id": f"c-{external_id}", "phone": phone, "tier": "premium",
-                         "language": "de", "timezone": "Europe/Berlin"},
+            "customer": {
+                "id": f"c-{external_id}",
+                "phone": phone,
+                "tier": "premium",
+                "language": "de",
+                "timezone": "Europe/Berlin",
+            },
             "summary": "I would like to upgrade my plan",
             "ivr_selections": ["2"],
         }
@@ -299,16 +321,23 @@ def main() -> None:
         (tmpdir / "sync_app.py").write_text(SYNC_APP)
         data_dir = tmpdir / "data"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-        intake_env = {**base_env, "PYTHONPATH": str(ROOT), "SWITCHBOARD_DATA_DIR": str(data_dir),
-                      "SWITCHBOARD_LOG_LEVEL": "WARNING",
-                      "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-token-not-secret",
-                      # uvicorn binds loopback here: unsigned webhooks are allowed (no secrets configured)
-                      "SWITCHBOARD_INTAKE_LISTEN_HOST": "127.0.0.1",
-                      # One load generator is one client address: the rate limits would measure themselves.
-                      "SWITCHBOARD_INTAKE_RATE_LIMITS_ENABLED": "false"}
+        intake_env = {
+            **base_env,
+            "PYTHONPATH": str(ROOT),
+            "SWITCHBOARD_DATA_DIR": str(data_dir),
+            "SWITCHBOARD_LOG_LEVEL": "WARNING",
+            "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-token-not-secret",
+            # uvicorn binds loopback here: unsigned webhooks are allowed (no secrets configured)
+            "SWITCHBOARD_INTAKE_LISTEN_HOST": "127.0.0.1",
+            # One load generator is one client address: the rate limits would measure themselves.
+            "SWITCHBOARD_INTAKE_RATE_LIMITS_ENABLED": "false",
+        }
         bare_env = {**base_env, "PYTHONPATH": f"{tmpdir}{os.pathsep}{ROOT}"}
-        ceiling_env = {**intake_env, "PYTHONPATH": bare_env["PYTHONPATH"],
-                       "SWITCHBOARD_DATA_DIR": str(tmpdir / "ceiling")}
+        ceiling_env = {
+            **intake_env,
+            "PYTHONPATH": bare_env["PYTHONPATH"],
+            "SWITCHBOARD_DATA_DIR": str(tmpdir / "ceiling"),
+        }
         sync_env = {**ceiling_env, "SWITCHBOARD_DATA_DIR": str(tmpdir / "sync")}
         servers = {
             "intake": start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log"),
@@ -339,13 +368,19 @@ def main() -> None:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        logged = {name: durable_counts(Path(env["SWITCHBOARD_DATA_DIR"]))
-                  for name, env in (("intake", intake_env), ("sync", sync_env))}
+        logged = {
+            name: durable_counts(Path(env["SWITCHBOARD_DATA_DIR"]))
+            for name, env in (("intake", intake_env), ("sync", sync_env))
+        }
 
-    print(f"one uvicorn worker each, {args.connections} keep-alive connections, {args.rounds} rounds x "
-          f"{args.seconds:.0f}s, new external id and phone number per request\n")
-    print(f"{'endpoint':<38}{'accepted/s (median)':>20}{'rounds':>22}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}"
-          f"{'server CPU us/req':>19}{'ratio':>8}")
+    print(
+        f"one uvicorn worker each, {args.connections} keep-alive connections, {args.rounds} rounds x "
+        f"{args.seconds:.0f}s, new external id and phone number per request\n"
+    )
+    print(
+        f"{'endpoint':<38}{'accepted/s (median)':>20}{'rounds':>22}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}"
+        f"{'server CPU us/req':>19}{'ratio':>8}"
+    )
     print("-" * 134)
     medians = {name: statistics.median(rate for rate, _, _ in results[name]) for name, *_ in TARGETS}
     for name, label, _, _ in TARGETS:
@@ -353,8 +388,10 @@ def main() -> None:
         lat = [x for _, _, ls in results[name] for x in ls]
         rounds = " ".join(f"{x:.0f}" for x in rates)
         non = sum(o for _, o, _ in results[name])
-        print(f"{label:<38}{medians[name]:>20.0f}{rounds:>22}{pct(lat, .5) * 1e3:>9.1f}{pct(lat, .99) * 1e3:>9.1f}"
-              f"{non:>9}{statistics.median(cpu[name]):>19.0f}{medians[name] / medians['bare']:>7.2f}x")
+        print(
+            f"{label:<38}{medians[name]:>20.0f}{rounds:>22}{pct(lat, 0.5) * 1e3:>9.1f}{pct(lat, 0.99) * 1e3:>9.1f}"
+            f"{non:>9}{statistics.median(cpu[name]):>19.0f}{medians[name] / medians['bare']:>7.2f}x"
+        )
     print("-" * 134)
     ratio = medians["intake"] / medians["bare"]
     verdict = "met" if ratio >= 0.6 else "NOT met"

@@ -53,16 +53,24 @@ def make_agent(i: int, rng: random.Random) -> AgentState:
     languages = {"en"} if rng.random() < 0.7 else {"en", "de"}
     capacity = {Channel.VOICE: 1} if rng.random() < 0.7 else {Channel.VOICE: 1, Channel.CHAT: 2}
     return AgentState(
-        agent_id=f"a{i}", site="main", roles=roles, skills={"billing": rng.randint(1, 5)},
-        languages=languages, capacity=capacity, status=AgentStatus.AVAILABLE, idle_since=rng.random(),
+        agent_id=f"a{i}",
+        site="main",
+        roles=roles,
+        skills={"billing": rng.randint(1, 5)},
+        languages=languages,
+        capacity=capacity,
+        status=AgentStatus.AVAILABLE,
+        idle_since=rng.random(),
     )
 
 
 def make_contact(i: int, now: float, rng: random.Random) -> WaitingContact:
     return WaitingContact(
-        contact_id=f"c{i}", site="main",
+        contact_id=f"c{i}",
+        site="main",
         channel=Channel.VOICE if rng.random() < 0.7 else Channel.CHAT,
-        intent=rng.choice(INTENTS), tier=rng.choice(TIERS),
+        intent=rng.choice(INTENTS),
+        tier=rng.choice(TIERS),
         language="en" if rng.random() < 0.85 else "de",
         enqueued_at=now - rng.random() * 30.0,
         expected_handling_seconds=rng.choice([None, 60.0, 300.0]),
@@ -104,8 +112,9 @@ def build_surplus(agents: int, seed: int) -> tuple[MatchingEngine, list[str], in
     return engine, reserved, n, now
 
 
-def run_engine(agents: int, waiting: int, cycles: int, seed: int, scenario: str = "backlog",
-               collect: bool = False) -> tuple[float, float, int, int]:
+def run_engine(
+    agents: int, waiting: int, cycles: int, seed: int, scenario: str = "backlog", collect: bool = False
+) -> tuple[float, float, int, int]:
     """(seconds for the whole cycles, seconds inside decide, decisions, waiting at the end)."""
     if scenario == "backlog":
         engine, reserved, n, now = build(agents, waiting, seed)
@@ -192,14 +201,17 @@ def run_scan(agents: int, decisions: int, seed: int) -> float:
 
 
 def table(scenario: str, agent_sizes: list[int], waiting: int, cycles: int, args: argparse.Namespace) -> None:
-    header = (f"{'agents':>8} {'waiting':>8} {'decisions':>9} {'dec/s':>9} {'us/dec':>7} {'decide':>7} "
-              f"{'heap us':>7} {'x heap':>7} {'scan us':>9} {'scan/eng':>8} {'growth':>7} {'raw':>5}")
+    header = (
+        f"{'agents':>8} {'waiting':>8} {'decisions':>9} {'dec/s':>9} {'us/dec':>7} {'decide':>7} "
+        f"{'heap us':>7} {'x heap':>7} {'scan us':>9} {'scan/eng':>8} {'growth':>7} {'raw':>5}"
+    )
     what = {
         "backlog": f"backlog: every agent busy, {waiting:,} contacts waiting",
         "surplus": "surplus: about half the agents idle, contacts served as they arrive",
     }[scenario]
-    print(f"\n{what}; cycle = finish + enqueue + decide; {cycles:,} cycles; GC "
-          f"{'on' if args.gc else 'off'} while timing")
+    print(
+        f"\n{what}; cycle = finish + enqueue + decide; {cycles:,} cycles; GC {'on' if args.gc else 'off'} while timing"
+    )
     print(header)
     print("-" * len(header))
     first_ratio = first_per = None
@@ -207,9 +219,7 @@ def table(scenario: str, agent_sizes: list[int], waiting: int, cycles: int, args
     heap_ops = 30_000 if args.quick else 100_000
     for agents in agent_sizes:
         heap_before = run_heap(waiting, heap_ops, args.seed)
-        elapsed, in_decide, decisions, left = run_engine(
-            agents, waiting, cycles, args.seed, scenario, collect=args.gc
-        )
+        elapsed, in_decide, decisions, left = run_engine(agents, waiting, cycles, args.seed, scenario, collect=args.gc)
         heap_after = run_heap(waiting, heap_ops, args.seed)
         heap_per = min(heap_before, heap_after)
         per = elapsed / max(decisions, 1)
@@ -219,20 +229,23 @@ def table(scenario: str, agent_sizes: list[int], waiting: int, cycles: int, args
         first_per = first_per or per
         growth = ratio / first_ratio
         results.append((agents, decisions / elapsed, growth))
-        print(f"{agents:>8} {left:>8} {decisions:>9} {decisions / elapsed:>9.0f} {per * 1e6:>7.1f} "
-              f"{in_decide / max(decisions, 1) * 1e6:>7.1f} {heap_per * 1e6:>7.2f} {ratio:>7.1f} "
-              f"{scan_per * 1e6:>9.1f} {scan_per / per:>8.1f} {growth:>7.2f} {per / first_per:>5.2f}",
-              flush=True)
+        print(
+            f"{agents:>8} {left:>8} {decisions:>9} {decisions / elapsed:>9.0f} {per * 1e6:>7.1f} "
+            f"{in_decide / max(decisions, 1) * 1e6:>7.1f} {heap_per * 1e6:>7.2f} {ratio:>7.1f} "
+            f"{scan_per * 1e6:>9.1f} {scan_per / per:>8.1f} {growth:>7.2f} {per / first_per:>5.2f}",
+            flush=True,
+        )
     if scenario != "backlog":
         return
     for agents, rate, _growth in results:
         if agents == 10_000:
-            print(f"target >= 20,000 decisions/s at 10k agents: {rate:,.0f} -> "
-                  f"{'OK' if rate >= 20_000 else 'MISSED'}")
+            print(f"target >= 20,000 decisions/s at 10k agents: {rate:,.0f} -> {'OK' if rate >= 20_000 else 'MISSED'}")
     if len(results) > 1:
         g = results[-1][2]
-        print(f"target cost growth < 2x from {results[0][0]:,} to {results[-1][0]:,} agents: {g:.2f}x -> "
-              f"{'OK' if g < 2 else 'MISSED'}")
+        print(
+            f"target cost growth < 2x from {results[0][0]:,} to {results[-1][0]:,} agents: {g:.2f}x -> "
+            f"{'OK' if g < 2 else 'MISSED'}"
+        )
 
 
 def arrival_estimates(agent_sizes: list[int], seed: int) -> None:
@@ -260,8 +273,14 @@ def arrival_estimates(agent_sizes: list[int], seed: int) -> None:
         sample = contacts[:30]
         t0 = time.perf_counter()
         for c in sample:
-            eligibility(site=c.site, channel=c.channel, language=c.language, plan=engine.plan_for(c),
-                        widen_roles=False, on_duty=on_duty)
+            eligibility(
+                site=c.site,
+                channel=c.channel,
+                language=c.language,
+                plan=engine.plan_for(c),
+                widen_roles=False,
+                on_duty=on_duty,
+            )
         scan = (time.perf_counter() - t0) / len(sample) * 1e6
         print(f"{size:>8}{warm:>10.1f}{scan:>10.1f}{scan / max(warm, 1e-9):>11.0f}")
 
@@ -280,7 +299,7 @@ def main() -> None:
     waiting = args.waiting or (20_000 if args.quick else 100_000)
     cycles = args.cycles or (5_000 if args.quick else 30_000)
     print("routing benchmark (services.router.matching, one core)")
-    for scenario in (["backlog", "surplus"] if args.scenario == "both" else [args.scenario]):
+    for scenario in ["backlog", "surplus"] if args.scenario == "both" else [args.scenario]:
         table(scenario, agent_sizes, waiting, cycles, args)
     arrival_estimates(agent_sizes, args.seed)
     print()

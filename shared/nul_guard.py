@@ -98,6 +98,11 @@ async def _reject(send: Send, where: str) -> None:
     body = json.dumps(
         {"detail": [{"loc": [where], "msg": "NUL characters (\\u0000) are not allowed", "type": "value_error"}]}
     ).encode()
-    await send({"type": "http.response.start", "status": 422,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 422,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

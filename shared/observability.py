@@ -37,7 +37,8 @@ BUS_PUBLISH_SECONDS = Histogram(
 )
 
 BUS_CONSUMER_LAG = Gauge(
-    "switchboard_bus_consumer_lag", "Events in the log not yet handled by the group (refreshed on scrape)",
+    "switchboard_bus_consumer_lag",
+    "Events in the log not yet handled by the group (refreshed on scrape)",
     ["group", "topic"],
 )
 BUS_DLQ_SIZE = Gauge("switchboard_bus_dlq_size", "Events held in the topic's dead-letter topic", ["topic"])

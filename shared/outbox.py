@@ -88,9 +88,7 @@ class OutboxRelay:
 
     async def _relay_batch(self) -> int:
         async with self._sessionmaker() as session:
-            rows = (
-                await session.execute(select(outbox).order_by(outbox.c.seq).limit(self._batch))
-            ).all()
+            rows = (await session.execute(select(outbox).order_by(outbox.c.seq).limit(self._batch))).all()
             if not rows:
                 return 0
             done: list[int] = []

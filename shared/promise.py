@@ -115,10 +115,7 @@ class NoPromise:
             return "We cannot offer you a callback. Please contact us again later."
         at = self.next_open.astimezone(self.customer_tz)
         if self.next_open <= self.requested_at:
-            return (
-                "We cannot call you back at a time that suits you in the next days. "
-                "Please call us now: we are open."
-            )
+            return "We cannot call you back at a time that suits you in the next days. Please call us now: we are open."
         return (
             "We cannot call you back at a time that suits you in the next days. "
             f"Please call us when we are open: next on {fmt_day(at)} at {fmt_time(at)} "

@@ -330,9 +330,7 @@ async def create_callback(
     return CallbackOut.of(commitment)
 
 
-@router.get(
-    "/callbacks", response_model=list[CallbackOut], summary="List and filter commitments (supervisor or admin)"
-)
+@router.get("/callbacks", response_model=list[CallbackOut], summary="List and filter commitments (supervisor or admin)")
 async def list_callbacks(
     service: ServiceDep,
     _: Trusted,

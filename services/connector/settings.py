@@ -42,7 +42,11 @@ class ConnectorSettings(BaseSettings):
     )
 
     @field_validator(
-        "twilio_account_sid", "twilio_auth_token", "twilio_api_key_sid", "twilio_api_base_url", "dial_caller_id",
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_api_key_sid",
+        "twilio_api_base_url",
+        "dial_caller_id",
         mode="before",
     )
     @classmethod

@@ -268,9 +268,9 @@ class _AsyncDriver:
     def __init__(self, url: str) -> None:
         self.engine = db.make_engine(url)
         self.dialect = self.engine.dialect.name
-        self._insert_statement = (
-            postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        )(requests_table).on_conflict_do_nothing()
+        self._insert_statement = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+            requests_table
+        ).on_conflict_do_nothing()
 
     @staticmethod
     def db_time(value: datetime) -> datetime:

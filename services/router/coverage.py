@@ -35,14 +35,16 @@ def role_coverage(arrivals: Sequence[Arrival], on_duty: Sequence[OnDutyAgent]) -
         holding = sum(1 for a in on_duty if role in a.roles)
         traffic_share = sent / total if total else 0.0
         duty_share = holding / staff if staff else 0.0
-        out.append({
-            "role": role.value,
-            "traffic_share": round(traffic_share, 4),
-            "on_duty": holding,
-            "on_duty_share": round(duty_share, 4),
-            # more of the traffic is meant for this role than its share of the people on duty
-            "understaffed": sent > 0 and traffic_share > duty_share,
-        })
+        out.append(
+            {
+                "role": role.value,
+                "traffic_share": round(traffic_share, 4),
+                "on_duty": holding,
+                "on_duty_share": round(duty_share, 4),
+                # more of the traffic is meant for this role than its share of the people on duty
+                "understaffed": sent > 0 and traffic_share > duty_share,
+            }
+        )
     return out
 
 
@@ -57,18 +59,22 @@ def rule_coverage(
         first = rule.steps[0].role
         offers = by_rule.get(rule.name, [])
         to_first = sum(1 for f in offers if f.role is first)
-        out.append({
-            "rule": rule.name,
-            "first_role": first.value,
-            "first_offers": len(offers),
-            "first_offer_to_first_role_share": round(to_first / len(offers), 4) if offers else None,
-            "first_role_on_duty": sum(1 for a in on_duty if first in a.roles),
-        })
+        out.append(
+            {
+                "rule": rule.name,
+                "first_role": first.value,
+                "first_offers": len(offers),
+                "first_offer_to_first_role_share": round(to_first / len(offers), 4) if offers else None,
+                "first_role_on_duty": sum(1 for a in on_duty if first in a.roles),
+            }
+        )
     return out
 
 
 def coverage(
-    strategy: Strategy, arrivals: Sequence[Arrival], on_duty: Sequence[OnDutyAgent],
+    strategy: Strategy,
+    arrivals: Sequence[Arrival],
+    on_duty: Sequence[OnDutyAgent],
     first_offers: Iterable[FirstOffer],
 ) -> dict[str, Any]:
     roles = role_coverage(arrivals, on_duty)
@@ -76,6 +82,7 @@ def coverage(
     warnings = [
         f"{r['role']}: {r['traffic_share']:.0%} of the traffic is meant for it first, "
         f"but it is {r['on_duty_share']:.0%} of the agents on duty ({r['on_duty']})"
-        for r in roles if r["understaffed"]
+        for r in roles
+        if r["understaffed"]
     ]
     return {"roles": roles, "rules": rules, "warnings": warnings}

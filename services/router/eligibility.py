@@ -40,7 +40,12 @@ class Eligibility:
 
 
 def eligibility(
-    *, site: str, channel: Channel, language: str, plan: RoutingPlan, widen_roles: bool,
+    *,
+    site: str,
+    channel: Channel,
+    language: str,
+    plan: RoutingPlan,
+    widen_roles: bool,
     on_duty: Iterable[AgentLike],
 ) -> Eligibility:
     """Agents on duty (at the contact's site) who could take the contact once all of its plan's steps
@@ -53,10 +58,13 @@ def eligibility(
         ("channel", lambda a: a.capacity.get(channel, 0) > 0),
         ("language", lambda a: language in a.languages),
         ("role", lambda a: widen_roles or any(s.role in a.roles for s in plan.steps)),
-        ("skill", lambda a: any(
-            (widen_roles or s.role in a.roles) and all(a.skills.get(n, 0) >= lv for n, lv in s.required_skills)
-            for s in plan.steps
-        )),
+        (
+            "skill",
+            lambda a: any(
+                (widen_roles or s.role in a.roles) and all(a.skills.get(n, 0) >= lv for n, lv in s.required_skills)
+                for s in plan.steps
+            ),
+        ),
     ]
     for reason, fits in checks:
         stage = [a for a in stage if fits(a)]

@@ -85,9 +85,7 @@ HANDLING_SECONDS = Gauge(
 # Sales share vs cap and goodwill vs budget over the strategy's rolling periods (stats' figures).
 SALES_SHARE = Gauge("switchboard_router_sales_share", "Share of offers sent to sales over the sales-share period")
 SALES_SHARE_CAP = Gauge("switchboard_router_sales_share_cap", "The strategy's cap on the sales share")
-GOODWILL_SPENT = Gauge(
-    "switchboard_router_goodwill_spent", "Goodwill granted over the goodwill period", ["role"]
-)
+GOODWILL_SPENT = Gauge("switchboard_router_goodwill_spent", "Goodwill granted over the goodwill period", ["role"])
 GOODWILL_BUDGET = Gauge(
     "switchboard_router_goodwill_budget", "The strategy's goodwill budget per period (role=all: overall)", ["role"]
 )

@@ -29,15 +29,16 @@ def progress(targets: Iterable[SalesTarget], sales: Iterable[Sale], now: float) 
     for t in targets:
         since = now - t.period_seconds
         actual = sum(
-            1 for s in sales
-            if s.at > since and (s.role == t.role.value if t.role is not None else s.team == t.team)
+            1 for s in sales if s.at > since and (s.role == t.role.value if t.role is not None else s.team == t.team)
         )
-        out.append({
-            "role": t.role.value if t.role is not None else None,
-            "team": t.team,
-            "target": t.target,
-            "actual": actual,
-            "met": actual >= t.target,
-            "period_seconds": t.period_seconds,
-        })
+        out.append(
+            {
+                "role": t.role.value if t.role is not None else None,
+                "team": t.team,
+                "target": t.target,
+                "actual": actual,
+                "met": actual >= t.target,
+                "period_seconds": t.period_seconds,
+            }
+        )
     return out

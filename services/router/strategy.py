@@ -275,8 +275,11 @@ class RoutingPlan:
         return {
             "rule": self.rule,
             "steps": [
-                {"role": s.role.value, "opens_after_seconds": s.opens_after_seconds,
-                 "required_skills": dict(s.required_skills)}
+                {
+                    "role": s.role.value,
+                    "opens_after_seconds": s.opens_after_seconds,
+                    "required_skills": dict(s.required_skills),
+                }
                 for s in self.steps
             ],
             "priority": self.priority,
@@ -392,9 +395,9 @@ class Strategy(_Model):
             PlanStep(
                 role=s.role,
                 opens_after_seconds=s.after_seconds,
-                required_skills=tuple(sorted(
-                    (n, min(lv, s.min_skill_level) if s.min_skill_level else lv) for n, lv in required.items()
-                )),
+                required_skills=tuple(
+                    sorted((n, min(lv, s.min_skill_level) if s.min_skill_level else lv) for n, lv in required.items())
+                ),
             )
             for s in rule.steps
         ]
@@ -413,9 +416,7 @@ class Strategy(_Model):
             aging_per_second=self.channel_policy(contact.channel).aging_rate,
             upsell=rule.upsell and not short,
             allowed_handling_seconds=rule.allowed_handling_seconds or first.allowed_handling_seconds,
-            goodwill_budget=(
-                rule.goodwill_budget if rule.goodwill_budget is not None else first.goodwill_budget
-            ),
+            goodwill_budget=(rule.goodwill_budget if rule.goodwill_budget is not None else first.goodwill_budget),
             sales_cap_exempt=rule.sales_cap_exempt,
             short_question=short,
         )
@@ -447,8 +448,7 @@ def _sales_not_first(steps: list[PlanStep], sales_after: float) -> list[PlanStep
     if head is None:  # only sales listed: service takes the question first
         head = PlanStep(Role.SERVICE, 0.0, steps[0].required_skills)
     moved = [
-        PlanStep(s.role, max(s.opens_after_seconds, sales_after), s.required_skills)
-        if s.role is Role.SALES else s
+        PlanStep(s.role, max(s.opens_after_seconds, sales_after), s.required_skills) if s.role is Role.SALES else s
         for s in rest
     ]
     moved.sort(key=lambda s: s.opens_after_seconds)  # stable: keeps preference order within a time

@@ -26,17 +26,22 @@ from tests.intake.test_twilio_api import PUBLIC, TOKEN, VOICE, call, post_twilio
 FRIDAY_16_02 = datetime(2026, 12, 4, 16, 2, tzinfo=UTC)
 DEFAULT_CONFIG = BusinessCalendars.from_config({})
 ISSUE_ZONES = [
-    "Asia/Karachi", "Asia/Kolkata", "Asia/Dhaka", "Asia/Bangkok", "Asia/Shanghai",
-    "Europe/Berlin", "America/New_York", "America/Los_Angeles", "UTC",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Dhaka",
+    "Asia/Bangkok",
+    "Asia/Shanghai",
+    "Europe/Berlin",
+    "America/New_York",
+    "America/Los_Angeles",
+    "UTC",
 ]
 
 
 @pytest.fixture
 def default_service(make_service: ServiceFactory, clock: ManualClock) -> CallbackService:
     clock.set(FRIDAY_16_02)
-    return make_service(
-        calendars=DEFAULT_CONFIG, policy=Policy.from_settings(CallbackSettings(), PromiseSettings())
-    )
+    return make_service(calendars=DEFAULT_CONFIG, policy=Policy.from_settings(CallbackSettings(), PromiseSettings()))
 
 
 async def test_web_form_answer_is_the_tracked_commitment(intake: IntakeFactory, default_service) -> None:  # noqa: F811

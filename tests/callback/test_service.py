@@ -441,9 +441,12 @@ async def test_the_told_deadline_is_tracked_and_a_drift_is_flagged(
     """Intake carries what it told the customer; the callback service tracks exactly that (issue 12)."""
     t = berlin(2026, 3, 25, 9, 0)
     clock.set(t)
-    before = REGISTRY.get_sample_value(
-        "switchboard_callback_promise_drift_total", {"site": "main", "kind": "deadline_differs"}
-    ) or 0
+    before = (
+        REGISTRY.get_sample_value(
+            "switchboard_callback_promise_drift_total", {"site": "main", "kind": "deadline_differs"}
+        )
+        or 0
+    )
     await consumer.handle(requested("agrees", t, promised_deadline=berlin(2026, 3, 25, 18, 0)))
     told = berlin(2026, 3, 25, 17, 0)  # e.g. intake ran with other calendars
     await consumer.handle(

@@ -580,9 +580,7 @@ async def test_a_permanent_failure_after_an_outage_still_reaches_the_dlq(harness
     await consuming(sub)
 
 
-async def test_a_restarted_member_takes_its_partitions_back_within_seconds(
-    harness: BusHarness, tmp_path: Path
-) -> None:
+async def test_a_restarted_member_takes_its_partitions_back_within_seconds(harness: BusHarness, tmp_path: Path) -> None:
     """``kill -9`` of the only member, then a restart: it consumes again (and only then says so) within
     seconds. Embedded: once the dead member's leases lapse (session timeout). Kafka: at once with static
     membership (the same ``group_instance_id``), instead of after the session timeout (issue 13, item 8)."""

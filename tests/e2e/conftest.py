@@ -79,7 +79,10 @@ class ServiceProcess:
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", self.service, "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_until(lambda: self._ready(), timeout=timeout)
         return self

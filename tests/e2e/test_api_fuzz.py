@@ -42,11 +42,29 @@ def test_no_input_gets_a_server_error(service: str, services: Callable[..., Serv
         env["SWITCHBOARD_ROUTER_CALLBACK_URL"] = services("callback").url
     proc = services(service, env=env)
     result = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{proc.url}/openapi.json",
-         "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "20261125",
-         "--request-timeout", "10", "--max-response-time", str(MAX_RESPONSE_SECONDS),
-         "--exclude-path-regex", "/stream$", *AUTH_HEADERS[service]],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{proc.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "20261125",
+            "--request-timeout",
+            "10",
+            "--max-response-time",
+            str(MAX_RESPONSE_SECONDS),
+            "--exclude-path-regex",
+            "/stream$",
+            *AUTH_HEADERS[service],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "generated" in result.stdout

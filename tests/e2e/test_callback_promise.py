@@ -158,17 +158,15 @@ async def test_every_attempt_counts_three_misses_exhaust_and_a_later_reach_fulfi
                 )
                 assert r.status_code == 200, r.text
                 # Ready for the next one: end the wrap-up early, as an agent's client does.
-                r = await http.put(
-                    f"{router.url}/v1/agents/alice/status", headers=alice, json={"status": "available"}
-                )
+                r = await http.put(f"{router.url}/v1/agents/alice/status", headers=alice, json={"status": "available"})
                 assert r.status_code == 200, r.text
                 # The next attempt waits for the callback service to record this one (and its spacing).
                 want = len(script[phone_of[cid]]) - len(remaining[cid])
                 wait_until(
-                    lambda cid=cid, want=want: httpx.get(
-                        f"{callback.url}/v1/callbacks/{cid}", headers=ADMIN_HEADERS
-                    ).json()["attempts"]
-                    == want,
+                    lambda cid=cid, want=want: (
+                        httpx.get(f"{callback.url}/v1/callbacks/{cid}", headers=ADMIN_HEADERS).json()["attempts"]
+                        == want
+                    ),
                     timeout=15,
                 )
 

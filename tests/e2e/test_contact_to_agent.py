@@ -39,8 +39,14 @@ async def register(router: ServiceProcess, agent_id: str, roles: list[str]) -> d
         r = await client.post(
             "/v1/agents",
             headers=ADMIN_HEADERS,
-            json={"agent_id": agent_id, "name": agent_id.title(), "roles": roles, "languages": ["en"],
-                  "capacity": {"voice": 1}, "status": "available"},
+            json={
+                "agent_id": agent_id,
+                "name": agent_id.title(),
+                "roles": roles,
+                "languages": ["en"],
+                "capacity": {"voice": 1},
+                "status": "available",
+            },
         )
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
@@ -78,8 +84,9 @@ async def test_contact_posted_to_intake_reaches_the_agent_stream_is_accepted_and
 
         timeline = (await http.get(f"{router.url}/v1/contacts/{contact_id}/timeline", headers=ADMIN_HEADERS)).json()
         kinds = [e["kind"] for e in timeline["events"]]
-        for earlier, later in zip(["received", "offered", "accepted", "completed"],
-                                  ["offered", "accepted", "completed"], strict=False):
+        for earlier, later in zip(
+            ["received", "offered", "accepted", "completed"], ["offered", "accepted", "completed"], strict=False
+        ):
             assert earlier in kinds and later in kinds and kinds.index(earlier) < kinds.index(later), kinds
         # The same contact posted again (a telephony retry) is a duplicate: no second routing.
         again = await http.post(f"{intake.url}/v1/contacts", json=contact("CA-100"))
@@ -104,8 +111,10 @@ async def test_contacts_accepted_while_the_router_is_dead_are_all_served_exactly
 
         router.start()  # same data dir: state and the bus offsets come back
         served: dict[str, str] = {}
-        async with agent_stream(router.url, "alice", headers["alice"]) as sa, \
-                agent_stream(router.url, "bob", headers["bob"]) as sb:
+        async with (
+            agent_stream(router.url, "alice", headers["alice"]) as sa,
+            agent_stream(router.url, "bob", headers["bob"]) as sb,
+        ):
             streams = {"alice": sa, "bob": sb}
 
             async def work(agent: str) -> None:
@@ -119,12 +128,16 @@ async def test_contacts_accepted_while_the_router_is_dead_are_all_served_exactly
                         continue
                     assert offer["contact_id"] not in served, "a contact was assigned twice"
                     served[offer["contact_id"]] = agent
-                    r = await http.post(f"{router.url}/v1/contacts/{offer['contact_id']}/complete",
-                                        headers=headers[agent], json={"resolved": True})
+                    r = await http.post(
+                        f"{router.url}/v1/contacts/{offer['contact_id']}/complete",
+                        headers=headers[agent],
+                        json={"resolved": True},
+                    )
                     assert r.status_code == 200, r.text
                     # Ready for the next one: end the (30 s voice) wrap-up early, as an agent's client does.
-                    r = await http.put(f"{router.url}/v1/agents/{agent}/status", headers=headers[agent],
-                                       json={"status": "available"})
+                    r = await http.put(
+                        f"{router.url}/v1/agents/{agent}/status", headers=headers[agent], json={"status": "available"}
+                    )
                     assert r.status_code == 200, r.text
 
             workers = [asyncio.create_task(work(a)) for a in streams]

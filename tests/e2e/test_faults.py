@@ -284,12 +284,19 @@ async def work(router: ServiceProcess, agent: str, headers: dict[str, str], tall
         while not stop.is_set():
             r = await call(http, tally, "router GET offers", "GET", f"{base}/v1/agents/{agent}/offers", headers=headers)
             for offer in r.json()["items"] if r is not None and r.status_code == 200 else []:
-                r = await call(http, tally, "router POST accept", "POST",
-                               f"{base}/v1/offers/{offer['offer_id']}/accept", headers=headers)
+                r = await call(
+                    http,
+                    tally,
+                    "router POST accept",
+                    "POST",
+                    f"{base}/v1/offers/{offer['offer_id']}/accept",
+                    headers=headers,
+                )
                 if r is not None and r.status_code == 200:
                     assigned(offer["contact_id"])
-            r = await call(http, tally, "router GET assignments", "GET",
-                           f"{base}/v1/agents/{agent}/assignments", headers=headers)
+            r = await call(
+                http, tally, "router GET assignments", "GET", f"{base}/v1/agents/{agent}/assignments", headers=headers
+            )
             if r is None or r.status_code != 200:
                 await asyncio.sleep(0.1)
                 continue
@@ -298,15 +305,28 @@ async def work(router: ServiceProcess, agent: str, headers: dict[str, str], tall
                 contact_id = item["contact_id"]
                 assigned(contact_id)
                 while True:
-                    r = await call(http, tally, "router POST complete", "POST",
-                                   f"{base}/v1/contacts/{contact_id}/complete", headers=headers,
-                                   json={"resolved": True})
+                    r = await call(
+                        http,
+                        tally,
+                        "router POST complete",
+                        "POST",
+                        f"{base}/v1/contacts/{contact_id}/complete",
+                        headers=headers,
+                        json={"resolved": True},
+                    )
                     if r is not None and r.status_code in (200, 409):
                         break
                     await asyncio.sleep(0.2)
                 while True:  # end the wrap-up early, as an agent's client does
-                    r = await call(http, tally, "router PUT status", "PUT", f"{base}/v1/agents/{agent}/status",
-                                   headers=headers, json={"status": "available"})
+                    r = await call(
+                        http,
+                        tally,
+                        "router PUT status",
+                        "PUT",
+                        f"{base}/v1/agents/{agent}/status",
+                        headers=headers,
+                        json={"status": "available"},
+                    )
                     if r is not None and r.status_code == 200:
                         break
                     await asyncio.sleep(0.2)
@@ -349,9 +369,18 @@ async def test_nothing_accepted_is_lost_through_kills_and_a_database_outage(stac
         async with httpx.AsyncClient() as http:
             headers = {}
             for agent in AGENTS:
-                r = await http.post(f"{router.url}/v1/agents", headers=ADMIN_HEADERS, json={
-                    "agent_id": agent, "name": agent, "roles": ["service"], "languages": ["en"],
-                    "capacity": {"voice": 1}, "status": "available"})
+                r = await http.post(
+                    f"{router.url}/v1/agents",
+                    headers=ADMIN_HEADERS,
+                    json={
+                        "agent_id": agent,
+                        "name": agent,
+                        "roles": ["service"],
+                        "languages": ["en"],
+                        "capacity": {"voice": 1},
+                        "status": "available",
+                    },
+                )
                 assert r.status_code == 201, r.text
                 headers[agent] = {"Authorization": f"Bearer {r.json()['token']}"}
         workers = [asyncio.create_task(work(router, a, headers[a], tally, stop_agents)) for a in AGENTS]

@@ -83,8 +83,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("service", "path", "body", "content_type"), CASES, ids=[f"{c[0]}{c[1]}-{i}" for i, c in
-                                                                                  enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("service", "path", "body", "content_type"), CASES, ids=[f"{c[0]}{c[1]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_hostile_body_gets_a_short_4xx(
     stack: dict[str, ServiceProcess], service: str, path: str, body: bytes, content_type: str
 ) -> None:
@@ -131,7 +132,9 @@ def test_a_malformed_content_length_is_a_400(stack: dict[str, ServiceProcess]) -
     import socket
 
     with socket.create_connection(("127.0.0.1", stack["callback"].port), timeout=10) as s:
-        s.sendall(b"POST /v1/callbacks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 12abc\r\n\r\n{}")
+        s.sendall(
+            b"POST /v1/callbacks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 12abc\r\n\r\n{}"
+        )
         head = s.recv(4096)
     assert head.startswith(b"HTTP/1.1 4"), head[:100]

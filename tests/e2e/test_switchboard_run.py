@@ -28,10 +28,24 @@ def test_switchboard_run_serves_three_services_and_routes_a_contact(tmp_path: Pa
     env = service_env(tmp_path / "unused")
     env.pop("SWITCHBOARD_ADMIN_TOKEN")  # `switchboard run` generates the operator token itself
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run", "--data-dir", str(tmp_path / "data"),
-         "--intake-port", str(ports["intake"]), "--router-port", str(ports["router"]),
-         "--callback-port", str(ports["callback"])],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "run",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--intake-port",
+            str(ports["intake"]),
+            "--router-port",
+            str(ports["router"]),
+            "--callback-port",
+            str(ports["callback"]),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:

@@ -28,14 +28,29 @@ def signed_post(url: str, params: dict[str, str]) -> httpx.Response:
 
 
 def twilio_call(sid: str, **extra: str) -> dict[str, str]:
-    return {"CallSid": sid, "AccountSid": ACCOUNT, "From": "+4930901820", "To": "+15005550006",
-            "CallStatus": "in-progress", **extra}
+    return {
+        "CallSid": sid,
+        "AccountSid": ACCOUNT,
+        "From": "+4930901820",
+        "To": "+15005550006",
+        "CallStatus": "in-progress",
+        **extra,
+    }
 
 
 def register(router: ServiceProcess, agent_id: str, status: str) -> dict[str, str]:
-    r = httpx.post(f"{router.url}/v1/agents", headers=ADMIN, json={
-        "agent_id": agent_id, "name": agent_id.title(), "roles": ["service"], "capacity": {"voice": 1},
-        "status": status, "contact_uris": {"voice": f"client:{agent_id}"}})
+    r = httpx.post(
+        f"{router.url}/v1/agents",
+        headers=ADMIN,
+        json={
+            "agent_id": agent_id,
+            "name": agent_id.title(),
+            "roles": ["service"],
+            "capacity": {"voice": 1},
+            "status": status,
+            "contact_uris": {"voice": f"client:{agent_id}"},
+        },
+    )
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
@@ -64,15 +79,19 @@ def test_twilio_call_rings_the_accepting_agent_busy_requeues_answered_and_hang_u
     services: Callable[..., ServiceProcess],
 ) -> None:
     with fake_twilio() as twilio:
-        intake = services("intake", env={"SWITCHBOARD_INTAKE_TWILIO_AUTH_TOKEN": TOKEN,
-                                         "SWITCHBOARD_INTAKE_TWILIO_GATHER": "false"})
+        intake = services(
+            "intake", env={"SWITCHBOARD_INTAKE_TWILIO_AUTH_TOKEN": TOKEN, "SWITCHBOARD_INTAKE_TWILIO_GATHER": "false"}
+        )
         router = services("router", env={"SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS": "60"})
-        services("connector", env={
-            "SWITCHBOARD_CONNECTOR_TWILIO_ACCOUNT_SID": ACCOUNT,
-            "SWITCHBOARD_CONNECTOR_TWILIO_AUTH_TOKEN": TOKEN,
-            "SWITCHBOARD_CONNECTOR_TWILIO_API_BASE_URL": twilio.url,
-            "SWITCHBOARD_CONNECTOR_INTAKE_PUBLIC_URL": intake.url,
-        })
+        services(
+            "connector",
+            env={
+                "SWITCHBOARD_CONNECTOR_TWILIO_ACCOUNT_SID": ACCOUNT,
+                "SWITCHBOARD_CONNECTOR_TWILIO_AUTH_TOKEN": TOKEN,
+                "SWITCHBOARD_CONNECTOR_TWILIO_API_BASE_URL": twilio.url,
+                "SWITCHBOARD_CONNECTOR_INTAKE_PUBLIC_URL": intake.url,
+            },
+        )
         alice = register(router, "alice", "available")
         bob = register(router, "bob", "offline")
 
@@ -109,8 +128,9 @@ def test_twilio_call_rings_the_accepting_agent_busy_requeues_answered_and_hang_u
         second = contact_id_for("default", "twilio", SECOND)
         accept_next(router, "alice", alice, second)
         dialled(twilio, 3)
-        gone = signed_post(action, twilio_call(SECOND, CallStatus="completed", DialCallStatus="no-answer",
-                                               DialCallSid="CA" + "d" * 32))
+        gone = signed_post(
+            action, twilio_call(SECOND, CallStatus="completed", DialCallStatus="no-answer", DialCallSid="CA" + "d" * 32)
+        )
         assert list(ET.fromstring(gone.text)) == []
         wait_until(lambda: "abandoned" in kinds(router, second))
         assert kinds(router, second)[-2:] == ["dial_failed", "abandoned"]

@@ -154,8 +154,10 @@ async def test_source_header_must_match_the_body_and_unknown_sources_can_be_refu
         (lambda p: p.update(intent="teleport"), ["body", "intent"]),
         (lambda p: p.update(ivr_selections="1"), ["body", "ivr_selections"]),
         (lambda p: p.update(callback_requested="perhaps"), ["body", "callback_requested"]),
-        (lambda p: p.update(preferred_window={"start": "2026-11-25T10:00:00", "end": "2026-11-25T11:00:00Z"}),
-         ["body", "preferred_window", "start"]),
+        (
+            lambda p: p.update(preferred_window={"start": "2026-11-25T10:00:00", "end": "2026-11-25T11:00:00Z"}),
+            ["body", "preferred_window", "start"],
+        ),
         (lambda p: p.update(unexpected="field"), ["body", "unexpected"]),
     ],
 )

@@ -124,7 +124,9 @@ async def test_signed_requests_with_timestamps_and_limits(intake: IntakeFactory)
         # A daily window: the sliding-window counter weighs the previous window in, so two requests that
         # straddle a window's end may both pass, and Retry-After shrinks near it. With "1/hour" that was a
         # flaky minute every hour; with a day it is the minute before midnight UTC.
-        rate_limits_enabled=True, source_secrets={"acme": SECRET}, webhook_rate_limit_per_source="1/day"
+        rate_limits_enabled=True,
+        source_secrets={"acme": SECRET},
+        webhook_rate_limit_per_source="1/day",
     )
     body = json.dumps(contact_payload("h-1")).encode()
     ts = int(app.clock().timestamp())

@@ -26,16 +26,20 @@ from shared.bus.embedded import EmbeddedBus
 from tests.intake.conftest import Intake, IntakeFactory, contact_payload
 
 PUBLISH_TIMEOUT = 1.0
-FAST = {"publish_timeout_seconds": PUBLISH_TIMEOUT, "readiness_timeout_seconds": 0.5,
-        "readiness_failure_window_seconds": 1.0}
+FAST = {
+    "publish_timeout_seconds": PUBLISH_TIMEOUT,
+    "readiness_timeout_seconds": 0.5,
+    "readiness_failure_window_seconds": 1.0,
+}
 SLACK = 0.75  # scheduling under a loaded CI machine
 
 
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
@@ -71,8 +75,9 @@ def ext4(path: Path, size_mb: int) -> Iterator[Path]:
 
 
 def make_read_only(path: Path) -> None:
-    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(path)], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    device = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
     if not trigger.exists():
         pytest.skip(f"no {trigger} (kernel without ext4 error injection)")
@@ -189,9 +194,7 @@ async def test_a_full_disk_is_not_ready_until_space_is_back(intake: IntakeFactor
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root (CI runs as root)")
-async def test_a_read_only_file_system_is_not_ready_and_refuses_with_503(
-    intake: IntakeFactory, tmp_path: Path
-) -> None:
+async def test_a_read_only_file_system_is_not_ready_and_refuses_with_503(intake: IntakeFactory, tmp_path: Path) -> None:
     with ext4(tmp_path / "disk", 64) as data:
         app = await intake(data_dir=data, **FAST)
         assert (await post(app, "before"))[0].status_code == 202

@@ -102,7 +102,11 @@ async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: Intak
     assert ready.status_code == 200
     # The checks now probe the write path (issue 13): disk and the outcome of recent requests too.
     assert ready.json()["checks"] == {
-        "bus": True, "database": True, "idempotency_store": True, "disk": True, "recent_requests": True
+        "bus": True,
+        "database": True,
+        "idempotency_store": True,
+        "disk": True,
+        "recent_requests": True,
     }
     await bus.stop()  # the bus is gone: not ready, so a load balancer stops sending webhooks here
     not_ready = await app.client.get("/readyz")
@@ -116,7 +120,10 @@ async def test_readiness_reports_the_bus_and_the_idempotency_store(intake: Intak
 def sync_client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(
         IntakeSettings(
-            source_secrets={"signed": "x"}, twilio_auth_token=None, max_body_bytes=4096, listen_host="127.0.0.1",
+            source_secrets={"signed": "x"},
+            twilio_auth_token=None,
+            max_body_bytes=4096,
+            listen_host="127.0.0.1",
             rate_limits_enabled=False,
         ),
         CommonSettings(data_dir=tmp_path / "fuzz", log_json=False, log_level="ERROR"),
@@ -144,24 +151,58 @@ def _near_valid(field_path: list[str], value: Any) -> bytes:
 
 near_valid_bodies = st.builds(
     _near_valid,
-    st.sampled_from([["external_id"], ["source"], ["channel"], ["customer"], ["customer", "phone"],
-                     ["customer", "timezone"], ["customer", "tier"], ["intent"], ["ivr_selections"],
-                     ["preferred_window"], ["summary"], ["site"]]),
+    st.sampled_from(
+        [
+            ["external_id"],
+            ["source"],
+            ["channel"],
+            ["customer"],
+            ["customer", "phone"],
+            ["customer", "timezone"],
+            ["customer", "tier"],
+            ["intent"],
+            ["ivr_selections"],
+            ["preferred_window"],
+            ["summary"],
+            ["site"],
+        ]
+    ),
     json_values,
 )
 bodies = st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()), near_valid_bodies)
 paths = st.sampled_from(
-    ["/v1/contacts", "/v1/contacts/abandoned", "/v1/callback-requests", "/v1/webhooks/twilio/voice",
-     "/v1/webhooks/twilio/voice?ivr=menu", "/v1/webhooks/twilio/queue-result"]
+    [
+        "/v1/contacts",
+        "/v1/contacts/abandoned",
+        "/v1/callback-requests",
+        "/v1/webhooks/twilio/voice",
+        "/v1/webhooks/twilio/voice?ivr=menu",
+        "/v1/webhooks/twilio/queue-result",
+    ]
 )
 content_types = st.sampled_from(
-    ["application/json", "application/x-www-form-urlencoded", "text/plain", "", "application/json; charset=latin-1",
-     "multipart/form-data; boundary=x", "application/vnd.api+json"]
+    [
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "",
+        "application/json; charset=latin-1",
+        "multipart/form-data; boundary=x",
+        "application/vnd.api+json",
+    ]
 )
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 extra_headers = st.dictionaries(
-    st.sampled_from(["X-Switchboard-Timestamp", "X-Switchboard-Signature", "X-Switchboard-Source",
-                     "Idempotency-Key", "X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings"]),
+    st.sampled_from(
+        [
+            "X-Switchboard-Timestamp",
+            "X-Switchboard-Signature",
+            "X-Switchboard-Source",
+            "Idempotency-Key",
+            "X-Twilio-Signature",
+            "X-Twilio-Webhooks-Signature-Settings",
+        ]
+    ),
     header_values,
     max_size=3,
 )

@@ -84,21 +84,42 @@ def test_enrich_gives_local_time_and_business_hours() -> None:
     site = SiteCalendar.from_config("main", {"timezone": "Europe/Berlin", "hours": {"wed": ["09:00-17:00"]}})
     now = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # Wednesday 11:00 in Berlin
     e = enrich(
-        RULES, now=now, channel=Channel.VOICE, intent=None, ivr_selections=["1"], summary=None,
-        customer_timezone="Asia/Tokyo", phone_e164=None, site_hours=site,
+        RULES,
+        now=now,
+        channel=Channel.VOICE,
+        intent=None,
+        ivr_selections=["1"],
+        summary=None,
+        customer_timezone="Asia/Tokyo",
+        phone_e164=None,
+        site_hours=site,
     )
     assert e.intent is Intent.SUPPORT and e.intent_source == "ivr"
     assert e.customer_local_time is not None and e.customer_local_time.hour == 19
     assert e.within_business_hours is True
     late = enrich(
-        RULES, now=now.replace(hour=17), channel=Channel.VOICE, intent=None, ivr_selections=[], summary=None,
-        customer_timezone=None, phone_e164="+4930901820", site_hours=site,
+        RULES,
+        now=now.replace(hour=17),
+        channel=Channel.VOICE,
+        intent=None,
+        ivr_selections=[],
+        summary=None,
+        customer_timezone=None,
+        phone_e164="+4930901820",
+        site_hours=site,
     )
     assert late.within_business_hours is False
     assert late.customer_timezone == "Europe/Berlin" and late.customer_local_time.hour == 18
     unknown = enrich(
-        RULES, now=now, channel=Channel.CHAT, intent=None, ivr_selections=[], summary=None,
-        customer_timezone=None, phone_e164="+61412345678", site_hours=site,
+        RULES,
+        now=now,
+        channel=Channel.CHAT,
+        intent=None,
+        ivr_selections=[],
+        summary=None,
+        customer_timezone=None,
+        phone_e164="+61412345678",
+        site_hours=site,
     )
     assert unknown.customer_timezone is None  # not guessed into the contract...
     local = unknown.customer_local_time

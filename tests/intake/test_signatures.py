@@ -42,8 +42,12 @@ def test_generic_signature_failures() -> None:
     assert _verify(body, str(NOW), "sha256=abc") is SignatureFailure.MALFORMED
     assert _verify(body + b" ", str(NOW), good) is SignatureFailure.MISMATCH
     assert _verify(body, str(NOW + 1), good) is SignatureFailure.MISMATCH  # timestamp is inside the MAC
-    assert verify_generic(b"other", body=body, timestamp_header=str(NOW), signature_header=good,
-                          now=NOW, tolerance_seconds=300) is SignatureFailure.MISMATCH
+    assert (
+        verify_generic(
+            b"other", body=body, timestamp_header=str(NOW), signature_header=good, now=NOW, tolerance_seconds=300
+        )
+        is SignatureFailure.MISMATCH
+    )
 
 
 def test_replay_outside_the_tolerance_window_is_refused_both_directions() -> None:
@@ -100,10 +104,17 @@ def test_verify_twilio_accepts_official_signatures_with_or_without_default_port(
     ]:
         sig = validator.compute_signature(signed_url, params)
         assert validator.validate(seen_url, params, sig)  # the reference agrees...
-        assert verify_twilio(  # ...and so do we
-            auth_token=b"auth-token", shared_keys={}, url=seen_url, params=params.items(),
-            signature=sig, settings_header=None,
-        ) is None
+        assert (
+            verify_twilio(  # ...and so do we
+                auth_token=b"auth-token",
+                shared_keys={},
+                url=seen_url,
+                params=params.items(),
+                signature=sig,
+                settings_header=None,
+            )
+            is None
+        )
 
 
 def test_verify_twilio_failures() -> None:
@@ -113,8 +124,14 @@ def test_verify_twilio_failures() -> None:
     sig = validator.compute_signature(url, params)
 
     def check(**kw: object) -> SignatureFailure | None:
-        args = dict(auth_token=b"auth-token", shared_keys={}, url=url, params=params.items(), signature=sig,
-                    settings_header=None)
+        args = dict(
+            auth_token=b"auth-token",
+            shared_keys={},
+            url=url,
+            params=params.items(),
+            signature=sig,
+            settings_header=None,
+        )
         args.update(kw)
         return verify_twilio(**args)  # type: ignore[arg-type]
 
@@ -131,10 +148,17 @@ def test_verify_twilio_shared_key_sha256_as_the_official_validator_signs() -> No
     params = {"CallSid": "CA9"}
     url = "https://cc.example.com/v1/x"
     sig = RequestValidator("shared-secret").compute_signature(url, params, "HMAC_SHA256")
-    assert verify_twilio(
-        auth_token=b"auth-token", shared_keys={"KS1": b"shared-secret"}, url=url, params=params.items(),
-        signature=sig, settings_header="key=KS1,algorithm=HMAC_SHA256",
-    ) is None
+    assert (
+        verify_twilio(
+            auth_token=b"auth-token",
+            shared_keys={"KS1": b"shared-secret"},
+            url=url,
+            params=params.items(),
+            signature=sig,
+            settings_header="key=KS1,algorithm=HMAC_SHA256",
+        )
+        is None
+    )
 
 
 @given(st.binary(max_size=300), st.integers(min_value=0, max_value=10**11), st.binary(min_size=1, max_size=40))
@@ -142,6 +166,7 @@ def test_any_body_signed_now_verifies_and_any_other_body_does_not(body: bytes, t
     sig = sign_generic(secret, ts, body)
     ok = verify_generic(secret, body=body, timestamp_header=str(ts), signature_header=sig, now=ts, tolerance_seconds=1)
     assert ok is None
-    other = verify_generic(secret, body=body + b"x", timestamp_header=str(ts), signature_header=sig, now=ts,
-                           tolerance_seconds=1)
+    other = verify_generic(
+        secret, body=body + b"x", timestamp_header=str(ts), signature_header=sig, now=ts, tolerance_seconds=1
+    )
     assert other is SignatureFailure.MISMATCH

@@ -41,8 +41,9 @@ def call(sid: str = "CA0123456789abcdef0123456789abcdef", **extra: str) -> dict[
     return params
 
 
-async def post_twilio(app: Intake, path: str, params: dict[str, str], *, url: str | None = None,
-                      token: str = TOKEN, **headers: str) -> httpx.Response:
+async def post_twilio(
+    app: Intake, path: str, params: dict[str, str], *, url: str | None = None, token: str = TOKEN, **headers: str
+) -> httpx.Response:
     signature = RequestValidator(token).compute_signature(url or PUBLIC + path, params)
     return await app.client.post(path, data=params, headers={"X-Twilio-Signature": signature, **headers})
 

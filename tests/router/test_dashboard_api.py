@@ -171,9 +171,22 @@ async def test_snapshot_shows_whether_the_strategy_is_obeyed(tmp_path: Path) -> 
 
 async def test_the_page_renders_the_strategy_obeyed_figures(router: Router) -> None:
     page = (await router.client.get("/ops/dashboard")).text
-    for element in ("unservable-count", "unservable-reasons", "goodwill-by-role", "overruns-today",
-                    "short-sales-today", "sales-targets", "coverage-rules", "coverage-warnings"):
+    for element in (
+        "unservable-count",
+        "unservable-reasons",
+        "goodwill-by-role",
+        "overruns-today",
+        "short-sales-today",
+        "sales-targets",
+        "coverage-rules",
+        "coverage-warnings",
+    ):
         assert f'id="{element}"' in page, element
-    for field in ("s.unservable", "s.strategy_deviations_today", "s.sales_targets", "s.strategy_coverage",
-                  "goodwill.by_role"):
+    for field in (
+        "s.unservable",
+        "s.strategy_deviations_today",
+        "s.sales_targets",
+        "s.strategy_coverage",
+        "goodwill.by_role",
+    ):
         assert field in page, field

@@ -15,9 +15,13 @@ from tests.router.conftest import ADMIN, Router, contact, eventually, running_ro
 from tests.router.test_strategy_obeyed import strategy_file
 
 TEAM = {
-    "amb1": ["brand_ambassador"], "amb2": ["brand_ambassador"],
-    "svc1": ["service"], "svc2": ["service"], "svc3": ["service"],
-    "sal1": ["sales"], "sal2": ["sales"],
+    "amb1": ["brand_ambassador"],
+    "amb2": ["brand_ambassador"],
+    "svc1": ["service"],
+    "svc2": ["service"],
+    "svc3": ["service"],
+    "sal1": ["sales"],
+    "sal2": ["sales"],
 }
 PUSHY = "svc1"  # records a sale on everything, short questions included
 
@@ -84,28 +88,61 @@ async def test_the_strategy_is_obeyed_as_an_auditor_sees_it(tmp_path: Path) -> N
     questions = [c for c in workload if c.intent is Intent.QUESTION]
     budgets = {"brand_ambassador": 50, "service": 0, "sales": 0}
     sold_on_questions = sum(1 for c in questions if first_offer(c.contact_id)["agent_id"] == PUSHY)
-    grants = [e["outcome"]["goodwill_amount"] for c in workload for e in timelines[c.contact_id]
-              if e["kind"] == "completed" and e["outcome"]["goodwill_amount"]]
+    grants = [
+        e["outcome"]["goodwill_amount"]
+        for c in workload
+        for e in timelines[c.contact_id]
+        if e["kind"] == "completed" and e["outcome"]["goodwill_amount"]
+    ]
     rows = [
-        ("short questions never offered to sales first", 0,
-         sum(1 for c in questions if first_offer(c.contact_id)["explanation"]["role"] == "sales")),
-        ("no upsell flag on a short question", 0,
-         sum(1 for c in questions for e in timelines[c.contact_id] if e["kind"] == "offered"
-             and e["explanation"]["upsell"])),
-        ("no upsell flag for brand ambassadors", 0,
-         sum(1 for e in offers if e["explanation"]["role"] == "brand_ambassador" and e["explanation"]["upsell"])),
-        ("offer goodwill budget = the offered role's", 0,
-         sum(1 for e in offers if e["explanation"]["goodwill_budget"] != budgets[e["explanation"]["role"]])),
+        (
+            "short questions never offered to sales first",
+            0,
+            sum(1 for c in questions if first_offer(c.contact_id)["explanation"]["role"] == "sales"),
+        ),
+        (
+            "no upsell flag on a short question",
+            0,
+            sum(
+                1
+                for c in questions
+                for e in timelines[c.contact_id]
+                if e["kind"] == "offered" and e["explanation"]["upsell"]
+            ),
+        ),
+        (
+            "no upsell flag for brand ambassadors",
+            0,
+            sum(1 for e in offers if e["explanation"]["role"] == "brand_ambassador" and e["explanation"]["upsell"]),
+        ),
+        (
+            "offer goodwill budget = the offered role's",
+            0,
+            sum(1 for e in offers if e["explanation"]["goodwill_budget"] != budgets[e["explanation"]["role"]]),
+        ),
         ("goodwill spent within the period budget (<= 100)", True, stats["goodwill"]["spent"] <= 100),
         # offers show what the period has left, so ambassadors stop at 3 grants of 30 (a 4th is refused)
         ("goodwill grants of 30 recorded (budget 100)", 3, len(grants)),
-        ("sales on short questions flagged", sold_on_questions,
-         stats["strategy_deviations_today"]["sales_on_short_questions"]),
-        ("Turkish chats flagged unservable (language)", 2,
-         sum(1 for c in turkish for e in timelines[c.contact_id]
-             if e["kind"] == "unservable" and e["reason"] == "language")),
-        ("Turkish chats never offered", 0, sum(1 for c in turkish for e in timelines[c.contact_id]
-                                              if e["kind"] == "offered")),
+        (
+            "sales on short questions flagged",
+            sold_on_questions,
+            stats["strategy_deviations_today"]["sales_on_short_questions"],
+        ),
+        (
+            "Turkish chats flagged unservable (language)",
+            2,
+            sum(
+                1
+                for c in turkish
+                for e in timelines[c.contact_id]
+                if e["kind"] == "unservable" and e["reason"] == "language"
+            ),
+        ),
+        (
+            "Turkish chats never offered",
+            0,
+            sum(1 for c in turkish for e in timelines[c.contact_id] if e["kind"] == "offered"),
+        ),
         ("queue shows why they wait", ["language", "language"], [i["unservable_reason"] for i in queue]),
     ]
     width = max(len(r[0]) for r in rows)

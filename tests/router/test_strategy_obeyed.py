@@ -84,8 +84,11 @@ async def test_leeway_follows_the_person_not_the_rule(tmp_path: Path) -> None:
         offer = await serve(router, "amb", amb)
         assert offer["rule"] == "general"
         assert offer["plan"] == {
-            "role": "brand_ambassador", "upsell": False, "allowed_handling_seconds": 900,
-            "goodwill_budget": 50, "short_question": False,
+            "role": "brand_ambassador",
+            "upsell": False,
+            "allowed_handling_seconds": 900,
+            "goodwill_budget": 50,
+            "short_question": False,
         }
         assert offer["explanation"]["goodwill_budget"] == 50 and offer["explanation"]["upsell"] is False
         (assignment,) = (await router.client.get("/v1/agents/amb/assignments", headers=amb)).json()["items"]
@@ -244,7 +247,12 @@ async def test_sales_targets_per_role_and_team_show_target_vs_actual(tmp_path: P
         stats = (await router.client.get("/v1/stats", headers=ADMIN)).json()
         progress = {(t["role"], t["team"]): t for t in stats["sales_targets"]}
         assert progress[("sales", None)] == {
-            "role": "sales", "team": None, "target": 2, "actual": 1, "met": False, "period_seconds": 86400.0,
+            "role": "sales",
+            "team": None,
+            "target": 2,
+            "actual": 1,
+            "met": False,
+            "period_seconds": 86400.0,
         }
         assert progress[(None, "north")]["actual"] == 1 and progress[(None, "north")]["met"] is True
         assert progress[("service", None)]["actual"] == 0
@@ -261,8 +269,12 @@ def test_sales_targets_are_validated() -> None:
     base = {"version": "t", "rules": [{"name": "all", "steps": [{"role": "service"}]}]}
     ok = parse_strategy({**base, "sales_targets": [{"team": "north", "target": 5, "period_seconds": 3600}]})
     assert ok.sales_targets[0].team == "north" and ok.sales_targets[0].target == 5
-    for bad in ([{"target": 3}], [{"role": "sales", "team": "x", "target": 1}], [{"role": "sales", "target": -1}],
-                [{"role": "sales", "target": 1}, {"role": "sales", "target": 2}]):
+    for bad in (
+        [{"target": 3}],
+        [{"role": "sales", "team": "x", "target": 1}],
+        [{"role": "sales", "target": -1}],
+        [{"role": "sales", "target": 1}, {"role": "sales", "target": 2}],
+    ):
         with pytest.raises(StrategyError):
             parse_strategy({**base, "sales_targets": bad})
 
@@ -275,8 +287,12 @@ async def test_the_staffing_check_warns_when_a_role_cannot_carry_its_traffic(tmp
         _, amb = await router.register("amb", roles=["brand_ambassador"], capacity={"chat": 1})
         for name in ("s1", "s2", "s3"):
             await router.register(name, roles=["service"], capacity={"chat": 1})
-        for c in (contact("c1", intent=Intent.COMPLAINT), contact("c2", intent=Intent.COMPLAINT),
-                  contact("g1", intent=Intent.SUPPORT), contact("g2", intent=Intent.SUPPORT)):
+        for c in (
+            contact("c1", intent=Intent.COMPLAINT),
+            contact("c2", intent=Intent.COMPLAINT),
+            contact("g1", intent=Intent.SUPPORT),
+            contact("g2", intent=Intent.SUPPORT),
+        ):
             await router.emit(c)
 
         async def all_offered() -> dict[str, Any] | None:

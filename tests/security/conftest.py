@@ -57,9 +57,7 @@ async def asgi(app: Any, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     data_dir = tmp_path / "data"
     common = CommonSettings(data_dir=data_dir, log_json=False, log_level="WARNING", sites_json=ALWAYS_OPEN)
-    callback_app = create_callback(
-        common, CallbackSettings(scheduler_enabled=False)
-    )
+    callback_app = create_callback(common, CallbackSettings(scheduler_enabled=False))
     intake_app = create_intake(
         # The matrix is about who gets in; rate limits (tests/intake/test_rate_limits.py) would answer 429 first.
         IntakeSettings(source_secrets={"acme": SECRET}, listen_host="0.0.0.0", rate_limits_enabled=False),

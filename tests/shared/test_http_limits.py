@@ -18,7 +18,7 @@ FORM = b"application/x-www-form-urlencoded"
     [
         (JSON, b'{"a": 1e400}', "finite_number"),
         (JSON, b'{"a": -1e999}', "finite_number"),
-        (JSON, b'[NaN]', "finite_number"),
+        (JSON, b"[NaN]", "finite_number"),
         (JSON, b'{"a": Infinity}', "finite_number"),
         (JSON, b'"\xff"', "json_invalid"),
         (b"application/vnd.api+json", b'{"a": 1e400}', "finite_number"),

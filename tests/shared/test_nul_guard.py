@@ -35,8 +35,12 @@ async def client() -> httpx.AsyncClient:
         ("GET", "/items/a%00b", {}, "path"),
         ("GET", "/items/a?q=x%00", {}, "query"),
         ("POST", "/echo", {"content": b'{"id": "a\\u0000b"}', "headers": {"content-type": "application/json"}}, "body"),
-        ("POST", "/echo", {"content": b"phone=%2B49&name=A%00", "headers": {
-            "content-type": "application/x-www-form-urlencoded"}}, "body"),
+        (
+            "POST",
+            "/echo",
+            {"content": b"phone=%2B49&name=A%00", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            "body",
+        ),
     ],
 )
 async def test_nul_anywhere_is_a_422_with_its_location(

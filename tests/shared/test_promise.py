@@ -37,8 +37,10 @@ SITES: dict[str, Any] = {
             "timezone": "Europe/Berlin",
             "country": "DE",
             "subdiv": "BY",
-            "hours": {**{d: ["08:00-12:00", "13:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
-                      "sat": ["09:00-13:00"]},
+            "hours": {
+                **{d: ["08:00-12:00", "13:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
+                "sat": ["09:00-13:00"],
+            },
             "closed_dates": ["2026-12-24"],
         },
         "nyc": {"timezone": "America/New_York", "country": "US", "subdiv": "NY", "hours": WEEKDAYS_8_18},
@@ -52,10 +54,25 @@ SITE_NAMES = ["main", *SITES["sites"]]  # "main": the default site, on the defau
 
 # DST change days (US, EU, NZ/Australia incl. Lord Howe's half hour, Chile) and public holidays.
 SPECIAL_DAYS = [
-    date(2026, 3, 8), date(2026, 3, 29), date(2026, 4, 5), date(2026, 9, 6), date(2026, 9, 27),
-    date(2026, 10, 4), date(2026, 10, 25), date(2026, 11, 1), date(2027, 3, 14), date(2027, 3, 28),
-    date(2026, 1, 1), date(2026, 1, 6), date(2026, 5, 25), date(2026, 6, 4), date(2026, 7, 3),
-    date(2026, 11, 26), date(2026, 12, 24), date(2026, 12, 25), date(2026, 12, 31),
+    date(2026, 3, 8),
+    date(2026, 3, 29),
+    date(2026, 4, 5),
+    date(2026, 9, 6),
+    date(2026, 9, 27),
+    date(2026, 10, 4),
+    date(2026, 10, 25),
+    date(2026, 11, 1),
+    date(2027, 3, 14),
+    date(2027, 3, 28),
+    date(2026, 1, 1),
+    date(2026, 1, 6),
+    date(2026, 5, 25),
+    date(2026, 6, 4),
+    date(2026, 7, 3),
+    date(2026, 11, 26),
+    date(2026, 12, 24),
+    date(2026, 12, 25),
+    date(2026, 12, 31),
 ]
 
 

@@ -12,8 +12,12 @@ from services.callback.settings import CallbackSettings
 from services.intake.settings import IntakeSettings
 from shared.settings import CommonSettings
 
-ALWAYS_OPEN = {"default": {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in
-                                                         ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}}
+ALWAYS_OPEN = {
+    "default": {
+        "timezone": "UTC",
+        "hours": {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+    }
+}
 SUNDAY_NIGHT = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
 
 

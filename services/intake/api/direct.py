@@ -39,6 +39,7 @@ from services.intake.api.common import RequestOnlyRoute
 
 log = structlog.get_logger(__name__)
 
+
 class IntakeAPI(FastAPI):
     """A ``FastAPI`` app that serves its direct routes itself once :meth:`enable_direct_dispatch` ran."""
 

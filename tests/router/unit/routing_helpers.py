@@ -21,17 +21,39 @@ def agent(
     connected: bool = True,
 ) -> AgentState:
     return AgentState(
-        agent_id=agent_id, site=site, roles=list(roles or (Role.SERVICE,)), skills=dict(skills or {}),
-        languages=set(languages or {"en"}), capacity=dict(capacity or {Channel.VOICE: 1}), status=status,
-        idle_since=idle_since, connected=connected,
+        agent_id=agent_id,
+        site=site,
+        roles=list(roles or (Role.SERVICE,)),
+        skills=dict(skills or {}),
+        languages=set(languages or {"en"}),
+        capacity=dict(capacity or {Channel.VOICE: 1}),
+        status=status,
+        idle_since=idle_since,
+        connected=connected,
     )
 
 
-def contact(contact_id: str, at: float = 0.0, *, intent: Intent | None = Intent.SUPPORT,
-            channel: Channel = Channel.VOICE, tier: Tier = Tier.STANDARD, language: str = "en",
-            site: str = "main", **kw: Any) -> WaitingContact:
-    return WaitingContact(contact_id=contact_id, site=site, channel=channel, intent=intent, tier=tier,
-                          language=language, enqueued_at=at, **kw)
+def contact(
+    contact_id: str,
+    at: float = 0.0,
+    *,
+    intent: Intent | None = Intent.SUPPORT,
+    channel: Channel = Channel.VOICE,
+    tier: Tier = Tier.STANDARD,
+    language: str = "en",
+    site: str = "main",
+    **kw: Any,
+) -> WaitingContact:
+    return WaitingContact(
+        contact_id=contact_id,
+        site=site,
+        channel=channel,
+        intent=intent,
+        tier=tier,
+        language=language,
+        enqueued_at=at,
+        **kw,
+    )
 
 
 def strategy(**overrides: Any) -> Strategy:

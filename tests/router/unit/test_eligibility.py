@@ -9,16 +9,24 @@ from shared.events import AgentStatus, Channel, Intent, Role
 from tests.router.unit.test_routing_strategy import C
 
 
-def agent(aid: str, roles: list[Role], *, site: str = "main", skills: dict[str, int] | None = None,
-          languages: frozenset[str] = frozenset({"en"}), chat: int = 1) -> AgentState:
+def agent(
+    aid: str,
+    roles: list[Role],
+    *,
+    site: str = "main",
+    skills: dict[str, int] | None = None,
+    languages: frozenset[str] = frozenset({"en"}),
+    chat: int = 1,
+) -> AgentState:
     return AgentState(aid, site, roles, skills or {}, set(languages), {Channel.CHAT: chat}, AgentStatus.AVAILABLE)
 
 
 def reason(intent: Intent, agents: list[AgentState], language: str = "en", widen: bool = False) -> str | None:
     strategy = load_strategy()
     plan = strategy.plan(C(channel=Channel.CHAT, intent=intent))
-    found = eligibility(site="main", channel=Channel.CHAT, language=language, plan=plan, widen_roles=widen,
-                        on_duty=agents)
+    found = eligibility(
+        site="main", channel=Channel.CHAT, language=language, plan=plan, widen_roles=widen, on_duty=agents
+    )
     return found.reason
 
 
@@ -72,16 +80,37 @@ def test_the_engines_cached_answers_always_equal_a_fresh_scan() -> None:
             engine.upsert_agent(random_agent(int(aid[1:])))
         elif op < 0.8:
             n += 1
-            engine.enqueue(WaitingContact(
-                f"c{n}", "main", Channel.CHAT, rng.choice(list(Intent)), rng.choice(list(Tier)),
-                rng.choice(["en", "tr", "de"]), float(step)))
+            engine.enqueue(
+                WaitingContact(
+                    f"c{n}",
+                    "main",
+                    Channel.CHAT,
+                    rng.choice(list(Intent)),
+                    rng.choice(list(Tier)),
+                    rng.choice(["en", "tr", "de"]),
+                    float(step),
+                )
+            )
         else:
             engine.decide(float(step))
-        probe = WaitingContact("probe", "main", Channel.CHAT, rng.choice(list(Intent)), Tier.STANDARD,
-                               rng.choice(["en", "tr", "de"]), float(step))
+        probe = WaitingContact(
+            "probe",
+            "main",
+            Channel.CHAT,
+            rng.choice(list(Intent)),
+            Tier.STANDARD,
+            rng.choice(["en", "tr", "de"]),
+            float(step),
+        )
         on_duty = [a.state for a in engine._agents.values() if a.staffed]
-        fresh = eligibility(site="main", channel=Channel.CHAT, language=probe.language,
-                            plan=strategy.plan(probe), widen_roles=False, on_duty=on_duty)
+        fresh = eligibility(
+            site="main",
+            channel=Channel.CHAT,
+            language=probe.language,
+            plan=strategy.plan(probe),
+            widen_roles=False,
+            on_duty=on_duty,
+        )
         cached = engine.eligibility(probe)
         assert (cached.reason, sorted(cached.agent_ids)) == (fresh.reason, sorted(fresh.agent_ids)), step
         # the wait estimate, computed the slow way

@@ -9,20 +9,26 @@ from tests.router.unit.test_routing_strategy import C
 
 
 def strategy():  # type: ignore[no-untyped-def]
-    return parse_strategy({
-        "version": "t",
-        "roles": {
-            "service": {"allowed_handling_seconds": 400, "goodwill_budget": 0},
-            "brand_ambassador": {"allowed_handling_seconds": 900, "goodwill_budget": 50},
-            "sales": {"allowed_handling_seconds": 600, "goodwill_budget": 0},
-        },
-        "rules": [
-            {"name": "cancel", "when": {"intents": ["cancellation"]}, "goodwill_budget": 150,
-             "steps": [{"role": "brand_ambassador"}, {"role": "service", "after_seconds": 60}],
-             "leeway": {"service": {"goodwill_budget": 20, "allowed_handling_seconds": 700}}},
-            {"name": "all", "upsell": True, "steps": [{"role": "service"}, {"role": "brand_ambassador"}]},
-        ],
-    })
+    return parse_strategy(
+        {
+            "version": "t",
+            "roles": {
+                "service": {"allowed_handling_seconds": 400, "goodwill_budget": 0},
+                "brand_ambassador": {"allowed_handling_seconds": 900, "goodwill_budget": 50},
+                "sales": {"allowed_handling_seconds": 600, "goodwill_budget": 0},
+            },
+            "rules": [
+                {
+                    "name": "cancel",
+                    "when": {"intents": ["cancellation"]},
+                    "goodwill_budget": 150,
+                    "steps": [{"role": "brand_ambassador"}, {"role": "service", "after_seconds": 60}],
+                    "leeway": {"service": {"goodwill_budget": 20, "allowed_handling_seconds": 700}},
+                },
+                {"name": "all", "upsell": True, "steps": [{"role": "service"}, {"role": "brand_ambassador"}]},
+            ],
+        }
+    )
 
 
 def test_rule_values_bind_the_first_role_and_leeway_grants_others() -> None:

@@ -55,12 +55,23 @@ STRATEGIES = {
 # Choices weighted towards matches happening: mostly available, connected agents on one site.
 AGENT_CHOICES = {
     "site": ["main"] * 4 + ["berlin"],
-    "roles": [[Role.SERVICE], [Role.SALES, Role.SERVICE], [Role.BRAND_AMBASSADOR],
-              [Role.SERVICE, Role.BRAND_AMBASSADOR], [Role.SALES], list(Role)],
+    "roles": [
+        [Role.SERVICE],
+        [Role.SALES, Role.SERVICE],
+        [Role.BRAND_AMBASSADOR],
+        [Role.SERVICE, Role.BRAND_AMBASSADOR],
+        [Role.SALES],
+        list(Role),
+    ],
     "skills": [{}, {"billing": 3}, {"billing": 1, "retention": 5}, {"retention": 2}, {"billing": 5}],
     "languages": [{"en"}, {"en"}, {"en", "de"}, {"de"}],
-    "capacity": [{Channel.VOICE: 1}, {Channel.VOICE: 1}, {Channel.CHAT: 2},
-                 {Channel.VOICE: 1, Channel.CHAT: 3}, {Channel.VOICE: 0, Channel.CHAT: 1}],
+    "capacity": [
+        {Channel.VOICE: 1},
+        {Channel.VOICE: 1},
+        {Channel.CHAT: 2},
+        {Channel.VOICE: 1, Channel.CHAT: 3},
+        {Channel.VOICE: 0, Channel.CHAT: 1},
+    ],
     "status": [AgentStatus.AVAILABLE] * 4 + list(AgentStatus),
     "connected": [True, True, True, False],
 }
@@ -85,8 +96,12 @@ class RoutingMachine(RuleBasedStateMachine):
     agents = Bundle("agents")
     contacts = Bundle("contacts")
 
-    @initialize(target=agents, tie_break=st.sampled_from(sorted(STRATEGIES)), compact=st.booleans(),
-                staff=st.lists(agent_profiles, min_size=2, max_size=8))
+    @initialize(
+        target=agents,
+        tie_break=st.sampled_from(sorted(STRATEGIES)),
+        compact=st.booleans(),
+        staff=st.lists(agent_profiles, min_size=2, max_size=8),
+    )
     def setup(self, tie_break: str, compact: bool, staff):
         # negative slack: every lazy-deletion heap is compacted at every opportunity
         self._slack = (matching._HEAP_SLACK, matching._ACTIVE_SLACK)
@@ -111,28 +126,41 @@ class RoutingMachine(RuleBasedStateMachine):
         return self._add_agent(p)
 
     @precondition(lambda self: self.waiting)
-    @rule(target=agents, data=st.data(), capacity=st.integers(1, 3),
-          roles=st.sampled_from([list(Role), None]))
+    @rule(target=agents, data=st.data(), capacity=st.integers(1, 3), roles=st.sampled_from([list(Role), None]))
     def hire_for_a_waiting_contact(self, data, capacity, roles) -> str:
         """An agent who fits some waiting contact (so decisions, competition and drains happen often)."""
         return self._hire(data.draw(st.sampled_from(sorted(self.waiting))), capacity, roles)
 
     def _hire(self, cid: str, capacity: int, roles: list[Role] | None) -> str:
         wc = self.waiting[cid]
-        return self._add_agent({
-            "site": wc.site, "roles": roles or [self._open_steps(wc, self.now)[-1].role],
-            "skills": {"billing": 5, "retention": 5}, "languages": {wc.language},
-            "capacity": {wc.channel: capacity}, "status": AgentStatus.AVAILABLE, "connected": True,
-        })
+        return self._add_agent(
+            {
+                "site": wc.site,
+                "roles": roles or [self._open_steps(wc, self.now)[-1].role],
+                "skills": {"billing": 5, "retention": 5},
+                "languages": {wc.language},
+                "capacity": {wc.channel: capacity},
+                "status": AgentStatus.AVAILABLE,
+                "connected": True,
+            }
+        )
 
     def _add_agent(self, p) -> str:
         self.n_agents += 1
         aid = f"a{self.n_agents}"
-        self.engine.upsert_agent(AgentState(
-            agent_id=aid, site=p["site"], roles=p["roles"], skills=p["skills"], languages=p["languages"],
-            capacity=p["capacity"], status=p["status"], idle_since=self.now - self.n_agents,
-            connected=p["connected"],
-        ))
+        self.engine.upsert_agent(
+            AgentState(
+                agent_id=aid,
+                site=p["site"],
+                roles=p["roles"],
+                skills=p["skills"],
+                languages=p["languages"],
+                capacity=p["capacity"],
+                status=p["status"],
+                idle_since=self.now - self.n_agents,
+                connected=p["connected"],
+            )
+        )
         self.agent_ids.add(aid)
         self.capacity[aid] = dict(p["capacity"])
         return aid
@@ -140,10 +168,18 @@ class RoutingMachine(RuleBasedStateMachine):
     @rule(aid=agents, p=agent_profiles)
     def update_agent(self, aid, p) -> None:
         assume(aid in self.agent_ids)
-        self.engine.upsert_agent(AgentState(
-            agent_id=aid, site=p["site"], roles=p["roles"], skills=p["skills"], languages=p["languages"],
-            capacity=p["capacity"], status=p["status"], connected=p["connected"],
-        ))
+        self.engine.upsert_agent(
+            AgentState(
+                agent_id=aid,
+                site=p["site"],
+                roles=p["roles"],
+                skills=p["skills"],
+                languages=p["languages"],
+                capacity=p["capacity"],
+                status=p["status"],
+                connected=p["connected"],
+            )
+        )
         self.capacity[aid] = dict(p["capacity"])
 
     @rule(aid=consumes(agents))
@@ -180,10 +216,18 @@ class RoutingMachine(RuleBasedStateMachine):
         self.n_contacts += 1
         cid = f"c{self.n_contacts}"
         wc = WaitingContact(
-            contact_id=cid, site=p["site"], channel=p["channel"], intent=p["intent"], tier=p["tier"],
-            language=p["language"], enqueued_at=self.now - p["age"],
-            expected_handling_seconds=p["expected_handling_seconds"], required_skills=p["required_skills"],
-            priority_boost=p["priority_boost"], preferred_agent_id=preferred, widen_roles=p["widen_roles"],
+            contact_id=cid,
+            site=p["site"],
+            channel=p["channel"],
+            intent=p["intent"],
+            tier=p["tier"],
+            language=p["language"],
+            enqueued_at=self.now - p["age"],
+            expected_handling_seconds=p["expected_handling_seconds"],
+            required_skills=p["required_skills"],
+            priority_boost=p["priority_boost"],
+            preferred_agent_id=preferred,
+            widen_roles=p["widen_roles"],
         )
         self.engine.enqueue(wc)
         self.engine.enqueue(replace(wc, enqueued_at=0.0))  # a redelivery changes nothing
@@ -301,8 +345,15 @@ class RoutingMachine(RuleBasedStateMachine):
             self._can_serve(b, wc, now, sales_ok=sales_ok) for b in agents
         )
 
-    def _can_serve(self, a: AgentState, wc: WaitingContact, now: float, ignore_load: bool = False,
-                   sales_ok: bool = True, alone: bool = False) -> bool:
+    def _can_serve(
+        self,
+        a: AgentState,
+        wc: WaitingContact,
+        now: float,
+        ignore_load: bool = False,
+        sales_ok: bool = True,
+        alone: bool = False,
+    ) -> bool:
         if a.status is not AgentStatus.AVAILABLE or not a.connected or a.site != wc.site:
             return False
         ch = wc.channel
@@ -353,8 +404,11 @@ class RoutingMachine(RuleBasedStateMachine):
         steps = self.engine.plan_for(wc).steps
 
         def fits(a: AgentState, step) -> bool:
-            return (step.role in a.roles and wc.language in a.languages
-                    and all(a.skills.get(n, 0) >= lv for n, lv in step.required_skills))
+            return (
+                step.role in a.roles
+                and wc.language in a.languages
+                and all(a.skills.get(n, 0) >= lv for n, lv in step.required_skills)
+            )
 
         for earlier in self._open_steps(wc, now)[:k]:
             if not sales_ok and self._capped(wc, earlier):
@@ -447,7 +501,9 @@ class RoutingMachine(RuleBasedStateMachine):
 
 
 RoutingMachine.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=80, deadline=None,
+    max_examples=200,
+    stateful_step_count=80,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestRoutingInvariants = RoutingMachine.TestCase
@@ -456,8 +512,18 @@ TestRoutingInvariants = RoutingMachine.TestCase
 # Hypothesis keeps state-machine runs short; long random workloads (seeded, so any failure replays) reach
 # deep backlogs, many requeues and strategy swaps in the middle of it all, through the same checks.
 OPS = {
-    "add_agent": 3, "hire": 4, "update_agent": 2, "remove_agent": 1, "set_status": 4, "set_connected": 2,
-    "enqueue": 10, "withdraw": 2, "release": 3, "finish": 5, "advance": 4, "decide": 8,
+    "add_agent": 3,
+    "hire": 4,
+    "update_agent": 2,
+    "remove_agent": 1,
+    "set_status": 4,
+    "set_connected": 2,
+    "enqueue": 10,
+    "withdraw": 2,
+    "release": 3,
+    "finish": 5,
+    "advance": 4,
+    "decide": 8,
     "replace_strategy": 1,
 }
 

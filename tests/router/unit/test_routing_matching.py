@@ -56,9 +56,10 @@ def test_skill_levels_widen_after_waiting(engine):
     assert d.agent_id == "novice" and d.explanation["step"] == 1
 
 
-@pytest.mark.parametrize(("tie_break", "expected"), [("longest_idle", "idle_long"),
-                                                      ("least_occupied", "empty"),
-                                                      ("round_robin", "idle_long")])
+@pytest.mark.parametrize(
+    ("tie_break", "expected"),
+    [("longest_idle", "idle_long"), ("least_occupied", "empty"), ("round_robin", "idle_long")],
+)
 def test_tie_breaks(tie_break, expected):
     engine = MatchingEngine(strategy(tie_break=tie_break))
     chat = {Channel.CHAT: 3}
@@ -183,8 +184,7 @@ def test_purchase_goes_to_sales_first(engine):
     assert d.agent_id == "seller" and d.explanation["upsell"] and d.explanation["role"] == "sales"
 
 
-@pytest.mark.parametrize("kw", [{"intent": Intent.COMPLAINT}, {"intent": Intent.CANCELLATION},
-                                {"tier": Tier.VIP}])
+@pytest.mark.parametrize("kw", [{"intent": Intent.COMPLAINT}, {"intent": Intent.CANCELLATION}, {"tier": Tier.VIP}])
 def test_unhappy_and_vip_go_to_brand_ambassadors(engine, kw):
     engine.upsert_agent(agent("helper", SERVICE, idle_since=-1000))
     engine.upsert_agent(agent("ambassador", BA))

@@ -92,10 +92,17 @@ def test_short_purchase_still_goes_to_sales(default):
 
 
 def test_short_question_policy_is_enforced_even_against_a_sales_first_rule():
-    s = parse_strategy(minimal(rules=[
-        {"name": "sell_everything", "upsell": True,
-         "steps": [{"role": "sales"}, {"role": "brand_ambassador", "after_seconds": 30}]},
-    ]))
+    s = parse_strategy(
+        minimal(
+            rules=[
+                {
+                    "name": "sell_everything",
+                    "upsell": True,
+                    "steps": [{"role": "sales"}, {"role": "brand_ambassador", "after_seconds": 30}],
+                },
+            ]
+        )
+    )
     plan = s.plan(C(intent=Intent.SUPPORT, expected_handling_seconds=30))
     assert plan.short_question and not plan.upsell
     assert [st.role for st in plan.steps] == [Role.BRAND_AMBASSADOR, Role.SALES]
@@ -115,12 +122,15 @@ def test_purchase_goes_to_sales_and_is_exempt_from_the_cap(default):
     assert plan.sales_cap_exempt and plan.upsell
 
 
-@pytest.mark.parametrize("contact", [
-    C(intent=Intent.COMPLAINT),
-    C(intent=Intent.CANCELLATION),
-    C(tier=Tier.VIP),
-    C(tier=Tier.VIP, intent=Intent.PURCHASE),
-])
+@pytest.mark.parametrize(
+    "contact",
+    [
+        C(intent=Intent.COMPLAINT),
+        C(intent=Intent.CANCELLATION),
+        C(tier=Tier.VIP),
+        C(tier=Tier.VIP, intent=Intent.PURCHASE),
+    ],
+)
 def test_unhappy_and_vip_go_to_brand_ambassadors_with_goodwill_and_time(default, contact):
     plan = default.plan(contact)
     assert plan.steps[0].role is Role.BRAND_AMBASSADOR
@@ -234,34 +244,69 @@ def test_goodwill_ledger():
 # -- validation ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "fragment"), [
-    ({"rules": [{"name": "a", "steps": [{"role": "service"}]}]}, "version"),
-    (minimal(tie_break="random"), "tie_break"),
-    (minimal(offer_timeout_seconds=0), "offer_timeout_seconds"),
-    (minimal(colour="blue"), "colour"),  # typos are not silently ignored
-    (minimal(rules=[]), "rules"),
-    (minimal(rules=[{"name": "a", "steps": [{"role": "janitor"}]}]), "rules.0.steps.0.role"),
-    (minimal(rules=[{"name": "a", "steps": []}]), "rules.0.steps"),
-    (minimal(rules=[{"name": "a", "required_skills": {"billing": 7}, "steps": [{"role": "service"}]}]),
-     "outside 1..5"),
-    (minimal(rules=[{"name": "a", "steps": [{"role": "service", "after_seconds": 5}]}]),
-     "open at after_seconds 0"),
-    (minimal(rules=[{"name": "a", "steps": [{"role": "service"}, {"role": "sales", "after_seconds": 60},
-                                             {"role": "brand_ambassador", "after_seconds": 30}]}]),
-     "ascending"),
-    (minimal(rules=[{"name": "a", "when": {"intents": ["purchase"]}, "steps": [{"role": "sales"}]}]),
-     "catch-all"),
-    (minimal(rules=[{"name": "a", "when": {"tiers": ["vip"]}, "steps": [{"role": "service"}]},
-                    {"name": "a", "steps": [{"role": "service"}]}]), "repeated: a"),
-    (minimal(rules=[{"name": "q", "when": {"intents": ["question"]}, "steps": [{"role": "sales"}]},
-                    {"name": "all", "steps": [{"role": "service"}]}]), "never go to sales first"),
-    (minimal(rules=[{"name": "q", "when": {"short": True}, "upsell": True, "steps": [{"role": "service"}]},
-                    {"name": "all", "steps": [{"role": "service"}]}]), "upsell"),
-    (minimal(sales_share={"max_share": 1.5}), "sales_share.max_share"),
-    (minimal(channels={"pigeon": {}}), "channels"),
-    (minimal(rules=[{"name": "a", "when": {"intents": ["gossip"]}, "steps": [{"role": "service"}]}]),
-     "intents"),
-])
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"rules": [{"name": "a", "steps": [{"role": "service"}]}]}, "version"),
+        (minimal(tie_break="random"), "tie_break"),
+        (minimal(offer_timeout_seconds=0), "offer_timeout_seconds"),
+        (minimal(colour="blue"), "colour"),  # typos are not silently ignored
+        (minimal(rules=[]), "rules"),
+        (minimal(rules=[{"name": "a", "steps": [{"role": "janitor"}]}]), "rules.0.steps.0.role"),
+        (minimal(rules=[{"name": "a", "steps": []}]), "rules.0.steps"),
+        (
+            minimal(rules=[{"name": "a", "required_skills": {"billing": 7}, "steps": [{"role": "service"}]}]),
+            "outside 1..5",
+        ),
+        (minimal(rules=[{"name": "a", "steps": [{"role": "service", "after_seconds": 5}]}]), "open at after_seconds 0"),
+        (
+            minimal(
+                rules=[
+                    {
+                        "name": "a",
+                        "steps": [
+                            {"role": "service"},
+                            {"role": "sales", "after_seconds": 60},
+                            {"role": "brand_ambassador", "after_seconds": 30},
+                        ],
+                    }
+                ]
+            ),
+            "ascending",
+        ),
+        (minimal(rules=[{"name": "a", "when": {"intents": ["purchase"]}, "steps": [{"role": "sales"}]}]), "catch-all"),
+        (
+            minimal(
+                rules=[
+                    {"name": "a", "when": {"tiers": ["vip"]}, "steps": [{"role": "service"}]},
+                    {"name": "a", "steps": [{"role": "service"}]},
+                ]
+            ),
+            "repeated: a",
+        ),
+        (
+            minimal(
+                rules=[
+                    {"name": "q", "when": {"intents": ["question"]}, "steps": [{"role": "sales"}]},
+                    {"name": "all", "steps": [{"role": "service"}]},
+                ]
+            ),
+            "never go to sales first",
+        ),
+        (
+            minimal(
+                rules=[
+                    {"name": "q", "when": {"short": True}, "upsell": True, "steps": [{"role": "service"}]},
+                    {"name": "all", "steps": [{"role": "service"}]},
+                ]
+            ),
+            "upsell",
+        ),
+        (minimal(sales_share={"max_share": 1.5}), "sales_share.max_share"),
+        (minimal(channels={"pigeon": {}}), "channels"),
+        (minimal(rules=[{"name": "a", "when": {"intents": ["gossip"]}, "steps": [{"role": "service"}]}]), "intents"),
+    ],
+)
 def test_invalid_strategies_are_rejected_with_the_location(data, fragment):
     with pytest.raises(StrategyError) as err:
         parse_strategy(data, "test.yaml")
