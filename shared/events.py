@@ -88,11 +88,40 @@ class Role(StrEnum):
 
 
 class AgentStatus(StrEnum):
+    """The agent's own choice: ready for work, on a break, or gone. What they are doing is apart from
+    it: :class:`AgentActivity`, the router's view of their work.
+
+    ``busy`` and ``wrap_up`` are kept only so that ``agent.status_changed`` events recorded before the two
+    were separated still read; nothing emits them any more. A reader treats them as ``available`` with
+    the activity ``on_contact`` or ``wrap_up`` (:func:`legacy_activity`)."""
+
     AVAILABLE = "available"
-    BUSY = "busy"
-    WRAP_UP = "wrap_up"
+    BUSY = "busy"  # legacy: see the docstring
+    WRAP_UP = "wrap_up"  # legacy: see the docstring
     BREAK = "break"
     OFFLINE = "offline"
+
+
+CHOSEN_STATUSES = (AgentStatus.AVAILABLE, AgentStatus.BREAK, AgentStatus.OFFLINE)
+
+
+class AgentActivity(StrEnum):
+    """The router's view of an agent's work, never chosen: it follows offers, assignments and wrap-up.
+    ``on_contact`` wins over ``wrap_up`` (a contact still open), which wins over ``offered``."""
+
+    IDLE = "idle"
+    OFFERED = "offered"
+    ON_CONTACT = "on_contact"
+    WRAP_UP = "wrap_up"
+
+
+def legacy_activity(status: AgentStatus) -> tuple[AgentStatus, AgentActivity | None]:
+    """An ``agent.status_changed`` from before status and work were apart, as the two of them."""
+    if status is AgentStatus.BUSY:
+        return AgentStatus.AVAILABLE, AgentActivity.ON_CONTACT
+    if status is AgentStatus.WRAP_UP:
+        return AgentStatus.AVAILABLE, AgentActivity.WRAP_UP
+    return status, None
 
 
 class AttemptResult(StrEnum):
@@ -316,6 +345,22 @@ class AgentStatusChanged(EventData):
     at: datetime = Field(default_factory=utcnow)
 
 
+class AgentWorkChanged(EventData):
+    """The router's view of an agent's work changed (offered, on a contact, wrap-up, idle). Apart from
+    ``agent.status_changed``, the agent's own choice: a consumer that wants free agents needs both
+    (``available`` and ``idle``)."""
+
+    event_type: ClassVar[str] = "switchboard.agent.work_changed.v1"
+    subject_field: ClassVar[str] = "agent_id"
+    agent_id: str
+    site: str = DEFAULT_SITE
+    activity: AgentActivity
+    previous: AgentActivity | None = None
+    load: dict[Channel, int] = Field(default_factory=dict, description="Offered + assigned contacts per channel")
+    wrap_up_until: datetime | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
 class AgentTokenIssued(EventData):
     """The router issued an agent a new bearer token: every older token of that agent is revoked.
 
@@ -445,6 +490,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         CustomerDialed,
         AssignmentCompleted,
         AgentStatusChanged,
+        AgentWorkChanged,
         AgentTokenIssued,
         CallbackRequested,
         CallbackScheduled,

@@ -5,7 +5,8 @@
 | `contacts`  | contact.requested / abandoned / agent_dialed /           | routing domain  |
 |             | customer_dialed,                                         |                 |
 |             | callback.due                                             |                 |
-| `routing`   | offer.*, assignment.*, agent.status_changed              | routing domain  |
+| `routing`   | offer.*, assignment.*, agent.status_changed /            | routing domain  |
+|             | work_changed / token_issued                              |                 |
 | `callbacks` | callback.requested / scheduled / at_risk / attempted /   | customer id     |
 |             | fulfilled / breached                                     |                 |
 | `<t>.dlq`   | anything that could not be handled, with the error       | original key    |
@@ -22,6 +23,7 @@ from shared.events import (
     AgentDialed,
     AgentStatusChanged,
     AgentTokenIssued,
+    AgentWorkChanged,
     AssignmentCompleted,
     CallbackAtRisk,
     CallbackAttempted,
@@ -67,6 +69,7 @@ _TOPIC_OF: dict[type[EventData], str] = {
     OfferTimedOut: ROUTING,
     AssignmentCompleted: ROUTING,
     AgentStatusChanged: ROUTING,
+    AgentWorkChanged: ROUTING,
     AgentTokenIssued: ROUTING,
     CallbackRequested: CALLBACKS,
     CallbackScheduled: CALLBACKS,

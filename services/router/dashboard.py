@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from services.router.staffing import ON_DUTY, StaffingRow
 from services.router.strategy import Strategy
-from shared.events import Role
+from shared.events import AgentActivity, AgentStatus, Role
 
 WAITING_SHOWN = 50
 _ON_DUTY = frozenset(s.value for s in ON_DUTY)
@@ -75,7 +75,9 @@ class DashboardSnapshot(BaseModel):
     offers_outstanding: int
     waiting: list[WaitingItem] = Field(description=f"the first {WAITING_SHOWN} in the order they will be served")
     agents: list[AgentItem]
-    agents_by_role: dict[str, dict[str, int]] = Field(description="role → status → agents holding the role")
+    agents_by_role: dict[str, dict[str, int]] = Field(
+        description="role → what the agent is doing (offered, on_contact, wrap_up), else their status → agents"
+    )
     throughput: list[ThroughputBucket] = Field(description=f"per minute, the last {THROUGHPUT_MINUTES} minutes")
     window_seconds: float = Field(description="the recent window of service level and staffing")
     service_level: dict[str, dict[str, Any]]
@@ -205,16 +207,17 @@ def why_waiting(entry: dict[str, Any], agents: Sequence[dict[str, Any]], strateg
         and a["status"] in _ON_DUTY
     ]
     roles = " or ".join(_role(r) for r in entry["open_roles"]) or "no role"
+    free = [a for a in fit if takes_more(a, channel)]
     if not fit:
         reason = f"no {roles} agent on duty for {_role(channel)} at {site}"
-    elif not any(a["status"] == "available" for a in fit):
+    elif not free:
         reason = f"all {len(fit)} {roles} agent(s) for {_role(channel)} are busy"
     else:
         reason = f"{roles} agents are free but none fits (skills, language or a recent decline)"
     unservable = entry.get("unservable_reason")
     if unservable:  # the router's own eligibility check: say exactly why nobody can take it, not "busy"
         said = f"unservable: {UNSERVABLE_WORDS.get(unservable, unservable)}, even once every role of its rule may help"
-        reason = said if fit and any(a["status"] == "available" for a in fit) else f"{reason}; {said}"
+        reason = said if free else f"{reason}; {said}"
     later = _next_step(entry, strategy)
     return f"{reason} (rule {entry['rule']}{'; ' + later if later else ''})"
 
@@ -234,12 +237,29 @@ def _next_step(entry: dict[str, Any], strategy: Strategy) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
+def takes_more(agent: dict[str, Any], channel: str) -> bool:
+    """Whether an agent (as the API shows it) could take another contact of ``channel`` now: on duty,
+    not in wrap-up, below that channel's capacity (blending rules aside)."""
+    return (
+        agent["status"] == AgentStatus.AVAILABLE
+        and agent.get("activity") != AgentActivity.WRAP_UP
+        and int(agent["load"].get(channel, 0)) < int(agent["capacity"].get(channel, 0))
+    )
+
+
+def shown_state(agent: dict[str, Any]) -> str:
+    """One word for a supervisor: what the agent is doing, else the status they chose."""
+    activity = agent.get("activity") or AgentActivity.IDLE
+    return str(agent["status"] if activity == AgentActivity.IDLE else activity)
+
+
 def agents_by_role(agents: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {r.value: {} for r in Role}
     for a in agents:
+        state = shown_state(a)
         for role in a["roles"]:
-            by_status = out.setdefault(role, {})
-            by_status[a["status"]] = by_status.get(a["status"], 0) + 1
+            by_state = out.setdefault(role, {})
+            by_state[state] = by_state.get(state, 0) + 1
     return out
 
 

@@ -326,6 +326,9 @@ class MatchingEngine:
         self._eligibility_cache: dict[tuple[Any, ...], _ClassEligibility] = {}
         self._aht: dict[tuple[str, Channel], float] = {}
         self._reserved_count = 0
+        # Agents whose load (offers + assignments) changed since the service last looked: their work
+        # as the router reports it (agent_work.py) is settled at the end of each transaction.
+        self.work_changed: set[str] = set()
         self._seq = itertools.count(1)
         self._qids = itertools.count(1)
         self._pushes = itertools.count(1)
@@ -486,6 +489,15 @@ class MatchingEngine:
     def agent_ids(self) -> list[str]:
         return list(self._agents)
 
+    def status_of(self, agent_id: str) -> AgentStatus | None:
+        a = self._agents.get(agent_id)
+        return a.state.status if a is not None else None
+
+    def load_of(self, agent_id: str) -> dict[Channel, int]:
+        """The agent's offered + assigned contacts per channel (a copy; empty for unknown agents)."""
+        a = self._agents.get(agent_id)
+        return {ch: n for ch, n in a.state.load.items() if n} if a is not None else {}
+
     def missed_offers(self, agent_id: str) -> int:
         """Consecutive offers this agent let time out or declined since its last accepted work."""
         a = self._agents.get(agent_id)
@@ -576,6 +588,7 @@ class MatchingEngine:
         self._reserved_count += 1
         load = a.state.load
         load[contact.channel] = load.get(contact.channel, 0) + 1
+        self.work_changed.add(agent_id)
         self._refresh(a, key_changed=self._tie_break != "longest_idle")
 
     def release(self, contact_id: str, now: float, *, requeue: bool = True, missed: bool = True) -> str | None:
@@ -600,6 +613,7 @@ class MatchingEngine:
         a = self._agents.get(c.agent_id) if c.agent_id else None
         if a is not None:
             a.missed = 0
+            self.work_changed.add(a.state.agent_id)
         return c.agent_id
 
     def finish(self, contact_id: str, now: float) -> str | None:
@@ -623,6 +637,7 @@ class MatchingEngine:
             st.load[ch] = max(st.load.get(ch, 0) - 1, 0)
             st.idle_since = max(st.idle_since, now)
             a.missed = 0
+            self.work_changed.add(st.agent_id)
             self._refresh(a, key_changed=True)
         return aid
 
@@ -787,6 +802,7 @@ class MatchingEngine:
         st = a.state
         ch = wc.channel
         st.load[ch] = st.load.get(ch, 0) + 1
+        self.work_changed.add(st.agent_id)
         role = step.role if step is not None else st.roles[0]
         c.role = role
         self.sales.record_offer(wc.contact_id, role, now, wc.site)
@@ -833,6 +849,7 @@ class MatchingEngine:
             st = a.state
             ch = c.wc.channel
             st.load[ch] = max(st.load.get(ch, 0) - 1, 0)
+            self.work_changed.add(st.agent_id)
             self._refresh(a, key_changed=True)
         if exclude is not None and now is not None:
             c.excluded[exclude] = now

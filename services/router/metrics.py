@@ -17,7 +17,14 @@ CONTACTS_ABANDONED = Counter(
 CALLBACKS_OFFERED = Counter("switchboard_router_callbacks_offered_total", "Contacts diverted to a callback", ["reason"])
 OFFERS = Counter("switchboard_router_offers_total", "Offers by outcome", ["outcome"])
 COMPLETIONS = Counter("switchboard_router_completions_total", "Completed assignments", ["channel", "sale"])
-AGENT_STATUS_CHANGES = Counter("switchboard_router_agent_status_changes_total", "Agent status changes", ["status"])
+AGENT_STATUS_CHANGES = Counter(
+    "switchboard_router_agent_status_changes_total", "Agent status changes (the agent's own choice)", ["status"]
+)
+AGENT_ACTIVITY_CHANGES = Counter(
+    "switchboard_router_agent_activity_changes_total",
+    "Changes of the router's view of an agent's work (idle, offered, on_contact, wrap_up)",
+    ["activity"],
+)
 PRESENCE_LOST = Counter(
     "switchboard_router_presence_lost_total", "Agents whose stream stayed away beyond the grace period"
 )
@@ -63,7 +70,10 @@ QUEUE_BY_ROLE = Gauge(
     "Contacts waiting, by channel and the first role of their plan",
     ["channel", "role"],
 )
-AGENTS = Gauge("switchboard_router_agents", "Agents by status", ["status"])
+AGENTS = Gauge("switchboard_router_agents", "Agents by their own status", ["status"])
+AGENTS_BY_ACTIVITY = Gauge(
+    "switchboard_router_agents_by_activity", "Agents by the router's view of their work", ["activity"]
+)
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
 # Service level over the stats window, in the three definitions /v1/stats reports (stats.py says which is which).
@@ -129,6 +139,9 @@ def refresh_gauges(stats: dict[str, Any]) -> None:
     AGENTS.clear()
     for status, n in stats["agents_by_status"].items():
         AGENTS.labels(status).set(n)
+    AGENTS_BY_ACTIVITY.clear()
+    for activity, n in stats.get("agents_by_activity", {}).items():
+        AGENTS_BY_ACTIVITY.labels(activity).set(n)
     OFFERS_OUTSTANDING.set(stats["offers_outstanding"])
     _refresh_service_level(stats.get("service_level", {}))
     _refresh_staffing(stats.get("staffing", []))

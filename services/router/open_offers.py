@@ -21,6 +21,8 @@ class OpenOffers:
     def __init__(self) -> None:
         self.by_id: dict[str, PendingOffer] = {}
         self.of_contact: dict[str, str] = {}  # contact -> its open offer
+        self.of_agent: dict[str, set[str]] = {}  # agent -> its open offers
+        self.changed: set[str] = set()  # agents whose open offers changed (agent_work.py settles them)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -35,16 +37,34 @@ class OpenOffers:
     def values(self) -> list[PendingOffer]:
         return list(self.by_id.values())
 
+    def count_for(self, agent_id: str) -> int:
+        return len(self.of_agent.get(agent_id, ()))
+
+    def of(self, agent_id: str) -> list[PendingOffer]:
+        return [self.by_id[o] for o in self.of_agent.get(agent_id, ())]
+
     def track(self, offer: PendingOffer) -> None:
         self.by_id[offer.offer_id] = offer
         self.of_contact[offer.contact_id] = offer.offer_id
+        self.of_agent.setdefault(offer.agent_id, set()).add(offer.offer_id)
+        self.changed.add(offer.agent_id)
 
     def untrack(self, offer_id: str) -> PendingOffer | None:
         offer = self.by_id.pop(offer_id, None)
-        if offer is not None and self.of_contact.get(offer.contact_id) == offer_id:
+        if offer is None:
+            return None
+        if self.of_contact.get(offer.contact_id) == offer_id:
             del self.of_contact[offer.contact_id]
+        mine = self.of_agent.get(offer.agent_id)
+        if mine is not None:
+            mine.discard(offer_id)
+            if not mine:
+                del self.of_agent[offer.agent_id]
+        self.changed.add(offer.agent_id)
         return offer
 
     def clear(self) -> None:
         self.by_id.clear()
         self.of_contact.clear()
+        self.of_agent.clear()
+        self.changed.clear()

@@ -23,7 +23,7 @@ from services.router.open_offers import PendingOffer
 from services.router.rows import agent_state, offered_role, waiting_contact
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
 from services.router.strategy import GoodwillLedger
-from shared.events import AgentStatus
+from shared.events import AgentActivity
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
@@ -37,7 +37,7 @@ async def from_database(router: RouterService) -> None:
     engine = MatchingEngine(router.strategy)
     router.tokens.forget()  # another owner may have issued tokens meanwhile
     router.open_offers.clear()
-    router.wrap_until.clear()
+    router.work.clear()
     router.refresh_on_release.clear()
     router.handling = HandlingWatch()
     async with router.sessionmaker() as session:
@@ -46,8 +46,9 @@ async def from_database(router: RouterService) -> None:
             router.presence.track(row.agent_id, now)
             # Load comes back below, one restored reservation per offered or assigned contact.
             engine.upsert_agent(agent_state(row, {}, connected=row.agent_id not in router.absent))
-            if row.status == AgentStatus.WRAP_UP and row.wrap_up_until is not None:
-                router.wrap_until[row.agent_id] = row.wrap_up_until
+            router.work.activity[row.agent_id] = AgentActivity(row.activity)
+            if row.wrap_up_until is not None:
+                router.work.wrap_until[row.agent_id] = row.wrap_up_until
         rows = (
             await session.execute(
                 select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
@@ -69,6 +70,9 @@ async def from_database(router: RouterService) -> None:
         for o in pending:
             router.open_offers.track(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
         router.engine = engine
+        # Every agent's work is derived again at the next commit: whatever an earlier version or a
+        # migration left in the rows, what the router reports follows the loads just restored.
+        router.work.changed.update(engine.agent_ids())
         router.writer.stale = False
         await _rebuild_counters(router, session, now)
     log.info(

@@ -12,15 +12,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.router.agent_work import routable_status
 from services.router.auth import Principal
 from services.router.errors import Forbidden, NotFound
 from services.router.leeway import role_of
 from services.router.matching import AgentState, WaitingContact
 from services.router.store import ContactState, OfferState, agents, contacts, offers
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
-
-# An agent's ``busy`` set by the router because it works on contacts (vs. a ``busy`` the agent chose).
-ON_CONTACT = "on_contact"
 
 
 def to_datetime(ts: float) -> datetime:
@@ -62,17 +60,8 @@ def waiting_contact(row: Any) -> WaitingContact:
     )
 
 
-def engine_status(status: str, reason: str | None) -> AgentStatus:
-    """The status the engine routes by. ``busy`` set by the router means "working, take more within
-    capacity": capacity, load and channel blending are the engine's call. A ``busy`` the agent chose
-    means "no new work"."""
-    if status == AgentStatus.BUSY and reason == ON_CONTACT:
-        return AgentStatus.AVAILABLE
-    return AgentStatus(status)
-
-
 def agent_state(row: Any, load: dict[Channel, int], *, connected: bool) -> AgentState:
-    """An agent row as the engine sees it."""
+    """An agent row as the engine sees it (an available agent in wrap-up is not routed to yet)."""
     roles = [Role(row.primary_role)] + [Role(r) for r in row.roles if r != row.primary_role]
     return AgentState(
         agent_id=row.agent_id,
@@ -81,7 +70,7 @@ def agent_state(row: Any, load: dict[Channel, int], *, connected: bool) -> Agent
         skills=dict(row.skills),
         languages={language_key(lang) for lang in row.languages},
         capacity={Channel(k): int(v) for k, v in row.capacity.items()},
-        status=engine_status(row.status, row.status_reason),
+        status=routable_status(AgentStatus(row.status), wrapping=row.wrap_up_until is not None),
         load=dict(load),
         idle_since=row.status_since,
         connected=connected,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -79,13 +80,28 @@ class AgentProfileIn(_Body):
         )
 
 
+class ChosenStatus(StrEnum):
+    """The statuses an agent chooses. What they are doing (offered, on a contact, wrap-up) is the router's
+    view of their work, apart: ``activity`` on the agent."""
+
+    AVAILABLE = AgentStatus.AVAILABLE.value
+    BREAK = AgentStatus.BREAK.value
+    OFFLINE = AgentStatus.OFFLINE.value
+
+    def as_status(self) -> AgentStatus:
+        return AgentStatus(self.value)
+
+
 class AgentCreate(AgentProfileIn):
     agent_id: Identifier | None = Field(None, description="Your id for the agent; default: a new UUID")
-    status: Literal[AgentStatus.AVAILABLE, AgentStatus.BREAK, AgentStatus.OFFLINE] = AgentStatus.OFFLINE
+    status: ChosenStatus = ChosenStatus.OFFLINE
 
 
 class StatusChange(_Body):
-    status: AgentStatus
+    status: ChosenStatus = Field(
+        description="Your own choice. What you are doing (offered, on a contact, wrap-up) is the router's "
+        "view of your work: `activity` on the agent. Saying available in wrap-up ends the wrap-up."
+    )
     reason: str | None = Field(None, max_length=200)
 
 

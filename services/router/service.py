@@ -30,6 +30,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import leadership, rebuild
+from services.router.agent_work import AgentWork
 from services.router.auth import IssuedToken, KnownTokens, Principal, new_token
 from services.router.errors import RouterError
 from services.router.group_commit import GroupCommit
@@ -49,6 +50,7 @@ from services.router.use_cases import (
     complete_contact,
     decline_offer,
     inbound_events,
+    settle_work,
     strategy_reload,
     tick,
 )
@@ -98,11 +100,12 @@ class RouterService:
             rebuild=lambda: rebuild.from_database(self),
             notify=notify,
             publish=self.hub.publish,
+            settle=lambda tx: settle_work.settle(self, tx),
         )
         # Agent actions and batches of consumed events share transactions (see group_commit.py).
         self.writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
         self.open_offers = OpenOffers()
-        self.wrap_until: dict[str, float] = {}  # agents in wrap-up: when it ends
+        self.work = AgentWork()  # the router's view of each agent's work, apart from their status
         # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.
         self.handling = HandlingWatch()
         self.absent: set[str] = set()  # agents the engine was told are not connected

@@ -35,7 +35,8 @@ from shared.erlang import agents_needed
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
 
 MIN_MEASURED = 5
-ON_DUTY = (AgentStatus.AVAILABLE, AgentStatus.BUSY, AgentStatus.WRAP_UP)
+# On duty: the agent chose to take work (whether on a contact now or not is their activity, apart).
+ON_DUTY = (AgentStatus.AVAILABLE,)
 
 
 @dataclass(frozen=True, slots=True)

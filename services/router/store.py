@@ -63,9 +63,13 @@ agents = Table(
     Column("skills", JSON, nullable=False),
     Column("languages", JSON, nullable=False),
     Column("capacity", JSON, nullable=False),
+    # The agent's own choice (available, break, offline) and, apart from it, the router's view of their
+    # work (idle, offered, on_contact, wrap_up): see use_cases/agent_status.py and agent_work.py.
     Column("status", String(20), nullable=False),
     Column("status_since", Double, nullable=False),
     Column("status_reason", String(200), nullable=True),
+    Column("activity", String(20), nullable=False, default="idle", server_default="idle"),
+    Column("activity_since", Double, nullable=True),
     Column("wrap_up_until", Double, nullable=True),
     Column("missed_offers", Integer, nullable=False, default=0),
     # {channel: contact URI} (shared.contact_uri); null for agents registered before it existed.

@@ -85,6 +85,7 @@ class Writer:
         rebuild: Callable[[], Awaitable[None]],
         notify: Callable[[], None],
         publish: Publish,
+        settle: Callable[[UnitOfWork], Awaitable[None]] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._source = source
@@ -93,6 +94,7 @@ class Writer:
         self._rebuild = rebuild
         self._notify = notify  # the outbox relay: events were staged
         self._publish = publish  # the agents' streams
+        self._settle = settle  # derived state written last, inside each transaction (settle_work.py)
         self.lock = asyncio.Lock()
         self.stale = False  # the engine may differ from the database (a failed rebuild): rebuild first
         self.renewed_at = 0.0  # when the lease was last renewed (the tick keeps it while idle)
@@ -115,6 +117,8 @@ class Writer:
                     # Fencing: a router that no longer owns the state cannot commit anything.
                     await self._ownership.renew(session, tx.now)
                     yield tx
+                    if self._settle is not None:
+                        await self._settle(tx)
             except RouterError:
                 raise  # refused before anything changed: the engine is untouched
             except OwnershipLost:

@@ -98,6 +98,9 @@ class RouterViews:
             "status": row.status,
             "status_reason": row.status_reason,
             "status_since": to_datetime(row.status_since),
+            # The router's view of their work, apart from the status they chose (agent_work.py).
+            "activity": row.activity,
+            "activity_since": to_datetime(row.activity_since) if row.activity_since else None,
             "wrap_up_until": to_datetime(row.wrap_up_until) if row.wrap_up_until else None,
             "missed_offers": row.missed_offers,
             "load": {c.value: n for c, n in load.items()},
@@ -341,6 +344,9 @@ class RouterViews:
                 )
             ).all()
             status_rows = (await session.execute(select(agents.c.status, func.count()).group_by(agents.c.status))).all()
+            activity_rows = (
+                await session.execute(select(agents.c.activity, func.count()).group_by(agents.c.activity))
+            ).all()
             outstanding = (
                 await session.execute(
                     select(func.count()).select_from(offers).where(offers.c.state == OfferState.PENDING)
@@ -398,6 +404,7 @@ class RouterViews:
             "waiting_by_role": waiting_by_role,  # by the first role of each contact's plan
             "oldest_wait_seconds": max((w["oldest_wait_seconds"] for w in waiting), default=0.0),
             "agents_by_status": {status: n for status, n in status_rows},
+            "agents_by_activity": {activity: n for activity, n in activity_rows},
             "offers_outstanding": outstanding,
             "window_seconds": window,
             "service_level": service_levels,

@@ -131,8 +131,9 @@ async def test_status_changes_and_wrap_up_is_automatic_only(router: Router) -> N
     assert r.status_code == 200 and r.json()["status"] == "available"
     r = await router.client.put("/v1/agents/alice/status", json={"status": "break", "reason": "lunch"}, headers=alice)
     assert r.json()["status"] == "break" and r.json()["status_reason"] == "lunch"
-    r = await router.client.put("/v1/agents/alice/status", json={"status": "wrap_up"}, headers=alice)
-    assert r.status_code == 422 and "automatically" in r.text
+    for not_chosen in ("wrap_up", "busy"):  # the router's view of work, not a status anyone chooses
+        r = await router.client.put("/v1/agents/alice/status", json={"status": not_chosen}, headers=alice)
+        assert r.status_code == 422 and "'available', 'break' or 'offline'" in r.text, r.text
     r = await router.client.put("/v1/agents/alice/status", json={"status": "asleep"}, headers=alice)
     assert r.status_code == 422
 
@@ -141,7 +142,7 @@ async def test_saying_available_again_changes_nothing_and_emits_nothing(tmp_path
     """Clients say "available" after every contact; an agent the completion already made available must
     not cost a write, an agent.status_changed event (that every consumer applies) and a stream message."""
     from shared import topics
-    from shared.events import AgentStatusChanged
+    from shared.events import AgentStatusChanged, AgentWorkChanged
     from tests.router.conftest import collect_events, contact, eventually, running_router, write_strategy
 
     strategy = write_strategy(tmp_path / "s.yaml", channels={"chat": {"wrap_up_seconds": 0}})
@@ -168,12 +169,14 @@ async def test_saying_available_again_changes_nothing_and_emits_nothing(tmp_path
                 return changes if changes and changes[-1].status == "break" else []
 
             changes = await eventually(until_break)
+            work = [(e.previous, e.activity) for e in routing if isinstance(e, AgentWorkChanged)]
+    # The status is the agent's own: taking and finishing a contact does not touch it.
     assert [(c.previous, c.status, c.reason) for c in changes] == [
         (None, "available", "registered"),
-        ("available", "busy", "on_contact"),
-        ("busy", "available", "after_contact"),
         ("available", "break", "lunch"),  # nothing for the two repeated "available"s in between
     ]
+    # The work is the router's view, apart: offered, on the contact, idle again (no wrap-up here).
+    assert work == [("idle", "offered"), ("offered", "on_contact"), ("on_contact", "idle")]
 
 
 async def test_token_rotation_invalidates_the_old_token(router: Router) -> None:

@@ -42,7 +42,7 @@ async def test_offer_accept_makes_an_assignment_with_an_explained_decision(route
     assigned = await router.client.get("/v1/agents/alice/assignments", headers=alice)
     assert [a["contact_id"] for a in assigned.json()["items"]] == [c.contact_id]
     me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
-    assert me["status"] == "busy" and me["load"] == {"chat": 1}
+    assert me["status"] == "available" and me["activity"] == "on_contact" and me["load"] == {"chat": 1}
     again = await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)
     assert again.status_code == 409
     assert await router.queue_ids() == []

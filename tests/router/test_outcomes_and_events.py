@@ -9,6 +9,7 @@ from pathlib import Path
 from shared import topics
 from shared.events import (
     AgentStatusChanged,
+    AgentWorkChanged,
     AssignmentCompleted,
     CallbackAttempted,
     CallbackDue,
@@ -61,7 +62,7 @@ async def test_completion_wrap_up_and_the_emitted_events(tmp_path: Path) -> None
 
             async def available_again() -> bool:
                 me = (await router.client.get("/v1/agents/bob", headers=bob)).json()
-                return me["status"] == "available" and me["status_reason"] == "wrap_up_ended"
+                return me["status"] == "available" and me["activity"] == "idle" and me["wrap_up_until"] is None
 
             await eventually(available_again)
             again = await router.client.post(f"/v1/contacts/{c.contact_id}/complete", json={}, headers=bob)
@@ -70,11 +71,17 @@ async def test_completion_wrap_up_and_the_emitted_events(tmp_path: Path) -> None
             def bob_statuses() -> list[str]:
                 return [e.status.value for e in routing if isinstance(e, AgentStatusChanged) and e.agent_id == "bob"]
 
+            def bob_work() -> list[str]:
+                return [e.activity.value for e in routing if isinstance(e, AgentWorkChanged) and e.agent_id == "bob"]
+
             async def all_events() -> bool:
-                return bob_statuses()[-1:] == ["available"] and any(isinstance(e, AssignmentCompleted) for e in routing)
+                return bob_work()[-1:] == ["idle"] and any(isinstance(e, AssignmentCompleted) for e in routing)
 
             await eventually(all_events)
-        assert bob_statuses() == ["available", "busy", "wrap_up", "available"]
+        assert bob_statuses() == ["available"]  # registered available; working never changes it
+        assert bob_work() == ["offered", "on_contact", "wrap_up", "idle"]
+        wrap = next(e for e in routing if isinstance(e, AgentWorkChanged) and e.activity == "wrap_up")
+        assert wrap.wrap_up_until is not None and wrap.wrap_up_until > wrap.at and wrap.load == {}
         made = [e for e in routing if isinstance(e, OfferMade)]
         assert [(m.agent_id, m.contact_id) for m in made] == [("alice", c.contact_id), ("bob", c.contact_id)]
         assert made[0].rule == "general" and made[0].explanation["role"] == "service"

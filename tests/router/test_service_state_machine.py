@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import select
 
 from services.router import leadership, rebuild
+from services.router.agent_work import activity_of, routable_status
 from services.router.app import MIGRATIONS
 from services.router.auth import Principal
 from services.router.errors import RouterError
@@ -244,7 +245,7 @@ class RouterMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.agent_ids)
     @rule(
         data=st.data(),
-        status=st.sampled_from([AgentStatus.AVAILABLE, AgentStatus.BREAK, AgentStatus.OFFLINE, AgentStatus.BUSY]),
+        status=st.sampled_from([AgentStatus.AVAILABLE, AgentStatus.BREAK, AgentStatus.OFFLINE]),
     )
     def agent_changes_status(self, data: st.DataObject, status: AgentStatus) -> None:
         agent_id = data.draw(st.sampled_from(self.agent_ids))
@@ -299,6 +300,17 @@ class RouterMachine(RuleBasedStateMachine):
             assert engine_load == {ch: n for ch, n in load[agent_id].items() if n}, agent_id
             for ch, n in load[agent_id].items():
                 assert n <= row.capacity.get(ch, 0), (agent_id, ch, n)
+            # Status apart from work: the stored activity is what the rows say the agent is doing, whatever
+            # path got there (an offer timing out after the last contact ended included), and the engine
+            # routes by the agent's own choice, held back only by a wrap-up.
+            assigned = sum(1 for r in rows.values() if r.agent_id == agent_id and r.state == ContactState.ASSIGNED)
+            offered = sum(1 for r in rows.values() if r.agent_id == agent_id and r.state == ContactState.OFFERED)
+            wrapping = row.wrap_up_until is not None
+            expected = activity_of(load=assigned + offered, offered=offered, wrapping=wrapping)
+            assert row.activity == expected, (agent_id, row.activity, expected, assigned, offered, wrapping)
+            assert row.status in ("available", "break", "offline"), (agent_id, row.status)
+            routed = svc.engine.status_of(agent_id)
+            assert routed is routable_status(AgentStatus(row.status), wrapping=wrapping), (agent_id, routed)
 
     def _check_declines_survive(self, rows: dict[str, Any], all_offers: list[Any]) -> None:
         """Who declined or missed a waiting or offered contact (recently, in its current attempt) is what

@@ -24,11 +24,13 @@ async def test_stream_delivers_snapshot_offers_assignments_and_heartbeats(router
         assert r.status_code == 200
         assignment = await stream.wait_for("assignment")
         assert assignment["contact_id"] == c.contact_id
-        await stream.wait_for("status", lambda d: d["status"] == "busy")
+        await stream.wait_for("work", lambda d: d["activity"] == "on_contact" and d["load"] == {"chat": 1})
         await router.client.post(f"/v1/contacts/{c.contact_id}/complete", json={"resolved": True}, headers=alice)
         done = await stream.wait_for("assignment_completed")
         assert done["outcome"]["resolved"] is True
-        await stream.wait_for("status", lambda d: d["status"] == "wrap_up")
+        wrap = await stream.wait_for("work", lambda d: d["activity"] == "wrap_up")
+        assert wrap["previous"] == "on_contact" and wrap["wrap_up_until"] and wrap["load"] == {}
+        assert not [d for e, d in stream.events if e == "status"]  # the agent's own status never moved
 
         async def heartbeat() -> bool:
             return stream.comments > 0

@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register an agent (admin)")
 async def register_agent(body: AgentCreate, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
     """Returns the agent and its bearer token. The token is shown only here; store it in the client."""
-    agent, token = await service.register_agent(body.agent_id, body.profile(), body.status)
+    agent, token = await service.register_agent(body.agent_id, body.profile(), body.status.as_status())
     return {**agent, "token": token}
 
 
@@ -59,7 +59,7 @@ async def change_status(agent_id: str, body: StatusChange, service: ServiceDep, 
     (they go to the next agent); work in progress stays assigned until completed. The agent itself,
     a supervisor or the admin."""
     check_may_see(who, agent_id)
-    return await service.change_status(agent_id, body.status, body.reason)
+    return await service.change_status(agent_id, body.status.as_status(), body.reason)
 
 
 @router.get("/{agent_id}/offers", summary="The agent's open offers")

@@ -1,4 +1,4 @@
-"""An agent accepts an offer: the contact is assigned to it (``offer.accepted``, the agent ``busy``),
+"""An agent accepts an offer: the contact is assigned to it (``offer.accepted``, the agent on a contact),
 unless the lease ran out first; then it is timed out, offered again, and the agent hears 409.
 """
 
@@ -15,12 +15,12 @@ from services.router.errors import Conflict
 from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
-from services.router.rows import ON_CONTACT, agent_row, contact_row, offer_for, to_datetime, waiting_contact
+from services.router.rows import agent_row, contact_row, offer_for, to_datetime, waiting_contact
 from services.router.store import ContactState, OfferState, agents, contacts, offers
 from services.router.unit_of_work import UnitOfWork
-from services.router.use_cases.agent_status import set_status
 from services.router.use_cases.offer_timeout import time_out
-from shared.events import AgentStatus, OfferAccepted
+from services.router.use_cases.settle_work import end_wrap_up
+from shared.events import OfferAccepted
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
@@ -58,8 +58,8 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer) ->
     agent = await agent_row(tx.session, offer.agent_id)
     if agent.missed_offers:
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
-    if agent.status in (AgentStatus.AVAILABLE, AgentStatus.WRAP_UP):
-        await set_status(router, tx, agent, AgentStatus.BUSY, ON_CONTACT)
+    # An offer made before the last contact ended may be taken in wrap-up: that ends the wrap-up.
+    await end_wrap_up(router, tx, offer.agent_id)
     contact = await contact_row(tx.session, offer.contact_id)
     await tx.emit(
         OfferAccepted(

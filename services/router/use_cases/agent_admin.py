@@ -19,7 +19,15 @@ from services.router.reach import contact_uris_values
 from services.router.rows import agent_row, agent_state, has_work, loads_by_agent, to_datetime
 from services.router.store import agents
 from services.router.unit_of_work import UnitOfWork
-from shared.events import AgentStatus, AgentStatusChanged, AgentTokenIssued, Channel, Role
+from shared.events import (
+    CHOSEN_STATUSES,
+    AgentActivity,
+    AgentStatus,
+    AgentStatusChanged,
+    AgentTokenIssued,
+    Channel,
+    Role,
+)
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
@@ -44,7 +52,7 @@ async def register_agent(
     router: RouterService, agent_id: str | None, profile: AgentProfile, status: AgentStatus
 ) -> tuple[dict[str, Any], str]:
     """Create an agent; returns it and its bearer token (shown once, only its hash is kept)."""
-    if status in (AgentStatus.BUSY, AgentStatus.WRAP_UP):
+    if status not in CHOSEN_STATUSES:
         raise Invalid("an agent starts as available, break or offline")
     agent_id = agent_id or str(uuid.uuid4())
     issued = router.issue_agent_token(agent_id)
@@ -68,6 +76,8 @@ async def register_agent(
                 status=status.value,
                 status_since=tx.now,
                 status_reason="registered",
+                activity=AgentActivity.IDLE.value,
+                activity_since=tx.now,
                 wrap_up_until=None,
                 missed_offers=0,
                 contact_uris={c.value: u for c, u in (profile.contact_uris or {}).items()},
@@ -77,6 +87,7 @@ async def register_agent(
             )
         )
         router.presence.track(agent_id, tx.now)
+        router.work.activity[agent_id] = AgentActivity.IDLE
         await _resync_agent(router, tx, agent_id)
         await tx.emit(
             AgentStatusChanged(

@@ -13,21 +13,12 @@ from services.router import metrics
 from services.router.auth import Principal
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound
 from services.router.leeway import leeway_for
-from services.router.rows import (
-    ON_CONTACT,
-    agent_row,
-    contact_row,
-    has_assignment,
-    offered_role,
-    to_datetime,
-    waiting_contact,
-)
+from services.router.rows import contact_row, offered_role, to_datetime, waiting_contact
 from services.router.store import ContactState, contacts
 from services.router.unit_of_work import UnitOfWork
-from services.router.use_cases.agent_status import set_status
 from services.router.use_cases.dialing_outcomes import dialled_attempt
+from services.router.use_cases.settle_work import assigned_count, start_wrap_up
 from shared.events import (
-    AgentStatus,
     AssignmentCompleted,
     AttemptResult,
     CallbackAttempted,
@@ -210,14 +201,9 @@ async def _finish(
     if handled is not None:
         metrics.HANDLING_TIME.labels(row.channel).observe(max(0.0, handled))
     tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
-    # Wrap-up starts when the agent's last contact ends (and only if the router made it busy).
-    agent = await agent_row(tx.session, agent_id)
-    # Only assignments keep the agent on a contact: an open offer alongside may still time out, and
-    # an agent left "busy on_contact" with nothing assigned would never be released again.
-    still_on_contact = await has_assignment(tx.session, agent_id)
-    if agent.status == AgentStatus.BUSY and agent.status_reason == ON_CONTACT and not still_on_contact:
+    # Wrap-up starts when the agent's last contact ends. Only assignments keep an agent on a contact: an
+    # open offer alongside may still time out (settle_work.py then makes the agent idle).
+    if assigned_count(router, agent_id) == 0:
         wrap = router.strategy.wrap_up_seconds(Channel(row.channel))
         if wrap > 0:
-            await set_status(router, tx, agent, AgentStatus.WRAP_UP, "after_contact", wrap_until=tx.now + wrap)
-        else:
-            await set_status(router, tx, agent, AgentStatus.AVAILABLE, "after_contact")
+            await start_wrap_up(router, tx, agent_id, wrap)

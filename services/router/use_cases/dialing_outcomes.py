@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import metrics
-from services.router.rows import ON_CONTACT, agent_row, contact_row, has_work
+from services.router.rows import agent_row, contact_row
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.agent_status import MISSED_OFFERS, set_status
@@ -74,19 +74,11 @@ async def on_agent_dialed(router: RouterService, tx: UnitOfWork, event: AgentDia
         "assignment_withdrawn",
         {"contact_id": event.contact_id, "reason": f"dial_{event.result.value}", "requeued": not gone},
     )
-    agent = await agent_row(tx.session, agent_id)
-    missed_before = agent.missed_offers  # read first: becoming available resets the run of misses
-    if (
-        agent.status == AgentStatus.BUSY
-        and agent.status_reason == ON_CONTACT
-        and not await has_work(tx.session, agent_id)
-    ):
-        await set_status(router, tx, agent, AgentStatus.AVAILABLE, "dial_ended")
     if event.result in MISSED:
-        missed = missed_before + 1
-        await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(missed_offers=missed))
         agent = await agent_row(tx.session, agent_id)
-        if missed >= router.strategy.max_missed_offers and agent.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
+        missed = agent.missed_offers + 1
+        await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(missed_offers=missed))
+        if missed >= router.strategy.max_missed_offers and agent.status == AgentStatus.AVAILABLE:
             await set_status(router, tx, agent, AgentStatus.BREAK, MISSED_OFFERS)
 
 

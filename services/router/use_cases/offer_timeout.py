@@ -28,7 +28,7 @@ async def time_out(router: RouterService, tx: UnitOfWork, offer: PendingOffer) -
     row = await agent_row(tx.session, offer.agent_id)
     missed = row.missed_offers + 1
     await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=missed))
-    if missed >= router.strategy.max_missed_offers and row.status in (AgentStatus.AVAILABLE, AgentStatus.BUSY):
+    if missed >= router.strategy.max_missed_offers and row.status == AgentStatus.AVAILABLE:
         row = await agent_row(tx.session, offer.agent_id)
         await set_status(router, tx, row, AgentStatus.BREAK, MISSED_OFFERS)
         log.info("router.agent_to_break", agent_id=offer.agent_id, missed=missed)

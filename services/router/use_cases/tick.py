@@ -13,14 +13,13 @@ import structlog
 
 from services.router import leadership, metrics, rebuild
 from services.router.handling import HANDLING_OVERRUN, Watched
-from services.router.rows import agent_row, contact_row
+from services.router.rows import contact_row
 from services.router.store import ContactState, OfferState
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.agent_presence import apply_presence
-from services.router.use_cases.agent_status import set_status
 from services.router.use_cases.offer_timeout import time_out
 from services.router.use_cases.offers import close_offer, make_offer
-from shared.events import AgentStatus
+from services.router.use_cases.settle_work import end_wrap_up
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
@@ -43,10 +42,11 @@ async def run(router: RouterService) -> int:
         # Offers to an agent whose stream stayed away beyond the grace go to the next agent now,
         # rather than when their lease runs out.
         orphaned = [o for o in router.open_offers.values() if o.agent_id in gone and o.expires_at > now]
-        wrapped = [a for a, until in router.wrap_until.items() if until <= now]
+        wrapped = [a for a, until in router.work.wrap_until.items() if until <= now]
         decisions = router.engine.decide(now)
         overrun = router.handling.due(now)
-        if not (expired or orphaned or wrapped or decisions or overrun):
+        unsettled = router.engine.work_changed or router.open_offers.changed or router.work.changed
+        if not (expired or orphaned or wrapped or decisions or overrun or unsettled):
             if now - router.writer.renewed_at > router.ownership.ttl / 3:
                 async with router.writer.transaction():
                     pass  # keep the lease while idle
@@ -57,11 +57,7 @@ async def run(router: RouterService) -> int:
             for offer in orphaned:
                 await close_offer(router, tx, offer, OfferState.DECLINED, reason="agent_disconnected")
             for agent_id in wrapped:
-                row = await agent_row(tx.session, agent_id)
-                if row.status == AgentStatus.WRAP_UP:
-                    await set_status(router, tx, row, AgentStatus.AVAILABLE, "wrap_up_ended")
-                else:
-                    router.wrap_until.pop(agent_id, None)
+                await end_wrap_up(router, tx, agent_id)
             for watched in overrun:
                 await _handling_overrun(router, tx, watched)
             if expired or orphaned or wrapped:
