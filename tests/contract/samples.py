@@ -27,7 +27,10 @@ def _value(annotation: Any, name: str, full: bool) -> Any:
     if origin is list:
         return [_value(typing.get_args(annotation)[0], name, full)]
     if origin is dict:
-        return {"why": name}
+        key, value = typing.get_args(annotation) or (str, Any)
+        if key is str and value is Any:
+            return {"why": name}
+        return {_value(key, name, full): _value(value, name, full)}
     if isinstance(annotation, type):
         if issubclass(annotation, Enum):
             return list(annotation)[-1]

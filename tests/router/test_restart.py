@@ -194,7 +194,7 @@ async def test_kill_9_loses_nothing_and_never_double_assigns(tmp_path: Path) -> 
                         )
                         assert r.status_code == 200, r.text
                     me = (await client.get(f"/v1/agents/{agent_id}", headers=headers)).json()
-                    if me["status"] != "available" and me["status"] != "busy":
+                    if me["status"] != "available" or me["activity"] == "wrap_up":
                         await client.put(f"/v1/agents/{agent_id}/status", json={"status": "available"}, headers=headers)
                 if not s["queued"] and not s["offered"] and not s["assigned"]:
                     break
