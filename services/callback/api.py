@@ -24,17 +24,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.callback.errors import AttemptBeforeRequest, AttemptTooSoon, CommitmentClosed, CommitmentNotFound
 from services.callback.lifecycle import NoCallbackPossible, Status
-from services.callback.service import (
-    AttemptBeforeRequest,
-    AttemptTooSoon,
-    CallbackService,
-    CommitmentClosed,
-    CommitmentNotFound,
-    ListFilter,
-    SiteSummary,
-)
+from services.callback.service import CallbackService
 from services.callback.store import Attempt, Commitment
+from services.callback.views import ListFilter, SiteSummary
 from shared.auth import Authenticated, Principal, Trusted, forbidden
 from shared.business_hours import zone
 from shared.events import (
@@ -346,7 +340,7 @@ async def list_callbacks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # within every database's integer
 ) -> list[CallbackOut]:
-    rows = await service.list(
+    rows = await service.views.list(
         ListFilter(
             status=[s.value for s in status_ or []],
             day=day,
@@ -364,7 +358,7 @@ async def list_callbacks(
 
 async def _commitment(callback_id: str, service: CallbackService) -> Commitment:
     try:
-        return await service.get(callback_id)
+        return await service.views.get(callback_id)
     except CommitmentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
 
@@ -446,5 +440,5 @@ async def record_attempt(
     "/summary/today", response_model=SummaryOut, summary="Today's promises per site and overall (supervisor or admin)"
 )
 async def summary_today(service: ServiceDep, _: Trusted) -> SummaryOut:
-    s = await service.summary_today()
+    s = await service.views.summary_today()
     return SummaryOut(at=s.at, overall=SummaryCounts.of(s.overall), sites=[SummaryCounts.of(x) for x in s.sites])
