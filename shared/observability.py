@@ -7,12 +7,13 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:  # the bus imports this module for its metrics
@@ -149,6 +150,19 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
     structlog.contextvars.bind_contextvars(service=service)
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, bool] = Field(description="each dependency check (bus, database, consuming...): passed or not")
+
+
+# Probes and scrapes carry no credentials: said explicitly, so a missing declaration elsewhere stands out.
+PUBLIC = {"security": []}
+
+
 def health_router(checks: dict[str, Check], *, timeout: float = 1.5) -> APIRouter:
     """``/healthz`` (alias ``/livez``): the process answers. ``/readyz``: every dependency answers.
 
@@ -157,13 +171,18 @@ def health_router(checks: dict[str, Check], *, timeout: float = 1.5) -> APIRoute
     """
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness: the process is up")
+    @router.get("/healthz", summary="Liveness: the process is up", openapi_extra=PUBLIC)
     @router.get("/livez", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Liveness:
+        return Liveness(status="ok")
 
-    @router.get("/readyz", summary="Readiness: bus and database reachable")
-    async def readyz(response: Response) -> dict[str, object]:
+    @router.get(
+        "/readyz",
+        summary="Readiness: bus and database reachable",
+        responses={503: {"model": Readiness, "description": "not ready: a check failed (with Retry-After)"}},
+        openapi_extra=PUBLIC,
+    )
+    async def readyz(response: Response) -> Readiness:
         async def run(check: Check) -> bool:
             try:
                 async with asyncio.timeout(timeout):
@@ -177,9 +196,20 @@ def health_router(checks: dict[str, Check], *, timeout: float = 1.5) -> APIRoute
         response.status_code = 200 if ready else 503
         if not ready:
             response.headers["Retry-After"] = "1"
-        return {"status": "ready" if ready else "not_ready", "checks": results}
+        return Readiness(status="ready" if ready else "not_ready", checks=results)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        openapi_extra=PUBLIC,
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -15,43 +15,35 @@ supervisor or the admin; an agent sees and records attempts only on callbacks th
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import uuid
-from datetime import date, datetime
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.callback.errors import AttemptBeforeRequest, AttemptTooSoon, CommitmentClosed, CommitmentNotFound
 from services.callback.lifecycle import NoCallbackPossible, Status
-from services.callback.service import (
-    AttemptBeforeRequest,
-    AttemptTooSoon,
-    CallbackService,
-    CommitmentClosed,
-    CommitmentNotFound,
-    ListFilter,
-    SiteSummary,
+from services.callback.schemas import (
+    COMMON_ERRORS,
+    AttemptConflict,
+    AttemptCreate,
+    AttemptOut,
+    CallbackCreate,
+    CallbackDetail,
+    CallbackOut,
+    Problem,
+    SummaryCounts,
+    SummaryOut,
+    ValidationProblem,
 )
-from services.callback.store import Attempt, Commitment
+from services.callback.service import CallbackService
+from services.callback.store import Commitment
+from services.callback.views import ListFilter
 from shared.auth import Authenticated, Principal, Trusted, forbidden
-from shared.business_hours import zone
-from shared.events import (
-    DEFAULT_SITE,
-    DEFAULT_TENANT,
-    AttemptResult,
-    CallbackOrigin,
-    CallbackRequested,
-    Channel,
-    Customer,
-    Intent,
-    Tier,
-    TimeWindow,
-    deterministic_id,
-)
+from shared.events import CallbackRequested, Tier, TimeWindow, deterministic_id
 
-router = APIRouter(prefix="/v1", tags=["callbacks"])
+router = APIRouter(prefix="/v1", tags=["callbacks"], responses=COMMON_ERRORS)
 
 
 def get_service(request: Request) -> CallbackService:
@@ -59,184 +51,6 @@ def get_service(request: Request) -> CallbackService:
 
 
 ServiceDep = Annotated[CallbackService, Depends(get_service)]
-
-
-# --------------------------------------------------------------------------------------------------
-# Schemas
-# --------------------------------------------------------------------------------------------------
-
-
-class CustomerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1, max_length=200)
-    phone: str | None = Field(None, max_length=32, description="E.164")
-    name: str | None = Field(None, max_length=200)
-    tier: Tier = Tier.STANDARD
-    language: str = "en"
-    timezone: str | None = Field(None, description="IANA name; default: the site's timezone")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            zone(value)
-        return value
-
-    def to_customer(self) -> Customer:
-        return Customer.model_validate(self.model_dump())
-
-
-class WindowIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    start: AwareDatetime
-    end: AwareDatetime
-
-    @model_validator(mode="after")
-    def _ordered(self) -> WindowIn:
-        if self.end <= self.start:
-            raise ValueError("end must be after start")
-        return self
-
-
-class CallbackCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    customer: CustomerIn
-    site: str = Field(DEFAULT_SITE, min_length=1, max_length=100)
-    tenant_id: str = Field(DEFAULT_TENANT, min_length=1, max_length=100)
-    request_id: str | None = Field(None, max_length=200, description="dedupes retries (or Idempotency-Key)")
-    origin: CallbackOrigin = CallbackOrigin.API
-    contact_id: str | None = Field(None, max_length=100)
-    intent: Intent | None = None
-    channel: Channel = Channel.VOICE
-    reason: str | None = Field(None, max_length=2000)
-    preferred_window: WindowIn | None = None
-    promised_by_agent_id: str | None = Field(None, max_length=100)
-    virtual_start_time: AwareDatetime | None = Field(None, description="the customer's place in line")
-
-
-class AttemptCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    result: AttemptResult
-    agent_id: str | None = Field(None, max_length=100)
-    notes: str | None = Field(None, max_length=2000)
-    at: AwareDatetime | None = Field(None, description="when the call was made; default now")
-
-
-class WindowOut(BaseModel):
-    start: datetime
-    end: datetime
-
-
-class AttemptOut(BaseModel):
-    number: int
-    result: str
-    agent_id: str | None
-    notes: str | None
-    at: datetime
-    source: str
-    late: bool
-
-    @classmethod
-    def of(cls, a: Attempt) -> AttemptOut:
-        return cls(
-            number=a.number,
-            result=a.result,
-            agent_id=a.agent_id,
-            notes=a.notes,
-            at=a.at,
-            source=a.source,
-            late=a.late,
-        )
-
-
-class CallbackOut(BaseModel):
-    id: str
-    tenant_id: str
-    site: str
-    customer: dict[str, Any]
-    status: Status
-    origin: str
-    contact_id: str | None
-    intent: str | None
-    channel: str
-    requested_at: datetime
-    virtual_start_time: datetime
-    deadline: datetime = Field(description="UTC; the last callable moment (site open, customer callable)")
-    deadline_day: date = Field(description="site-local date of the deadline")
-    promise_day: date = Field(description="customer-local date the promise is for")
-    next_business_day: bool
-    promise_text: str
-    window: WindowOut | None
-    not_before: datetime
-    at_risk: bool
-    at_risk_at: datetime | None
-    promised_by_agent_id: str | None
-    preferred_until: datetime | None
-    released_at: datetime | None
-    released_to_agent_id: str | None
-    accepted_by_agent_id: str | None
-    attempts: int
-    last_result: str | None
-    merged_requests: int
-    fulfilled_at: datetime | None
-    fulfilled_by_agent_id: str | None
-    ended_at: datetime | None
-    close_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, c: Commitment) -> CallbackOut:
-        window = WindowOut(start=c.window_start, end=c.window_end) if c.window_start and c.window_end else None
-        fields = {name: getattr(c, name) for name in cls.model_fields if name != "window"}
-        return cls(window=window, **fields)
-
-
-class CallbackDetail(CallbackOut):
-    attempt_history: list[AttemptOut]
-
-
-class SummaryCounts(BaseModel):
-    site: str | None = None
-    date: dt.date | None = None
-    promised: int
-    fulfilled: int
-    open: int
-    at_risk: int
-    breached: int
-    breached_unflagged: int = Field(
-        description="of the breached, those not flagged at risk first (the scheduler was not running through "
-        "their at-risk point): promises neither kept nor flagged before they broke; should be 0"
-    )
-    closed: int = Field(description="ended unfulfilled before the deadline: wrong number, attempts exhausted")
-    exhausted: int = Field(0, description="of the closed, those closed after max_attempts without reaching anyone")
-    same_day_fulfilment_rate: float | None = Field(description="fulfilled / promised; null if none")
-
-    @classmethod
-    def of(cls, s: SiteSummary) -> SummaryCounts:
-        return cls(
-            site=s.site,
-            date=s.date,
-            promised=s.promised,
-            fulfilled=s.fulfilled,
-            open=s.open,
-            at_risk=s.at_risk,
-            breached=s.breached,
-            breached_unflagged=s.breached_unflagged,
-            closed=s.closed,
-            exhausted=s.exhausted,
-            same_day_fulfilment_rate=s.same_day_fulfilment_rate,
-        )
-
-
-class SummaryOut(BaseModel):
-    at: datetime
-    overall: SummaryCounts
-    sites: list[SummaryCounts]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,8 +86,11 @@ def check_untrusted_create(who: Principal, body: CallbackCreate) -> None:
     status_code=status.HTTP_201_CREATED,
     summary="Create a callback commitment (merges into the customer's open one)",
     responses={
-        200: {"description": "merged into an open commitment, or the same request again"},
-        422: {"description": "invalid body, a site nobody configured, or no callback possible within the bound"},
+        200: {"model": CallbackOut, "description": "merged into an open commitment, or the same request again"},
+        422: {
+            "model": ValidationProblem,
+            "description": "invalid body, a site nobody configured, or no callback possible within the bound",
+        },
     },
 )
 async def create_callback(
@@ -346,7 +163,7 @@ async def list_callbacks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # within every database's integer
 ) -> list[CallbackOut]:
-    rows = await service.list(
+    rows = await service.views.list(
         ListFilter(
             status=[s.value for s in status_ or []],
             day=day,
@@ -364,7 +181,7 @@ async def list_callbacks(
 
 async def _commitment(callback_id: str, service: CallbackService) -> Commitment:
     try:
-        return await service.get(callback_id)
+        return await service.views.get(callback_id)
     except CommitmentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callback {callback_id}") from None
 
@@ -379,6 +196,7 @@ def _detail(c: Commitment) -> CallbackDetail:
     "/callbacks/{callback_id}",
     response_model=CallbackDetail,
     summary="One commitment with its attempts (supervisor, admin, or the agent whose work it is)",
+    responses={404: {"model": Problem, "description": "no such callback"}},
 )
 async def get_callback(callback_id: str, service: ServiceDep, who: Authenticated) -> CallbackDetail:
     c = await _commitment(callback_id, service)
@@ -392,8 +210,12 @@ async def get_callback(callback_id: str, service: ServiceDep, who: Authenticated
     response_model=CallbackDetail,
     summary="Record an attempt (reached, no_answer, busy, voicemail, wrong_number)",
     responses={
-        409: {"description": "the callback has ended, or the attempt is inside the retry spacing (`retry_at`)"},
-        422: {"description": "invalid body, or an attempt dated before the request"},
+        404: {"model": Problem, "description": "no such callback"},
+        409: {
+            "model": AttemptConflict,
+            "description": "the callback has ended, or the attempt is inside the retry spacing (`retry_at`)",
+        },
+        422: {"model": ValidationProblem, "description": "invalid body, or an attempt dated before the request"},
     },
 )
 async def record_attempt(
@@ -446,5 +268,5 @@ async def record_attempt(
     "/summary/today", response_model=SummaryOut, summary="Today's promises per site and overall (supervisor or admin)"
 )
 async def summary_today(service: ServiceDep, _: Trusted) -> SummaryOut:
-    s = await service.summary_today()
+    s = await service.views.summary_today()
     return SummaryOut(at=s.at, overall=SummaryCounts.of(s.overall), sites=[SummaryCounts.of(x) for x in s.sites])

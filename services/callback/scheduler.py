@@ -1,4 +1,4 @@
-"""The scheduler loop: polls the database and runs :meth:`CallbackService.tick`.
+"""The scheduler loop: polls the database and runs :meth:`CallbackService.tick` (``use_cases/tick.py``).
 
 It keeps no state of its own, so several replicas can run it (rows are claimed with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and a restarted process simply carries on.

@@ -163,3 +163,15 @@ class Problem(BaseModel):
 
     detail: str
     reason: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """Error body of 422 answers: field-level messages (the input is never echoed)."""
+
+    detail: list[FieldError]

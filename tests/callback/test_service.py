@@ -489,4 +489,4 @@ async def test_an_event_with_no_callable_moment_is_kept_on_the_site_hours_and_fl
     )
     assert REGISTRY.get_sample_value("switchboard_callback_promise_drift_total", {"site": "main", "kind": "site_hours"})
     # Its callable windows are the site's hours (not the customer's, which never meet them): releasable now.
-    assert service._windows(c)[-1] == (berlin(2026, 3, 25, 8, 0), berlin(2026, 3, 25, 10, 0))
+    assert service.windows(c)[-1] == (berlin(2026, 3, 25, 8, 0), berlin(2026, 3, 25, 10, 0))

@@ -29,7 +29,7 @@ from services.intake.edge import (
 )
 from services.intake.rate_limits import Family
 from services.intake.rules import timezone_for
-from services.intake.schemas import CallbackRequestAccepted, CallbackRequestIn
+from services.intake.schemas import CallbackRequestAccepted, CallbackRequestIn, Problem, ValidationProblem
 from services.intake.service import IntakeError, Prepared
 from services.intake.store import Scope
 from shared.business_hours import Interval, seconds_in
@@ -74,7 +74,11 @@ def form_fields(body: bytes) -> dict[str, Any]:
         "the answer says when to call instead. Idempotent per `external_id`, `Idempotency-Key`, or else identical "
         "content on the same day."
     ),
-    responses=error_responses(400, 401, 413, 415, 422, 503),
+    responses={
+        **error_responses(400, 401, 413, 415, 422, 503),
+        # field errors, or a promise nobody can keep (`reason`: no_callback_possible)
+        422: {"description": "Invalid input, or no callback possible", "model": ValidationProblem | Problem},
+    },
     openapi_extra=body_schema((JSON_MEDIA, "CallbackRequestIn"), (FORM, "CallbackRequestIn")),
 )
 async def post_callback_request(request: Request) -> Response:

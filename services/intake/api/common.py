@@ -11,7 +11,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from services.intake import metrics
-from services.intake.schemas import Problem
+from services.intake.schemas import Problem, ValidationProblem
 from services.intake.service import Result
 
 JSON_MEDIA = "application/json"
@@ -61,6 +61,23 @@ def body_schema(*content: tuple[str, str]) -> dict[str, Any]:
     }
 
 
+# TwiML answers: an XML document Twilio executes (``twiml.py``); declared as such, not as an empty schema.
+TWIML_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "TwiML",
+        "content": {
+            "text/xml": {
+                "schema": {
+                    "type": "string",
+                    "title": "TwiML",
+                    "description": "a TwiML document: <Response>...</Response>",
+                }
+            }
+        },
+    }
+}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed request framing (e.g. a non-numeric Content-Length)",
@@ -73,9 +90,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
-        out[code] = {"description": descriptions[code]}
-        if code != 422:
-            out[code]["model"] = Problem
+        out[code] = {"description": descriptions[code], "model": ValidationProblem if code == 422 else Problem}
     return out
 
 

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake import twiml
-from services.intake.api.common import RequestOnlyRoute, begin, body_schema, error_responses
+from services.intake.api.common import TWIML_OK, RequestOnlyRoute, begin, body_schema, error_responses
 from services.intake.context import IntakeContext, context
 from services.intake.edge import FORM, fingerprint, parse_form, public_url, read_body, require_media_type, validate
 from services.intake.rate_limits import Family
@@ -55,7 +55,7 @@ VOICE_PATH = "/v1/webhooks/twilio/voice"
 QUEUE_RESULT_PATH = "/v1/webhooks/twilio/queue-result"
 QUEUE_FAILURES = {"queue-full", "system-error", "error"}
 TWIML_RESPONSES = {
-    200: {"content": {"text/xml": {}}, "description": "TwiML"},
+    **TWIML_OK,
     **error_responses(400, 401, 413, 415, 422, 503),
 }
 
@@ -171,7 +171,7 @@ NO_CALLBACK_QUEUED = (
     ),
     response_class=Response,
     responses={
-        200: {"content": {"text/xml": {}}, "description": "TwiML"},
+        **TWIML_OK,
         **error_responses(400, 401, 413, 415, 422, 503),
     },
     openapi_extra=body_schema((FORM, "TwilioCall")),
@@ -292,7 +292,7 @@ async def twilio_voice(request: Request) -> Response:
     ),
     response_class=Response,
     responses={
-        200: {"content": {"text/xml": {}}, "description": "TwiML"},
+        **TWIML_OK,
         **error_responses(400, 401, 413, 415, 422, 503),
     },
     openapi_extra=body_schema((FORM, "TwilioCall")),

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake import twiml
-from services.intake.api.common import RequestOnlyRoute, begin, body_schema, error_responses
+from services.intake.api.common import TWIML_OK, RequestOnlyRoute, begin, body_schema, error_responses
 from services.intake.api.twilio import QUEUE_RESULT_PATH, absolute, read_call, replay_twiml, twiml_response
 from services.intake.context import context
 from services.intake.edge import FORM, fingerprint, parse_form, validate
@@ -103,7 +103,7 @@ class DialCallback(BaseModel):
         "who left publishes `caller_gone`; an answered dial publishes nothing."
     ),
     response_class=Response,
-    responses={200: {"content": {"text/xml": {}}, "description": "TwiML"}, **error_responses(401, 415, 422, 503)},
+    responses={**TWIML_OK, **error_responses(401, 415, 422, 503)},
     openapi_extra=body_schema((FORM, "TwilioCall")),
 )
 async def twilio_dial_result(request: Request) -> Response:
@@ -164,7 +164,7 @@ async def twilio_dial_result(request: Request) -> Response:
         "the customer leg's outcome publishes `contact.customer_dialed` (the attempt's result)."
     ),
     response_class=Response,
-    responses={200: {"content": {"text/xml": {}}, "description": "TwiML"}, **error_responses(401, 415, 422, 503)},
+    responses={**TWIML_OK, **error_responses(401, 415, 422, 503)},
     openapi_extra=body_schema((FORM, "TwilioCall")),
 )
 async def twilio_callback_result(request: Request) -> Response:
