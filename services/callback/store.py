@@ -172,8 +172,11 @@ class AgentPresence(Base):
     tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     site: Mapped[str] = mapped_column(String(100), index=True)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))  # the agent's own choice (agent.status_changed)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The router's view of their work (agent.work_changed), apart from the status; null: not heard yet.
+    activity: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DispatchLock(Base):

@@ -6,8 +6,10 @@ import uuid
 from datetime import datetime
 
 from shared.events import (
+    AgentActivity,
     AgentStatus,
     AgentStatusChanged,
+    AgentWorkChanged,
     AssignmentCompleted,
     AttemptResult,
     CallbackAttempted,
@@ -53,9 +55,18 @@ def requested(
     )
 
 
-def agent_status(agent_id: str, status: AgentStatus, at: datetime, site: str = "main") -> Envelope:
+def agent_status(
+    agent_id: str, status: AgentStatus, at: datetime, site: str = "main", previous: AgentStatus | None = None
+) -> Envelope:
     return make_event(
-        AgentStatusChanged(agent_id=agent_id, site=site, status=status, at=at), source="switchboard/router"
+        AgentStatusChanged(agent_id=agent_id, site=site, status=status, previous=previous, at=at),
+        source="switchboard/router",
+    )
+
+
+def agent_work(agent_id: str, activity: AgentActivity, at: datetime, site: str = "main") -> Envelope:
+    return make_event(
+        AgentWorkChanged(agent_id=agent_id, site=site, activity=activity, at=at), source="switchboard/router"
     )
 
 

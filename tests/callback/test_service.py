@@ -14,9 +14,9 @@ from services.callback.consumers import CallbackConsumer
 from services.callback.lifecycle import Status
 from services.callback.service import CallbackService, CommitmentClosed, ListFilter
 from services.callback.store import Commitment
-from shared.events import AgentStatus, AttemptResult, CallbackBreached, CallbackDue, CallbackScheduled
+from shared.events import AgentActivity, AgentStatus, AttemptResult, CallbackBreached, CallbackDue, CallbackScheduled
 from tests.callback.conftest import Outbox, ServiceFactory, berlin
-from tests.callback.helpers import accepted, agent_status, attempted, completed, declined, requested
+from tests.callback.helpers import accepted, agent_status, agent_work, attempted, completed, declined, requested
 
 pytestmark = pytest.mark.asyncio
 
@@ -210,7 +210,8 @@ async def test_preferred_agent_busy_waits_offline_goes_to_pool_decline_falls_bac
 ) -> None:
     t = berlin(2026, 3, 25, 8, 0)
     clock.set(t)
-    await consumer.handle(agent_status("a7", AgentStatus.BUSY, t))
+    await consumer.handle(agent_status("a7", AgentStatus.AVAILABLE, t))
+    await consumer.handle(agent_work("a7", AgentActivity.ON_CONTACT, t))  # available, but working
     await consumer.handle(agent_status("a8", AgentStatus.OFFLINE, t))
     await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
     await consumer.handle(requested("cust-7", t, agent="a7"))
@@ -221,7 +222,7 @@ async def test_preferred_agent_busy_waits_offline_goes_to_pool_decline_falls_bac
     assert isinstance(due, CallbackDue) and due.preferred_agent_id is None  # a8 is offline: pool
     assert (await service.get(due.callback_id)).customer_id == "cust-8"
     assert len(report.released) == 1  # cust-7 waits for its busy agent
-    await consumer.handle(agent_status("a7", AgentStatus.AVAILABLE, t + timedelta(minutes=5)))
+    await consumer.handle(agent_work("a7", AgentActivity.IDLE, t + timedelta(minutes=5)))
     clock.set(t + timedelta(minutes=5))
     await service.tick()
     [due7] = [e.payload for e in await staged.take()]
@@ -490,3 +491,39 @@ async def test_an_event_with_no_callable_moment_is_kept_on_the_site_hours_and_fl
     assert REGISTRY.get_sample_value("switchboard_callback_promise_drift_total", {"site": "main", "kind": "site_hours"})
     # Its callable windows are the site's hours (not the customer's, which never meet them): releasable now.
     assert service.windows(c)[-1] == (berlin(2026, 3, 25, 8, 0), berlin(2026, 3, 25, 10, 0))
+
+
+async def test_a_free_agent_is_available_and_idle_status_apart_from_work(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    """The router reports the agent's own status and its view of their work apart (issue 14). An agent
+    who chose available but is on a contact is not free; once idle they are, and a work report arriving
+    late (older than the one kept) does not make them busy again."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(requested("cust-w", t - timedelta(minutes=5)))
+    await staged.take()
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, t))
+    await consumer.handle(agent_work("a1", AgentActivity.ON_CONTACT, t + timedelta(seconds=1)))
+    assert not (await service.tick()).released  # available by choice, but working
+    await consumer.handle(agent_work("a1", AgentActivity.WRAP_UP, t + timedelta(seconds=2)))
+    assert not (await service.tick()).released
+    await consumer.handle(agent_work("a1", AgentActivity.IDLE, t + timedelta(seconds=3)))
+    await consumer.handle(agent_work("a1", AgentActivity.OFFERED, t + timedelta(seconds=2, milliseconds=500)))
+    assert len((await service.tick()).released) == 1  # idle; the late "offered" did not win
+
+
+async def test_a_router_from_before_the_split_is_still_understood(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox, clock: ManualClock
+) -> None:
+    """Status events written before status and work were apart (``busy``, ``wrap_up``) may still sit on the
+    bus after an upgrade: busy reads as available-but-working, and available after busy as idle."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    await consumer.handle(requested("cust-l", t - timedelta(minutes=5)))
+    await staged.take()
+    await consumer.handle(agent_status("a1", AgentStatus.BUSY, t))
+    assert not (await service.tick()).released
+    later = t + timedelta(seconds=5)
+    await consumer.handle(agent_status("a1", AgentStatus.AVAILABLE, later, previous=AgentStatus.BUSY))
+    assert len((await service.tick()).released) == 1

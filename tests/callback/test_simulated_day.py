@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from services.callback.clock import ManualClock
 from services.callback.consumers import CallbackConsumer
@@ -19,6 +19,7 @@ from services.callback.service import CallbackService, ListFilter
 from services.callback.store import AgentPresence, Commitment
 from shared.business_hours import BusinessCalendars
 from shared.events import (
+    AgentActivity,
     AgentStatus,
     AttemptResult,
     CallbackAtRisk,
@@ -29,7 +30,7 @@ from shared.events import (
     Envelope,
 )
 from tests.callback.conftest import SITES, Outbox, ServiceFactory, berlin
-from tests.callback.helpers import accepted, agent_status, attempted, completed, requested
+from tests.callback.helpers import accepted, agent_status, agent_work, attempted, completed, requested
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,8 +91,19 @@ class Sim:
         await self.consumer.handle(env)
 
     async def set_presence(self, agent: str, status: AgentStatus, at: datetime) -> None:
-        if self.presence.get(agent) != status:
-            self.presence[agent] = status
+        """As the router reports it: the agent's own status, and apart from it their work (busy here
+        means on a callback call: agent.work_changed, not a status)."""
+        before = self.presence.get(agent)
+        if before == status:
+            return
+        self.presence[agent] = status
+        if status is AgentStatus.BUSY:
+            await self.send(agent_work(agent, AgentActivity.ON_CONTACT, at, site="daily"))
+        elif before is AgentStatus.BUSY and status is AgentStatus.AVAILABLE:
+            await self.send(agent_work(agent, AgentActivity.IDLE, at, site="daily"))
+        else:
+            if before is AgentStatus.BUSY:
+                await self.send(agent_work(agent, AgentActivity.IDLE, at, site="daily"))
             await self.send(agent_status(agent, status, at, site="daily"))
 
     async def step(self, t: datetime, open_now: bool) -> None:
@@ -144,7 +156,12 @@ class Sim:
             ).scalar_one()
             free = (
                 await s.execute(
-                    select(func.count()).select_from(AgentPresence).where(AgentPresence.status == "available")
+                    select(func.count())
+                    .select_from(AgentPresence)
+                    .where(
+                        AgentPresence.status == "available",
+                        or_(AgentPresence.activity.is_(None), AgentPresence.activity == "idle"),
+                    )
                 )
             ).scalar_one()
         if released > free:

@@ -16,6 +16,23 @@ from tests.e2e.test_dashboard_browser import ADMIN, chromium_path, screenshot_di
 pytestmark = pytest.mark.e2e
 
 
+def midday_zone(now: datetime | None = None) -> str:
+    """A fixed-offset zone in which it is about noon now: a callback window an hour from now then lies
+    inside the customer's day and calling hours whenever the test runs (it ran once near midnight UTC,
+    when a Berlin customer's window fell on tomorrow and was rightly not honoured)."""
+    hour = (now or datetime.now(UTC)).hour
+    offset = 12 - hour  # -11 .. +12
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"  # POSIX sign: Etc/GMT-5 is UTC+5
+
+
+def test_midday_zone_is_about_noon() -> None:
+    from zoneinfo import ZoneInfo
+
+    for hour in range(24):
+        now = datetime(2026, 12, 5, hour, 40, tzinfo=UTC)
+        assert now.astimezone(ZoneInfo(midday_zone(now))).hour == 12
+
+
 def test_an_agent_works_a_contact_through_the_console(
     chromium_path: str,  # noqa: F811
     stack: tuple[ServiceProcess, ServiceProcess, ServiceProcess],  # noqa: F811
@@ -111,12 +128,21 @@ def test_an_agent_works_a_contact_through_the_console(
                     "source": "web",
                     "channel": "chat",
                     "intent": "cancellation",
-                    "customer": {"id": "c-console-2", "name": "Dmitri", "phone": "+4930901822", "language": "en"},
+                    "customer": {
+                        "id": "c-console-2",
+                        "name": "Dmitri",
+                        "phone": "+4930901822",
+                        "language": "en",
+                        "timezone": midday_zone(),  # any hour this runs, the window typed below is today
+                    },
                 },
             )
             assert r.status_code == 202, r.text
-            # Wrap-up runs, then ends by itself: the router's view of the work goes back to idle.
-            expect(page.get_by_test_id("activity")).to_have_text("idle", timeout=30_000)
+            # Wrap-up runs, then ends by itself, and the waiting customer is offered at once (the same
+            # tick may end the wrap-up and offer, so "idle" need not show in between).
+            expect(page.get_by_test_id("activity")).to_have_text("wrap up")
+            expect(page.get_by_test_id("activity")).to_have_text("offered", timeout=30_000)
+            expect(page.get_by_test_id("status")).to_have_text("available")
             expect(offer).to_have_count(1, timeout=15_000)
             offer.locator("button.accept").click()
             expect(work).to_have_count(1, timeout=10_000)

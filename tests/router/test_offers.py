@@ -359,7 +359,7 @@ async def test_invariants_under_a_random_workload(router: Router) -> None:
                     )
                     assert r.status_code == 200, r.text
             me = (await router.client.get(f"/v1/agents/{agent_id}", headers=headers)).json()
-            if me["status"] == "wrap_up":  # skip the wait: wrap-up ends when the agent says so
+            if me["activity"] == "wrap_up":  # skip the wait: saying "available" ends the wrap-up
                 await router.client.put(f"/v1/agents/{agent_id}/status", json={"status": "available"}, headers=headers)
         if await check_invariants() == len(ids):
             break

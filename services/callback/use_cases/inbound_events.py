@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from services.callback.unit_of_work import UnitOfWork
-from services.callback.use_cases.agent_presence import on_agent_status_changed
+from services.callback.use_cases.agent_presence import on_agent_status_changed, on_agent_work_changed
 from services.callback.use_cases.agent_tokens import on_agent_token_issued
 from services.callback.use_cases.assignment_completed import on_assignment_completed
 from services.callback.use_cases.offer_accepted import on_offer_accepted
@@ -22,6 +22,7 @@ from services.callback.use_cases.request_callback import on_callback_requested
 from shared.events import (
     AgentStatusChanged,
     AgentTokenIssued,
+    AgentWorkChanged,
     AssignmentCompleted,
     CallbackAttempted,
     CallbackRequested,
@@ -41,7 +42,8 @@ Handler = Callable[["CallbackService", UnitOfWork, Envelope], Awaitable[None]]
 EVENT_HANDLERS: dict[type, Handler] = {
     CallbackRequested: on_callback_requested,  # create or merge a commitment
     CallbackAttempted: on_callback_attempted,  # the router made a call
-    AgentStatusChanged: on_agent_status_changed,  # who is free (release capacity)
+    AgentStatusChanged: on_agent_status_changed,  # who is free (release capacity): their own status
+    AgentWorkChanged: on_agent_work_changed,  # ... and the router's view of their work
     AgentTokenIssued: on_agent_token_issued,  # older tokens of the agent are refused
     OfferAccepted: on_offer_accepted,  # released -> in progress
     OfferDeclined: on_offer_refused,  # the promising agent did not take it: to the pool
