@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
 # sets its own calendar (otherwise a night-time CI run would turn each contact into a callback promise).
 WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS_OPEN_SITES = json.dumps({"default": {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in WEEK}}})
+
+
+def midday_zone(now: datetime | None = None) -> str:
+    """A fixed-offset zone in which it is about noon now. A test whose customers (and site) live there
+    makes promises for today whenever it runs: near midnight UTC a Berlin customer's "today" is already
+    over (calling hours, the cutoff) and the promise is rightly for tomorrow."""
+    hour = (now or datetime.now(UTC)).hour
+    offset = 12 - hour  # -11 .. +12
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"  # POSIX sign: Etc/GMT-5 is UTC+5
+
+
+def midday_sites() -> str:
+    """SWITCHBOARD_SITES_JSON: the default site open around the clock, in ``midday_zone()``."""
+    return json.dumps({"default": {"timezone": midday_zone(), "hours": {d: ["00:00-24:00"] for d in WEEK}}})
 
 
 def service_env(data_dir: Path, **extra: str) -> dict[str, str]:

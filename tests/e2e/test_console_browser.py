@@ -10,19 +10,10 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_ADMIN_TOKEN
-from tests.e2e.conftest import ServiceProcess, wait_until
+from tests.e2e.conftest import ServiceProcess, midday_zone, wait_until
 from tests.e2e.test_dashboard_browser import ADMIN, chromium_path, screenshot_dir, stack  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
-
-
-def midday_zone(now: datetime | None = None) -> str:
-    """A fixed-offset zone in which it is about noon now: a callback window an hour from now then lies
-    inside the customer's day and calling hours whenever the test runs (it ran once near midnight UTC,
-    when a Berlin customer's window fell on tomorrow and was rightly not honoured)."""
-    hour = (now or datetime.now(UTC)).hour
-    offset = 12 - hour  # -11 .. +12
-    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"  # POSIX sign: Etc/GMT-5 is UTC+5
 
 
 def test_midday_zone_is_about_noon() -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_ADMIN_TOKEN
-from tests.e2e.conftest import ROOT, ServiceProcess
+from tests.e2e.conftest import ROOT, ServiceProcess, midday_sites, midday_zone
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +47,16 @@ def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess, Serv
     try:
         # Every promise is at risk from the start (slack always under the threshold), so the dashboard's
         # at-risk list has something to show without waiting for the evening.
+        # The site (and the customers below) live where it is noon now: today's promises are for today
+        # whenever this runs (near midnight UTC they were rightly for tomorrow, and the test failed).
+        sites = {"SWITCHBOARD_SITES_JSON": midday_sites()}
         callback = ServiceProcess(
-            "callback", tmp_path, {"SWITCHBOARD_CALLBACK_AT_RISK_SLACK_MINUTES": "100000"}
+            "callback", tmp_path, {"SWITCHBOARD_CALLBACK_AT_RISK_SLACK_MINUTES": "100000", **sites}
         ).start()
         started.append(callback)
-        router = ServiceProcess("router", tmp_path, {"SWITCHBOARD_ROUTER_CALLBACK_URL": callback.url}).start()
+        router = ServiceProcess("router", tmp_path, {"SWITCHBOARD_ROUTER_CALLBACK_URL": callback.url, **sites}).start()
         started.append(router)
-        intake = ServiceProcess("intake", tmp_path).start()
+        intake = ServiceProcess("intake", tmp_path, sites).start()
         started.append(intake)
         yield router, intake, callback
     finally:
@@ -140,7 +143,9 @@ def test_dashboard_updates_live_when_a_contact_arrives(
             r = httpx.post(
                 f"{callback.url}/v1/callbacks",
                 headers=ADMIN,
-                json={"customer": {"id": "c-promise", "name": "Ada", "phone": "+4930901821"}},
+                json={
+                    "customer": {"id": "c-promise", "name": "Ada", "phone": "+4930901821", "timezone": midday_zone()}
+                },
             )
             assert r.status_code == 201, r.text
             expect(page.locator("#p-promised")).to_have_text("1", timeout=15_000)
