@@ -1,13 +1,18 @@
 """The router service: strategy-driven skills routing of contacts to agents, with offers and streams.
 
 ``uvicorn services.router.app:create_app --factory``. The lifespan starts the shared runtime (bus,
-database + migrations, outbox relay), rebuilds the routing state from the database, heals expired offers,
-then consumes ``contacts`` and runs the tick loop.
+database + migrations, outbox relay) and answers probes at once; in the background it waits (as a standby)
+until it owns the routing state, rebuilds it from the database, heals expired offers, then consumes
+``contacts`` and runs the tick loop. Until then ``/readyz`` and ``/v1`` answer 503 (``standby.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +29,7 @@ from services.router.errors import RouterError
 from services.router.ownership import OwnershipLost
 from services.router.service import Clock, RouterService
 from services.router.settings import RouterSettings
+from services.router.standby import StandbyGuard, serving
 from services.router.strategy import load_strategy
 from shared import topics
 from shared.auth import Authenticator, AuthSettings, MissingAdminToken, Principal, install_auth
@@ -67,6 +73,38 @@ def create_app(
     authenticator = Authenticator(auth)  # no admin token: refuse to start (MissingAdminToken)
     runtime = ServiceRuntime("router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 
+    async def _own_and_serve(service: RouterService) -> None:
+        """Wait as a standby until this router owns the routing state, rebuild it, then consume."""
+        try:
+            await service.start()  # own, rebuild from the database, time out expired offers first
+            # The rebuilt engine (agents, heaps of waiting contacts) lives as long as the process: keep it
+            # out of the collector's full passes, which would otherwise rescan it under load.
+            gc.collect()
+            gc.freeze()
+
+            async def on_contact_event(envelope: Envelope, _record: Record) -> None:
+                await service.handle_event(envelope)
+
+            async def on_contact_events(batch: Sequence[tuple[Envelope, Record]]) -> None:
+                await service.handle_events([envelope for envelope, _ in batch])
+
+            # contacts: the work; callbacks: only to drop a queued callback that was closed elsewhere.
+            await runtime.consume(
+                [topics.CONTACTS, topics.CALLBACKS],
+                on_contact_event,
+                group=settings.consumer_group,
+                batch_handler=on_contact_events,
+            )
+            service.serving = True
+            log.info("router.ready", strategy=service.strategy.version)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Before the split this failed start-up and the process exited; it still does, so the
+            # orchestrator restarts it instead of keeping a process that will never serve.
+            log.critical("router.start_failed", exc_info=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
@@ -86,30 +124,17 @@ def create_app(
             return await service.agent_for_token(token) == principal.subject  # re-issued: the old one fails
 
         authenticator.token_check = current_agent_token
-        await service.start()  # rebuild from the database and time out expired offers first
         app.state.service = service
-        # The rebuilt engine (agents, heaps of waiting contacts) lives as long as the process: keep it out
-        # of the collector's full passes, which would otherwise rescan it under load (bench_routing.py).
-        gc.collect()
-        gc.freeze()
-
-        async def on_contact_event(envelope: Envelope, _record: Record) -> None:
-            await service.handle_event(envelope)
-
-        async def on_contact_events(batch: Sequence[tuple[Envelope, Record]]) -> None:
-            await service.handle_events([envelope for envelope, _ in batch])
-
-        # contacts: the work; callbacks: only to drop a queued callback that was closed elsewhere.
-        await runtime.consume(
-            [topics.CONTACTS, topics.CALLBACKS],
-            on_contact_event,
-            group=settings.consumer_group,
-            batch_handler=on_contact_events,
-        )
-        log.info("router.ready", strategy=service.strategy.version)
+        # The lifespan does not wait for ownership: a standby answers /healthz (and /readyz with 503) at
+        # once, so a liveness probe never kills it; /v1 answers 503 until this router owns the state.
+        serving = asyncio.create_task(_own_and_serve(service), name="router-own-and-serve")
+        app.state.serving = serving
         try:
             yield
         finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
             for sub in runtime.subscriptions:
                 await sub.stop()
             await service.stop()
@@ -127,6 +152,7 @@ def create_app(
         redoc_url="/redoc" if common.docs_enabled else None,
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
+    app.add_middleware(StandbyGuard, prefix="/v1/", exempt=("/v1/router/ownership",))
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.state.settings = settings
@@ -144,7 +170,10 @@ def create_app(
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
 
     async def refresh_gauges() -> None:
-        if hasattr(app.state, "service"):
+        service = getattr(app.state, "service", None)
+        if service is not None:
+            metrics.OWNS_ROUTING_STATE.labels(service.ownership.name).set(1 if serving(service) else 0)
+        if serving(service):
             try:
                 metrics.refresh_gauges(await app.state.service.views.stats())
             except Exception:
@@ -157,7 +186,7 @@ def create_app(
 
     async def routing_owner() -> bool:
         service = getattr(app.state, "service", None)
-        return bool(service is not None and service.active)
+        return serving(service)
 
     install_operations(
         app, {**runtime.checks(consumers=True), "routing_owner": routing_owner}, timeout=common.readiness_timeout

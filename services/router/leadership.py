@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from services.router import rebuild
+from shared.faults import is_transient
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
@@ -34,7 +35,17 @@ async def try_acquire(router: RouterService) -> bool:
 async def acquire(router: RouterService) -> None:
     """Wait (as a standby) until this router owns the routing state."""
     waiting = False
-    while not await try_acquire(router):
+    while True:
+        try:
+            if await try_acquire(router):
+                break
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The database is away for a moment: a standby keeps waiting, it does not die (it is healthy).
+            log.warning("router.lease_unreachable", error=repr(exc)[:300])
+            await asyncio.sleep(min(1.0, router.ownership.ttl / 3))
+            continue
         if not waiting:
             log.warning("router.standby", lease=router.ownership.name, ttl=router.ownership.ttl)
             waiting = True

@@ -74,6 +74,11 @@ AGENTS = Gauge("switchboard_router_agents", "Agents by their own status", ["stat
 AGENTS_BY_ACTIVITY = Gauge(
     "switchboard_router_agents_by_activity", "Agents by the router's view of their work", ["activity"]
 )
+OWNS_ROUTING_STATE = Gauge(
+    "switchboard_router_owns_routing_state",
+    "1 while this instance owns the routing state and serves it; 0 as a standby",
+    ["lease"],
+)
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
 # Service level over the stats window, in the three definitions /v1/stats reports (stats.py says which is which).

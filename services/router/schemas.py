@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -138,3 +139,17 @@ class CompleteIn(_Body):
             callback_window=self.callback_window,
             notes=self.notes,
         )
+
+
+class OwnershipOut(BaseModel):
+    """Which routing state this instance owns: answered by owners and standbys alike."""
+
+    instance: str = Field(description="this process's owner id in the lease")
+    serving: bool = Field(description="owns the state, rebuilt it and consumes: serves /v1")
+    lease: str = Field(description="the lease guarding one database's routing state")
+    lease_owner: str | None = Field(description="the instance holding the lease now (None: never taken)")
+    lease_expires_at: datetime | None = Field(description="UTC; unless renewed, a standby takes over then")
+    domains: list[str] = Field(
+        description="routing domains this instance routes; ['*']: every domain of its database (one active "
+        "router per database today), []: a standby"
+    )

@@ -113,6 +113,7 @@ class RouterService:
         self.refresh_on_release: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.serving = False  # owns the state, rebuilt it and consumes: the API may be served (standby.py)
         self.consumer_name = settings.consumer_group
         self.views = RouterViews(self)  # the read side
 

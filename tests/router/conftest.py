@@ -20,6 +20,7 @@ import uvicorn
 from services.router.app import create_app
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
+from services.router.standby import serving
 from shared.bus import EventBus
 from shared.events import Channel, ContactRequested, Customer, Intent, Tier, contact_id_for
 from shared.settings import CommonSettings
@@ -129,7 +130,7 @@ class Router:
 
 @contextlib.asynccontextmanager
 async def running_router(
-    data_dir: Path, common_overrides: dict[str, Any] | None = None, **overrides: Any
+    data_dir: Path, common_overrides: dict[str, Any] | None = None, wait_serving: bool = True, **overrides: Any
 ) -> AsyncIterator[Router]:
     settings_kwargs: dict[str, Any] = dict(
         admin_token=ADMIN_TOKEN,
@@ -173,6 +174,11 @@ async def running_router(
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         try:
+            if wait_serving:  # a standby answers probes at once but serves /v1 only once it owns the state
+                while not serving(getattr(app.state, "service", None)):
+                    if task.done() or time.monotonic() > deadline + 30:
+                        raise RuntimeError("router did not become the owner")
+                    await asyncio.sleep(0.02)
             yield Router(app=app, client=client, url=url, data_dir=data_dir)
         finally:
             server.should_exit = True

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy import select
 
 from services.router.api.deps import AdminDep, PrincipalDep, ServiceDep, TrustedDep
+from services.router.schemas import OwnershipOut
+from services.router.standby import serving
+from services.router.store import leases
 from services.router.strategy import StrategyError
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -53,3 +58,26 @@ async def get_stats(service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     """Waiting per site/channel and oldest wait, agents by status, offers outstanding, service level per
     channel against its target and abandonment over the recent window, sales share, goodwill spent."""
     return await service.views.stats()
+
+
+@router.get(
+    "/router/ownership",
+    response_model=OwnershipOut,
+    summary="Which routing state this instance owns, on owners and standbys alike (supervisor or admin)",
+)
+async def get_ownership(service: ServiceDep, _: TrustedDep) -> OwnershipOut:
+    async with service.sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(leases.c.owner, leases.c.expires_at).where(leases.c.name == service.ownership.name)
+            )
+        ).first()
+    serves = serving(service)
+    return OwnershipOut(
+        instance=service.ownership.owner,
+        serving=serves,
+        lease=service.ownership.name,
+        lease_owner=row.owner if row else None,
+        lease_expires_at=datetime.fromtimestamp(row.expires_at, UTC) if row else None,
+        domains=["*"] if serves else [],
+    )
