@@ -61,12 +61,13 @@ def _serve(service: str, host: str, port: int, log_level: str) -> None:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait until the service serves: ``/readyz`` (a router answers ``/healthz`` already as a standby)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
@@ -180,8 +181,9 @@ def run(
 
 
 def _healthy(url: str) -> bool:
+    """Serving (``/readyz``), not merely alive: the demo talks to the API next."""
     try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 
