@@ -54,9 +54,9 @@ def _serve(service: str, host: str, port: int, log_level: str) -> None:
         port=port,
         log_level=log_level.lower(),
         log_config=None,  # our structlog configuration owns the root logger
-        timeout_graceful_shutdown=10,
         access_log=False,
-        **uvicorn_limits(),  # idle and header-read timeouts, header size cap (SWITCHBOARD_HTTP_*)
+        # idle and header-read timeouts, header size cap, graceful shutdown (SWITCHBOARD_HTTP_*)
+        **uvicorn_limits(),
     )
 
 
@@ -397,6 +397,72 @@ def asyncapi(
         typer.echo(render_asyncapi(), nl=False)
     for path in write(out, schemas):
         typer.echo(f"wrote {path}", err=True)
+
+
+@app.command()
+def migrate(
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service", "-s", help="Only this service's database (repeatable; default: intake, router, callback)."
+        ),
+    ] = None,
+) -> None:
+    """Bring the services' databases to the newest schema (Alembic upgrade head) and exit; idempotent.
+
+    Same settings as the services (SWITCHBOARD_<SERVICE>_DATABASE_URL, else SQLite in SWITCHBOARD_DATA_DIR).
+    Run it before the services where they start with SWITCHBOARD_MIGRATE_ON_START=false (a Kubernetes Job,
+    the compose one-shot)."""
+    import asyncio
+
+    from services.provision import MIGRATIONS
+    from services.provision import migrate as run_migrations
+
+    unknown = sorted(set(service or []) - set(MIGRATIONS))
+    if unknown:
+        typer.echo(f"switchboard migrate: no database for {', '.join(unknown)} (known: {', '.join(MIGRATIONS)})")
+        raise typer.Exit(2)
+    os.umask(PRIVATE_UMASK)  # SQLite files hold customers' data: owner only
+    for m in asyncio.run(run_migrations(service or None)):
+        change = "already at" if m.before == m.after else f"{','.join(m.before) or '(empty)'} ->"
+        typer.echo(f"{m.service:<9} {change} {','.join(m.after)}  {m.url}")
+
+
+topics_cli = typer.Typer(help="Kafka topics of the event contract (shared/topics.py).", no_args_is_help=True)
+app.add_typer(topics_cli, name="topics")
+
+
+@topics_cli.command("create")
+def topics_create(
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the Kafka cluster to answer.")] = 60.0,
+) -> None:
+    """Create every topic and its DLQ on SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS with SWITCHBOARD_KAFKA_PARTITIONS
+    partitions and SWITCHBOARD_KAFKA_REPLICATION_FACTOR replicas; existing topics are kept (never
+    re-partitioned) and reported. Exits 0 when every topic exists afterwards."""
+    import asyncio
+
+    from services.provision import create_topics
+    from shared.settings import CommonSettings
+
+    common = CommonSettings()
+    if common.bus != "kafka":
+        typer.echo("switchboard topics create: SWITCHBOARD_BUS is not kafka; the embedded bus needs no topics")
+        return
+    states = asyncio.run(create_topics(common, wait=wait))
+    missing = [t.name for t in states if t.partitions == 0]
+    width = max(len(t.name) for t in states) + 1
+    for t in states:
+        what = "created" if t.created else "exists"
+        note = ""
+        if t.partitions and not t.matches(common):
+            note = (
+                f"  (settings say {common.kafka_partitions} partitions x {common.kafka_replication_factor}; "
+                "left as it is)"
+            )
+        typer.echo(f"{t.name:<{width}} {what:<8} partitions={t.partitions} replication={t.replication_factor}{note}")
+    if missing:
+        typer.echo(f"switchboard topics create: not visible after creation: {', '.join(missing)}", err=True)
+        raise typer.Exit(1)
 
 
 def _add_dlq_commands() -> None:

@@ -1,7 +1,8 @@
 """Database plumbing shared by the stateful services: engines, sessions, Alembic migrations.
 
 The same code runs on SQLite (embedded default, via aiosqlite) and PostgreSQL (production, via asyncpg).
-Schema changes go through each service's Alembic migrations, which run at start-up.
+Schema changes go through each service's Alembic migrations, which run at start-up, or beforehand with
+``switchboard migrate`` where ``SWITCHBOARD_MIGRATE_ON_START=false`` (the service then waits for the schema).
 """
 
 from __future__ import annotations
@@ -103,6 +104,62 @@ async def migrate(script_location: Path, url: str) -> None:
     """
     cfg = alembic_config(script_location, url)
     await asyncio.to_thread(command.upgrade, cfg, "head")
+
+
+def head_revisions(script_location: Path) -> set[str]:
+    """The newest revision(s) of a service's migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(alembic_config(script_location, "sqlite://")).get_heads())
+
+
+async def current_revisions(url: str) -> set[str]:
+    """The revision(s) the database is at; empty for a database never migrated (or an absent SQLite file,
+    which is not created)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.pool import NullPool
+
+    if is_sqlite(url):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+            return set()
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            heads = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+        return set(heads)
+    finally:
+        await engine.dispose()
+
+
+class SchemaNotMigrated(RuntimeError):
+    """The database is not at the newest schema and this process was told not to migrate it."""
+
+
+async def wait_until_migrated(script_location: Path, url: str, *, timeout: float, interval: float = 2.0) -> None:
+    """For services that do not migrate at start-up (``SWITCHBOARD_MIGRATE_ON_START=false``): wait until
+    ``switchboard migrate`` (a Kubernetes Job, a compose one-shot) has brought the database to head.
+
+    Raises :class:`SchemaNotMigrated` after ``timeout`` seconds: a service must not run on an older schema.
+    A database that cannot be reached counts as not migrated yet (it may still be starting)."""
+    heads = head_revisions(script_location)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    current: set[str] | str = set()
+    while True:
+        try:
+            current = await current_revisions(url)
+        except Exception as exc:  # unreachable or still starting: try again until the deadline
+            current = f"unreachable ({type(exc).__name__})"
+        if current == heads:
+            return
+        if loop.time() >= deadline:
+            raise SchemaNotMigrated(
+                f"database schema at {sorted(current) if isinstance(current, set) else current}, not at "
+                f"{sorted(heads)} ({script_location.parent.name}); run `switchboard migrate`, or set "
+                "SWITCHBOARD_MIGRATE_ON_START=true"
+            )
+        await asyncio.sleep(interval)
 
 
 # Tables every stateful service has (inbox for dedupe, outbox for publishing). Each service's Alembic

@@ -58,6 +58,13 @@ class HttpServerSettings(BaseSettings):
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Request line + headers larger than this are refused (h11 limit)."
     )
+    graceful_shutdown_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM the server stops accepting, lets requests in flight finish for at most this long "
+        "(open agent streams are closed), then the service stops consuming and flushes its outbox. Keep the "
+        "orchestrator's grace period (Kubernetes terminationGracePeriodSeconds) above this plus that drain.",
+    )
 
 
 # ------------------------------------------------------------------------------------------ body guard

@@ -68,4 +68,5 @@ def uvicorn_limits(settings: HttpServerSettings | None = None) -> dict[str, Any]
         "http": protocol_with_header_timeout(settings.header_timeout_seconds),
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_seconds,
     }

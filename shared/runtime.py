@@ -50,7 +50,12 @@ class ServiceRuntime:
     async def start(self) -> None:
         self.common.data_dir.mkdir(parents=True, exist_ok=True)
         if self.migrations is not None and self.database_url is not None:
-            await db.migrate(self.migrations, self.database_url)
+            if self.common.migrate_on_start:
+                await db.migrate(self.migrations, self.database_url)
+            else:  # a one-off `switchboard migrate` (Job, compose one-shot) owns the schema
+                await db.wait_until_migrated(
+                    self.migrations, self.database_url, timeout=self.common.migration_wait_seconds
+                )
             self.engine = db.make_engine(self.database_url, sqlite_busy_timeout=self.common.sqlite_busy_timeout)
             self.sessionmaker = db.make_sessionmaker(self.engine)
         await self.bus.start()

@@ -74,6 +74,18 @@ class CommonSettings(BaseSettings):
     readiness_timeout: float = Field(
         1.5, gt=0, description="Seconds each /readyz check may take before it counts as failed."
     )
+    migrate_on_start: bool = Field(
+        True,
+        description="Each stateful service brings its database to the newest schema when it starts. Set false where "
+        "a one-off job runs `switchboard migrate` first (Kubernetes, docker compose): the service then waits for "
+        "that and refuses to start on an older schema.",
+    )
+    migration_wait_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="With migrate_on_start=false: how long a starting service waits for `switchboard migrate` "
+        "to bring its database to the newest schema before it gives up (exits).",
+    )
     tenant_id: str = Field("default", description="Tenant of this deployment.")
     inbox_retention_days: float = Field(
         8.0, gt=0, description="How long consumers remember handled event ids; keep it above the bus retention."
