@@ -116,9 +116,7 @@ async def test_the_webhook_endpoints_are_served_directly(intake: IntakeFactory) 
 
 async def test_direct_and_full_path_give_the_same_answers(intake: IntakeFactory) -> None:
     direct = await intake(fast_path=True, max_body_bytes=65_536, **SECRETS)
-    full = await intake(
-        fast_path=False, max_body_bytes=65_536, data_dir=direct.data_dir.parent / "full", **SECRETS
-    )
+    full = await intake(fast_path=False, max_body_bytes=65_536, data_dir=direct.data_dir.parent / "full", **SECRETS)
     ts = int(direct.clock().timestamp())
     seen_statuses: set[int] = set()
     for name, build in REQUESTS.items():
