@@ -9,7 +9,7 @@ every 202 must be there, or the benchmark fails.
 
 Rows: the *bare* endpoint (``await request.json()`` -> 202) is the baseline of the ratio. Three
 references put it in proportion: the same answer from a plain ASGI callable on uvicorn (what HTTP
-costs without any framework: intake's webhooks skip FastAPI's per-request stack, see
+costs without any framework: intake's fast path skips FastAPI's per-request stack, see
 ``services/intake/api/direct.py``); the bare server validating the same ``ContactIn`` model as a
 FastAPI body parameter (nothing published); and intake itself with its store and bus answering at
 once (everything but the durable I/O: the ceiling any durable path stays under). Together they split
@@ -17,6 +17,10 @@ intake's cost into "validating a contact", "the rest of intake's work" and "maki
 reference bounds that last part from below: intake durable, with its SQLite work done by the event loop
 itself (no thread hand-offs at all, so the best any scheduling of that work can do); its 202s are
 checked against its own bus log too.
+
+Intake runs twice, side by side: with its default settings (FastAPI's routing, public APIs only) and with
+``SWITCHBOARD_INTAKE_FAST_PATH=true`` (direct dispatch and private phonenumbers helpers, see
+``docs/decisions/0001-intake-fast-path.md``); both are durable and both are checked against their bus logs.
 
 The server CPU column (user+system of the server process per answer, all threads) is the number to
 read on a shared machine: throughput moves with the neighbours' load, CPU per request much less.
@@ -302,6 +306,7 @@ TARGETS = (  # name, label, server, path
     ("validated", "FastAPI + ContactIn, not published", "bare", "/v1/contacts-validated"),
     ("ceiling", "intake, store+bus answer at once (ref)", "ceiling", "/v1/contacts"),
     ("intake", "intake POST /v1/contacts (durable)", "intake", "/v1/contacts"),
+    ("fast", "intake, FAST_PATH=true (durable)", "fast", "/v1/contacts"),
     ("sync", "intake, durable, I/O on the loop (ref)", "sync", "/v1/contacts"),
 )
 
@@ -339,16 +344,18 @@ def main() -> None:
             "SWITCHBOARD_DATA_DIR": str(tmpdir / "ceiling"),
         }
         sync_env = {**ceiling_env, "SWITCHBOARD_DATA_DIR": str(tmpdir / "sync")}
+        fast_env = {**intake_env, "SWITCHBOARD_DATA_DIR": str(tmpdir / "fast"), "SWITCHBOARD_INTAKE_FAST_PATH": "true"}
         servers = {
             "intake": start_server("services.intake.app:create_app", intake_env, ROOT, tmpdir / "intake.log"),
             "bare": start_server("bare_app:create_app", bare_env, tmpdir, tmpdir / "bare.log"),
             "raw": start_server("raw_app:create_app", bare_env, tmpdir, tmpdir / "raw.log"),
             "ceiling": start_server("ceiling_app:create_app", ceiling_env, ROOT, tmpdir / "ceiling.log"),
             "sync": start_server("sync_app:create_app", sync_env, ROOT, tmpdir / "sync.log"),
+            "fast": start_server("services.intake.app:create_app", fast_env, ROOT, tmpdir / "fast.log"),
         }
         results: dict[str, list[tuple[float, int, list[float]]]] = {name: [] for name, *_ in TARGETS}
         cpu: dict[str, list[float]] = {name: [] for name, *_ in TARGETS}  # server CPU us per answer
-        accepted_202 = {"intake": 0, "sync": 0}  # the durable rows: every 202 must be in their bus log
+        accepted_202 = {"intake": 0, "fast": 0, "sync": 0}  # the durable rows: every 202 must be in their bus log
         try:
             for _name, _, server, path in TARGETS:
                 asyncio.run(load(servers[server][1], "warm", 8, 1.0, path))
@@ -370,7 +377,7 @@ def main() -> None:
                     proc.kill()
         logged = {
             name: durable_counts(Path(env["SWITCHBOARD_DATA_DIR"]))
-            for name, env in (("intake", intake_env), ("sync", sync_env))
+            for name, env in (("intake", intake_env), ("fast", fast_env), ("sync", sync_env))
         }
 
     print(
@@ -396,6 +403,7 @@ def main() -> None:
     ratio = medians["intake"] / medians["bare"]
     verdict = "met" if ratio >= 0.6 else "NOT met"
     print(f"{'ratio intake / bare':<38}{ratio:>20.2f}x   target >= 0.60x: {verdict}")
+    print(f"{'ratio intake fast path / default':<38}{medians['fast'] / medians['intake']:>20.2f}x")
     violations = []
     for name, total in accepted_202.items():
         in_bus, recorded = logged[name]

@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
-from services.intake import metrics
+from services.intake import metrics, phones
 from services.intake.api import callbacks, contacts, dial, twilio, twilio_dial
 from services.intake.api.direct import IntakeAPI
 from services.intake.context import IntakeContext
@@ -219,8 +219,15 @@ def create_app(
             # keep it out of the collector's full passes, which otherwise rescan it under load.
             gc.collect()
             gc.freeze()
-        if settings.direct_dispatch:
+        if settings.fast_path:  # off by default: see docs/decisions/0001-intake-fast-path.md
             app.enable_direct_dispatch()
+        phones.use_fast_path(settings.fast_path)  # process-wide, as phone parsing is
+        log.info(
+            "intake.fast_path",
+            enabled=settings.fast_path,
+            direct_dispatch=bool(app.direct_paths),
+            private_phone_parsing=phones.fast_path_in_use(),
+        )
         pruner = asyncio.create_task(prune_forever(store, settings, clock), name="intake-prune")
         try:
             yield
@@ -229,6 +236,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
             app.disable_direct_dispatch()
+            if settings.fast_path:
+                phones.use_fast_path(False)  # back to the default (public API) for whatever runs next
             await runtime.stop()
             await store.close()
 

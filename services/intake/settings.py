@@ -131,10 +131,12 @@ class IntakeSettings(BaseSettings):
     )
     prune_interval_seconds: float = Field(600, gt=0, description="How often expired requests are purged.")
     gc_freeze: bool = Field(True, description="gc.freeze() after start-up: long-lived objects skip GC passes.")
-    direct_dispatch: bool = Field(
-        True,
-        description="Serve the webhook endpoints straight from the ASGI call, past the framework's middleware "
-        "stack (same answers; see services/intake/api/direct.py). Off: every request takes FastAPI's full path.",
+    fast_path: bool = Field(
+        False,
+        description="Throughput shortcuts that depend on private internals of FastAPI/Starlette and phonenumbers "
+        "(docs/decisions/0001-intake-fast-path.md): webhooks served past FastAPI's middleware stack and routing "
+        "(services/intake/api/direct.py), strict E.164 numbers parsed with phonenumbers' private helpers "
+        "(services/intake/phones.py). Same answers. Off (default): FastAPI's routing and public APIs only.",
     )
 
     @field_validator("twilio_auth_token", mode="before")

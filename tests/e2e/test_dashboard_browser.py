@@ -33,7 +33,9 @@ def screenshot_dir() -> Path:
 
 @pytest.fixture
 def chromium_path() -> str:
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e .[dev])")
+    pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install -r requirements-dev.lock)"
+    )
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
         pytest.skip(f"no chromium at {CHROMIUM}: apt-get install chromium (tests never download a browser)")
     return CHROMIUM

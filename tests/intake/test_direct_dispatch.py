@@ -1,7 +1,7 @@
 """Direct dispatch answers exactly as FastAPI's full path does: the same requests, both ways, compared.
 
 ``services/intake/api/direct.py`` serves the webhook endpoints straight from the ASGI call. Each
-request below goes to two apps that differ only in ``direct_dispatch`` (same clock, own data dirs),
+request below goes to two apps that differ only in ``fast_path`` (same clock, own data dirs),
 and the answers must match: status, body, the headers a client acts on.
 """
 
@@ -106,8 +106,8 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
 
 
 async def test_the_webhook_endpoints_are_served_directly(intake: IntakeFactory) -> None:
-    direct = await intake(direct_dispatch=True)
-    full = await intake(direct_dispatch=False, data_dir=direct.data_dir.parent / "full")
+    direct = await intake(fast_path=True)
+    full = await intake(fast_path=False, data_dir=direct.data_dir.parent / "full")
     assert isinstance(direct.app, IntakeAPI)
     assert ("POST", "/v1/contacts") in direct.app.direct_paths
     assert ("POST", "/v1/webhooks/twilio/voice") in direct.app.direct_paths
@@ -115,10 +115,8 @@ async def test_the_webhook_endpoints_are_served_directly(intake: IntakeFactory) 
 
 
 async def test_direct_and_full_path_give_the_same_answers(intake: IntakeFactory) -> None:
-    direct = await intake(direct_dispatch=True, max_body_bytes=65_536, **SECRETS)
-    full = await intake(
-        direct_dispatch=False, max_body_bytes=65_536, data_dir=direct.data_dir.parent / "full", **SECRETS
-    )
+    direct = await intake(fast_path=True, max_body_bytes=65_536, **SECRETS)
+    full = await intake(fast_path=False, max_body_bytes=65_536, data_dir=direct.data_dir.parent / "full", **SECRETS)
     ts = int(direct.clock().timestamp())
     seen_statuses: set[int] = set()
     for name, build in REQUESTS.items():
@@ -137,7 +135,7 @@ async def test_direct_and_full_path_give_the_same_answers(intake: IntakeFactory)
 async def test_an_unexpected_error_is_a_logged_500_on_both_paths(
     intake: IntakeFactory, direct_dispatch: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = await intake(direct_dispatch=direct_dispatch)
+    app = await intake(fast_path=direct_dispatch)
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
@@ -154,7 +152,7 @@ async def test_with_telemetry_configured_every_request_takes_fastapis_path(
     intake: IntakeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FastAPI's native telemetry traces each request on its own path: direct dispatch steps aside."""
-    app = await intake(direct_dispatch=True)
+    app = await intake(fast_path=True)
     assert app.app.direct_paths  # on while nothing is configured
     monkeypatch.setattr(app.app._native_telemetry, "enabled", lambda: True)
     assert app.app.enable_direct_dispatch() is False

@@ -18,8 +18,14 @@ serves a hit itself, with what the stack would have given it:
 
 Everything else (docs, OpenAPI, health, metrics, other methods, trailing-slash redirects, mounted
 ``root_path``) takes FastAPI's normal path, and so does every request when OpenTelemetry is configured
-(FastAPI's native telemetry then traces each request) or ``SWITCHBOARD_INTAKE_DIRECT_DISPATCH=false``.
-``tests/intake/test_direct_dispatch.py`` sends the same requests both ways and compares the answers.
+(FastAPI's native telemetry then traces each request).
+
+This reimplements what Starlette's and FastAPI's internals do per request (``build_middleware_stack``,
+the router's scope keys, ``ExceptionMiddleware``'s handler lookup) and reads FastAPI's private
+``_native_telemetry``: a release may change any of it without notice. So it is off by default and only
+``SWITCHBOARD_INTAKE_FAST_PATH=true`` switches it on (``docs/decisions/0001-intake-fast-path.md``);
+off, :class:`IntakeAPI` is a plain ``FastAPI`` app. ``tests/intake/test_direct_dispatch.py`` and
+``tests/intake/test_fast_path.py`` send the same requests both ways and compare the answers.
 """
 
 from __future__ import annotations
