@@ -32,4 +32,5 @@ def test_the_settings_and_commands_it_names_exist() -> None:
 def test_the_main_readme_links_it_and_keeps_the_newcomer_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "(deploy/README.md)" in readme
-    assert 'pip install -e ".[dev]" && switchboard run' in readme and "python -m pytest" in readme
+    install = "pip install -r requirements-dev.lock && pip install --no-deps -e . && switchboard run"
+    assert install in readme and "python -m pytest" in readme
