@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, String, Table, delete, select
@@ -33,13 +34,20 @@ outbox = Table(
 )
 
 
-async def stage(session: AsyncSession, data: EventData, *, source: str, event_id: str | None = None) -> Envelope:
-    """Insert ``data`` into the outbox within the caller's transaction."""
+def outbox_row(data: EventData, *, source: str, event_id: str | None = None) -> tuple[Envelope, dict[str, Any]]:
+    """The envelope of ``data`` and its outbox row, to be inserted within the caller's transaction."""
     envelope = make_event(data, source=source, event_id=event_id)
     topic, key = route(data)
-    await session.execute(
-        outbox.insert().values(topic=topic, key=key, payload=envelope.to_bytes(), created_at=utcnow())
-    )
+    return envelope, {"topic": topic, "key": key, "payload": envelope.to_bytes(), "created_at": utcnow()}
+
+
+INSERT_OUTBOX = outbox.insert()  # built once: executed with a list of rows it is one executemany
+
+
+async def stage(session: AsyncSession, data: EventData, *, source: str, event_id: str | None = None) -> Envelope:
+    """Insert ``data`` into the outbox within the caller's transaction."""
+    envelope, row = outbox_row(data, source=source, event_id=event_id)
+    await session.execute(INSERT_OUTBOX, [row])
     return envelope
 
 
@@ -105,6 +113,9 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = self._idle
         while not self._stopping:
+            # Cleared before the drain, not after: a commit notifying while a drain runs must wake the
+            # next one (cleared after, its rows waited for the idle poll).
+            self._wake.clear()
             try:
                 await self.drain()
                 backoff = self._idle
@@ -114,7 +125,6 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox.relay_failed")
                 backoff = min(backoff * 2, 5.0)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
         with contextlib.suppress(Exception):

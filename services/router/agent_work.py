@@ -40,6 +40,7 @@ class AgentWork:
     activity: dict[str, AgentActivity] = field(default_factory=dict)
     wrap_until: dict[str, float] = field(default_factory=dict)  # agents in wrap-up: when it ends
     changed: set[str] = field(default_factory=set)
+    written_until: dict[str, float] = field(default_factory=dict)  # the wrap-up end the agent's row holds
 
     def wrapping(self, agent_id: str) -> bool:
         return agent_id in self.wrap_until
@@ -58,9 +59,11 @@ class AgentWork:
     def forget(self, agent_id: str) -> None:
         self.activity.pop(agent_id, None)
         self.wrap_until.pop(agent_id, None)
+        self.written_until.pop(agent_id, None)
         self.changed.discard(agent_id)
 
     def clear(self) -> None:
         self.activity.clear()
         self.wrap_until.clear()
+        self.written_until.clear()
         self.changed.clear()

@@ -13,11 +13,18 @@ by routing domain); the lease is the safety net underneath (see README).
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.store import leases
+
+# Built once (every transaction renews): a reused construct is neither rebuilt nor re-keyed per execution.
+RENEW = (
+    update(leases)
+    .where(leases.c.name == bindparam("lease_name"), leases.c.owner == bindparam("lease_owner"))
+    .values(expires_at=bindparam("expires_at"))
+)
 
 
 class OwnershipLost(RuntimeError):
@@ -60,9 +67,7 @@ class Ownership:
     async def renew(self, session: AsyncSession, now: float) -> None:
         """Extend the lease within the caller's transaction; raise :class:`OwnershipLost` if not ours."""
         result = await session.execute(
-            update(leases)
-            .where(leases.c.name == self.name, leases.c.owner == self.owner)
-            .values(expires_at=now + self.ttl)
+            RENEW, {"lease_name": self.name, "lease_owner": self.owner, "expires_at": now + self.ttl}
         )
         if not result.rowcount:
             self.held = False

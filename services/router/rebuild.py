@@ -49,6 +49,7 @@ async def from_database(router: RouterService) -> None:
             router.work.activity[row.agent_id] = AgentActivity(row.activity)
             if row.wrap_up_until is not None:
                 router.work.wrap_until[row.agent_id] = row.wrap_up_until
+                router.work.written_until[row.agent_id] = row.wrap_up_until
         rows = (
             await session.execute(
                 select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)

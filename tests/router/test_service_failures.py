@@ -53,14 +53,14 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
     event = ContactRequested(
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
-    real_stage = unit_of_work.stage
+    real_outbox_row = unit_of_work.outbox_row
 
-    async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
+    def broken_outbox_row(data, **kwargs):  # type: ignore[no-untyped-def]
         if type(data).__name__ == "OfferMade":
             raise RuntimeError("database went away mid-transaction")
-        return await real_stage(session, data, **kwargs)
+        return real_outbox_row(data, **kwargs)
 
-    monkeypatch.setattr(unit_of_work, "stage", broken_stage)
+    monkeypatch.setattr(unit_of_work, "outbox_row", broken_outbox_row)
     await service.handle_event(make_event(event, source="t"))  # queued: no offer event staged here...
     with pytest.raises(RuntimeError):
         await service.tick()  # ...the engine reserved alice, then the transaction failed
@@ -71,7 +71,7 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "waiting"
         assert (await s.execute(select(offers))).all() == []
 
-    monkeypatch.setattr(unit_of_work, "stage", real_stage)
+    monkeypatch.setattr(unit_of_work, "outbox_row", real_outbox_row)
     assert await service.tick() == 1  # the database is reachable again: the offer is made
     assert service.engine.reserved_agent("c1") == "alice"
 
@@ -93,20 +93,20 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
     await service.handle_event(make_event(event, source="t"))
-    real_stage, real_rebuild = unit_of_work.stage, rebuild.from_database
+    real_outbox_row, real_rebuild = unit_of_work.outbox_row, rebuild.from_database
 
-    async def broken_stage(session, data, **kwargs):  # type: ignore[no-untyped-def]
+    def broken_outbox_row(data, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("database went away")
 
     async def broken_rebuild(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("still away")
 
-    monkeypatch.setattr(unit_of_work, "stage", broken_stage)
+    monkeypatch.setattr(unit_of_work, "outbox_row", broken_outbox_row)
     monkeypatch.setattr(rebuild, "from_database", broken_rebuild)
     with pytest.raises(RuntimeError):
         await service.tick()
     assert service.engine.reserved_agent("c1") == "alice"  # a phantom: the database never saw it
-    monkeypatch.setattr(unit_of_work, "stage", real_stage)
+    monkeypatch.setattr(unit_of_work, "outbox_row", real_outbox_row)
     monkeypatch.setattr(rebuild, "from_database", real_rebuild)
     assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
     async with service.sessionmaker() as s:

@@ -55,7 +55,7 @@ async def complete(
             raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
         attempt = attempt_result
         if row.callback_id is not None and attempt is None:
-            attempt = await dialled_attempt(tx.session, row)  # the placed call's outcome, if known
+            attempt = await dialled_attempt(tx, row)  # the placed call's outcome, if known
         if row.callback_id is not None and attempt is None:
             raise Invalid("attempt_result is required to complete a callback")
         if row.callback_id is None and attempt is not None:

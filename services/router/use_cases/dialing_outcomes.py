@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import metrics
 from services.router.rows import agent_row, contact_row
@@ -121,10 +120,11 @@ async def on_customer_dialed(router: RouterService, tx: UnitOfWork, event: Custo
     )
 
 
-async def dialled_attempt(session: AsyncSession, row: Any) -> AttemptResult | None:
+async def dialled_attempt(tx: UnitOfWork, row: Any) -> AttemptResult | None:
     """The result of the outbound call placed for this assignment, if one was reported."""
+    await tx.flush()  # the timeline is written at the end of a group: one reported in this group counts too
     detail = (
-        await session.execute(
+        await tx.session.execute(
             select(timeline.c.detail)
             .where(
                 timeline.c.contact_id == row.contact_id,

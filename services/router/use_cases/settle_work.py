@@ -47,13 +47,24 @@ async def settle(router: RouterService, tx: UnitOfWork) -> None:
             wrapping=router.work.wrapping(agent_id),
         )
         previous = router.work.activity.get(agent_id)
+        until = router.work.wrap_until.get(agent_id)
+        if until != router.work.written_until.get(agent_id):
+            # The wrap-up's end is written here too, with the activity when that moved: one UPDATE.
+            values: dict[str, object] = {"wrap_up_until": until}
+            if until is None:
+                router.work.written_until.pop(agent_id, None)
+            else:
+                router.work.written_until[agent_id] = until
+        else:
+            values = {}
+        if activity is not previous:
+            values.update(activity=activity.value, activity_since=tx.now)
+        if values:
+            await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(**values))
         if activity is previous:
             continue
         router.work.activity[agent_id] = activity
-        wrap_until = router.work.wrap_until.get(agent_id) if activity is AgentActivity.WRAP_UP else None
-        await tx.session.execute(
-            update(agents).where(agents.c.agent_id == agent_id).values(activity=activity.value, activity_since=tx.now)
-        )
+        wrap_until = until if activity is AgentActivity.WRAP_UP else None
         await tx.emit(
             AgentWorkChanged(
                 tenant_id=router.tenant_id,
@@ -94,8 +105,7 @@ def _chosen(router: RouterService, agent_id: str) -> AgentStatus | None:
 async def start_wrap_up(router: RouterService, tx: UnitOfWork, agent_id: str, wrap: float) -> None:
     """The agent's last contact ended: after-contact work for ``wrap`` seconds (tick.py ends it)."""
     until = tx.now + wrap
-    router.work.start_wrap_up(agent_id, until)
-    await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(wrap_up_until=until))
+    router.work.start_wrap_up(agent_id, until)  # the row's wrap_up_until is written by settle()
     status = _chosen(router, agent_id)
     if status is not None:
         router.engine.set_status(agent_id, routable_status(status, wrapping=True), tx.now)
@@ -104,8 +114,7 @@ async def start_wrap_up(router: RouterService, tx: UnitOfWork, agent_id: str, wr
 async def end_wrap_up(router: RouterService, tx: UnitOfWork, agent_id: str) -> None:
     """Wrap-up ended (its time ran out, the agent said they are ready, or they took an offer)."""
     status = _chosen(router, agent_id)
-    if not router.work.end_wrap_up(agent_id):
+    if not router.work.end_wrap_up(agent_id):  # the row's wrap_up_until is cleared by settle()
         return
-    await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(wrap_up_until=None))
     if status is not None:
         router.engine.set_status(agent_id, routable_status(status, wrapping=False), tx.now)
