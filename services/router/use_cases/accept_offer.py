@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import update
 
 from services.router import metrics
 from services.router.auth import Principal
@@ -35,7 +34,7 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
         if pending.expires_at <= tx.now:
             await time_out(router, tx, pending)  # committed: the contact goes to the next agent
             return None
-        return await _assign(router, tx, pending)
+        return await _assign(router, tx, pending, row.explanation)
 
     assignment = await router.writes.run(accept)
     if assignment is None:
@@ -44,7 +43,8 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
     return assignment
 
 
-async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer) -> dict[str, Any]:
+async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, explanation: Any) -> dict[str, Any]:
+    """``explanation``: the offer row's, read with it (the role it was offered under is in it)."""
     router.open_offers.untrack(offer.offer_id)
     router.engine.accept(offer.contact_id)
     await tx.session.execute(
@@ -83,15 +83,9 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer) ->
     metrics.OFFERS.labels("accepted").inc()
     if contact.callback_id is None:
         metrics.ANSWER_WAIT.labels(contact.channel).observe(max(0.0, tx.now - contact.received_at))
-    role = role_of(await _offer_explanation(tx.session, offer.offer_id))
+    role = role_of(explanation)
     view = router.views.assignment_view(contact, role)
     leeway = leeway_for(router.strategy, router.strategy.plan(waiting_contact(contact)), role)
     router.handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
     tx.push(offer.agent_id, "assignment", view)
     return view
-
-
-async def _offer_explanation(session: AsyncSession, offer_id: str) -> Any:
-    return (
-        await session.execute(select(offers.c.explanation).where(offers.c.offer_id == offer_id))
-    ).scalar_one_or_none()

@@ -90,7 +90,7 @@ async def complete(
                 "a sale on a short question goes against the strategy (short_question.sale_recorded: "
                 "refuse); complete it without 'sold'"
             )
-        await _finish(router, tx, row, outcome, attempt, leeway.role)
+        written = await _finish(router, tx, row, outcome, attempt, leeway.role)
         if pushed_sale:
             await tx.note(
                 contact_id,
@@ -101,15 +101,15 @@ async def complete(
             )
             await tx.bump("sales_on_short_questions", 1)
             metrics.SALES_ON_SHORT_QUESTIONS.labels(leeway.role.value, row.channel).inc()
-        return await contact_row(tx.session, contact_id)
+        return tx.now, written  # the answer is what _finish wrote, not read back
 
-    done = await router.writes.run(complete)
+    ended_at, outcome_doc = await router.writes.run(complete)
     router.wake()
     return {
         "contact_id": contact_id,
-        "state": done.state,
-        "outcome": done.outcome,
-        "ended_at": to_datetime(done.ended_at).isoformat(),
+        "state": ContactState.COMPLETED,
+        "outcome": outcome_doc,
+        "ended_at": to_datetime(ended_at).isoformat(),
     }
 
 
@@ -120,7 +120,8 @@ async def _finish(
     outcome: Outcome,
     attempt: AttemptResult | None,
     role: Role | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """Close the contact; returns the outcome as written (with the call's result for a callback)."""
     agent_id = row.agent_id
     outcome_doc = outcome.model_dump(mode="json")
     if attempt is not None:
@@ -207,3 +208,4 @@ async def _finish(
         wrap = router.strategy.wrap_up_seconds(Channel(row.channel))
         if wrap > 0:
             await start_wrap_up(router, tx, agent_id, wrap)
+    return outcome_doc
