@@ -26,6 +26,7 @@ from services.router.errors import RouterError
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.rows import period_of
 from services.router.store import counters, timeline
+from shared.db import rowcount
 from shared.events import Envelope, EventData
 from shared.outbox import stage
 
@@ -64,7 +65,7 @@ class UnitOfWork:
             .where(counters.c.period == period, counters.c.name == name)
             .values(value=counters.c.value + amount)
         )
-        if not result.rowcount:
+        if not rowcount(result):
             await self.session.execute(counters.insert().values(period=period, name=name, value=amount))
 
     def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
