@@ -73,7 +73,8 @@ class DeadLetter:
             envelope = decode_event(self.record.value)
         except MalformedEvent:
             return None
-        return json.loads(envelope.to_bytes())
+        event: dict[str, Any] = json.loads(envelope.to_bytes())  # an envelope encodes a JSON object
+        return event
 
     def summary(self) -> dict[str, Any]:
         event = self.event()

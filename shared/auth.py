@@ -62,7 +62,7 @@ class MissingAdminToken(RuntimeError):
 class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore")
 
-    admin_token: SecretStr | None = Field(
+    admin_token: SecretStr | None = Field(  # type: ignore[pydantic-alias]  # env names; field name among them
         None,
         validation_alias=AliasChoices("admin_token", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ROUTER_ADMIN_TOKEN"),
         description="The operator's bearer token, the same on every service (at least 16 characters). "

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import CursorResult, Result, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.files import private_file
@@ -21,6 +21,12 @@ from shared.files import private_file
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an INSERT/UPDATE/DELETE matched. ``AsyncSession.execute`` is annotated as returning ``Result``;
+    for DML it returns a ``CursorResult``, the class that has ``rowcount`` (SQLAlchemy's advice: a cast)."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def make_engine(url: str, *, sqlite_busy_timeout: float = 30.0, **kwargs: Any) -> AsyncEngine:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, String, Table, delete, select
+from sqlalchemy import Column, DateTime, Index, Insert, String, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import MESSAGING_METADATA
+from shared.db import MESSAGING_METADATA, rowcount
 from shared.events import utcnow
 
 processed_events = Table(
@@ -31,13 +31,14 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
     True the first time; False when it was already handled (the caller then skips its effect).
     """
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    stmt: Insert
     values = {"consumer": consumer, "event_id": event_id, "processed_at": utcnow()}
     if dialect == "postgresql":
         stmt = postgresql.insert(processed_events).values(values).on_conflict_do_nothing()
     else:
         stmt = sqlite.insert(processed_events).values(values).on_conflict_do_nothing()
     result = await session.execute(stmt)
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 async def was_processed(session: AsyncSession, consumer: str, event_id: str) -> bool:
@@ -53,4 +54,4 @@ async def purge(session: AsyncSession, older_than: datetime) -> int:
     """Forget ids handled before ``older_than``. Safe once the bus can no longer redeliver them: keep the
     window longer than the bus's retention (embedded: 7 days; Kafka: the topic's ``retention.ms``)."""
     result = await session.execute(delete(processed_events).where(processed_events.c.processed_at < older_than))
-    return int(result.rowcount or 0)
+    return int(rowcount(result) or 0)

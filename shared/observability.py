@@ -101,7 +101,7 @@ def _mask(value: Any, key: str = "", depth: int = 0) -> Any:
     return masked if masked != text else value
 
 
-def mask_phone_numbers(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def mask_phone_numbers(_logger: Any, _method: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
     """structlog processor: no full phone number reaches a log line, at any level, from our code or a
     library's (stdlib records pass the same chain: aiosqlite logs SQL parameters at DEBUG)."""
     for key, value in list(event_dict.items()):
@@ -160,7 +160,7 @@ class Readiness(BaseModel):
 
 
 # Probes and scrapes carry no credentials: said explicitly, so a missing declaration elsewhere stands out.
-PUBLIC = {"security": []}
+PUBLIC: dict[str, Any] = {"security": []}  # FastAPI's openapi_extra
 
 
 def health_router(checks: dict[str, Check], *, timeout: float = 1.5) -> APIRouter:

@@ -124,7 +124,10 @@ class PromiseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_PROMISE_", env_file=".env", extra="ignore")
 
-    cutoff_minutes: int = Field(
+    # The pydantic mypy plugin refuses AliasChoices (it cannot derive __init__'s keywords from them) unless
+    # validate_by_name is on, which would also make pydantic-settings read more environment variables.
+    # Each field's own name is one of its choices, so __init__(field_name=...) works as written.
+    cutoff_minutes: int = Field(  # type: ignore[pydantic-alias]  # env names; field name among them
         30,
         ge=0,
         validation_alias=AliasChoices(
@@ -135,7 +138,7 @@ class PromiseSettings(BaseSettings):
         ),
         description="Less callable time than this left today: the promise is for the next day with callable time.",
     )
-    customer_calling_hours: str | None = Field(
+    customer_calling_hours: str | None = Field(  # type: ignore[pydantic-alias]  # env names; field name among them
         "08:00-21:00",
         validation_alias=AliasChoices(
             "SWITCHBOARD_PROMISE_CUSTOMER_CALLING_HOURS",
@@ -144,13 +147,13 @@ class PromiseSettings(BaseSettings):
         ),
         description="Customer-local hours we may call in (HH:MM-HH:MM); empty: any time.",
     )
-    max_business_days: int = Field(
+    max_business_days: int = Field(  # type: ignore[pydantic-alias]  # env names; field name among them
         2,
         ge=0,
         validation_alias=AliasChoices("SWITCHBOARD_PROMISE_MAX_BUSINESS_DAYS", "max_business_days"),
         description="No deadline after the end of the site's N-th business day after today.",
     )
-    when_no_overlap: WhenNoOverlap = Field(
+    when_no_overlap: WhenNoOverlap = Field(  # type: ignore[pydantic-alias]  # env names; field name among them
         WhenNoOverlap.DECLINE,
         validation_alias=AliasChoices("SWITCHBOARD_PROMISE_WHEN_NO_OVERLAP", "when_no_overlap"),
         description="No callable moment within the bound: `decline` (no promise: the web form says when to "

@@ -47,7 +47,7 @@ async def write_lock(s: AsyncSession) -> None:
     UPDATE first makes the whole use case one serialised write transaction. PostgreSQL uses row
     locks (FOR UPDATE / SKIP LOCKED) instead and needs nothing here.
     """
-    if s.bind.dialect.name == "sqlite":
+    if s.get_bind().dialect.name == "sqlite":  # the engine the sessionmaker was made for
         await s.execute(text("UPDATE callback_dispatch_locks SET site = site WHERE 1 = 0"))
 
 

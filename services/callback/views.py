@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
@@ -118,7 +118,7 @@ class CallbackViews:
 
     async def list(self, f: ListFilter) -> list[Commitment]:
         stmt = select(Commitment)
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if f.status:
             conditions.append(Commitment.status.in_(list(f.status)))
         if f.day is not None:

@@ -113,6 +113,7 @@ class VoiceBridge:
             return None  # the agent dials by hand, or this acceptance was already placed
         self._placed[accepted.offer_id] = None
         _bound(self._placed)
+        detail: str | None
         if accepted.contact_uri is None:
             result, detail = DialResult.FAILED, "agent has no voice contact_uri"
         else:
@@ -143,6 +144,7 @@ class VoiceBridge:
         if call.dialled_offer == accepted.offer_id:
             return None  # a redelivery: the agent is already being rung
         call.dialled_offer = accepted.offer_id
+        detail: str | None
         if accepted.contact_uri is None:
             # The agent accepted a call it cannot be rung for: back in line, counted against the agent
             # (after a few, the router puts it on break instead of bouncing callers through it).

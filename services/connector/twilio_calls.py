@@ -71,7 +71,8 @@ def customer_dial_twiml(phone: str, *, action_url: str, timeout: int, caller_id:
 
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, TwilioRestException):
-        return exc.status >= 500 or exc.status == 429
+        status: int = exc.status  # twilio ships no types: TwilioRestException.status is the HTTP status
+        return status >= 500 or status == 429
     return isinstance(exc, OSError)  # connection refused/reset, timeouts (requests' errors are OSErrors)
 
 

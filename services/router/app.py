@@ -27,10 +27,11 @@ from services.router import metrics
 from services.router.api import agents, console, contacts, dashboard, offers, ops, promises, tokens
 from services.router.errors import RouterError
 from services.router.ownership import OwnershipLost
-from services.router.service import Clock, RouterService
+from services.router.service import RouterService
 from services.router.settings import RouterSettings
 from services.router.standby import StandbyGuard, serving
 from services.router.strategy import load_strategy
+from services.router.unit_of_work import Clock
 from shared import topics
 from shared.auth import Authenticator, AuthSettings, MissingAdminToken, Principal, install_auth
 from shared.bus import EventBus, Record

@@ -296,7 +296,8 @@ def throughput(
 class Source(Protocol):
     """What the snapshot reads from the router (``RouterViews``)."""
 
-    strategy: Strategy
+    @property
+    def strategy(self) -> Strategy: ...  # read-only: RouterViews exposes the router's current strategy
 
     def clock(self) -> float: ...
     async def stats(self) -> dict[str, Any]: ...

@@ -121,10 +121,10 @@ class GroupCommit(Generic[Tx]):
                     item.future.set_exception(exc)
             return
         metrics.GROUP_COMMIT_SIZE.observe(len(group))
-        for item, value, refused in answers:
+        for item, value, refusal in answers:
             if item.future.done():
                 continue  # the caller went away (a closed connection); the change is committed anyway
-            if refused is not None:
-                item.future.set_exception(refused)
+            if refusal is not None:
+                item.future.set_exception(refusal)
             else:
                 item.future.set_result(value)

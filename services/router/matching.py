@@ -60,12 +60,22 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from services.router.eligibility import Eligibility, eligibility
 from services.router.leeway import leeway_for
 from services.router.strategy import PlanStep, RoutingPlan, SalesShare, Strategy
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
+
+# The index keys. A pool or queue is either a class one (site, channel, language, role, required skills)
+# or an agent's personal one ("personal", agent_id, site, channel).
+_Skills = tuple[tuple[str, int], ...]  # sorted (name, min level)
+_BaseKey = tuple[str, Channel, str, Role]  # site, channel, language, role
+_PersonalKey = tuple[Literal["personal"], str, str, Channel]
+_PoolKey = tuple[str, Channel, str, Role, _Skills] | _PersonalKey
+_QueueKey = tuple[str, Channel, str, Role, _Skills, bool] | _PersonalKey  # class queues add "sales capped"
+_PlanKey = tuple[Intent | None, Channel, Tier, bool, _Skills]  # intent, channel, tier, short question, skills
+_ClassKey = tuple[int, str, str]  # id(plan), site, language
 
 _WAITING = 0
 _RESERVED = 1
@@ -216,7 +226,7 @@ class _Pool:
     __slots__ = ("key", "channel", "role", "reqs", "heap", "members", "queues", "personal")
 
     def __init__(
-        self, key: tuple, channel: Channel, role: Role | None, reqs: tuple[tuple[str, int], ...], personal: bool = False
+        self, key: _PoolKey, channel: Channel, role: Role | None, reqs: _Skills, personal: bool = False
     ) -> None:
         self.key = key
         self.channel = channel
@@ -304,15 +314,15 @@ class MatchingEngine:
     def _reset(self) -> None:
         self._agents: dict[str, _Agent] = {}
         self._contacts: dict[str, _Contact] = {}
-        self._pools: dict[tuple, _Pool] = {}
-        self._pools_by_base: dict[tuple, list[_Pool]] = {}
-        self._by_base: dict[tuple, set[str]] = {}
-        self._queues: dict[tuple, _Queue] = {}
+        self._pools: dict[_PoolKey, _Pool] = {}
+        self._pools_by_base: dict[_BaseKey, list[_Pool]] = {}
+        self._by_base: dict[_BaseKey, set[str]] = {}
+        self._queues: dict[_QueueKey, _Queue] = {}
         self._active: dict[Channel, list[_HeadEntry]] = {}
         self._rates: dict[Channel, float] = {}
         self._promo: list[_PromoEntry] = []
-        self._plans: dict[tuple, RoutingPlan] = {}
-        self._class_queues: dict[tuple, list[_Queue]] = {}
+        self._plans: dict[_PlanKey, RoutingPlan] = {}
+        self._class_queues: dict[_ClassKey, list[_Queue]] = {}
         self._capped_waiting: dict[int, _Queue] = {}  # sales queues held back by the cap, by qid
         self._waiting_count: dict[tuple[str, Channel], int] = {}
         self._available_count: dict[tuple[str, Channel], int] = {}
@@ -943,7 +953,7 @@ class MatchingEngine:
 
     def _personal_queue(self, agent_id: str, site: str, channel: Channel) -> _Queue:
         """The promised agent's own queue (same site: a promise does not cross routing domains)."""
-        key = ("personal", agent_id, site, channel)
+        key: _PersonalKey = ("personal", agent_id, site, channel)
         q = self._queues.get(key)
         if q is None:
             pool = self._pools.get(key)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.store import leases
+from shared.db import rowcount
 
 # Built once (every transaction renews): a reused construct is neither rebuilt nor re-keyed per execution.
 RENEW = (
@@ -46,7 +47,7 @@ class Ownership:
             .where((leases.c.owner == self.owner) | (leases.c.expires_at < now))
             .values(owner=self.owner, expires_at=now + self.ttl, acquired_at=now)
         )
-        if result.rowcount:
+        if rowcount(result):
             self.held = True
             return True
         exists = (await session.execute(select(leases.c.owner).where(leases.c.name == self.name))).first()
@@ -69,7 +70,7 @@ class Ownership:
         result = await session.execute(
             RENEW, {"lease_name": self.name, "lease_owner": self.owner, "expires_at": now + self.ttl}
         )
-        if not result.rowcount:
+        if not rowcount(result):
             self.held = False
             raise OwnershipLost(f"router lease {self.name!r} is held by another instance")
 

@@ -154,10 +154,10 @@ async def _rebuild_counters(router: RouterService, session: AsyncSession, now: f
             .order_by(contacts.c.ended_at)
         )
     ).all()
-    for row in done:
-        outcome = row.outcome or {}
+    for completed in done:
+        outcome = completed.outcome or {}
         amount = float(outcome.get("goodwill_amount") or 0.0)
         # per-role budgets need the role the grant was made under (only grants: few reads)
-        role = await offered_role(session, row.contact_id, row.agent_id) if amount > 0 else None
-        router.goodwill.record(amount, row.ended_at, role)
-        sales.record_completion(bool(outcome.get("sold")), row.ended_at, row.site)
+        role = await offered_role(session, completed.contact_id, completed.agent_id) if amount > 0 else None
+        router.goodwill.record(amount, completed.ended_at, role)
+        sales.record_completion(bool(outcome.get("sold")), completed.ended_at, completed.site)

@@ -241,10 +241,15 @@ class BlendingPolicy(_Model):
 
 
 class ContactLike(Protocol):
-    channel: Channel
-    intent: Intent | None
-    tier: Tier
-    expected_handling_seconds: float | None
+    # Read-only members: frozen dataclasses and pydantic models satisfy the protocol too.
+    @property
+    def channel(self) -> Channel: ...
+    @property
+    def intent(self) -> Intent | None: ...
+    @property
+    def tier(self) -> Tier: ...
+    @property
+    def expected_handling_seconds(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ class UnitOfWork:
         if self.bumps:
             period = period_of(self.now)
             rows = [{"period": period, "name": name, "value": value} for name, value in self.bumps.items()]
-            await self.session.execute(ADD_TO_COUNTERS[self.session.bind.dialect.name], rows)
+            await self.session.execute(ADD_TO_COUNTERS[self.session.get_bind().dialect.name], rows)
             self.bumps = {}
         if self.staged:
             await self.session.execute(INSERT_OUTBOX, self.staged)

@@ -27,11 +27,11 @@ import sqlite3
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import structlog
 
@@ -52,6 +52,9 @@ from shared.observability import (
     BUS_PUBLISH_SECONDS,
 )
 from shared.topics import dlq
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 log = structlog.get_logger(__name__)
 
@@ -488,10 +491,10 @@ class EmbeddedBus(EventBus):
         sub.ready.set()
         return sub
 
-    async def _run_write(self, fn: Any, *args: Any) -> Any:
+    async def _run_write(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
-    async def _run_read(self, fn: Any, *args: Any) -> Any:
+    async def _run_read(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 
     async def _heartbeat(

@@ -363,7 +363,7 @@ class KafkaBus(EventBus):
         return sub
 
 
-class _Consumer(ConsumerRebalanceListener):
+class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base is Any
     """One subscription: an aiokafka group member, its consume loop and its rebalance listener."""
 
     def __init__(self, bus: KafkaBus, sub: Subscription, *, from_beginning: bool) -> None:

@@ -31,8 +31,8 @@ off, :class:`IntakeAPI` is a plain ``FastAPI`` app. ``tests/intake/test_direct_d
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -75,7 +75,7 @@ class IntakeAPI(FastAPI):
         table: dict[tuple[str, str], APIRoute] = {}
         for route in self._direct_candidates:
             if isinstance(route, RequestOnlyRoute) and route.takes_request_only and "{" not in route.path:
-                for method in route.methods:
+                for method in route.methods or ():  # an APIRoute always has them (default GET)
                     table[(method, route.path)] = route
         app: ASGIApp = self._serve_direct
         for middleware in reversed(self.user_middleware):
@@ -117,7 +117,9 @@ class IntakeAPI(FastAPI):
                 if inspect.iscoroutinefunction(handler):
                     response: Response = await handler(request, exc)
                 else:
-                    response = await run_in_threadpool(handler, request, exc)
+                    # Starlette types a handler as sync-or-async; iscoroutinefunction narrows only the async case.
+                    sync_handler = cast(Callable[[Request, Exception], Response], handler)
+                    response = await run_in_threadpool(sync_handler, request, exc)
                 return response
         log.exception("intake.unhandled_error", method=request.method, path=request.url.path)
         return PlainTextResponse("Internal Server Error", status_code=500)

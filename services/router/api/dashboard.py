@@ -50,10 +50,10 @@ class SnapshotCache:
 
 
 def _cache(request: Request) -> SnapshotCache:
-    cache = getattr(request.app.state, "dashboard_cache", None)
+    cache: SnapshotCache | None = getattr(request.app.state, "dashboard_cache", None)
     if cache is None:
         cache = request.app.state.dashboard_cache = SnapshotCache()
-    return cache  # type: ignore[no-any-return]
+    return cache
 
 
 @router.get("/ops/dashboard", response_class=HTMLResponse, summary="The ops dashboard page (static; asks for a token)")

@@ -56,11 +56,11 @@ class PromisesToday(BaseModel):
 
 def _client(request: Request) -> httpx.AsyncClient:
     """One pooled client per app (tests may put their own on ``app.state.callback_client``)."""
-    client = getattr(request.app.state, "callback_client", None)
+    client: httpx.AsyncClient | None = getattr(request.app.state, "callback_client", None)
     if client is None:
         base = request.app.state.settings.callback_url.rstrip("/")
         client = request.app.state.callback_client = httpx.AsyncClient(base_url=base, timeout=TIMEOUT)
-    return client  # type: ignore[no-any-return]
+    return client
 
 
 async def _get(client: httpx.AsyncClient, path: str, auth: str, params: Any = None) -> Any:

@@ -5,7 +5,7 @@ the ``callback_id``; an attempt made elsewhere, a fulfilment or a breach drops a
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sqlalchemy import update
 
@@ -17,6 +17,17 @@ from shared.events import CallbackAttempted, CallbackBreached, CallbackDue, Call
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
+
+
+class _Terms(TypedDict):
+    """A ``callback.due``'s terms as the timeline records them (``UnitOfWork.note`` details)."""
+
+    attempt: int
+    virtual_start: str
+    priority_boost: float
+    preferred_agent_id: str | None
+    widen_roles: bool
+    at_risk: bool
 
 
 async def on_callback_due(router: RouterService, tx: UnitOfWork, event: CallbackDue) -> None:
@@ -39,7 +50,7 @@ async def on_callback_due(router: RouterService, tx: UnitOfWork, event: Callback
         callback_id=event.callback_id,
         callback_attempt=event.attempt,
     )
-    details = dict(
+    details = _Terms(
         attempt=event.attempt,
         virtual_start=to_datetime(virtual).isoformat(),
         priority_boost=event.priority_boost,

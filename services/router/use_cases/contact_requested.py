@@ -133,11 +133,11 @@ async def on_contact_requested(router: RouterService, tx: UnitOfWork, event: Con
         roles=[s.role.value for s in plan.steps],
         estimated_wait_seconds=_finite(estimated),
     )
-    reason = router.engine.unservable_reason(event.contact_id)
-    if reason is not None:
+    stuck = router.engine.unservable_reason(event.contact_id)
+    if stuck is not None:
         # Flagged at once rather than left waiting silently next to idle agents who cannot take it.
-        await tx.note(event.contact_id, "unservable", reason=reason, rule=plan.rule)
-        metrics.UNSERVABLE.labels(reason, event.channel.value).inc()
+        await tx.note(event.contact_id, "unservable", reason=stuck, rule=plan.rule)
+        metrics.UNSERVABLE.labels(stuck, event.channel.value).inc()
 
 
 def _finite(x: float) -> float | None:
