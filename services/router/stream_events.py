@@ -159,7 +159,7 @@ def sse_responses(events: dict[str, type[BaseModel]], description: str) -> dict[
     return {
         200: {
             "description": description,
-            "model": functools.reduce(operator.or_, models),  # type: ignore[arg-type]
+            "model": functools.reduce(operator.or_, models),
             SSE_EVENTS_EXTENSION: {
                 name: {"$ref": f"#/components/schemas/{model.__name__}"} for name, model in events.items()
             },

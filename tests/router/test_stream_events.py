@@ -92,7 +92,7 @@ def openapi(tmp_path: Path) -> dict[str, Any]:
     from tests.router.conftest import ADMIN_TOKEN
 
     common = CommonSettings(data_dir=tmp_path, log_json=False, log_level="WARNING")
-    return create_app(RouterSettings(admin_token=ADMIN_TOKEN), common).openapi()  # type: ignore[no-any-return]
+    return create_app(RouterSettings(admin_token=ADMIN_TOKEN), common).openapi()
 
 
 def validator(spec: dict[str, Any], ref: str) -> Draft202012Validator:

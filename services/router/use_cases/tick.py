@@ -84,4 +84,10 @@ async def _handling_overrun(router: RouterService, tx: UnitOfWork, watched: Watc
     await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
     await tx.bump("handling_overruns", 1)
     metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
-    tx.push(watched.agent_id, HANDLING_OVERRUN, HandlingOverrunEvent(contact_id=watched.contact_id, **detail))
+    notice = HandlingOverrunEvent(
+        contact_id=watched.contact_id,
+        role=watched.role,
+        allowed_handling_seconds=watched.allowed_seconds,
+        held_seconds=held,
+    )
+    tx.push(watched.agent_id, HANDLING_OVERRUN, notice)
