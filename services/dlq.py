@@ -26,23 +26,15 @@ from shared.bus.base import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER_GROUP,
     DLQ_ERROR,
+    DLQ_HEADERS,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
+    REPLAYED_FROM,
 )
 from shared.events import CONTENT_TYPE_HEADER, STRUCTURED_HEADERS, MalformedEvent, decode_event
 from shared.settings import CommonSettings
 from shared.topics import DLQ_SUFFIX, dlq
-
-REPLAYED_FROM = "x-replayed-from"
-_DLQ_HEADERS = {
-    DLQ_ERROR,
-    DLQ_ORIGINAL_TOPIC,
-    DLQ_ORIGINAL_PARTITION,
-    DLQ_ORIGINAL_OFFSET,
-    DLQ_ATTEMPTS,
-    DLQ_CONSUMER_GROUP,
-}
 
 cli = typer.Typer(help="Inspect and replay dead-lettered events (both buses).", no_args_is_help=True)
 
@@ -104,7 +96,7 @@ class DeadLetter:
     def replay_headers(self) -> list[tuple[str, bytes]]:
         """The original record's headers without the DLQ's own. Only valid events are replayed, so a
         record written before events carried the structured-mode content type gets it now."""
-        kept = [(k, v) for k, v in self.record.headers if k not in _DLQ_HEADERS and k != REPLAYED_FROM]
+        kept = [(k, v) for k, v in self.record.headers if k not in DLQ_HEADERS and k != REPLAYED_FROM]
         if not any(k.lower() == CONTENT_TYPE_HEADER for k, _ in kept):
             kept = [*STRUCTURED_HEADERS, *kept]
         return [*kept, (REPLAYED_FROM, f"{self.record.topic}/{self.ref}".encode())]

@@ -24,9 +24,11 @@ from shared.bus.base import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER_GROUP,
     DLQ_ERROR,
+    DLQ_HEADERS,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
+    REPLAYED_FROM,
 )
 from shared.events import (
     CONTENT_TYPE_HEADER,
@@ -51,7 +53,6 @@ HEADERS_SCHEMA = "StructuredModeHeaders"
 DEAD_LETTER_HEADERS_SCHEMA = "DeadLetterHeaders"
 
 _COMPONENT_REF = "#/components/schemas/{model}"
-REPLAYED_FROM = "x-replayed-from"  # services.dlq's header (tests check they agree; shared does not import services)
 _REPLAYED = {"type": "string", "description": "Put back by `switchboard dlq replay`: <topic>.dlq/<partition>:<offset>."}
 
 DESCRIPTION = f"""\
@@ -139,14 +140,7 @@ def _components() -> tuple[dict[str, Any], dict[str, Any]]:
                 DLQ_ATTEMPTS: {"type": "string", "description": "Handler attempts; 0: the bytes were no event."},
                 DLQ_CONSUMER_GROUP: {"type": "string", "description": "The consumer group that gave up."},
             },
-            "required": [
-                DLQ_ERROR,
-                DLQ_ORIGINAL_TOPIC,
-                DLQ_ORIGINAL_PARTITION,
-                DLQ_ORIGINAL_OFFSET,
-                DLQ_ATTEMPTS,
-                DLQ_CONSUMER_GROUP,
-            ],
+            "required": list(DLQ_HEADERS),
         },
         **schemas,
     }

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import BaseModel
 
 _QUEUE_LIMIT = 1000  # a client that stops reading is cut off rather than growing memory forever
 
@@ -21,7 +22,7 @@ _QUEUE_LIMIT = 1000  # a client that stops reading is cut off rather than growin
 @dataclass(frozen=True, slots=True)
 class StreamMessage:
     event: str
-    data: dict[str, Any]
+    data: BaseModel  # the event's model (stream_events.py), serialised when it is sent
 
 
 class StreamHub:
@@ -43,7 +44,7 @@ class StreamHub:
     def connections(self, agent_id: str) -> int:
         return len(self._queues.get(agent_id, ()))
 
-    def publish(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
+    def publish(self, agent_id: str, event: str, data: BaseModel) -> None:
         message = StreamMessage(event, data)
         for queue in list(self._queues.get(agent_id, ())):
             try:

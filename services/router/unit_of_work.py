@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,13 +27,14 @@ from services.router.errors import RouterError
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.rows import period_of
 from services.router.store import counters, timeline
+from services.router.stream_events import AGENT_STREAM_EVENTS, checked
 from shared.events import Envelope, EventData
 from shared.outbox import INSERT_OUTBOX, outbox_row
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
-Publish = Callable[[str, str, dict[str, Any]], None]
+Publish = Callable[[str, str, BaseModel], None]
 
 
 def _add_to_counters(dialect: str) -> Any:
@@ -62,7 +64,7 @@ class UnitOfWork:
     session: AsyncSession
     source: str
     now: float
-    pushes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    pushes: list[tuple[str, str, BaseModel]] = field(default_factory=list)
     emitted: int = 0
     notes: list[dict[str, Any]] = field(default_factory=list)
     staged: list[dict[str, Any]] = field(default_factory=list)
@@ -85,9 +87,10 @@ class UnitOfWork:
         """Add to today's counter ``name`` (``/v1/stats`` ``today``)."""
         self.bumps[name] = self.bumps.get(name, 0.0) + amount
 
-    def push(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
-        """A message for the agent's stream, sent after the commit."""
-        self.pushes.append((agent_id, event, data))
+    def push(self, agent_id: str, event: str, data: BaseModel) -> None:
+        """A message for the agent's stream, sent after the commit: ``data`` is the model of ``event``
+        (``stream_events.py``), or this raises here, where the message is made."""
+        self.pushes.append((agent_id, event, checked(AGENT_STREAM_EVENTS, event, data)))
 
     async def flush(self) -> None:
         """Write the buffered timeline entries, counters and outbox rows (last thing before the commit)."""

@@ -82,6 +82,16 @@ DLQ_ORIGINAL_PARTITION = "x-original-partition"
 DLQ_ORIGINAL_OFFSET = "x-original-offset"
 DLQ_ATTEMPTS = "x-attempts"
 DLQ_CONSUMER_GROUP = "x-consumer-group"
+DLQ_HEADERS = (
+    DLQ_ERROR,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ATTEMPTS,
+    DLQ_CONSUMER_GROUP,
+)
+# Written by ``switchboard dlq replay`` (services/dlq.py) on a record it puts back: <topic>.dlq/<partition>:<offset>.
+REPLAYED_FROM = "x-replayed-from"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from services.router.api.dashboard import STATIC
 from services.router.api.deps import PrincipalDep, ServiceDep
 from services.router.console import ConsoleProfile, console_profile, shift_figures
+from services.router.responses import COMMON_ERRORS, Problem
 from shared.auth import forbidden
 
 router = APIRouter(tags=["agent console"])
@@ -37,7 +38,10 @@ async def console_page() -> HTMLResponse:
     response_model=ConsoleProfile,
     summary="The calling agent, its role's leeway, the strategy's goals in plain words, and its own and its team's "
     "figures this shift against the goals (agent token)",
-    responses={403: {"description": "not an agent token (supervisors and the admin have no console)"}},
+    responses={
+        **COMMON_ERRORS,
+        403: {"model": Problem, "description": "not an agent token (supervisors and the admin have no console)"},
+    },
 )
 async def me(request: Request, service: ServiceDep, who: PrincipalDep) -> ConsoleProfile:
     if who.agent_id is None:

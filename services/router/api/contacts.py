@@ -7,13 +7,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from services.router.api.deps import PrincipalDep, ServiceDep, TrustedDep
+from services.router.responses import COMMON_ERRORS, INVALID, Completed, QueueOut, Timeline, errors
 from services.router.schemas import CompleteIn
 from shared.events import Channel
 
-router = APIRouter(prefix="/v1", tags=["contacts"])
+router = APIRouter(prefix="/v1", tags=["contacts"], responses=COMMON_ERRORS)
 
 
-@router.get("/queue", summary="Waiting contacts in the order they will be served (supervisor or admin)")
+@router.get(
+    "/queue",
+    response_model=QueueOut,
+    summary="Waiting contacts in the order they will be served (supervisor or admin)",
+)
 async def get_queue(
     service: ServiceDep,
     _: TrustedDep,
@@ -27,7 +32,15 @@ async def get_queue(
     return {"items": items, "count": len(items), "total": total}
 
 
-@router.post("/contacts/{contact_id}/complete", summary="Complete an assignment with its outcome")
+@router.post(
+    "/contacts/{contact_id}/complete",
+    response_model=Completed,
+    summary="Complete an assignment with its outcome",
+    responses={
+        **errors(e404="no such contact", e409="the contact is not assigned (nothing to complete)"),
+        **INVALID("invalid body, or attempt_result missing for a callback / given for anything else"),
+    },
+)
 async def complete(contact_id: str, body: CompleteIn, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
     """Feeds the strategy counters (sales share, goodwill). ``callback_promised`` emits
     ``callback.requested``; for a callback assignment ``attempt_result`` is required and emits
@@ -35,7 +48,12 @@ async def complete(contact_id: str, body: CompleteIn, service: ServiceDep, who: 
     return await service.complete(contact_id, who, body.outcome(), body.attempt_result)
 
 
-@router.get("/contacts/{contact_id}/timeline", summary="Audit trail of one contact (supervisor or admin)")
+@router.get(
+    "/contacts/{contact_id}/timeline",
+    response_model=Timeline,
+    summary="Audit trail of one contact (supervisor or admin)",
+    responses=errors(e404="no such contact"),
+)
 async def get_timeline(contact_id: str, service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     """received, queued, offered (to whom, rule, score, explanation), declined / timed out, accepted,
     completed. Customer data (who called, what was promised, every decision): a supervisor or the admin

@@ -9,7 +9,6 @@ and needs a supervisor or admin token in the ``Authorization`` header; the page 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +17,18 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-from sse_starlette import EventSourceResponse
 
 from services.router.api.deps import ServiceDep, TrustedDep
 from services.router.dashboard import DashboardSnapshot, build_snapshot
+from services.router.responses import COMMON_ERRORS, as_json
+from services.router.stream_events import (
+    DASHBOARD_STREAM_EVENTS,
+    EventStreamResponse,
+    UnauthorizedEvent,
+    UnavailableEvent,
+    sse_data,
+    sse_responses,
+)
 from services.router.views import RouterViews
 from shared.auth import authenticator_of
 
@@ -75,6 +82,7 @@ async def dashboard_page() -> HTMLResponse:
     response_model=DashboardSnapshot,
     summary="The dashboard's snapshot: queue with reasons, agents, throughput, service level, staffing, "
     "goals (supervisor or admin)",
+    responses=COMMON_ERRORS,
 )
 async def dashboard_snapshot(request: Request, service: ServiceDep, _: TrustedDep) -> DashboardSnapshot:
     return await _cache(request).get(service.views)
@@ -82,16 +90,24 @@ async def dashboard_snapshot(request: Request, service: ServiceDep, _: TrustedDe
 
 @router.get(
     "/v1/ops/dashboard/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStreamResponse,
     summary="Server-Sent Events: a `snapshot` event whenever the snapshot changes, checked every "
     "`interval` seconds (supervisor or admin)",
+    responses={
+        **sse_responses(
+            DASHBOARD_STREAM_EVENTS,
+            "An event stream: each event's `data` is the JSON of its model (`x-sse-events`: event name → schema); "
+            "comments as heartbeats.",
+        ),
+        **as_json(COMMON_ERRORS),
+    },
 )
 async def dashboard_stream(
     request: Request,
     service: ServiceDep,
     _: TrustedDep,
     interval: Annotated[float, Query(ge=0.5, le=60, description="seconds between checks")] = 1.0,
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """The token is checked again every ``REAUTH_SECONDS``: a stream outlives no token (a supervisor's
     expires after its shift); it then ends with an ``unauthorized`` event and the page asks again."""
     cache = _cache(request)
@@ -99,8 +115,9 @@ async def dashboard_stream(
     token = request.headers.get("authorization", "").partition(" ")[2]
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        last = first.model_dump_json()
-        yield {"event": "snapshot", "data": last}
+        message = sse_data(DASHBOARD_STREAM_EVENTS, "snapshot", first)
+        last = message["data"]
+        yield message
         checked = time.monotonic()
         while True:
             await asyncio.sleep(interval)
@@ -108,18 +125,22 @@ async def dashboard_stream(
                 try:
                     await authenticator_of(request).authenticate(token)
                 except HTTPException:
-                    yield {"event": "unauthorized", "data": json.dumps({"detail": "the token is no longer valid"})}
+                    yield sse_data(
+                        DASHBOARD_STREAM_EVENTS,
+                        "unauthorized",
+                        UnauthorizedEvent(detail="the token is no longer valid"),
+                    )
                     return
                 checked = time.monotonic()
             try:
-                data = (await cache.get(service.views)).model_dump_json()
+                message = sse_data(DASHBOARD_STREAM_EVENTS, "snapshot", await cache.get(service.views))
             except Exception as exc:  # database away, ownership lost: say so, keep the page, try again
                 log.warning("router.dashboard_snapshot_failed", error=type(exc).__name__)
-                yield {"event": "unavailable", "data": json.dumps({"error": type(exc).__name__})}
+                yield sse_data(DASHBOARD_STREAM_EVENTS, "unavailable", UnavailableEvent(error=type(exc).__name__))
                 last = ""
                 continue
-            if data != last:
-                last = data
-                yield {"event": "snapshot", "data": data}
+            if message["data"] != last:
+                last = message["data"]
+                yield message
 
-    return EventSourceResponse(events(), ping=15)
+    return EventStreamResponse(events(), ping=15)

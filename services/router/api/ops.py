@@ -9,12 +9,13 @@ from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
 
 from services.router.api.deps import AdminDep, PrincipalDep, ServiceDep, TrustedDep
+from services.router.responses import COMMON_ERRORS, Stats, StrategyOut, StrategyRejected, StrategyReloaded
 from services.router.schemas import OwnershipOut
 from services.router.standby import serving
 from services.router.store import leases
 from services.router.strategy import StrategyError
 
-router = APIRouter(prefix="/v1", tags=["operations"])
+router = APIRouter(prefix="/v1", tags=["operations"], responses=COMMON_ERRORS)
 
 
 def _strategy_view(request: Request, admin: bool = True) -> dict[str, Any]:
@@ -34,12 +35,17 @@ def _strategy_view(request: Request, admin: bool = True) -> dict[str, Any]:
     }
 
 
-@router.get("/strategy", summary="The active routing strategy (any token)")
+@router.get("/strategy", response_model=StrategyOut, summary="The active routing strategy (any token)")
 async def get_strategy(request: Request, who: PrincipalDep) -> dict[str, Any]:
     return _strategy_view(request, admin=who.is_admin)
 
 
-@router.post("/strategy/reload", summary="Reload the strategy file without a restart (admin)")
+@router.post(
+    "/strategy/reload",
+    response_model=StrategyReloaded,
+    summary="Reload the strategy file without a restart (admin)",
+    responses={422: {"model": StrategyRejected, "description": "the file is invalid; the active strategy stays"}},
+)
 async def reload_strategy(request: Request, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
     """422 with the validation errors if the file is invalid; the active strategy then stays."""
     previous = service.strategy.version
@@ -53,7 +59,7 @@ async def reload_strategy(request: Request, service: ServiceDep, _: AdminDep) ->
     return {**_strategy_view(request), "previous_version": previous}
 
 
-@router.get("/stats", summary="Live operational statistics (supervisor or admin)")
+@router.get("/stats", response_model=Stats, summary="Live operational statistics (supervisor or admin)")
 async def get_stats(service: ServiceDep, _: TrustedDep) -> dict[str, Any]:
     """Waiting per site/channel and oldest wait, agents by status, offers outstanding, service level per
     channel against its target and abandonment over the recent window, sales share, goodwill spent."""

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from services.router.api.deps import TrustedDep
+from services.router.responses import COMMON_ERRORS, Problem
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["dashboard"])
@@ -84,7 +85,10 @@ async def _get(client: httpx.AsyncClient, path: str, auth: str, params: Any = No
     "/v1/ops/promises",
     response_model=PromisesToday,
     summary="Today's callback promises and the at-risk list, from the callback service (supervisor or admin)",
-    responses={502: {"description": "the callback service is unreachable or failed"}},
+    responses={
+        **COMMON_ERRORS,
+        502: {"model": Problem, "description": "the callback service is unreachable or failed"},
+    },
 )
 async def promises_today(request: Request, _: TrustedDep, authorization: Annotated[str, Header()]) -> PromisesToday:
     client = _client(request)

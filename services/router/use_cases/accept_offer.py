@@ -14,6 +14,7 @@ from services.router.errors import Conflict
 from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
+from services.router.responses import Assignment
 from services.router.rows import agent_row, contact_row, offer_for, to_datetime, waiting_contact
 from services.router.store import ContactState, OfferState, agents, contacts, offers
 from services.router.unit_of_work import UnitOfWork
@@ -87,5 +88,5 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, ex
     view = router.views.assignment_view(contact, role)
     leeway = leeway_for(router.strategy, router.strategy.plan(waiting_contact(contact)), role)
     router.handling.watch(offer.contact_id, offer.agent_id, leeway, tx.now)
-    tx.push(offer.agent_id, "assignment", view)
+    tx.push(offer.agent_id, "assignment", Assignment.model_validate(view))
     return view

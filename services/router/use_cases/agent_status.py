@@ -17,6 +17,7 @@ from services.router.agent_work import routable_status
 from services.router.errors import Invalid
 from services.router.rows import agent_row, to_datetime
 from services.router.store import OfferState, agents
+from services.router.stream_events import StatusEvent
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.offers import close_offer
 from services.router.use_cases.settle_work import end_wrap_up
@@ -86,7 +87,7 @@ async def set_status(router: RouterService, tx: UnitOfWork, row: Any, status: Ag
     tx.push(
         row.agent_id,
         "status",
-        {"agent_id": row.agent_id, "status": status.value, "previous": previous.value, "reason": reason},
+        StatusEvent(agent_id=row.agent_id, status=status, previous=previous, reason=reason),
     )
     if status is not AgentStatus.AVAILABLE:
         for offer in router.open_offers.of(row.agent_id):

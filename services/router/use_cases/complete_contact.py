@@ -15,6 +15,7 @@ from services.router.errors import Conflict, Forbidden, Invalid, NotFound
 from services.router.leeway import leeway_for
 from services.router.rows import contact_row, offered_role, to_datetime, waiting_contact
 from services.router.store import ContactState, contacts
+from services.router.stream_events import AssignmentCompletedEvent
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.dialing_outcomes import dialled_attempt
 from services.router.use_cases.settle_work import assigned_count, start_wrap_up
@@ -201,7 +202,7 @@ async def _finish(
     metrics.COMPLETIONS.labels(row.channel, "sold" if outcome.sold else "not_sold").inc()
     if handled is not None:
         metrics.HANDLING_TIME.labels(row.channel).observe(max(0.0, handled))
-    tx.push(agent_id, "assignment_completed", {"contact_id": row.contact_id, "outcome": outcome_doc})
+    tx.push(agent_id, "assignment_completed", AssignmentCompletedEvent(contact_id=row.contact_id, outcome=outcome_doc))
     # Wrap-up starts when the agent's last contact ends. Only assignments keep an agent on a contact: an
     # open offer alongside may still time out (settle_work.py then makes the agent idle).
     if assigned_count(router, agent_id) == 0:

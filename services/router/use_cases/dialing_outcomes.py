@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from services.router import metrics
 from services.router.rows import agent_row, contact_row
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
+from services.router.stream_events import AssignmentWithdrawnEvent
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.agent_status import MISSED_OFFERS, set_status
 from shared.events import AgentDialed, AgentStatus, AttemptResult, CustomerDialed, DialResult
@@ -71,7 +72,7 @@ async def on_agent_dialed(router: RouterService, tx: UnitOfWork, event: AgentDia
     tx.push(
         agent_id,
         "assignment_withdrawn",
-        {"contact_id": event.contact_id, "reason": f"dial_{event.result.value}", "requeued": not gone},
+        AssignmentWithdrawnEvent(contact_id=event.contact_id, reason=f"dial_{event.result.value}", requeued=not gone),
     )
     if event.result in MISSED:
         agent = await agent_row(tx.session, agent_id)

@@ -13,8 +13,10 @@ from services.router import metrics
 from services.router.leeway import role_of
 from services.router.matching import Decision
 from services.router.open_offers import PendingOffer
+from services.router.responses import OpenOffer
 from services.router.rows import agent_row, contact_row, to_datetime, waiting_contact
 from services.router.store import ContactState, OfferState, contacts, offers
+from services.router.stream_events import OfferClosedEvent
 from services.router.unit_of_work import UnitOfWork
 from shared.events import OfferDeclined, OfferMade, OfferTimedOut, Role, deterministic_id
 
@@ -79,7 +81,11 @@ async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) 
         expires_at=to_datetime(expires).isoformat(),
     )
     metrics.OFFERS.labels("made").inc()
-    tx.push(decision.agent_id, "offer", router.views.offer_payload(offer_id, row, decision, expires))
+    tx.push(
+        decision.agent_id,
+        "offer",
+        OpenOffer.model_validate(router.views.offer_payload(offer_id, row, decision, expires)),
+    )
 
 
 async def close_offer(
@@ -132,5 +138,5 @@ async def close_offer(
     tx.push(
         offer.agent_id,
         "offer_closed",
-        {"offer_id": offer.offer_id, "contact_id": offer.contact_id, "state": state, "reason": reason},
+        OfferClosedEvent(offer_id=offer.offer_id, contact_id=offer.contact_id, state=state, reason=reason),
     )

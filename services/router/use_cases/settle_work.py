@@ -17,6 +17,7 @@ from services.router import metrics
 from services.router.agent_work import activity_of, routable_status
 from services.router.rows import to_datetime
 from services.router.store import agents
+from services.router.stream_events import WorkEvent
 from services.router.unit_of_work import UnitOfWork
 from shared.events import AgentActivity, AgentStatus, AgentWorkChanged
 
@@ -81,13 +82,13 @@ async def settle(router: RouterService, tx: UnitOfWork) -> None:
         tx.push(
             agent_id,
             "work",
-            {
-                "agent_id": agent_id,
-                "activity": activity.value,
-                "previous": previous.value if previous is not None else None,
-                "load": {ch.value: n for ch, n in load.items()},
-                "wrap_up_until": wrap_until,
-            },
+            WorkEvent(
+                agent_id=agent_id,
+                activity=activity,
+                previous=previous,
+                load={ch.value: n for ch, n in load.items()},
+                wrap_up_until=wrap_until,
+            ),
         )
 
 

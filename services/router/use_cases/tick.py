@@ -15,6 +15,7 @@ from services.router import leadership, metrics, rebuild
 from services.router.handling import HANDLING_OVERRUN, Watched
 from services.router.rows import contact_row
 from services.router.store import ContactState, OfferState
+from services.router.stream_events import HandlingOverrunEvent
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.agent_presence import apply_presence
 from services.router.use_cases.offer_timeout import time_out
@@ -83,4 +84,10 @@ async def _handling_overrun(router: RouterService, tx: UnitOfWork, watched: Watc
     await tx.note(watched.contact_id, HANDLING_OVERRUN, agent_id=watched.agent_id, **detail)
     await tx.bump("handling_overruns", 1)
     metrics.HANDLING_OVERRUNS.labels(watched.role.value, row.channel).inc()
-    tx.push(watched.agent_id, HANDLING_OVERRUN, {"contact_id": watched.contact_id, **detail})
+    notice = HandlingOverrunEvent(
+        contact_id=watched.contact_id,
+        role=watched.role,
+        allowed_handling_seconds=watched.allowed_seconds,
+        held_seconds=held,
+    )
+    tx.push(watched.agent_id, HANDLING_OVERRUN, notice)
