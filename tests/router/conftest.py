@@ -186,6 +186,31 @@ async def running_router(
                 await asyncio.wait_for(task, timeout=20)
 
 
+@contextlib.asynccontextmanager
+async def bare_service(database_url: str) -> AsyncIterator[RouterService]:
+    """A RouterService on a migrated database, owner of its state and rebuilt, without HTTP or a bus: for
+    tests that drive the use cases and the writer directly."""
+    from services.router import leadership, rebuild
+    from services.router.app import MIGRATIONS
+    from services.router.strategy import load_strategy
+    from shared import db
+
+    await db.migrate(MIGRATIONS, database_url)
+    engine = db.make_engine(database_url)
+    svc = RouterService(
+        sessionmaker=db.make_sessionmaker(engine),
+        settings=RouterSettings(presence_grace_seconds=1e9),
+        strategy=load_strategy(None),
+    )
+    try:
+        await leadership.acquire(svc)
+        async with svc.writer.lock:
+            await rebuild.from_database(svc)
+        yield svc
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 async def router(tmp_path: Path) -> AsyncIterator[Router]:
     async with running_router(tmp_path / "data") as r:

@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
-from services.router import leadership, rebuild
-from services.router.app import MIGRATIONS
 from services.router.service import RouterService
-from services.router.settings import RouterSettings
 from services.router.store import counters, timeline
-from services.router.strategy import load_strategy
-from shared import db
 from shared.events import Channel, ContactRequested, Customer, make_event
 from shared.outbox import outbox
 from tests.postgres import fresh_database
+from tests.router.conftest import bare_service
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -35,18 +31,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 async def service(database_url: str) -> AsyncIterator[RouterService]:
-    await db.migrate(MIGRATIONS, database_url)
-    engine = db.make_engine(database_url)
-    svc = RouterService(
-        sessionmaker=db.make_sessionmaker(engine),
-        settings=RouterSettings(presence_grace_seconds=1e9),
-        strategy=load_strategy(None),
-    )
-    await leadership.acquire(svc)
-    async with svc.writer.lock:
-        await rebuild.from_database(svc)
-    yield svc
-    await engine.dispose()
+    async with bare_service(database_url) as svc:
+        yield svc
 
 
 def requested(n: int) -> ContactRequested:

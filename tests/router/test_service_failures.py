@@ -10,31 +10,17 @@ import pytest
 from sqlalchemy import select
 
 import services.router.unit_of_work as unit_of_work
-from services.router import leadership, rebuild
-from services.router.app import MIGRATIONS
+from services.router import rebuild
 from services.router.service import AgentProfile, RouterService
-from services.router.settings import RouterSettings
 from services.router.store import contacts, offers
-from services.router.strategy import load_strategy
-from shared import db
 from shared.events import AgentStatus, Channel, ContactRequested, Customer, Role, make_event
+from tests.router.conftest import bare_service
 
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
-    await db.migrate(MIGRATIONS, url)
-    engine = db.make_engine(url)
-    svc = RouterService(
-        sessionmaker=db.make_sessionmaker(engine),
-        settings=RouterSettings(presence_grace_seconds=1e9),
-        strategy=load_strategy(None),
-    )
-    await leadership.acquire(svc)
-    async with svc.writer.lock:
-        await rebuild.from_database(svc)
-    yield svc
-    await engine.dispose()
+    async with bare_service(f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}") as svc:
+        yield svc
 
 
 async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
