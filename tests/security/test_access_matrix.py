@@ -111,6 +111,7 @@ ROUTER: dict[tuple[str, str], tuple[Access, Request]] = {
     ("GET", "/v1/strategy"): (Access.ANY, fixed("/v1/strategy")),
     ("POST", "/v1/strategy/reload"): (Access.ADMIN, fixed("/v1/strategy/reload")),
     ("GET", "/v1/stats"): (Access.TRUSTED, fixed("/v1/stats")),
+    ("GET", "/v1/router/ownership"): (Access.TRUSTED, fixed("/v1/router/ownership")),
     # The dashboard page is static and holds nothing secret; its data is customer data.
     ("GET", "/ops/dashboard"): (Access.PUBLIC, fixed("/ops/dashboard")),
     ("GET", "/v1/ops/dashboard"): (Access.TRUSTED, fixed("/v1/ops/dashboard")),
