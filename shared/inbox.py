@@ -6,6 +6,7 @@ transaction as its state change; a redelivered event finds its id and is skipped
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, Insert, String, Table, delete, select
@@ -39,6 +40,22 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
         stmt = sqlite.insert(processed_events).values(values).on_conflict_do_nothing()
     result = await session.execute(stmt)
     return bool(rowcount(result))
+
+
+async def first_times(session: AsyncSession, consumer: str, event_ids: Sequence[str]) -> set[str]:
+    """Mark a batch of events handled by ``consumer`` in one statement (the caller's transaction).
+
+    The ids seen for the first time; an id already handled, or given twice, is in it at most once, so a
+    caller that takes each id out of the set as it applies it skips every repeat.
+    """
+    if not event_ids:
+        return set()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert(processed_events) if dialect == "postgresql" else sqlite.insert(processed_events)
+    now = utcnow()
+    rows = [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in dict.fromkeys(event_ids)]
+    result = await session.execute(insert.on_conflict_do_nothing().returning(processed_events.c.event_id), rows)
+    return set(result.scalars().all())
 
 
 async def was_processed(session: AsyncSession, consumer: str, event_id: str) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
+from services.router import metrics
 from services.router.service import RouterService
 from services.router.store import counters, timeline
 from shared.events import Channel, ContactRequested, Customer, make_event
@@ -94,3 +95,20 @@ async def test_a_timeline_read_inside_a_group_sees_what_the_group_noted(service:
     async with service.writer.transaction() as tx:
         await tx.note("c1", "customer_dialed", agent_id="alice", result="no_answer")
         assert (await dialled_attempt(tx, Row())) == "no_answer"
+
+
+async def test_a_batch_is_deduplicated_in_one_inbox_statement_repeats_within_and_across_batches(
+    service: RouterService,
+) -> None:
+    seen = statements_on(service)
+    duplicates = metrics.EVENTS_DUPLICATE._value.get()
+    first = [make_event(requested(n), source="t") for n in range(5)]
+    await service.handle_events([*first, first[2], first[0]])  # a repeat inside the batch
+    assert seen["processed_events"] == 1  # the whole batch's inbox check is one statement
+    assert metrics.EVENTS_DUPLICATE._value.get() - duplicates == 2  # both repeats skipped by the inbox
+    await service.handle_events([first[1], make_event(requested(9), source="t"), first[4]])  # redelivered
+    assert metrics.EVENTS_DUPLICATE._value.get() - duplicates == 4
+    async with service.sessionmaker() as s:
+        rows = (await s.execute(select(timeline.c.contact_id).where(timeline.c.kind == "received"))).scalars()
+        received = list(rows)
+    assert sorted(received) == ["c000", "c001", "c002", "c003", "c004", "c009"]  # each applied once

@@ -5,6 +5,7 @@ or the customer asked).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from services.router import metrics
@@ -121,8 +122,7 @@ async def on_contact_requested(router: RouterService, tx: UnitOfWork, event: Con
         await tx.note(event.contact_id, "callback_offered", reason=reason, estimated_wait_seconds=_finite(estimated))
         metrics.CALLBACKS_OFFERED.labels(reason.split("_")[0]).inc()
         return
-    row = await contact_row(tx.session, event.contact_id)
-    contact = waiting_contact(row)
+    contact = waiting_contact(SimpleNamespace(**values))  # the row as just inserted: no read back
     router.engine.enqueue(contact)
     plan = router.strategy.plan(contact)
     await tx.note(

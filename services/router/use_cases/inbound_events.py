@@ -31,7 +31,7 @@ from shared.events import (
     CustomerDialed,
     Envelope,
 )
-from shared.inbox import first_time
+from shared.inbox import first_times
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
@@ -61,10 +61,13 @@ async def handle_events(router: RouterService, envelopes: Sequence[Envelope]) ->
         return  # not ours (the topics carry more), or our own callback.attempted, applied at completion
 
     async def apply(tx: UnitOfWork) -> None:
+        # One inbox statement for the whole batch (not one per event), then each applied in order.
+        fresh = await first_times(tx.session, router.consumer_name, [e.id for e in mine])
         for envelope in mine:
-            if not await first_time(tx.session, router.consumer_name, envelope.id):
+            if envelope.id not in fresh:
                 metrics.EVENTS_DUPLICATE.inc()
                 continue
+            fresh.discard(envelope.id)  # the same event twice in one batch: the second is a repeat
             try:
                 await EVENT_HANDLERS[type(envelope.payload)](router, tx, envelope.payload)
             except RouterError as exc:
