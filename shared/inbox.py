@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Insert, String, Table, delete, select
+from sqlalchemy import Column, DateTime, Index, String, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,15 +31,7 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
 
     True the first time; False when it was already handled (the caller then skips its effect).
     """
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    stmt: Insert
-    values = {"consumer": consumer, "event_id": event_id, "processed_at": utcnow()}
-    if dialect == "postgresql":
-        stmt = postgresql.insert(processed_events).values(values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(processed_events).values(values).on_conflict_do_nothing()
-    result = await session.execute(stmt)
-    return bool(rowcount(result))
+    return bool(await first_times(session, consumer, [event_id]))
 
 
 async def first_times(session: AsyncSession, consumer: str, event_ids: Sequence[str]) -> set[str]:

@@ -63,10 +63,8 @@ async def record_status(s: AsyncSession, ev: AgentStatusChanged) -> bool:
     status, activity = legacy_activity(ev.status)
     if activity is None and ev.previous in (AgentStatus.BUSY, AgentStatus.WRAP_UP):
         activity = AgentActivity.IDLE  # a router from before the split: "available" after work meant idle
-    row = await s.get(AgentPresence, (ev.tenant_id, ev.agent_id), with_for_update=True)
-    if row is None:
-        row = await _row(s, ev.tenant_id, ev.agent_id, ev.site, ev.at)
-    elif row.status and ev.at < row.changed_at:  # an older status arriving late must not win
+    row = await _row(s, ev.tenant_id, ev.agent_id, ev.site, ev.at)
+    if row.status and ev.at < row.changed_at:  # an older status arriving late must not win
         return False
     row.site, row.status, row.changed_at = ev.site, status.value, ev.at
     if activity is not None and (row.activity_at is None or ev.at >= row.activity_at):

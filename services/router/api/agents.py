@@ -88,13 +88,14 @@ async def rotate_token(agent_id: str, service: ServiceDep, _: AdminDep) -> dict[
 @router.put(
     "/{agent_id}/status",
     response_model=AgentOut,
-    summary="Change status: available, busy, break, offline",
+    summary="Change the agent's own status: available, break, offline",
     responses=NOT_FOUND,
 )
 async def change_status(agent_id: str, body: StatusChange, service: ServiceDep, who: PrincipalDep) -> dict[str, Any]:
-    """``wrap_up`` is automatic after a contact. Going to break/offline/busy withdraws open offers
-    (they go to the next agent); work in progress stays assigned until completed. The agent itself,
-    a supervisor or the admin."""
+    """The agent's own choice only: ``busy`` and ``wrap_up`` answer 422, they are the router's view of the
+    work (the agent's ``activity``). Saying ``available`` in wrap-up ends it. Going to break or offline
+    withdraws open offers (they go to the next agent); work in progress stays assigned until completed.
+    The agent itself, a supervisor or the admin."""
     check_may_see(who, agent_id)
     return await service.change_status(agent_id, body.status.as_status(), body.reason)
 
@@ -133,7 +134,8 @@ async def stream(
     who: Annotated[Principal, Depends(get_stream_principal)],
 ) -> EventStreamResponse:
     """Events: ``hello`` (snapshot: agent, open offers, assignments), ``offer``, ``offer_closed``,
-    ``assignment``, ``assignment_completed``, ``status``; comments as heartbeats. An open stream is the
+    ``assignment``, ``assignment_completed``, ``assignment_withdrawn``, ``status`` (the agent's own choice),
+    ``work`` (the router's view of the work), ``handling_overrun``; comments as heartbeats. An open stream is the
     agent's presence: disconnected longer than the grace period, it gets no offers. After a reconnect the
     ``hello`` snapshot replaces whatever the client missed."""
     check_agent(who, agent_id)
