@@ -16,6 +16,7 @@ from alembic.config import Config
 from sqlalchemy import CursorResult, Result, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from shared import sqlite_one_hop
 from shared.files import private_file
 
 
@@ -41,6 +42,8 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = 30.0, **kwargs: Any) -
         if path and path != ":memory:" and not path.startswith("file:"):
             private_file(path)  # owner-only before SQLite opens it: it holds customers' data
         kwargs.setdefault("connect_args", {"timeout": sqlite_busy_timeout})
+        if url.startswith("sqlite+aiosqlite") and (one_hop := sqlite_one_hop.dbapi()) is not None:
+            kwargs.setdefault("module", one_hop)  # one trip to aiosqlite's thread per statement
     else:
         kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(url, **kwargs)
