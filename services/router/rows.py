@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.agent_work import routable_status
@@ -86,6 +86,13 @@ async def agent_row(session: AsyncSession, agent_id: str) -> Any:
 
 async def contact_row(session: AsyncSession, contact_id: str) -> Any:
     return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
+
+
+async def update_contact(session: AsyncSession, contact_id: str, **values: Any) -> Any:
+    """Change a contact's row and get it back as changed, in one statement (``UPDATE .. RETURNING``, which
+    SQLite has since 3.35): the use cases that change a contact also need its details."""
+    stmt = update(contacts).where(contacts.c.contact_id == contact_id).values(**values).returning(*contacts.c)
+    return (await session.execute(stmt)).first()
 
 
 async def offer_for(session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import event, select
 
 from services.router import metrics
-from services.router.service import RouterService
-from services.router.store import counters, timeline
-from shared.events import Channel, ContactRequested, Customer, make_event
+from services.router.service import AgentProfile, RouterService
+from services.router.store import agents, counters, timeline
+from shared.events import AgentStatus, Channel, ContactRequested, Customer, Role, make_event
 from shared.outbox import outbox
 from tests.postgres import fresh_database
 from tests.router.conftest import bare_service
@@ -42,18 +42,44 @@ def requested(n: int) -> ContactRequested:
     )
 
 
-def statements_on(service: RouterService) -> Counter[str]:
-    """INSERT statements by table, as the driver receives them (an executemany counts once)."""
+def statements_on(service: RouterService, verb: str = "INSERT") -> Counter[str]:
+    """INSERT (or UPDATE) statements by table, as the driver receives them (an executemany counts once)."""
     seen: Counter[str] = Counter()
     engine = service.sessionmaker.kw["bind"].sync_engine
 
     @event.listens_for(engine, "before_cursor_execute")
     def count(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
         words = statement.split()
-        if words[:2] == ["INSERT", "INTO"]:
+        if verb == "INSERT" and words[:2] == ["INSERT", "INTO"]:
             seen[words[2].strip('"')] += 1
+        elif verb == "UPDATE" and words[0] == "UPDATE":
+            seen[words[1].strip('"')] += 1
 
     return seen
+
+
+async def test_the_work_of_a_groups_agents_is_written_in_one_update_each_row_its_own(service: RouterService) -> None:
+    for n in range(12):
+        profile = AgentProfile(
+            name=f"a{n}",
+            roles=[Role.SERVICE],
+            primary_role=Role.SERVICE,
+            skills={},
+            languages=["en"],
+            capacity={Channel.CHAT: 1},
+            site="main",
+        )
+        await service.register_agent(f"a{n:02d}", profile, AgentStatus.AVAILABLE)
+    await service.handle_events([make_event(requested(n), source="t") for n in range(8)])
+    updates = statements_on(service, "UPDATE")
+    await service.tick()  # 8 offers in one transaction: 8 agents move from idle to offered
+    assert updates["router_agents"] == 1
+    offered = {o.agent_id for o in service.open_offers.values()}
+    assert len(offered) == 8
+    async with service.sessionmaker() as s:
+        rows = (await s.execute(select(agents.c.agent_id, agents.c.activity))).all()
+    assert {a for a, activity in rows if activity == "offered"} == offered  # each row its own value
+    assert all(activity == "idle" for a, activity in rows if a not in offered)
 
 
 async def test_a_group_writes_its_timeline_and_outbox_in_one_statement_each(service: RouterService) -> None:

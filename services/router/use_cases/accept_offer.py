@@ -15,8 +15,8 @@ from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
 from services.router.responses import Assignment
-from services.router.rows import agent_row, contact_row, offer_for, to_datetime, waiting_contact
-from services.router.store import ContactState, OfferState, agents, contacts, offers
+from services.router.rows import agent_row, offer_for, to_datetime, update_contact, waiting_contact
+from services.router.store import ContactState, OfferState, agents, offers
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.offer_timeout import time_out
 from services.router.use_cases.settle_work import end_wrap_up
@@ -51,17 +51,14 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, ex
     await tx.session.execute(
         update(offers).where(offers.c.offer_id == offer.offer_id).values(state=OfferState.ACCEPTED, resolved_at=tx.now)
     )
-    await tx.session.execute(
-        update(contacts)
-        .where(contacts.c.contact_id == offer.contact_id)
-        .values(state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now)
+    contact = await update_contact(
+        tx.session, offer.contact_id, state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now
     )
     agent = await agent_row(tx.session, offer.agent_id)
     if agent.missed_offers:
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
     # An offer made before the last contact ended may be taken in wrap-up: that ends the wrap-up.
     await end_wrap_up(router, tx, offer.agent_id)
-    contact = await contact_row(tx.session, offer.contact_id)
     await tx.emit(
         OfferAccepted(
             tenant_id=contact.tenant_id,

@@ -6,22 +6,33 @@ or the customer asked).
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.router import metrics
 from services.router.matching import WaitingContact
-from services.router.rows import contact_row, language_key, to_datetime, to_ts, waiting_contact
+from services.router.rows import language_key, to_datetime, to_ts, waiting_contact
 from services.router.store import ContactState, contacts
 from services.router.unit_of_work import UnitOfWork
+from shared.db import rowcount
 from shared.events import CallbackOrigin, CallbackRequested, Channel, ContactRequested, deterministic_id
 
 if TYPE_CHECKING:
     from services.router.service import RouterService
 
 
+def _insert_new_contact(dialect: str) -> Any:
+    """``INSERT .. ON CONFLICT DO NOTHING``: a contact already known inserts nothing (row count 0), and
+    the check costs no read of its own."""
+    insert = postgresql.insert(contacts) if dialect == "postgresql" else sqlite.insert(contacts)
+    return insert.on_conflict_do_nothing(index_elements=[contacts.c.contact_id])
+
+
+INSERT_NEW_CONTACT = {dialect: _insert_new_contact(dialect) for dialect in ("sqlite", "postgresql")}
+
+
 async def on_contact_requested(router: RouterService, tx: UnitOfWork, event: ContactRequested) -> None:
-    if await contact_row(tx.session, event.contact_id) is not None:
-        return  # the same contact again (a retried webhook with a new event id): one contact
     # A clock ahead of ours upstream must not put a contact in line "in the future" (behind later ones).
     received = min(to_ts(event.received_at), tx.now)
     waiting_for = max(0.0, tx.now - received)
@@ -77,7 +88,9 @@ async def on_contact_requested(router: RouterService, tx: UnitOfWork, event: Con
         ended_at=tx.now if divert else None,
         outcome=None,
     )
-    await tx.session.execute(contacts.insert().values(**values))
+    inserted = await tx.session.execute(INSERT_NEW_CONTACT[tx.session.get_bind().dialect.name], values)
+    if rowcount(inserted) == 0:
+        return  # the same contact again (a retried webhook with a new event id): one contact
     await tx.note(
         event.contact_id,
         "received",

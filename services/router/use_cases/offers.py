@@ -14,7 +14,7 @@ from services.router.leeway import role_of
 from services.router.matching import Decision
 from services.router.open_offers import PendingOffer
 from services.router.responses import OpenOffer
-from services.router.rows import agent_row, contact_row, to_datetime, waiting_contact
+from services.router.rows import agent_row, contact_row, to_datetime, update_contact, waiting_contact
 from services.router.store import ContactState, OfferState, contacts, offers
 from services.router.stream_events import OfferClosedEvent
 from services.router.unit_of_work import UnitOfWork
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 
 async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) -> None:
-    row = await contact_row(tx.session, decision.contact_id)
-    agent = await agent_row(tx.session, decision.agent_id)
     offer_id = str(uuid.uuid4())
     expires = tx.now + router.offer_timeout
     explanation = dict(decision.explanation)
@@ -45,13 +43,16 @@ async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) 
             reason=None,
         )
     )
-    await tx.session.execute(
-        update(contacts)
-        .where(contacts.c.contact_id == decision.contact_id)
-        .values(state=ContactState.OFFERED, agent_id=decision.agent_id, offers_made=row.offers_made + 1)
+    row = await update_contact(
+        tx.session,
+        decision.contact_id,
+        state=ContactState.OFFERED,
+        agent_id=decision.agent_id,
+        offers_made=contacts.c.offers_made + 1,
     )
     router.open_offers.track(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
-    role = role_of(explanation) or Role(agent.primary_role)  # the engine counted it for the cap
+    # The role the engine counted it under for the sales cap; the agent's primary one if it named none.
+    role = role_of(explanation) or Role((await agent_row(tx.session, decision.agent_id)).primary_role)
     await tx.bump("offered", 1)
     if role is Role.SALES:
         await tx.bump("offered_to_sales", 1)

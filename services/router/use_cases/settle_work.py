@@ -9,9 +9,9 @@ out after their last contact ended becomes idle whichever path closed the offer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from services.router import metrics
 from services.router.agent_work import activity_of, routable_status
@@ -36,6 +36,7 @@ def changed_agents(router: RouterService) -> set[str]:
 
 async def settle(router: RouterService, tx: UnitOfWork) -> None:
     """Write the moved activities (runs inside the transaction, just before it commits)."""
+    writes: dict[tuple[str, ...], list[dict[str, object]]] = {}  # one UPDATE per set of columns
     for agent_id in sorted(changed_agents(router)):
         state = router.engine.agent(agent_id)
         if state is None:
@@ -61,7 +62,8 @@ async def settle(router: RouterService, tx: UnitOfWork) -> None:
         if activity is not previous:
             values.update(activity=activity.value, activity_since=tx.now)
         if values:
-            await tx.session.execute(update(agents).where(agents.c.agent_id == agent_id).values(**values))
+            row = {f"new_{column}": value for column, value in values.items()}
+            writes.setdefault(tuple(sorted(values)), []).append({"agent": agent_id, **row})
         if activity is previous:
             continue
         router.work.activity[agent_id] = activity
@@ -90,6 +92,27 @@ async def settle(router: RouterService, tx: UnitOfWork) -> None:
                 wrap_up_until=wrap_until,
             ),
         )
+    for columns, rows in writes.items():  # the group's agents in one executemany per set of columns
+        await tx.session.execute(_UPDATE_WORK[columns], rows)
+
+
+def _update_work(columns: tuple[str, ...]) -> Any:
+    return (
+        update(agents)
+        .where(agents.c.agent_id == bindparam("agent"))
+        .values({column: bindparam(f"new_{column}") for column in columns})
+    )
+
+
+# Built once (a reused construct keeps its compiled form): the sets of columns settle() writes.
+_UPDATE_WORK: dict[tuple[str, ...], Any] = {
+    columns: _update_work(columns)
+    for columns in (
+        ("activity", "activity_since"),
+        ("wrap_up_until",),
+        ("activity", "activity_since", "wrap_up_until"),
+    )
+}
 
 
 def assigned_count(router: RouterService, agent_id: str) -> int:
