@@ -46,7 +46,8 @@ from shared.events import CallbackRequested, Tier, TimeWindow, deterministic_id
 router = APIRouter(prefix="/v1", tags=["callbacks"], responses=COMMON_ERRORS)
 
 
-def get_service(request: Request) -> CallbackService:
+async def get_service(request: Request) -> CallbackService:
+    """``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request."""
     return request.app.state.service  # type: ignore[no-any-return]
 
 

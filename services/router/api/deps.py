@@ -11,7 +11,8 @@ from services.router.service import RouterService
 from shared.auth import AdminOnly, Authenticated, Principal, Trusted, authenticator_of, bearer_scheme, forbidden
 
 
-def get_service(request: Request) -> RouterService:
+async def get_service(request: Request) -> RouterService:
+    """``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request."""
     return request.app.state.service  # type: ignore[no-any-return]
 
 
