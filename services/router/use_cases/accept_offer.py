@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from services.router import metrics
 from services.router.auth import Principal
@@ -44,13 +44,19 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
     return assignment
 
 
+# Built once: a construct reused keeps its cache key (not rebuilt and re-keyed per accept).
+ACCEPT_OFFER = (
+    update(offers)
+    .where(offers.c.offer_id == bindparam("id"))
+    .values(state=OfferState.ACCEPTED, resolved_at=bindparam("now"))
+)
+
+
 async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, explanation: Any) -> dict[str, Any]:
     """``explanation``: the offer row's, read with it (the role it was offered under is in it)."""
     router.open_offers.untrack(offer.offer_id)
     router.engine.accept(offer.contact_id)
-    await tx.session.execute(
-        update(offers).where(offers.c.offer_id == offer.offer_id).values(state=OfferState.ACCEPTED, resolved_at=tx.now)
-    )
+    await tx.session.execute(ACCEPT_OFFER, {"id": offer.offer_id, "now": tx.now})
     contact = await update_contact(
         tx.session, offer.contact_id, state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now
     )

@@ -24,12 +24,16 @@ if TYPE_CHECKING:
     from services.router.service import RouterService
 
 
+INSERT_OFFER = offers.insert()  # built once, executed with each offer's values
+
+
 async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) -> None:
     offer_id = str(uuid.uuid4())
     expires = tx.now + router.offer_timeout
     explanation = dict(decision.explanation)
     await tx.session.execute(
-        offers.insert().values(
+        INSERT_OFFER,
+        dict(
             offer_id=offer_id,
             contact_id=decision.contact_id,
             agent_id=decision.agent_id,
@@ -41,7 +45,7 @@ async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) 
             score=float(decision.score),
             explanation=explanation,
             reason=None,
-        )
+        ),
     )
     row = await update_contact(
         tx.session,
