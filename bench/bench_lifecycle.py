@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import io
 import os
@@ -31,7 +30,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,22 +41,18 @@ from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.router import leadership, rebuild  # noqa: E402
-from services.router.app import MIGRATIONS  # noqa: E402
 from services.router.auth import Principal  # noqa: E402
-from services.router.service import AgentProfile, RouterService  # noqa: E402
-from services.router.settings import RouterSettings  # noqa: E402
-from services.router.strategy import DEFAULT_STRATEGY_PATH, load_strategy  # noqa: E402
-from shared import db  # noqa: E402
+from services.router.service import RouterService  # noqa: E402
+from services.router.strategy import DEFAULT_STRATEGY_PATH  # noqa: E402
 from shared.events import (  # noqa: E402
     AgentStatus,
     Channel,
     ContactRequested,
     Customer,
     Outcome,
-    Role,
     make_event,
 )
+from tests.router.conftest import bare_service, chat_agent  # noqa: E402
 
 
 @dataclass
@@ -79,25 +73,6 @@ def no_wrap_up_strategy(directory: Path) -> Path:
     path = directory / "strategy.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-@contextlib.asynccontextmanager
-async def router_on(url: str, strategy: Path, **engine_kwargs: Any) -> AsyncIterator[RouterService]:
-    await db.migrate(MIGRATIONS, url)
-    engine = db.make_engine(url, **engine_kwargs)
-    service = RouterService(
-        sessionmaker=db.make_sessionmaker(engine),
-        settings=RouterSettings(presence_grace_seconds=1e9),
-        strategy=load_strategy(strategy),
-    )
-    try:
-        await leadership.acquire(service)
-        async with service.writer.lock:
-            await rebuild.from_database(service)
-        yield service
-    finally:
-        await service.writes.stop()
-        await engine.dispose()
 
 
 async def lifecycles(service: RouterService, contacts: int, group: int, first: int) -> None:
@@ -129,18 +104,9 @@ async def lifecycles(service: RouterService, contacts: int, group: int, first: i
 
 
 async def measure(url: str, label: str, contacts: int, group: int, directory: Path, **engine_kwargs: Any) -> Row:
-    async with router_on(url, no_wrap_up_strategy(directory), **engine_kwargs) as service:
+    async with bare_service(url, strategy=no_wrap_up_strategy(directory), **engine_kwargs) as service:
         for n in range(max(group, 20)):
-            profile = AgentProfile(
-                name=f"a{n}",
-                roles=[Role.SERVICE],
-                primary_role=Role.SERVICE,
-                skills={},
-                languages=["en"],
-                capacity={Channel.CHAT: 1},
-                site="main",
-            )
-            await service.register_agent(f"a{n}", profile, AgentStatus.AVAILABLE)
+            await service.register_agent(f"a{n}", chat_agent(f"a{n}"), AgentStatus.AVAILABLE)
             service.stream_opened(f"a{n}")
         await lifecycles(service, 2 * group, group, first=0)  # warm the statement caches
         counted = {"statements": 0, "commits": 0}

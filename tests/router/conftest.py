@@ -18,11 +18,11 @@ import pytest
 import uvicorn
 
 from services.router.app import create_app
-from services.router.service import RouterService
+from services.router.service import AgentProfile, RouterService
 from services.router.settings import RouterSettings
 from services.router.standby import serving
 from shared.bus import EventBus
-from shared.events import Channel, ContactRequested, Customer, Intent, Tier, contact_id_for
+from shared.events import Channel, ContactRequested, Customer, Intent, Role, Tier, contact_id_for
 from shared.settings import CommonSettings
 from tests.postgres import fresh_database
 
@@ -187,20 +187,22 @@ async def running_router(
 
 
 @contextlib.asynccontextmanager
-async def bare_service(database_url: str) -> AsyncIterator[RouterService]:
+async def bare_service(
+    database_url: str, *, strategy: Path | None = None, **engine_kwargs: Any
+) -> AsyncIterator[RouterService]:
     """A RouterService on a migrated database, owner of its state and rebuilt, without HTTP or a bus: for
-    tests that drive the use cases and the writer directly."""
+    tests (and bench/bench_lifecycle.py) that drive the use cases and the writer directly."""
     from services.router import leadership, rebuild
     from services.router.app import MIGRATIONS
     from services.router.strategy import load_strategy
     from shared import db
 
     await db.migrate(MIGRATIONS, database_url)
-    engine = db.make_engine(database_url)
+    engine = db.make_engine(database_url, **engine_kwargs)
     svc = RouterService(
         sessionmaker=db.make_sessionmaker(engine),
         settings=RouterSettings(presence_grace_seconds=1e9),
-        strategy=load_strategy(None),
+        strategy=load_strategy(strategy),
     )
     try:
         await leadership.acquire(svc)
@@ -208,7 +210,21 @@ async def bare_service(database_url: str) -> AsyncIterator[RouterService]:
             await rebuild.from_database(svc)
         yield svc
     finally:
+        await svc.writes.stop()
         await engine.dispose()
+
+
+def chat_agent(name: str) -> AgentProfile:
+    """A service agent for one chat at a time, on the main site: the plainest agent there is."""
+    return AgentProfile(
+        name=name,
+        roles=[Role.SERVICE],
+        primary_role=Role.SERVICE,
+        skills={},
+        languages=["en"],
+        capacity={Channel.CHAT: 1},
+        site="main",
+    )
 
 
 @pytest.fixture

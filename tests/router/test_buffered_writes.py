@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import event, select
 
 from services.router import metrics
-from services.router.service import AgentProfile, RouterService
+from services.router.service import RouterService
 from services.router.store import agents, counters, timeline
-from shared.events import AgentStatus, Channel, ContactRequested, Customer, Role, make_event
+from shared.events import AgentStatus, Channel, ContactRequested, Customer, make_event
 from shared.outbox import outbox
 from tests.postgres import fresh_database
-from tests.router.conftest import bare_service
+from tests.router.conftest import bare_service, chat_agent
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -60,16 +60,7 @@ def statements_on(service: RouterService, verb: str = "INSERT") -> Counter[str]:
 
 async def test_the_work_of_a_groups_agents_is_written_in_one_update_each_row_its_own(service: RouterService) -> None:
     for n in range(12):
-        profile = AgentProfile(
-            name=f"a{n}",
-            roles=[Role.SERVICE],
-            primary_role=Role.SERVICE,
-            skills={},
-            languages=["en"],
-            capacity={Channel.CHAT: 1},
-            site="main",
-        )
-        await service.register_agent(f"a{n:02d}", profile, AgentStatus.AVAILABLE)
+        await service.register_agent(f"a{n:02d}", chat_agent(f"a{n}"), AgentStatus.AVAILABLE)
     await service.handle_events([make_event(requested(n), source="t") for n in range(8)])
     updates = statements_on(service, "UPDATE")
     await service.tick()  # 8 offers in one transaction: 8 agents move from idle to offered

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 import services.router.unit_of_work as unit_of_work
 from services.router import rebuild
-from services.router.service import AgentProfile, RouterService
+from services.router.service import RouterService
 from services.router.store import contacts, offers
-from shared.events import AgentStatus, Channel, ContactRequested, Customer, Role, make_event
-from tests.router.conftest import bare_service
+from shared.events import AgentStatus, Channel, ContactRequested, Customer, make_event
+from tests.router.conftest import bare_service, chat_agent
 
 
 @pytest.fixture
@@ -26,15 +26,7 @@ async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
 async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
     service: RouterService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    profile = AgentProfile(
-        name="A",
-        roles=[Role.SERVICE],
-        primary_role=Role.SERVICE,
-        skills={},
-        languages=["en"],
-        capacity={Channel.CHAT: 1},
-        site="main",
-    )
+    profile = chat_agent("A")
     await service.register_agent("alice", profile, AgentStatus.AVAILABLE)
     event = ContactRequested(
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
@@ -65,15 +57,7 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
 async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next_use(
     service: RouterService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    profile = AgentProfile(
-        name="A",
-        roles=[Role.SERVICE],
-        primary_role=Role.SERVICE,
-        skills={},
-        languages=["en"],
-        capacity={Channel.CHAT: 1},
-        site="main",
-    )
+    profile = chat_agent("A")
     await service.register_agent("alice", profile, AgentStatus.AVAILABLE)
     event = ContactRequested(
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
