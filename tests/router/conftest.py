@@ -18,9 +18,10 @@ import pytest
 import uvicorn
 
 from services.router.app import create_app
-from services.router.service import AgentProfile, RouterService
+from services.router.service import RouterService
 from services.router.settings import RouterSettings
 from services.router.standby import serving
+from services.router.use_cases.agent_admin import AgentProfile
 from shared.bus import EventBus
 from shared.events import Channel, ContactRequested, Customer, Intent, Role, Tier, contact_id_for
 from shared.settings import CommonSettings
@@ -273,7 +274,7 @@ async def agent_stream(
                 ) as resp:
                     assert resp.status_code == 200, await resp.aread()
                     opened.set()
-                    event, data = "message", []
+                    event, data = "message", list[str]()
                     async for line in resp.aiter_lines():
                         if line == "":
                             if data:
