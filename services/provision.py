@@ -120,7 +120,7 @@ async def create_topics(common: CommonSettings | None = None, *, wait: float = 6
     try:
         while True:
             try:
-                admin = await bus._ensure_admin()
+                admin = await bus.admin()
                 existing = set(await admin.list_topics())
                 break
             except Exception:

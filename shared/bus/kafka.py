@@ -220,7 +220,8 @@ class KafkaBus(EventBus):
                 self._producer = producer
             return self._producer
 
-    async def _ensure_admin(self) -> AIOKafkaAdminClient:
+    async def admin(self) -> AIOKafkaAdminClient:
+        """The cluster's admin client, started on first use and shared (topics, metadata, provisioning)."""
         if self._admin is not None:
             return self._admin
         async with self._admin_lock:
@@ -248,7 +249,7 @@ class KafkaBus(EventBus):
                     wanted.append(name)
         if not wanted:
             return
-        admin = await self._ensure_admin()
+        admin = await self.admin()
         response = await admin.create_topics(
             [NewTopic(name, self.partitions, self.replication_factor) for name in wanted],
             timeout_ms=max(int(self.publish_timeout * 1000), 1000),
