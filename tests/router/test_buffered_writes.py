@@ -129,3 +129,14 @@ async def test_a_batch_is_deduplicated_in_one_inbox_statement_repeats_within_and
         rows = (await s.execute(select(timeline.c.contact_id).where(timeline.c.kind == "received"))).scalars()
         received = list(rows)
     assert sorted(received) == ["c000", "c001", "c002", "c003", "c004", "c009"]  # each applied once
+
+
+async def test_a_contact_requested_again_under_a_new_event_id_is_one_contact(service: RouterService) -> None:
+    """The contact's own insert finds it known (``ON CONFLICT DO NOTHING``, row count 0 on both dialects):
+    a retried webhook that intake published twice queues it once, with one timeline entry."""
+    await service.handle_events([make_event(requested(1), source="t")])
+    await service.handle_events([make_event(requested(1), source="t"), make_event(requested(2), source="t")])
+    async with service.sessionmaker() as s:
+        received = list((await s.execute(select(timeline.c.contact_id).where(timeline.c.kind == "received"))).scalars())
+    assert sorted(received) == ["c001", "c002"]
+    assert service.engine.waiting_count() == 2
