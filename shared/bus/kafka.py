@@ -70,6 +70,13 @@ from shared.topics import DLQ_SUFFIX, dlq
 
 log = structlog.get_logger(__name__)
 
+# How stale a consumer's view of the cluster may get. aiokafka's default is 5 minutes, and a group that
+# formed before a topic's partitions showed in its metadata (a topic just created, a slow or new
+# cluster) stays assigned to nothing until the next refresh: its events wait that long. Seen on a busy
+# machine; tests/contract/test_kafka_bus.py reproduces it. A metadata request every 10 s per consumer
+# is cheap.
+CONSUMER_METADATA_MAX_AGE_MS = 10_000
+
 _CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
 
 
@@ -447,6 +454,7 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
             fetch_max_wait_ms=100,
             request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, 15_000),
             retry_backoff_ms=200,
+            metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
         )
 
     def _static_membership(self) -> dict[str, str]:

@@ -103,3 +103,39 @@ async def test_a_bus_internal_failure_mid_batch_rewinds_instead_of_skipping(
         assert not broken_once  # the failure did happen
     finally:
         await bus.stop()
+
+
+@pytest.mark.kafka
+async def test_a_group_formed_before_its_topic_existed_is_assigned_once_the_topic_appears(
+    kafka_bootstrap_servers: str,
+) -> None:
+    """A consumer whose group formed while its topic had no partition metadata (created meanwhile by
+    another process, or not yet visible on a slow or new cluster) picks the topic up within seconds,
+    not at aiokafka's default 5-minute metadata refresh. This failed before the consumers' metadata age
+    was bounded (tests/router/test_kafka.py once waited out its 30 s that way on a busy machine)."""
+    prefix = f"late-topic-{uuid.uuid4().hex[:8]}."
+    consuming = KafkaBus(kafka_bootstrap_servers, partitions=2, topic_prefix=prefix)
+    publishing = KafkaBus(kafka_bootstrap_servers, partitions=2, topic_prefix=prefix)
+
+    async def not_yet(_topics: object) -> None:
+        return None  # the consumer's own topic creation did not get there first
+
+    consuming.ensure_topics = not_yet  # type: ignore[method-assign]
+    seen: list[str] = []
+
+    async def handler(env, _record):  # type: ignore[no-untyped-def]
+        seen.append(env.id)
+
+    await consuming.start()
+    await publishing.start()
+    try:
+        await consuming.subscribe([ROUTING], "late", handler)
+        await asyncio.sleep(3)  # the group forms and is assigned nothing: the topic does not exist
+        event = make_event(AgentStatusChanged(agent_id="a-1", status=AgentStatus.BREAK), source="test")
+        await publishing.publish(ROUTING, event, "default/main")  # creates the topic
+        async with asyncio.timeout(30):
+            while event.id not in seen:
+                await asyncio.sleep(0.1)
+    finally:
+        await consuming.stop()
+        await publishing.stop()
