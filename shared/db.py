@@ -13,7 +13,8 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Result, event, text
+from sqlalchemy import CursorResult, Result, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared import sqlite_one_hop
@@ -22,6 +23,12 @@ from shared.files import private_file
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def dialect_insert(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT`` in the dialect's own form, the one with ``on_conflict_do_nothing``/``_do_update`` (both
+    the project's databases speak it; SQLite since 3.24)."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def rowcount(result: Result[Any]) -> int:

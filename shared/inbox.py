@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, String, Table, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import MESSAGING_METADATA, rowcount
+from shared.db import MESSAGING_METADATA, dialect_insert, rowcount
 from shared.events import utcnow
 
 processed_events = Table(
@@ -43,7 +42,7 @@ async def first_times(session: AsyncSession, consumer: str, event_ids: Sequence[
     if not event_ids:
         return set()
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert(processed_events) if dialect == "postgresql" else sqlite.insert(processed_events)
+    insert = dialect_insert(processed_events, dialect)
     now = utcnow()
     rows = [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in dict.fromkeys(event_ids)]
     result = await session.execute(insert.on_conflict_do_nothing().returning(processed_events.c.event_id), rows)

@@ -42,7 +42,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from services.intake.group_commit import GroupCommit
@@ -268,9 +267,7 @@ class _AsyncDriver:
     def __init__(self, url: str) -> None:
         self.engine = db.make_engine(url)
         self.dialect = self.engine.dialect.name
-        self._insert_statement = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-            requests_table
-        ).on_conflict_do_nothing()
+        self._insert_statement = db.dialect_insert(requests_table, self.dialect).on_conflict_do_nothing()
 
     @staticmethod
     def db_time(value: datetime) -> datetime:

@@ -20,7 +20,6 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router.errors import RouterError
@@ -28,6 +27,7 @@ from services.router.ownership import Ownership, OwnershipLost
 from services.router.rows import period_of
 from services.router.store import counters, timeline
 from services.router.stream_events import AGENT_STREAM_EVENTS, checked
+from shared.db import dialect_insert
 from shared.events import Envelope, EventData
 from shared.outbox import INSERT_OUTBOX, outbox_row
 
@@ -40,7 +40,7 @@ Publish = Callable[[str, str, BaseModel], None]
 def _add_to_counters(dialect: str) -> Any:
     """``INSERT .. ON CONFLICT DO UPDATE value = value + excluded``: one statement per counter, however
     many changes of a group added to it (both dialects speak it; SQLite since 3.24)."""
-    insert = postgresql.insert(counters) if dialect == "postgresql" else sqlite.insert(counters)
+    insert = dialect_insert(counters, dialect)
     return insert.on_conflict_do_update(
         index_elements=[counters.c.period, counters.c.name], set_={"value": counters.c.value + insert.excluded.value}
     )
@@ -69,6 +69,11 @@ class UnitOfWork:
     notes: list[dict[str, Any]] = field(default_factory=list)
     staged: list[dict[str, Any]] = field(default_factory=list)
     bumps: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        """The database's dialect name, for the statements built per dialect (``ON CONFLICT``)."""
+        return self.session.get_bind().dialect.name
 
     async def emit(self, data: EventData, event_id: str | None = None) -> Envelope:
         """Stage an event in the outbox (written at :meth:`flush`); the relay publishes it after the commit."""
@@ -100,7 +105,7 @@ class UnitOfWork:
         if self.bumps:
             period = period_of(self.now)
             rows = [{"period": period, "name": name, "value": value} for name, value in self.bumps.items()]
-            await self.session.execute(ADD_TO_COUNTERS[self.session.get_bind().dialect.name], rows)
+            await self.session.execute(ADD_TO_COUNTERS[self.dialect], rows)
             self.bumps = {}
         if self.staged:
             await self.session.execute(INSERT_OUTBOX, self.staged)

@@ -8,14 +8,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from services.router import metrics
 from services.router.matching import WaitingContact
 from services.router.rows import language_key, to_datetime, to_ts, waiting_contact
 from services.router.store import ContactState, contacts
 from services.router.unit_of_work import UnitOfWork
-from shared.db import rowcount
+from shared.db import dialect_insert, rowcount
 from shared.events import CallbackOrigin, CallbackRequested, Channel, ContactRequested, deterministic_id
 
 if TYPE_CHECKING:
@@ -25,8 +23,7 @@ if TYPE_CHECKING:
 def _insert_new_contact(dialect: str) -> Any:
     """``INSERT .. ON CONFLICT DO NOTHING``: a contact already known inserts nothing (row count 0), and
     the check costs no read of its own."""
-    insert = postgresql.insert(contacts) if dialect == "postgresql" else sqlite.insert(contacts)
-    return insert.on_conflict_do_nothing(index_elements=[contacts.c.contact_id])
+    return dialect_insert(contacts, dialect).on_conflict_do_nothing(index_elements=[contacts.c.contact_id])
 
 
 INSERT_NEW_CONTACT = {dialect: _insert_new_contact(dialect) for dialect in ("sqlite", "postgresql")}
@@ -88,7 +85,7 @@ async def on_contact_requested(router: RouterService, tx: UnitOfWork, event: Con
         ended_at=tx.now if divert else None,
         outcome=None,
     )
-    inserted = await tx.session.execute(INSERT_NEW_CONTACT[tx.session.get_bind().dialect.name], values)
+    inserted = await tx.session.execute(INSERT_NEW_CONTACT[tx.dialect], values)
     if rowcount(inserted) == 0:
         return  # the same contact again (a retried webhook with a new event id): one contact
     await tx.note(
