@@ -79,6 +79,13 @@ OWNS_ROUTING_STATE = Gauge(
     "1 while this instance owns the routing state and serves it; 0 as a standby",
     ["lease"],
 )
+# forwarding.py: requests this instance passed to the owner of their routing domain, by how they ended.
+REQUESTS_FORWARDED = Counter(
+    "switchboard_router_requests_forwarded_total",
+    "Requests proxied to the instance owning their routing domain, by outcome (proxied, client_closed, "
+    "upstream_unavailable, upstream_timeout, upstream_lost, loop_refused, resolver_unavailable)",
+    ["outcome"],
+)
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
 # Service level over the stats window, in the three definitions /v1/stats reports (stats.py says which is which).
