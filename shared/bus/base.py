@@ -18,6 +18,8 @@ Semantics every implementation gives, proven by ``tests/contract/test_bus_contra
   ``<topic>.dlq`` with the error, and consumption moves on. Bytes that are not a valid event go to the
   DLQ at once. Nothing is dropped silently.
 * Handlers must be idempotent (dedupe by the CloudEvents ``id``; see :mod:`shared.inbox`).
+* ``partition_of(topic, key)`` / ``partition_count(topic)``: where the bus's producer puts a key (a
+  service that owns state per partition finds the partition of its keys).
 """
 
 from __future__ import annotations
@@ -223,6 +225,16 @@ class EventBus(abc.ABC):
 
         ``batch_handler``: take consecutive records of a partition together (see :data:`BatchHandler`).
         """
+
+    @abc.abstractmethod
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions the (logical) topic has; the topic is created if it does not exist yet,
+        as a publish would."""
+
+    @abc.abstractmethod
+    async def partition_of(self, topic: str, key: str) -> int:
+        """The partition a record published with ``key`` to the (logical) topic lands in, computed the
+        way the bus's producer computes it."""
 
     async def backlog(self) -> Backlog:
         """Consumer lag and DLQ sizes for this process's subscriptions, for the /metrics gauges.

@@ -432,6 +432,31 @@ class EmbeddedBus(EventBus):
                 conn.execute("ROLLBACK")
             raise
 
+    # ------------------------------------------------------------------------------------ partitions
+
+    async def partition_count(self, topic: str) -> int:
+        """From ``topics`` (created on first use with the configured count, as a publish does)."""
+        if not self._started:
+            await self.start()
+        physical = self.physical(topic)
+        n = self._topic_partitions.get(physical)
+        if n is not None:
+            return n
+
+        def count() -> int:
+            conn = self._wconn
+            if conn is None:
+                raise BusUnavailable("embedded bus is closed")
+            return self._partitions_of(conn, physical)
+
+        try:
+            return await self._run_write(count)
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"embedded bus at {self.path}: {exc}") from exc
+
+    async def partition_of(self, topic: str, key: str) -> int:
+        return partition_for(key, await self.partition_count(topic))
+
     # ------------------------------------------------------------------------------------- subscribe
 
     async def subscribe(

@@ -50,6 +50,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.bus.base import (
     MAX_BATCH,
@@ -132,6 +133,8 @@ class KafkaBus(EventBus):
         self._admin_lock = asyncio.Lock()
         self._known_topics: set[str] = set()
         self._consumers: list[_Consumer] = []
+        # The producer's partitioner, passed to it explicitly: partition_of() asks the very same one.
+        self._partitioner = DefaultPartitioner()
         self._stopped = False  # after stop(): refuse to publish (a new producer would never be stopped)
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -214,6 +217,7 @@ class KafkaBus(EventBus):
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=0,
+                    partitioner=self._partitioner,
                     request_timeout_ms=max(int(self.publish_timeout * 1000), 1000),
                 )
                 try:
@@ -343,6 +347,37 @@ class KafkaBus(EventBus):
             self._known_topics.discard(physical)
             raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
         BUS_PUBLISH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
+
+    # ---------------------------------------------------------------------------------- partitions
+
+    async def _producer_partitions(self, topic: str) -> tuple[str, AIOKafkaProducer, set[int]]:
+        """The partitions of the physical topic as the producer sees them (its own cluster metadata,
+        which it fetches on first use of a topic exactly as ``send`` does); the topic is created first."""
+        physical = self.physical(topic)
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                producer = await self._ensure_producer()
+                await self.ensure_topics([physical])
+                partitions = await producer.partitions_for(physical)
+        except TimeoutError as exc:
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: no metadata for {physical}") from exc
+        except (KafkaError, OSError) as exc:
+            self._known_topics.discard(physical)
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
+        return physical, producer, set(partitions)
+
+    async def partition_count(self, topic: str) -> int:
+        _, _, partitions = await self._producer_partitions(topic)
+        return len(partitions)
+
+    async def partition_of(self, topic: str, key: str) -> int:
+        """aiokafka's ``DefaultPartitioner`` (murmur2 of the key bytes, ``& 0x7fffffff``, modulo the number
+        of partitions), called with the arguments ``AIOKafkaProducer._partition`` gives it."""
+        physical, producer, _ = await self._producer_partitions(topic)
+        metadata = producer.client.cluster
+        all_partitions = list(metadata.partitions_for_topic(physical) or ())
+        available = list(metadata.available_partitions_for_topic(physical) or ())
+        return int(self._partitioner(key.encode(), all_partitions, available))
 
     # --------------------------------------------------------------------------------- subscribe
 
