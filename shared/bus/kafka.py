@@ -19,6 +19,20 @@ Guarantees and how they are obtained:
   of one partition are handled one after the other; the subscription handles one record at a time.
 * **Rebalances.** A listener stops work on revoked partitions, waits for the in-flight handler and
   commits what was handled before the partitions move, so the next owner starts where we stopped.
+* **Partition hooks.** ``on_revoked`` runs inside the listener's ``on_partitions_revoked``, after that
+  commit: the group's rebalance waits for it, so no other member consumes the partitions before it
+  returned. ``on_assigned`` does *not* run inside ``on_partitions_assigned``: aiokafka stops heartbeating
+  for the whole rebalance including that callback (a hook longer than the session timeout would get the
+  member evicted), and it already hands records of the new assignment to ``getmany`` before calling it.
+  Instead the listener pauses the new partitions and returns; a task awaits the hook and then resumes
+  them, so heartbeats go on however long the hook takes and no record of them is delivered before it
+  returned. A rebalance that comes meanwhile waits for the hook (``on_revoked`` follows it), within the
+  group's rebalance timeout; consumers' requests time out after ``CONSUMER_REQUEST_TIMEOUT_MS`` (40 s)
+  at the least, so the other members' JoinGroup requests outlast such a wait. aiokafka rebalances
+  eagerly: every rebalance revokes all of a member's partitions and assigns afresh. A member evicted
+  without a clean hand-over (killed: its partitions move after the session timeout; paused past it: it
+  calls ``on_revoked`` when it rejoins) may still hand the handler records it fetched before it noticed;
+  its commits are refused then, and handlers dedupe.
 * **Dead letters.** A handler that raises is retried ``max_attempts`` times with backoff, then the
   record goes to ``<topic>.dlq`` with the error headers of :mod:`shared.bus.base`. Bytes that are not a
   valid event go there at once. The DLQ publish must succeed before the offset moves on.
@@ -36,7 +50,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -60,8 +74,10 @@ from shared.bus.base import (
     DeliveryInterrupted,
     EventBus,
     Handler,
+    PartitionsChanged,
     Record,
     Subscription,
+    TopicPartitions,
 )
 from shared.events import STRUCTURED_HEADERS
 from shared.observability import (
@@ -77,6 +93,9 @@ log = structlog.get_logger(__name__)
 # machine; tests/contract/test_kafka_bus.py reproduces it. A metadata request every 10 s per consumer
 # is cheap.
 CONSUMER_METADATA_MAX_AGE_MS = 10_000
+# A JoinGroup request waits on the broker until every member rejoined, and a member's rebalance listener
+# may wait for a partition hook that takes seconds (shared.bus.base): do not give up on it sooner.
+CONSUMER_REQUEST_TIMEOUT_MS = 40_000
 
 _CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
 
@@ -390,6 +409,8 @@ class KafkaBus(EventBus):
         max_attempts: int | None = None,
         from_beginning: bool = True,
         batch_handler: BatchHandler | None = None,
+        on_assigned: PartitionsChanged | None = None,
+        on_revoked: PartitionsChanged | None = None,
     ) -> Subscription:
         sub = Subscription(
             topics=tuple(topics),
@@ -397,11 +418,14 @@ class KafkaBus(EventBus):
             handler=handler,
             max_attempts=max_attempts or self.max_attempts,
             batch_handler=batch_handler,
+            on_assigned=on_assigned,
+            on_revoked=on_revoked,
         )
         consumer = _Consumer(self, sub, from_beginning=from_beginning)
         self._consumers.append(consumer)
         sub._stop = consumer.stop
         sub._assigned = consumer.assigned
+        sub._assignment = consumer.assignment
         await consumer.start()
         return sub
 
@@ -433,18 +457,34 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
         self.idle.set()
         self.started = asyncio.Event()
         self.stopped = False
+        # Partitions the subscriber was told of (on_assigned called) and not yet told it lost.
+        self.held: set[TopicPartition] = set()
+        self.revoking: set[TopicPartition] = set()  # inside on_revoked
+        # The task awaiting on_assigned for the current assignment (its partitions are paused till then).
+        self.assigning: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------- lifecycle
 
     def assigned(self) -> bool:
-        """In the group with a settled, positioned assignment, and the consume loop alive."""
+        """In the group with a settled, positioned assignment (on_assigned returned), and the consume
+        loop alive."""
         return (
             self.consumer is not None
             and self.positioned
+            and not self._assigning()
             and not self.stopping
             and self.task is not None
             and not self.task.done()
         )
+
+    def assignment(self) -> TopicPartitions:
+        return frozenset((self.bus.logical(tp.topic), tp.partition) for tp in self.held | self.revoking)
+
+    def _assigning(self) -> bool:
+        return self.assigning is not None and not self.assigning.done()
+
+    def _logical(self, tps: Iterable[TopicPartition]) -> TopicPartitions:
+        return frozenset((self.bus.logical(tp.topic), tp.partition) for tp in tps)
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"kafka-consumer:{self.sub.group}")
@@ -465,9 +505,19 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                 self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+        if self.assigning is not None and not self.assigning.done():
+            # on_assigned still running (e.g. waiting for a lease): it gets the grace, then is cancelled.
+            done, _ = await asyncio.wait({self.assigning}, timeout=self.bus.shutdown_grace)
+            if not done:
+                log.warning("kafka.on_assigned_cancelled_by_stop", group=self.sub.group)
+                self.assigning.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.assigning
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await self._commit(consumer, timeout=self.bus.publish_timeout)
+            # Still a member (the group cannot hand the partitions on yet): tell the subscriber first.
+            await self._revoke(self.held)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), timeout=self.bus.publish_timeout)  # leaves the group
         if self in self.bus._consumers:
@@ -487,7 +537,7 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
             rebalance_timeout_ms=self.bus.rebalance_timeout_ms,
             **self._static_membership(),
             fetch_max_wait_ms=100,
-            request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, 15_000),
+            request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, CONSUMER_REQUEST_TIMEOUT_MS),
             retry_backoff_ms=200,
             metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
         )
@@ -552,7 +602,13 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                     step = MAX_BATCH if self.sub.batch_handler is not None else 1
                     for tp, messages in batches.items():
                         for start in range(0, len(messages), step):
-                            if self.stopping or generation != self.generation or tp not in self.owned:
+                            if self.stopping or generation != self.generation:
+                                break
+                            if tp not in self.owned:
+                                # Assigned but held back (on_assigned has not returned): give the records
+                                # back to the fetcher instead of skipping them.
+                                with contextlib.suppress(IllegalStateError):
+                                    consumer.seek(tp, messages[start].offset)
                                 break
                             if not self.positioned:
                                 # Records of the new assignment arrived: say ready now, not after the
@@ -588,12 +644,13 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                 backoff = min(backoff * 2, 5.0)
 
     async def _position(self, consumer: AIOKafkaConsumer) -> None:
-        """Resolve the start offset of every assigned partition, then tell waiters we are ready."""
+        """Resolve the start offset of every assigned partition, then tell waiters we are ready (not
+        before on_assigned returned: until then the partitions are paused)."""
         generation = self.generation
         for tp in list(consumer.assignment()):
             with contextlib.suppress(IllegalStateError):  # revoked meanwhile
                 await consumer.position(tp)
-        if generation == self.generation:
+        if generation == self.generation and not self._assigning():
             self.positioned = True
             self.sub.ready.set()
 
@@ -659,11 +716,17 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
     # ------------------------------------------------------------------ rebalance listener
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Before partitions move: stop working on them, wait for the in-flight handler, commit."""
+        """Before partitions move: stop working on them, wait for the in-flight handler, commit, then
+        tell the subscriber (on_revoked). The group waits for all of it before assigning them again."""
         revoked = set(revoked)
         self.generation += 1
         self.owned -= revoked
         self.positioned = False
+        if self.assigning is not None and not self.assigning.done():
+            # on_revoked follows the on_assigned it undoes: let that finish first (no record was handed
+            # out meanwhile, the partitions are paused). Heartbeats go on during this callback.
+            log.info("kafka.revoke_waits_for_on_assigned", group=self.sub.group)
+            await asyncio.wait({self.assigning})
         try:
             await asyncio.wait_for(self.idle.wait(), timeout=self.bus.shutdown_grace)
         except TimeoutError:
@@ -674,11 +737,60 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
         for tp in revoked:
             self.pending.pop(tp, None)
         log.info("kafka.partitions_revoked", group=self.sub.group, partitions=_fmt_tps(revoked))
+        await self._revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.owned = set(assigned)
+        assigned = set(assigned)
         self.positioned = False
         log.info("kafka.partitions_assigned", group=self.sub.group, partitions=_fmt_tps(assigned))
+        consumer = self.consumer
+        if self.stopping or consumer is None:
+            # Leaving: the subscriber is not told of partitions it will never consume.
+            self.owned = set()
+            self._pause(consumer, assigned)
+            return
+        if self.sub.on_assigned is None or not assigned:
+            self.owned = assigned
+            self.held |= assigned
+            return
+        # aiokafka already returns records of the new assignment from getmany and sends no heartbeat
+        # while this callback runs: hold the partitions back and await the hook in a task of its own.
+        self.owned = set()
+        self._pause(consumer, assigned)
+        self.assigning = asyncio.create_task(
+            self._assign(consumer, assigned, self.generation), name=f"kafka-on-assigned:{self.sub.group}"
+        )
+
+    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition], generation: int) -> None:
+        """Tell the subscriber (on_assigned), then let the records of those partitions flow."""
+        self.held |= assigned
+        await self.sub.partitions_assigned(self._logical(assigned))
+        if generation != self.generation or self.stopping:
+            return  # revoked meanwhile: the revoke listener, or stop(), takes it from here
+        self.owned = set(assigned)
+        for tp in assigned:
+            with contextlib.suppress(IllegalStateError):  # no longer assigned
+                consumer.resume(tp)
+        self.positioned = False  # the loop says ready once positioned
+
+    async def _revoke(self, tps: set[TopicPartition]) -> None:
+        """on_revoked for those of ``tps`` the subscriber holds; each partition is revoked once."""
+        gone = self.held & tps
+        if not gone:
+            return
+        self.held -= gone
+        self.revoking |= gone
+        try:
+            await self.sub.partitions_revoked(self._logical(gone))
+        finally:
+            self.revoking -= gone
+
+    def _pause(self, consumer: AIOKafkaConsumer | None, tps: set[TopicPartition]) -> None:
+        if consumer is None:
+            return
+        for tp in tps:
+            with contextlib.suppress(IllegalStateError):
+                consumer.pause(tp)
 
 
 def _fmt(offsets: dict[TopicPartition, int]) -> dict[str, int]:
