@@ -34,6 +34,14 @@ Partition ownership (for services that own state per partition, e.g. routing dom
   hand-over (paused past the session timeout: another member may already consume them) calls it as
   soon as it notices.
 * A hook that raises is logged (``bus.partition_hook_failed``) and consumption goes on.
+* Bounds of a clean hand-over: the delivery in hand gets ``shutdown_grace`` seconds, and on Kafka the
+  hooks and that delivery together get the group's rebalance timeout
+  (``SWITCHBOARD_KAFKA_REBALANCE_TIMEOUT_MS``, 30 s); the embedded bus renews the lease while a hook
+  runs, for as long as it runs. A member slower than that loses the partitions without a clean
+  hand-over: another member may consume them before its ``on_revoked`` (which still comes after its
+  handler returned). A killed member gets no ``on_revoked``; the others' ``on_assigned`` for its
+  partitions comes after its session timeout (Kafka, without static membership) or lease expiry
+  (embedded).
 * ``Subscription.assignment()``: the partitions held now (from ``on_assigned`` until ``on_revoked``).
 * ``partition_of(topic, key)`` / ``partition_count(topic)``: where the bus's producer puts a key.
 * Per bus: Kafka (aiokafka's eager rebalance protocol) revokes *all* of a member's partitions at every

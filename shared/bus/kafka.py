@@ -21,9 +21,11 @@ Guarantees and how they are obtained:
   commits what was handled before the partitions move, so the next owner starts where we stopped.
 * **Partition hooks.** ``on_revoked`` runs inside the listener's ``on_partitions_revoked``, after that
   commit: the group's rebalance waits for it, so no other member consumes the partitions before it
-  returned. ``on_assigned`` does *not* run inside ``on_partitions_assigned``: aiokafka stops heartbeating
-  for the whole rebalance including that callback (a hook longer than the session timeout would get the
-  member evicted), and it already hands records of the new assignment to ``getmany`` before calling it.
+  returned. With ``on_revoked`` set, the listener waits for the delivery in hand past ``shutdown_grace``
+  too (the rebalance timeout bounds the wait: the group goes on without a member slower than that).
+  ``on_assigned`` does *not* run inside ``on_partitions_assigned``: aiokafka stops heartbeating for the
+  whole rebalance including that callback (a hook longer than the session timeout would get the member
+  evicted), and it already hands records of the new assignment to ``getmany`` before calling it.
   Instead the listener pauses the new partitions and returns; a task awaits the hook and then resumes
   them, so heartbeats go on however long the hook takes and no record of them is delivered before it
   returned. A rebalance that comes meanwhile waits for the hook (``on_revoked`` follows it), within the
@@ -731,6 +733,10 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
             await asyncio.wait_for(self.idle.wait(), timeout=self.bus.shutdown_grace)
         except TimeoutError:
             log.warning("kafka.revoke_while_handler_busy", group=self.sub.group)
+            if self.sub.on_revoked is not None:
+                # on_revoked comes after the handler's last delivery returned and was committed, however
+                # long that takes (past the rebalance timeout the group goes on without this member).
+                await self.idle.wait()
         consumer = self.consumer
         if consumer is not None and revoked:
             await self._commit(consumer, revoked)

@@ -59,6 +59,8 @@ class Member:
         self.assign_delay = 0.0
         self.revoke_delay = 0.3  # a slow hook: the next owner must wait for it
         self.handle_delay = 0.0
+        self.block_once = 0.0  # the first delivery takes this long
+        self.in_flight = 0
         self.sub: Subscription | None = None
 
     @property
@@ -92,6 +94,8 @@ class Member:
         if not tps <= self.held:
             self.violations.append(f"{self.name} revoked {sorted(tps - self.held)} it did not hold")
         self.active -= tps
+        if self.in_flight:
+            self.violations.append(f"{self.name} revoked {sorted(tps)} while its handler was busy")
         # What was handled is committed by now.
         handled = {tp: offset for tp, offset in self.last_offset.items() if tp in tps}
         if handled:
@@ -111,7 +115,12 @@ class Member:
         tp = (record.topic, record.partition)
         if tp not in self.active:
             self.violations.append(f"{self.name} handled {tp}@{record.offset} while not assigned to it")
-        await asyncio.sleep(self.handle_delay)
+        self.in_flight += 1
+        try:
+            delay, self.block_once = self.block_once or self.handle_delay, 0.0
+            await asyncio.sleep(delay)
+        finally:
+            self.in_flight -= 1
         self.handled.append((envelope.id, record))
         self.last_offset[tp] = record.offset
 
@@ -304,6 +313,34 @@ async def test_a_rebalance_during_on_assigned_revokes_after_it_returned(harness:
     kinds = [kind for kind, _, _ in a.calls]
     assert kinds[:3] == ["assigned", "assigned-returned", "revoked"]  # on_revoked waited for on_assigned
     assert a.calls[0][1] == frozenset(everything)
+    assert not violations, violations
+
+
+async def test_on_revoked_waits_for_a_delivery_that_outlasts_the_shutdown_grace(harness: BusHarness) -> None:
+    """A rebalance while the handler is busy past ``shutdown_grace``: on_revoked still comes after it
+    returned and was committed, and the newcomer gets its share only after that (within the rebalance
+    timeout, and on the embedded bus within grace + lease lifetime)."""
+    group = harness.unique("g")
+    violations: list[str] = []
+    peers: list[Member] = []
+    a = Member("a", group, harness, peers, violations)
+    b = Member("b", group, harness, peers, violations)
+    bus_a, bus_b = await harness.new_bus(), await harness.new_bus()
+    everything = {(CONTACTS, p) for p in range(await bus_a.partition_count(CONTACTS))}
+    keys = await keys_for_every_partition(bus_a)
+    sent: list[str] = []
+
+    await a.subscribe(bus_a)
+    await until(lambda: a.active == everything, "a alone holds every partition")
+    a.block_once = float(harness.config["shutdown_grace"]) + 0.5
+    await publish_round(bus_a, keys[:1], sent)
+    await until(lambda: a.in_flight > 0, "a is busy with a record")
+    await b.subscribe(bus_b)
+    await until(lambda: settled([a, b], everything), "a and b share the partitions")
+    assert any(kind == "revoked" for kind, _, _ in a.calls)
+    assert sent[0] in a.ids
+    await publish_round(bus_a, keys, sent)
+    await until(lambda: set(a.ids) | set(b.ids) >= set(sent), "every record is handled")
     assert not violations, violations
 
 
