@@ -18,6 +18,35 @@ Semantics every implementation gives, proven by ``tests/contract/test_bus_contra
   ``<topic>.dlq`` with the error, and consumption moves on. Bytes that are not a valid event go to the
   DLQ at once. Nothing is dropped silently.
 * Handlers must be idempotent (dedupe by the CloudEvents ``id``; see :mod:`shared.inbox`).
+
+Partition ownership (for services that own state per partition, e.g. routing domains per router):
+
+* ``subscribe(..., on_assigned=, on_revoked=)`` tells the member which partitions it was given or lost,
+  as sets of (logical topic, partition). Neither hook is ever called with an empty set.
+* ``on_assigned(tps)`` is awaited before any record of ``tps`` reaches the handler (or batch handler).
+  It may take seconds (wait for a database lease, rebuild state): the member stays in its group and
+  keeps its partitions meanwhile (Kafka heartbeats go on; embedded leases are renewed).
+* ``on_revoked(tps)`` is called when ``tps`` are taken from the member (a rebalance, or
+  ``Subscription.stop()``): after the handler's last delivery from them returned and their handled
+  offsets were committed (where the bus still can: a member that lost its partitions cannot commit),
+  and before another member can consume them. It is called for every partition ``on_assigned`` was
+  called for, even if that hook raised. A member that finds its partitions gone without a clean
+  hand-over (paused past the session timeout: another member may already consume them) calls it as
+  soon as it notices.
+* A hook that raises is logged (``bus.partition_hook_failed``) and consumption goes on.
+* Bounds of a clean hand-over: the delivery in hand gets ``shutdown_grace`` seconds, and on Kafka the
+  hooks and that delivery together get the group's rebalance timeout
+  (``SWITCHBOARD_KAFKA_REBALANCE_TIMEOUT_MS``, 30 s); the embedded bus renews the lease while a hook
+  runs, for as long as it runs. A member slower than that loses the partitions without a clean
+  hand-over: another member may consume them before its ``on_revoked`` (which still comes after its
+  handler returned). A killed member gets no ``on_revoked``; the others' ``on_assigned`` for its
+  partitions comes after its session timeout (Kafka, without static membership) or lease expiry
+  (embedded).
+* ``Subscription.assignment()``: the partitions held now (from ``on_assigned`` until ``on_revoked``).
+* ``partition_of(topic, key)`` / ``partition_count(topic)``: where the bus's producer puts a key.
+* Per bus: Kafka (aiokafka's eager rebalance protocol) revokes *all* of a member's partitions at every
+  rebalance and assigns afresh, so a partition kept across a rebalance sees ``on_revoked`` then
+  ``on_assigned``; the embedded bus hands over partition by partition (only what moves).
 """
 
 from __future__ import annotations
@@ -25,7 +54,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -56,6 +85,10 @@ def _always() -> bool:
     return True
 
 
+def _nothing() -> frozenset[tuple[str, int]]:
+    return frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """Where an event came from: enough to find it again, and to explain a DLQ entry."""
@@ -74,6 +107,10 @@ Handler = Callable[[Envelope, Record], Awaitable[None]]
 # one-at-a-time ``Handler`` instead, so a poison event is dead-lettered alone and the others still land.
 BatchHandler = Callable[[Sequence[tuple[Envelope, Record]]], Awaitable[None]]
 MAX_BATCH = 100  # records per batch call: bounds one transaction's size and the latency of its first record
+
+TopicPartitions = frozenset[tuple[str, int]]  # (logical topic, partition)
+# Told which partitions a member was given (``on_assigned``) or lost (``on_revoked``); see the module doc.
+PartitionsChanged = Callable[[TopicPartitions], Awaitable[None]]
 
 # Headers written on dead-lettered records.
 DLQ_ERROR = "x-error"
@@ -112,11 +149,52 @@ class Subscription:
     # Set by the bus: whether the member currently holds its share of the partitions.
     _assigned: Callable[[], bool] = field(default=_always, repr=False)
     stopped: bool = False
+    on_assigned: PartitionsChanged | None = field(default=None, repr=False)
+    on_revoked: PartitionsChanged | None = field(default=None, repr=False)
+    # Set by the bus: the partitions held now (logical topics).
+    _assignment: Callable[[], TopicPartitions] = field(default=_nothing, repr=False)
 
     async def stop(self) -> None:
         self.stopped = True
         if self._stop is not None:
             await self._stop()
+
+    def assignment(self) -> TopicPartitions:
+        """The partitions this member holds now, as (logical topic, partition): from the moment
+        ``on_assigned`` is called for them until ``on_revoked`` returned (for status pages)."""
+        return self._assignment()
+
+    async def partitions_assigned(self, tps: Collection[tuple[str, int]]) -> None:
+        """Run ``on_assigned`` (if any, and ``tps`` not empty); a failure is logged, never raised."""
+        await self._run_hook("on_assigned", self.on_assigned, tps)
+
+    async def partitions_revoked(self, tps: Collection[tuple[str, int]]) -> None:
+        """Run ``on_revoked`` (if any, and ``tps`` not empty); a failure is logged, never raised."""
+        await self._run_hook("on_revoked", self.on_revoked, tps)
+
+    async def _run_hook(self, name: str, hook: PartitionsChanged | None, tps: Collection[tuple[str, int]]) -> None:
+        if hook is None or not tps:
+            return
+        partitions = frozenset(tps)
+        started = time.monotonic()
+        try:
+            await hook(partitions)
+        except Exception as exc:  # the consumer goes on: a hook must not stop consumption
+            log.exception(
+                "bus.partition_hook_failed",
+                group=self.group,
+                hook=name,
+                partitions=_fmt_partitions(partitions),
+                error=repr(exc),
+            )
+            return
+        log.info(
+            "bus.partitions_changed",
+            group=self.group,
+            hook=name,
+            partitions=_fmt_partitions(partitions),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def consuming(self) -> bool:
         """Truthful readiness: joined and positioned, holding its partitions, not stalled, not stopped."""
@@ -134,6 +212,10 @@ class Subscription:
             stalled = round(time.monotonic() - self.stalled_since, 3)
             log.info("bus.consumer_resumed", group=self.group, stalled_seconds=stalled)
             self.stalled_since = None
+
+
+def _fmt_partitions(tps: TopicPartitions) -> list[str]:
+    return sorted(f"{topic}/{partition}" for topic, partition in tps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +300,25 @@ class EventBus(abc.ABC):
         max_attempts: int | None = None,
         from_beginning: bool = True,
         batch_handler: BatchHandler | None = None,
+        on_assigned: PartitionsChanged | None = None,
+        on_revoked: PartitionsChanged | None = None,
     ) -> Subscription:
         """Start consuming ``topics`` as a member of ``group``; returns once the consumer runs.
 
         ``batch_handler``: take consecutive records of a partition together (see :data:`BatchHandler`).
+        ``on_assigned`` / ``on_revoked``: told which partitions this member was given or lost (see the
+        module docstring for when exactly).
         """
+
+    @abc.abstractmethod
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions the (logical) topic has; the topic is created if it does not exist yet,
+        as a publish would."""
+
+    @abc.abstractmethod
+    async def partition_of(self, topic: str, key: str) -> int:
+        """The partition a record published with ``key`` to the (logical) topic lands in, computed the
+        way the bus's producer computes it."""
 
     async def backlog(self) -> Backlog:
         """Consumer lag and DLQ sizes for this process's subscriptions, for the /metrics gauges.

@@ -12,6 +12,15 @@ Kafka so the same contract tests hold:
   stops renewing; after ``session_timeout`` its partitions move to the others. Offsets in
   ``group_offsets`` are committed only after the handler returned, and only by the lease holder (fencing),
   so what a dead member had not committed is delivered again.
+* Hand-over, partition by partition (only what moves): the heartbeat task decides and renews leases; the
+  consume loop, between deliveries, commits a partition that is no longer its share, awaits
+  ``on_revoked``, then releases its lease; for a lease newly taken it awaits ``on_assigned`` before
+  reading the partition. The heartbeat keeps renewing every lease the member holds while a hook runs, so
+  a hook may take longer than the session timeout. A partition no longer ours whose hand-over waits for
+  a busy handler is renewed ``shutdown_grace`` seconds at most (then it lapses, and the member calls
+  ``on_revoked`` when it notices, as one that was paused past its session timeout does); the consume
+  loop delivers nothing while its leases may have lapsed (no heartbeat for a session timeout) and
+  checks them first.
 * Publishes that arrive together are written in one transaction (group commit): durability costs one
   fsync per batch, not per event.
 * Delivery is prompt: a publish in the same process wakes local consumers at once; other processes
@@ -43,8 +52,10 @@ from shared.bus.base import (
     DeliveryInterrupted,
     EventBus,
     Handler,
+    PartitionsChanged,
     Record,
     Subscription,
+    TopicPartitions,
 )
 from shared.events import STRUCTURED_HEADERS
 from shared.files import private_file
@@ -85,6 +96,9 @@ _ROWS_PER_STATEMENT = 500  # x 7 columns: far below SQLite's 32766 bound variabl
 _PUBLISH_SECONDS = BUS_PUBLISH_SECONDS.labels("embedded")  # bound once: labels() locks and builds a key
 
 
+_FOREVER = float("inf")
+
+
 def partition_for(key: str | None, partitions: int) -> int:
     """Stable across processes and restarts (unlike ``hash()``)."""
     if key is None:
@@ -120,7 +134,13 @@ class _Pending:
 
 @dataclass
 class _Member:
-    """One subscription's consumer-group membership and what it currently owns."""
+    """One subscription's consumer-group membership and what it currently owns.
+
+    A leased partition is in exactly one of ``assigning`` (leased, ``on_assigned`` not returned yet),
+    ``position`` (being consumed) and ``revoking`` (committed, ``on_revoked`` and the release under way);
+    the heartbeat renews all of them. Only the heartbeat (on a lost lease) and a release take a
+    partition out of them, both under ``lock``, so a heartbeat never mistakes one for newly taken.
+    """
 
     group: str
     topics: tuple[str, ...]
@@ -130,12 +150,33 @@ class _Member:
     # partition -> next offset to commit (everything before it was handled)
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
-    to_release: set[TopicPartition] = field(default_factory=set)
+    # partition -> offset to start from, once on_assigned returned
+    assigning: dict[TopicPartition, int] = field(default_factory=dict)
+    revoking: set[TopicPartition] = field(default_factory=set)
+    # No longer our share: the consume loop hands them over (monotonic time until which they are renewed).
+    to_release: dict[TopicPartition, float] = field(default_factory=dict)
+    # Leases that lapsed or were taken without a hand-over: on_revoked is still owed for them.
+    lost: set[TopicPartition] = field(default_factory=set)
+    # The subscriber was told of these (on_assigned called) and not yet told it lost them.
+    held: set[TopicPartition] = field(default_factory=set)
     # Partitions that are this member's fair share but still leased by another (e.g. a killed member).
     waiting_for: set[TopicPartition] = field(default_factory=set)
     last_sync: float = 0.0  # monotonic time of the last successful heartbeat
+    # Monotonic time until which every lease renewed by the last heartbeat surely holds.
+    lease_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Wakes the consume loop: a local publish, or a rebalance that brought new partitions.
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def leased(self) -> set[TopicPartition]:
+        return set(self.position) | set(self.assigning) | self.revoking
+
+    def adopt(self, offsets: dict[TopicPartition, int]) -> None:
+        """on_assigned returned: consume those still leased, from where the group left them."""
+        for tp, offset in offsets.items():
+            if self.assigning.get(tp) == offset:
+                del self.assigning[tp]
+                self.position[tp] = self.handled[tp] = self.committed[tp] = offset
 
 
 class EmbeddedBus(EventBus):
@@ -432,6 +473,31 @@ class EmbeddedBus(EventBus):
                 conn.execute("ROLLBACK")
             raise
 
+    # ------------------------------------------------------------------------------------ partitions
+
+    async def partition_count(self, topic: str) -> int:
+        """From ``topics`` (created on first use with the configured count, as a publish does)."""
+        if not self._started:
+            await self.start()
+        physical = self.physical(topic)
+        n = self._topic_partitions.get(physical)
+        if n is not None:
+            return n
+
+        def count() -> int:
+            conn = self._wconn
+            if conn is None:
+                raise BusUnavailable("embedded bus is closed")
+            return self._partitions_of(conn, physical)
+
+        try:
+            return await self._run_write(count)
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"embedded bus at {self.path}: {exc}") from exc
+
+    async def partition_of(self, topic: str, key: str) -> int:
+        return partition_for(key, await self.partition_count(topic))
+
     # ------------------------------------------------------------------------------------- subscribe
 
     async def subscribe(
@@ -443,6 +509,8 @@ class EmbeddedBus(EventBus):
         max_attempts: int | None = None,
         from_beginning: bool = True,
         batch_handler: BatchHandler | None = None,
+        on_assigned: PartitionsChanged | None = None,
+        on_revoked: PartitionsChanged | None = None,
     ) -> Subscription:
         if not self._started:
             await self.start()
@@ -453,42 +521,67 @@ class EmbeddedBus(EventBus):
             handler=handler,
             max_attempts=max_attempts or self.max_attempts,
             batch_handler=batch_handler,
+            on_assigned=on_assigned,
+            on_revoked=on_revoked,
         )
         stopping = asyncio.Event()
         wakeup = member.wakeup
         self._wakeups.add(wakeup)
-        loop_task = asyncio.create_task(self._consume(sub, member, stopping))
-        hb_task = asyncio.create_task(self._heartbeat(sub, member, stopping, from_beginning))
 
         async def _stop() -> None:
             stopping.set()
             wakeup.set()
             self._wakeups.discard(wakeup)
-            hb_task.cancel()
             # Let the in-flight handler finish (the loop checks ``stopping`` between events), within a grace.
+            # The heartbeat goes on (taking nothing new): the leases hold until they are handed over.
             done, _ = await asyncio.wait({loop_task}, timeout=self.shutdown_grace)
             if not done:
                 log.warning("bus.stop_grace_exceeded", group=group, grace=self.shutdown_grace)
                 loop_task.cancel()
-            for task in (loop_task, hb_task):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            # Commit what was handled, then let the others take the partitions at once.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop_task
+            # Commit what was handled, tell the subscriber, then let the others take the partitions at once.
             with contextlib.suppress(Exception):
-                await self._run_write(self._commit_and_leave, member)
+                await self._run_write(self._commit, member)
+            lost, member.lost = member.lost, set()
+            await sub.partitions_revoked(frozenset((self.logical(t), p) for t, p in lost))
+            await self._tell_revoked(sub, member, set(member.held))
+            hb_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await hb_task
+            with contextlib.suppress(Exception):
+                await self._run_write(self._leave, member, member.leased())
+            member.position.clear()
+            member.assigning.clear()
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
 
         def _assigned() -> bool:
-            # Holds every partition of its fair share, and its leases are not about to lapse.
+            # Holds every partition of its fair share (on_assigned returned), and its leases are not
+            # about to lapse.
             fresh = time.monotonic() - member.last_sync < self.session_timeout / 2
-            return fresh and not member.waiting_for
+            return fresh and not member.waiting_for and not member.assigning
+
+        def _assignment() -> TopicPartitions:
+            return frozenset((self.logical(t), p) for t, p in member.held)
 
         sub._stop = _stop
         sub._assigned = _assigned
+        sub._assignment = _assignment
         self._subscriptions.append(sub)
-        await self._rebalance(member, from_beginning)
-        sub.ready.set()
+        try:
+            await self._rebalance(member, from_beginning)
+        except BaseException:
+            self._wakeups.discard(wakeup)
+            self._subscriptions.remove(sub)
+            raise
+        if on_assigned is None:  # nothing to wait for: consume at once
+            member.held |= set(member.assigning)
+            member.adopt(dict(member.assigning))
+        if not member.assigning:
+            sub.ready.set()  # else once on_assigned returned (the consume loop)
+        loop_task = asyncio.create_task(self._consume(sub, member, stopping, from_beginning))
+        hb_task = asyncio.create_task(self._heartbeat(sub, member, stopping, from_beginning))
         return sub
 
     async def _run_write(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
@@ -500,34 +593,66 @@ class EmbeddedBus(EventBus):
     async def _heartbeat(
         self, sub: Subscription, member: _Member, stopping: asyncio.Event, from_beginning: bool
     ) -> None:
-        while not stopping.is_set():
+        # Runs until the partitions were handed over (also while stopping: then it takes nothing new).
+        while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                await self._rebalance(member, from_beginning)
+                await self._rebalance(member, from_beginning, taking=not stopping.is_set())
             except Exception:
                 log.exception("bus.heartbeat_failed", group=member.group)
 
-    async def _rebalance(self, member: _Member, from_beginning: bool) -> None:
-        owned, positions, desired = await self._run_write(self._sync_membership, member, from_beginning)
-        member.waiting_for = desired - owned
-        member.last_sync = time.monotonic()
-        current = set(member.position)
-        for tp in current - owned:  # lost (expired lease): never commit for it again
-            member.position.pop(tp, None)
-            member.handled.pop(tp, None)
-            member.committed.pop(tp, None)
-            member.to_release.discard(tp)
-        for tp in owned - current:
-            member.position[tp] = positions[tp]
-            member.handled[tp] = positions[tp]
-            member.committed[tp] = positions[tp]
-        if owned - current:
-            member.wakeup.set()
+    async def _rebalance(self, member: _Member, from_beginning: bool, *, taking: bool = True) -> None:
+        """Heartbeat: renew the leases held, take the free ones of our share, and tell the consume loop
+        what it has to hand over (``to_release``), to take (``assigning``) or lost (``lost``)."""
+        async with member.lock:
+            started = time.monotonic()
+            leased = member.leased()
+            # A partition to hand over is renewed while the loop finishes the delivery in hand, within a
+            # grace: a stuck handler must not hold the hand-over up forever.
+            renew = {
+                tp
+                for tp in leased
+                if not taking or tp in member.revoking or member.to_release.get(tp, _FOREVER) > started
+            }
+            owned, positions, desired = await self._run_write(
+                self._sync_membership, member, leased, renew, from_beginning, taking
+            )
+            member.lease_until = started + self.session_timeout
+            member.waiting_for = desired - owned
+            member.last_sync = time.monotonic()
+            current = member.leased()
+            for tp in current - owned - member.revoking:  # lost (lapsed lease): never commit for it again
+                member.position.pop(tp, None)
+                member.handled.pop(tp, None)
+                member.committed.pop(tp, None)
+                member.assigning.pop(tp, None)
+                member.to_release.pop(tp, None)
+                if tp in member.held:
+                    member.held.discard(tp)
+                    member.lost.add(tp)
+            new = {tp: positions[tp] for tp in owned - current if tp in positions}
+            member.assigning.update(new)
+            for tp in set(member.position) | set(member.assigning):
+                if tp in desired:
+                    member.to_release.pop(tp, None)
+                elif tp not in member.to_release:
+                    member.to_release[tp] = member.last_sync + self.shutdown_grace
+            if new or member.lost or member.to_release:
+                member.wakeup.set()
 
     def _sync_membership(
-        self, member: _Member, from_beginning: bool
+        self,
+        member: _Member,
+        leased: set[TopicPartition],
+        renew: set[TopicPartition],
+        from_beginning: bool,
+        taking: bool,
     ) -> tuple[set[TopicPartition], dict[TopicPartition, int], set[TopicPartition]]:
-        """Heartbeat, decide this member's fair share, take free leases, renew held ones."""
+        """Heartbeat, decide this member's fair share, take free leases of it, renew ``renew``.
+
+        ``leased``: what the member believes it holds (the loop's view, read on the event loop). A lease
+        outside our share is only ever renewed, never taken again: one just released stays released.
+        """
         conn = self._wconn
         assert conn is not None
         now = time.time()
@@ -547,23 +672,26 @@ class EmbeddedBus(EventBus):
                 (member.group,),
             ).fetchall()
             desired: set[TopicPartition] = set()
-            for topic in member.topics:
+            for topic in member.topics if taking else ():
                 members = [m for m, t in live if topic in json.loads(t)]
                 idx = members.index(member.member_id)
                 for p in range(self._partitions_of(conn, topic)):
                     if p % len(members) == idx:
                         desired.add((topic, p))
-            # Give back what is no longer ours only after committing it (done by the consume loop).
-            for tp in set(member.position) - desired:
-                member.to_release.add(tp)
             expires = now + self.session_timeout
-            for topic, p in desired | (set(member.position) - member.to_release):
+            for topic, p in desired:
                 conn.execute(
                     "INSERT INTO partition_leases(group_id, topic, partition, owner, expires) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(group_id, topic, partition) DO UPDATE SET "
                     "owner=excluded.owner, expires=excluded.expires "
                     "WHERE partition_leases.owner=excluded.owner OR partition_leases.expires < ?",
                     (member.group, topic, p, member.member_id, expires, now),
+                )
+            for topic, p in renew - desired:
+                conn.execute(
+                    "UPDATE partition_leases SET expires=? WHERE group_id=? AND topic=? AND partition=? "
+                    "AND owner=? AND expires>?",
+                    (expires, member.group, topic, p, member.member_id, now),
                 )
             owned = {
                 (t, p)
@@ -574,7 +702,7 @@ class EmbeddedBus(EventBus):
                 if t in member.topics
             }
             positions: dict[TopicPartition, int] = {}
-            for tp in owned - set(member.position):
+            for tp in owned - leased:
                 row = conn.execute(
                     "SELECT next_offset FROM group_offsets WHERE group_id=? AND topic=? AND partition=?",
                     (member.group, *tp),
@@ -596,12 +724,13 @@ class EmbeddedBus(EventBus):
         return owned, positions, desired
 
     def _commit(self, member: _Member, release: set[TopicPartition] | None = None) -> None:
-        """Commit handled offsets, fenced: only partitions this member still holds a lease on."""
+        """Commit handled offsets, fenced: only partitions this member still holds a lease on; then
+        give up the leases of ``release``."""
         conn = self._wconn
         if conn is None:
             return
         now = time.time()
-        todo = {tp: o for tp, o in member.handled.items() if member.committed.get(tp) != o}
+        todo = {tp: o for tp, o in dict(member.handled).items() if member.committed.get(tp) != o}
         if not todo and not release:
             return
         conn.execute("BEGIN IMMEDIATE")
@@ -630,12 +759,51 @@ class EmbeddedBus(EventBus):
             raise
         member.committed.update(todo)
 
-    def _commit_and_leave(self, member: _Member) -> None:
-        self._commit(member, release=set(member.position))
+    def _leave(self, member: _Member, leased: set[TopicPartition]) -> None:
+        self._commit(member, release=leased)
         conn = self._wconn
         if conn is not None:
             conn.execute("DELETE FROM group_members WHERE group_id=? AND member_id=?", (member.group, member.member_id))
-        member.position.clear()
+
+    # ----------------------------------------------------------------------------- hand-over
+
+    async def _tell_revoked(self, sub: Subscription, member: _Member, tps: set[TopicPartition]) -> None:
+        """on_revoked for those of ``tps`` the subscriber was told of (``held`` until it returned). Only
+        the consume loop calls it, and ``stop`` once the loop ended: never twice at a time."""
+        gone = member.held & tps
+        if gone:
+            await sub.partitions_revoked(frozenset((self.logical(t), p) for t, p in gone))
+            member.held -= gone
+
+    async def _hand_over(self, sub: Subscription, member: _Member) -> None:
+        """Partitions no longer our share: commit what was handled, tell the subscriber, release."""
+        release = set(member.to_release)
+        consumed = {tp for tp in release if tp in member.position}
+        # Out of the consumption, still leased (and renewed) until released below.
+        member.revoking |= consumed
+        await self._run_write(self._commit, member, None)
+        for tp in consumed:
+            member.position.pop(tp, None)
+            member.handled.pop(tp, None)
+            member.committed.pop(tp, None)
+        await self._tell_revoked(sub, member, consumed)
+        async with member.lock:
+            # Those not consumed yet (on_assigned was not called for them) go back as they are.
+            waiting = {tp for tp in release if tp in member.assigning}
+            await self._run_write(self._commit, member, consumed | waiting)
+            for tp in waiting:
+                member.assigning.pop(tp, None)
+            member.revoking -= consumed
+            for tp in release:
+                member.to_release.pop(tp, None)
+
+    async def _take_over(self, sub: Subscription, member: _Member) -> None:
+        """Newly leased partitions: on_assigned first, then they are consumed."""
+        offsets = dict(member.assigning)
+        member.held |= set(offsets)
+        await sub.partitions_assigned(frozenset((self.logical(t), p) for t, p in offsets))
+        member.adopt(offsets)
+        member.wakeup.set()
 
     def _fetch(
         self, positions: list[tuple[TopicPartition, int]], last_version: int | None
@@ -661,24 +829,36 @@ class EmbeddedBus(EventBus):
             raise BusUnavailable("embedded bus is closed")
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-    async def _consume(self, sub: Subscription, member: _Member, stopping: asyncio.Event) -> None:
+    async def _consume(self, sub: Subscription, member: _Member, stopping: asyncio.Event, from_beginning: bool) -> None:
         wakeup = member.wakeup
 
         def _owner_of(tp: TopicPartition):  # type: ignore[no-untyped-def]
-            return lambda: not stopping.is_set() and tp in member.position
+            # A rebalance interrupts a delivery that waits out an outage, as a stop does.
+            return lambda: not stopping.is_set() and tp in member.position and tp not in member.to_release
+
+        def _leases_fresh() -> bool:
+            return time.monotonic() < member.lease_until
 
         idle = self.poll_min
         last_version: int | None = None
         dirty = True  # something may be there: read without waiting for a version change
         while not stopping.is_set():
             try:
+                if not _leases_fresh():
+                    # No heartbeat for a session timeout (the process was paused, the log was locked):
+                    # our leases may be someone else's by now. Find out before delivering anything more.
+                    await self._rebalance(member, from_beginning)
+                if member.lost:
+                    lost, member.lost = set(member.lost), set()
+                    log.warning("bus.partitions_lost", group=member.group, partitions=sorted(lost))
+                    await sub.partitions_revoked(frozenset((self.logical(t), p) for t, p in lost))
                 if member.to_release:
-                    release, member.to_release = set(member.to_release), set()
-                    await self._run_write(self._commit, member, release)
-                    for tp in release:
-                        member.position.pop(tp, None)
-                        member.handled.pop(tp, None)
-                        member.committed.pop(tp, None)
+                    await self._hand_over(sub, member)
+                if member.assigning:
+                    await self._take_over(sub, member)
+                    dirty = True
+                if not member.assigning:
+                    sub.ready.set()
                 if not dirty:
                     version = await self._run_read(self._version)
                     dirty = version != last_version or wakeup.is_set()
@@ -697,10 +877,13 @@ class EmbeddedBus(EventBus):
                             ]
 
                             def handled(record: Record, tp: TopicPartition = tp) -> None:
-                                member.handled[tp] = member.position[tp] = record.offset + 1
+                                if tp in member.position:  # not lost meanwhile
+                                    member.handled[tp] = member.position[tp] = record.offset + 1
 
                             for start in range(0, len(records), step):
-                                if stopping.is_set() or tp not in member.position:
+                                if stopping.is_set() or tp not in member.position or tp in member.to_release:
+                                    break  # a hand-over is due: it goes first
+                                if not _leases_fresh():
                                     break
                                 try:
                                     await self._deliver_many(sub, records[start : start + step], _owner_of(tp), handled)

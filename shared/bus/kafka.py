@@ -19,6 +19,22 @@ Guarantees and how they are obtained:
   of one partition are handled one after the other; the subscription handles one record at a time.
 * **Rebalances.** A listener stops work on revoked partitions, waits for the in-flight handler and
   commits what was handled before the partitions move, so the next owner starts where we stopped.
+* **Partition hooks.** ``on_revoked`` runs inside the listener's ``on_partitions_revoked``, after that
+  commit: the group's rebalance waits for it, so no other member consumes the partitions before it
+  returned. With ``on_revoked`` set, the listener waits for the delivery in hand past ``shutdown_grace``
+  too (the rebalance timeout bounds the wait: the group goes on without a member slower than that).
+  ``on_assigned`` does *not* run inside ``on_partitions_assigned``: aiokafka stops heartbeating for the
+  whole rebalance including that callback (a hook longer than the session timeout would get the member
+  evicted), and it already hands records of the new assignment to ``getmany`` before calling it.
+  Instead the listener pauses the new partitions and returns; a task awaits the hook and then resumes
+  them, so heartbeats go on however long the hook takes and no record of them is delivered before it
+  returned. A rebalance that comes meanwhile waits for the hook (``on_revoked`` follows it), within the
+  group's rebalance timeout; consumers' requests time out after ``CONSUMER_REQUEST_TIMEOUT_MS`` (40 s)
+  at the least, so the other members' JoinGroup requests outlast such a wait. aiokafka rebalances
+  eagerly: every rebalance revokes all of a member's partitions and assigns afresh. A member evicted
+  without a clean hand-over (killed: its partitions move after the session timeout; paused past it: it
+  calls ``on_revoked`` when it rejoins) may still hand the handler records it fetched before it noticed;
+  its commits are refused then, and handlers dedupe.
 * **Dead letters.** A handler that raises is retried ``max_attempts`` times with backoff, then the
   record goes to ``<topic>.dlq`` with the error headers of :mod:`shared.bus.base`. Bytes that are not a
   valid event go there at once. The DLQ publish must succeed before the offset moves on.
@@ -36,7 +52,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -50,6 +66,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.bus.base import (
     MAX_BATCH,
@@ -59,8 +76,10 @@ from shared.bus.base import (
     DeliveryInterrupted,
     EventBus,
     Handler,
+    PartitionsChanged,
     Record,
     Subscription,
+    TopicPartitions,
 )
 from shared.events import STRUCTURED_HEADERS
 from shared.observability import (
@@ -76,6 +95,9 @@ log = structlog.get_logger(__name__)
 # machine; tests/contract/test_kafka_bus.py reproduces it. A metadata request every 10 s per consumer
 # is cheap.
 CONSUMER_METADATA_MAX_AGE_MS = 10_000
+# A JoinGroup request waits on the broker until every member rejoined, and a member's rebalance listener
+# may wait for a partition hook that takes seconds (shared.bus.base): do not give up on it sooner.
+CONSUMER_REQUEST_TIMEOUT_MS = 40_000
 
 _CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
 
@@ -132,6 +154,8 @@ class KafkaBus(EventBus):
         self._admin_lock = asyncio.Lock()
         self._known_topics: set[str] = set()
         self._consumers: list[_Consumer] = []
+        # The producer's partitioner, passed to it explicitly: partition_of() asks the very same one.
+        self._partitioner = DefaultPartitioner()
         self._stopped = False  # after stop(): refuse to publish (a new producer would never be stopped)
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -214,6 +238,7 @@ class KafkaBus(EventBus):
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=0,
+                    partitioner=self._partitioner,
                     request_timeout_ms=max(int(self.publish_timeout * 1000), 1000),
                 )
                 try:
@@ -344,6 +369,37 @@ class KafkaBus(EventBus):
             raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
         BUS_PUBLISH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
 
+    # ---------------------------------------------------------------------------------- partitions
+
+    async def _producer_partitions(self, topic: str) -> tuple[str, AIOKafkaProducer, set[int]]:
+        """The partitions of the physical topic as the producer sees them (its own cluster metadata,
+        which it fetches on first use of a topic exactly as ``send`` does); the topic is created first."""
+        physical = self.physical(topic)
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                producer = await self._ensure_producer()
+                await self.ensure_topics([physical])
+                partitions = await producer.partitions_for(physical)
+        except TimeoutError as exc:
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: no metadata for {physical}") from exc
+        except (KafkaError, OSError) as exc:
+            self._known_topics.discard(physical)
+            raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
+        return physical, producer, set(partitions)
+
+    async def partition_count(self, topic: str) -> int:
+        _, _, partitions = await self._producer_partitions(topic)
+        return len(partitions)
+
+    async def partition_of(self, topic: str, key: str) -> int:
+        """aiokafka's ``DefaultPartitioner`` (murmur2 of the key bytes, ``& 0x7fffffff``, modulo the number
+        of partitions), called with the arguments ``AIOKafkaProducer._partition`` gives it."""
+        physical, producer, _ = await self._producer_partitions(topic)
+        metadata = producer.client.cluster
+        all_partitions = list(metadata.partitions_for_topic(physical) or ())
+        available = list(metadata.available_partitions_for_topic(physical) or ())
+        return int(self._partitioner(key.encode(), all_partitions, available))
+
     # --------------------------------------------------------------------------------- subscribe
 
     async def subscribe(
@@ -355,6 +411,8 @@ class KafkaBus(EventBus):
         max_attempts: int | None = None,
         from_beginning: bool = True,
         batch_handler: BatchHandler | None = None,
+        on_assigned: PartitionsChanged | None = None,
+        on_revoked: PartitionsChanged | None = None,
     ) -> Subscription:
         sub = Subscription(
             topics=tuple(topics),
@@ -362,11 +420,14 @@ class KafkaBus(EventBus):
             handler=handler,
             max_attempts=max_attempts or self.max_attempts,
             batch_handler=batch_handler,
+            on_assigned=on_assigned,
+            on_revoked=on_revoked,
         )
         consumer = _Consumer(self, sub, from_beginning=from_beginning)
         self._consumers.append(consumer)
         sub._stop = consumer.stop
         sub._assigned = consumer.assigned
+        sub._assignment = consumer.assignment
         await consumer.start()
         return sub
 
@@ -398,18 +459,34 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
         self.idle.set()
         self.started = asyncio.Event()
         self.stopped = False
+        # Partitions the subscriber was told of (on_assigned called) and not yet told it lost.
+        self.held: set[TopicPartition] = set()
+        self.revoking: set[TopicPartition] = set()  # inside on_revoked
+        # The task awaiting on_assigned for the current assignment (its partitions are paused till then).
+        self.assigning: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------- lifecycle
 
     def assigned(self) -> bool:
-        """In the group with a settled, positioned assignment, and the consume loop alive."""
+        """In the group with a settled, positioned assignment (on_assigned returned), and the consume
+        loop alive."""
         return (
             self.consumer is not None
             and self.positioned
+            and not self._assigning()
             and not self.stopping
             and self.task is not None
             and not self.task.done()
         )
+
+    def assignment(self) -> TopicPartitions:
+        return frozenset((self.bus.logical(tp.topic), tp.partition) for tp in self.held | self.revoking)
+
+    def _assigning(self) -> bool:
+        return self.assigning is not None and not self.assigning.done()
+
+    def _logical(self, tps: Iterable[TopicPartition]) -> TopicPartitions:
+        return frozenset((self.bus.logical(tp.topic), tp.partition) for tp in tps)
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"kafka-consumer:{self.sub.group}")
@@ -430,9 +507,19 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                 self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+        if self.assigning is not None and not self.assigning.done():
+            # on_assigned still running (e.g. waiting for a lease): it gets the grace, then is cancelled.
+            done, _ = await asyncio.wait({self.assigning}, timeout=self.bus.shutdown_grace)
+            if not done:
+                log.warning("kafka.on_assigned_cancelled_by_stop", group=self.sub.group)
+                self.assigning.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.assigning
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await self._commit(consumer, timeout=self.bus.publish_timeout)
+            # Still a member (the group cannot hand the partitions on yet): tell the subscriber first.
+            await self._revoke(self.held)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), timeout=self.bus.publish_timeout)  # leaves the group
         if self in self.bus._consumers:
@@ -452,7 +539,7 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
             rebalance_timeout_ms=self.bus.rebalance_timeout_ms,
             **self._static_membership(),
             fetch_max_wait_ms=100,
-            request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, 15_000),
+            request_timeout_ms=max(self.bus.session_timeout_ms + 5_000, CONSUMER_REQUEST_TIMEOUT_MS),
             retry_backoff_ms=200,
             metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
         )
@@ -517,7 +604,13 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                     step = MAX_BATCH if self.sub.batch_handler is not None else 1
                     for tp, messages in batches.items():
                         for start in range(0, len(messages), step):
-                            if self.stopping or generation != self.generation or tp not in self.owned:
+                            if self.stopping or generation != self.generation:
+                                break
+                            if tp not in self.owned:
+                                # Assigned but held back (on_assigned has not returned): give the records
+                                # back to the fetcher instead of skipping them.
+                                with contextlib.suppress(IllegalStateError):
+                                    consumer.seek(tp, messages[start].offset)
                                 break
                             if not self.positioned:
                                 # Records of the new assignment arrived: say ready now, not after the
@@ -553,12 +646,13 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                 backoff = min(backoff * 2, 5.0)
 
     async def _position(self, consumer: AIOKafkaConsumer) -> None:
-        """Resolve the start offset of every assigned partition, then tell waiters we are ready."""
+        """Resolve the start offset of every assigned partition, then tell waiters we are ready (not
+        before on_assigned returned: until then the partitions are paused)."""
         generation = self.generation
         for tp in list(consumer.assignment()):
             with contextlib.suppress(IllegalStateError):  # revoked meanwhile
                 await consumer.position(tp)
-        if generation == self.generation:
+        if generation == self.generation and not self._assigning():
             self.positioned = True
             self.sub.ready.set()
 
@@ -624,26 +718,85 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
     # ------------------------------------------------------------------ rebalance listener
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Before partitions move: stop working on them, wait for the in-flight handler, commit."""
+        """Before partitions move: stop working on them, wait for the in-flight handler, commit, then
+        tell the subscriber (on_revoked). The group waits for all of it before assigning them again."""
         revoked = set(revoked)
         self.generation += 1
         self.owned -= revoked
         self.positioned = False
+        if self.assigning is not None and not self.assigning.done():
+            # on_revoked follows the on_assigned it undoes: let that finish first (no record was handed
+            # out meanwhile, the partitions are paused). Heartbeats go on during this callback.
+            log.info("kafka.revoke_waits_for_on_assigned", group=self.sub.group)
+            await asyncio.wait({self.assigning})
         try:
             await asyncio.wait_for(self.idle.wait(), timeout=self.bus.shutdown_grace)
         except TimeoutError:
             log.warning("kafka.revoke_while_handler_busy", group=self.sub.group)
+            if self.sub.on_revoked is not None:
+                # on_revoked comes after the handler's last delivery returned and was committed, however
+                # long that takes (past the rebalance timeout the group goes on without this member).
+                await self.idle.wait()
         consumer = self.consumer
         if consumer is not None and revoked:
             await self._commit(consumer, revoked)
         for tp in revoked:
             self.pending.pop(tp, None)
         log.info("kafka.partitions_revoked", group=self.sub.group, partitions=_fmt_tps(revoked))
+        await self._revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.owned = set(assigned)
+        assigned = set(assigned)
         self.positioned = False
         log.info("kafka.partitions_assigned", group=self.sub.group, partitions=_fmt_tps(assigned))
+        consumer = self.consumer
+        if self.stopping or consumer is None:
+            # Leaving: the subscriber is not told of partitions it will never consume.
+            self.owned = set()
+            self._pause(consumer, assigned)
+            return
+        if self.sub.on_assigned is None or not assigned:
+            self.owned = assigned
+            self.held |= assigned
+            return
+        # aiokafka already returns records of the new assignment from getmany and sends no heartbeat
+        # while this callback runs: hold the partitions back and await the hook in a task of its own.
+        self.owned = set()
+        self._pause(consumer, assigned)
+        self.assigning = asyncio.create_task(
+            self._assign(consumer, assigned, self.generation), name=f"kafka-on-assigned:{self.sub.group}"
+        )
+
+    async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition], generation: int) -> None:
+        """Tell the subscriber (on_assigned), then let the records of those partitions flow."""
+        self.held |= assigned
+        await self.sub.partitions_assigned(self._logical(assigned))
+        if generation != self.generation or self.stopping:
+            return  # revoked meanwhile: the revoke listener, or stop(), takes it from here
+        self.owned = set(assigned)
+        for tp in assigned:
+            with contextlib.suppress(IllegalStateError):  # no longer assigned
+                consumer.resume(tp)
+        self.positioned = False  # the loop says ready once positioned
+
+    async def _revoke(self, tps: set[TopicPartition]) -> None:
+        """on_revoked for those of ``tps`` the subscriber holds; each partition is revoked once."""
+        gone = self.held & tps
+        if not gone:
+            return
+        self.held -= gone
+        self.revoking |= gone
+        try:
+            await self.sub.partitions_revoked(self._logical(gone))
+        finally:
+            self.revoking -= gone
+
+    def _pause(self, consumer: AIOKafkaConsumer | None, tps: set[TopicPartition]) -> None:
+        if consumer is None:
+            return
+        for tp in tps:
+            with contextlib.suppress(IllegalStateError):
+                consumer.pause(tp)
 
 
 def _fmt(offsets: dict[TopicPartition, int]) -> dict[str, int]:

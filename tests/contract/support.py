@@ -50,6 +50,13 @@ class BusHarness:
     def max_attempts(self) -> int:
         return int(self.config["max_attempts"])
 
+    @property
+    def session_timeout(self) -> float:
+        """Seconds after which a silent member loses its partitions."""
+        if self.kind == "embedded":
+            return float(self.config["session_timeout"])
+        return int(self.config["session_timeout_ms"]) / 1000
+
     def unique(self, what: str) -> str:
         return f"{what}-{uuid.uuid4().hex[:8]}"
 
@@ -76,6 +83,33 @@ class BusHarness:
         if self.kind == "embedded":
             return await asyncio.to_thread(self._embedded_records, physical)
         return await self._kafka_records(physical)
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offsets (next offset to read) per partition of a logical topic, read from
+        the storage itself (Kafka: the group coordinator, through an admin client)."""
+        physical = self.config["topic_prefix"] + topic
+        if self.kind == "embedded":
+            return await asyncio.to_thread(self._embedded_committed, group, physical)
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.config["bootstrap_servers"])
+        await admin.start()
+        try:
+            async with asyncio.timeout(WAIT):
+                offsets = await admin.list_consumer_group_offsets(self.config["topic_prefix"] + group)
+        finally:
+            await admin.close()
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == physical and meta.offset >= 0}
+
+    def _embedded_committed(self, group: str, physical: str) -> dict[int, int]:
+        conn = sqlite3.connect(self.config["path"], timeout=10)
+        try:
+            rows = conn.execute(
+                "SELECT partition, next_offset FROM group_offsets WHERE group_id=? AND topic=?", (group, physical)
+            ).fetchall()
+        finally:
+            conn.close()
+        return {int(p): int(o) for p, o in rows}
 
     def _embedded_records(self, physical: str) -> list[Record]:
         conn = sqlite3.connect(self.config["path"], timeout=10)
