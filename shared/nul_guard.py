@@ -61,7 +61,9 @@ class RejectNulBytes:
             await _reject(send, "body")
             return
         first = {"type": "http.request", "body": body, "more_body": more}
-        await self.app(scope, _replay([first], then=receive if more else None), send)
+        # After the body, the server's own messages: a disconnect only when the client really left (a
+        # replay that made one up at once cut off anything that waits for it, like a forwarded request).
+        await self.app(scope, _replay([first], then=receive), send)
 
 
 def _body_kind(scope: Scope) -> str | None:
