@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -21,6 +22,9 @@ from shared.events import utcnow
 from shared.observability import Check
 from shared.outbox import OutboxRelay
 from shared.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from shared.bus.base import PartitionsChanged
 
 log = structlog.get_logger(__name__)
 
@@ -72,8 +76,17 @@ class ServiceRuntime:
         *,
         group: str | None = None,
         batch_handler: BatchHandler | None = None,
+        on_assigned: PartitionsChanged | None = None,
+        on_revoked: PartitionsChanged | None = None,
     ) -> Subscription:
-        sub = await self.bus.subscribe(list(topics), group or self.name, handler, batch_handler=batch_handler)
+        sub = await self.bus.subscribe(
+            list(topics),
+            group or self.name,
+            handler,
+            batch_handler=batch_handler,
+            on_assigned=on_assigned,
+            on_revoked=on_revoked,
+        )
         self.subscriptions.append(sub)
         return sub
 

@@ -18,15 +18,18 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
+from starlette.types import Scope
 
-from services.router import metrics
+from services.router import callback_closures, domain_ownership, metrics, request_owner
 from services.router.api import agents, console, contacts, dashboard, offers, ops, promises, tokens
 from services.router.errors import RouterError
-from services.router.ownership import OwnershipLost
+from services.router.forwarding import DomainForwarding, default_client
+from services.router.ownership import WHOLE, OwnershipLost
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
 from services.router.standby import StandbyGuard, serving
@@ -72,6 +75,11 @@ def create_app(
                 raise MissingAdminToken("SWITCHBOARD_ADMIN_TOKEN and SWITCHBOARD_ROUTER_ADMIN_TOKEN differ: set one")
             auth = auth.model_copy(update={"admin_token": SecretStr(settings.admin_token)})
     authenticator = Authenticator(auth)  # no admin token: refuse to start (MissingAdminToken)
+    if settings.ownership != WHOLE and not settings.advertise_url:
+        raise ValueError(
+            "SWITCHBOARD_ROUTER_OWNERSHIP=partitions needs SWITCHBOARD_ROUTER_ADVERTISE_URL: the URL at which "
+            "the other routers forward requests for this router's domains"
+        )
     runtime = ServiceRuntime("router", common, database_url=settings.database_url, migrations=MIGRATIONS, bus=bus)
 
     async def _own_and_serve(service: RouterService) -> None:
@@ -89,13 +97,16 @@ def create_app(
             async def on_contact_events(batch: Sequence[tuple[Envelope, Record]]) -> None:
                 await service.handle_events([envelope for envelope, _ in batch])
 
-            # contacts: the work; callbacks: only to drop a queued callback that was closed elsewhere.
-            await runtime.consume(
-                [topics.CONTACTS, topics.CALLBACKS],
-                on_contact_event,
-                group=settings.consumer_group,
-                batch_handler=on_contact_events,
-            )
+            if service.domains.whole:
+                # contacts: the work; callbacks: only to drop a queued callback that was closed elsewhere.
+                await runtime.consume(
+                    [topics.CONTACTS, topics.CALLBACKS],
+                    on_contact_event,
+                    group=settings.consumer_group,
+                    batch_handler=on_contact_events,
+                )
+            else:
+                await _consume_owned_partitions(service)
             service.serving = True
             log.info("router.ready", strategy=service.strategy.version)
         except asyncio.CancelledError:
@@ -105,6 +116,42 @@ def create_app(
             # orchestrator restarts it instead of keeping a process that will never serve.
             log.critical("router.start_failed", exc_info=True)
             os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _consume_owned_partitions(service: RouterService) -> None:
+        """Several active routers: this one owns the domains of the ``contacts`` partitions its consumer
+        is assigned (``domain_ownership.py``); closures of callbacks, keyed by customer on ``callbacks``,
+        are passed on to ``contacts`` under their domain's key, so they reach the domain's owner."""
+        bus = runtime.bus
+
+        async def partition_of(domain: str) -> int:
+            return await bus.partition_of(topics.CONTACTS, domain)
+
+        service.domains.use(partition_of)
+
+        async def on_contact_event(envelope: Envelope, record: Record) -> None:
+            await service.handle_events([envelope], {record.partition})
+
+        async def on_contact_events(batch: Sequence[tuple[Envelope, Record]]) -> None:
+            await service.handle_events([envelope for envelope, _ in batch], {record.partition for _, record in batch})
+
+        async def assigned(tps: frozenset[tuple[str, int]]) -> None:
+            await domain_ownership.take(service, domain_ownership.contacts_partitions(tps))
+
+        async def revoked(tps: frozenset[tuple[str, int]]) -> None:
+            await domain_ownership.give_up(service, domain_ownership.contacts_partitions(tps))
+
+        async def pass_on_closure(envelope: Envelope, _record: Record) -> None:
+            await callback_closures.pass_on(bus, service, envelope)
+
+        await runtime.consume(
+            [topics.CONTACTS],
+            on_contact_event,
+            group=settings.consumer_group,
+            batch_handler=on_contact_events,
+            on_assigned=assigned,
+            on_revoked=revoked,
+        )
+        await runtime.consume([topics.CALLBACKS], pass_on_closure, group=f"{settings.consumer_group}-callbacks")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,9 +187,10 @@ def create_app(
                 await sub.stop()
             await service.stop()
             await runtime.stop()
-            callback_client = getattr(app.state, "callback_client", None)  # api/promises.py's pool
-            if callback_client is not None:
-                await callback_client.aclose()
+            for pool in ("callback_client", "forwarding_client"):  # api/promises.py's, forwarding's
+                client = getattr(app.state, pool, None)
+                if client is not None:
+                    await client.aclose()
 
     app = FastAPI(
         title="Switchboard router",
@@ -154,6 +202,25 @@ def create_app(
         openapi_url="/openapi.json" if common.docs_enabled else None,
     )
     app.add_middleware(StandbyGuard, prefix="/v1/", exempt=("/v1/router/ownership",))
+    if settings.ownership != WHOLE:
+        # Outside the standby guard (a router owning nothing still forwards), inside the input limits
+        # (what it buffers is bounded): requests for another router's domain go to that router.
+        async def owner_of_request(scope: Scope, body: bytes) -> str | None:
+            service = getattr(scope["app"].state, "service", None)
+            return None if service is None else await request_owner.owner_url(service, scope, body)
+
+        def forwarding_client() -> httpx.AsyncClient:
+            client = app.state.forwarding_client = default_client()  # closed by the lifespan
+            return client
+
+        app.add_middleware(
+            DomainForwarding,
+            prefix="/v1/",
+            resolve=owner_of_request,
+            client_factory=forwarding_client,
+            exempt=("/v1/router/ownership",),
+            instance_id=settings.advertise_url,
+        )
     app.add_middleware(RejectNulBytes)  # PostgreSQL text cannot hold NUL: 422, not 500
     install_input_limits(app, HttpServerSettings().max_body_bytes)  # 413, no 500s or echoes from bodies
     app.state.settings = settings
@@ -168,12 +235,15 @@ def create_app(
 
     @app.exception_handler(RouterError)
     async def _router_error(_request: Request, exc: RouterError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        retry = {"Retry-After": "2"} if exc.status_code == 503 else None  # NotOwnedHere: ownership moving
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=retry)
 
     async def refresh_gauges() -> None:
         service = getattr(app.state, "service", None)
         if service is not None:
             metrics.OWNS_ROUTING_STATE.labels(service.ownership.name).set(1 if serving(service) else 0)
+            metrics.OWNED_PARTITIONS.set(len(service.domains.partitions))
+            metrics.OWNED_DOMAINS.set(len(service.domains.owned()) if not service.domains.whole else 0)
         if serving(service):
             try:
                 metrics.refresh_gauges(await app.state.service.views.stats())

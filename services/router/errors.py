@@ -29,3 +29,10 @@ class Invalid(RouterError):
     """Semantically invalid input that pydantic alone cannot see (depends on state or strategy)."""
 
     status_code = 422
+
+
+class NotOwnedHere(RouterError):
+    """The routing domain is another router's (several active routers): the request is normally
+    forwarded to its owner; this answers the moment ownership moves between the two."""
+
+    status_code = 503

@@ -86,6 +86,14 @@ REQUESTS_FORWARDED = Counter(
     "upstream_unavailable, upstream_timeout, upstream_lost, loop_refused, resolver_unavailable)",
     ["outcome"],
 )
+OWNED_PARTITIONS = Gauge(
+    "switchboard_router_owned_partitions",
+    "`contacts` partitions whose routing domains this instance owns (ownership=partitions; 0 otherwise)",
+)
+OWNED_DOMAINS = Gauge(
+    "switchboard_router_owned_domains",
+    "routing domains (tenant/site) this instance owns, of those it has seen (ownership=partitions)",
+)
 STREAMS_OPEN = Gauge("switchboard_router_agent_streams_open", "Open agent streams")
 OFFERS_OUTSTANDING = Gauge("switchboard_router_offers_outstanding", "Offers awaiting an answer")
 # Service level over the stats window, in the three definitions /v1/stats reports (stats.py says which is which).

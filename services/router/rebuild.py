@@ -40,8 +40,18 @@ async def from_database(router: RouterService) -> None:
     router.work.clear()
     router.refresh_on_release.clear()
     router.handling = HandlingWatch()
+    domains = router.domains
     async with router.sessionmaker() as session:
         agent_rows = (await session.execute(select(agents))).all()
+        rows = (
+            await session.execute(
+                select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
+            )
+        ).all()
+        # Only the domains this router owns (all of them, unless several routers share the database).
+        await domains.learn([r.site for r in agent_rows] + [r.site for r in rows])
+        agent_rows = [r for r in agent_rows if domains.owns_known(r.site)]
+        rows = [r for r in rows if domains.owns_known(r.site)]
         for row in agent_rows:
             router.presence.track(row.agent_id, now)
             # Load comes back below, one restored reservation per offered or assigned contact.
@@ -50,11 +60,6 @@ async def from_database(router: RouterService) -> None:
             if row.wrap_up_until is not None:
                 router.work.wrap_until[row.agent_id] = row.wrap_up_until
                 router.work.written_until[row.agent_id] = row.wrap_up_until
-        rows = (
-            await session.execute(
-                select(contacts).where(contacts.c.state.in_(ContactState.LIVE)).order_by(contacts.c.virtual_start)
-            )
-        ).all()
         declined = await _declined_offers(router, session, rows, now)
         for row in rows:
             if row.state == ContactState.WAITING or row.agent_id is None:
@@ -68,7 +73,10 @@ async def from_database(router: RouterService) -> None:
                 )
         await _watch_handling(router, session, [r for r in rows if r.state == ContactState.ASSIGNED])
         pending = (await session.execute(select(offers).where(offers.c.state == OfferState.PENDING))).all()
+        live = {r.contact_id for r in rows}
         for o in pending:
+            if o.contact_id not in live:
+                continue  # another router's domain
             router.open_offers.track(PendingOffer(o.offer_id, o.contact_id, o.agent_id, o.expires_at))
         router.engine = engine
         # Every agent's work is derived again at the next commit: whatever an earlier version or a
@@ -142,7 +150,10 @@ async def _rebuild_counters(router: RouterService, session: AsyncSession, now: f
             .order_by(offers.c.made_at)
         )
     ).all()
+    await router.domains.learn([r.site for r in rows])
     for row in rows:
+        if not router.domains.owns_known(row.site):
+            continue
         role = role_of(row.explanation)
         if role is not None:
             sales.record_offer(row.contact_id, role, row.made_at, row.site)
@@ -154,7 +165,10 @@ async def _rebuild_counters(router: RouterService, session: AsyncSession, now: f
             .order_by(contacts.c.ended_at)
         )
     ).all()
+    await router.domains.learn([r.site for r in done])
     for completed in done:
+        if not router.domains.owns_known(completed.site):
+            continue
         outcome = completed.outcome or {}
         amount = float(outcome.get("goodwill_amount") or 0.0)
         # per-role budgets need the role the grant was made under (only grants: few reads)

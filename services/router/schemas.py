@@ -146,10 +146,16 @@ class OwnershipOut(BaseModel):
 
     instance: str = Field(description="this process's owner id in the lease")
     serving: bool = Field(description="owns the state, rebuilt it and consumes: serves /v1")
-    lease: str = Field(description="the lease guarding one database's routing state")
-    lease_owner: str | None = Field(description="the instance holding the lease now (None: never taken)")
+    mode: str = Field(
+        description="whole: one active router per database; partitions: several, each owning the routing "
+        "domains of its `contacts` partitions"
+    )
+    lease: str = Field(description="the lease guarding one database's whole routing state (mode whole)")
+    lease_owner: str | None = Field(description="the instance holding that lease now (None: never taken)")
     lease_expires_at: datetime | None = Field(description="UTC; unless renewed, a standby takes over then")
+    leases: list[str] = Field(description="the leases this instance holds (whole, or one per partition)")
+    partitions: list[int] = Field(description="the `contacts` partitions it owns (mode partitions)")
     domains: list[str] = Field(
-        description="routing domains this instance routes; ['*']: every domain of its database (one active "
-        "router per database today), []: a standby"
+        description="routing domains this instance routes, of those it has seen; ['*']: every domain of its "
+        "database (mode whole), []: none (a standby)"
     )

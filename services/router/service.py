@@ -32,12 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.router import leadership, rebuild
 from services.router.agent_work import AgentWork
 from services.router.auth import IssuedToken, KnownTokens, Principal, new_token
+from services.router.domains import OwnedDomains
 from services.router.errors import RouterError
 from services.router.group_commit import GroupCommit
 from services.router.handling import HandlingWatch
 from services.router.matching import MatchingEngine
 from services.router.open_offers import OpenOffers
-from services.router.ownership import Ownership, OwnershipLost
+from services.router.ownership import WHOLE, Ownership, OwnershipLost
 from services.router.settings import RouterSettings
 from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence, StreamHub
@@ -91,7 +92,11 @@ class RouterService:
         self.engine = MatchingEngine(strategy)
         self.goodwill = GoodwillLedger(strategy.goodwill)
         self.tokens = KnownTokens()
-        self.ownership = Ownership(f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds)
+        self.ownership = Ownership(
+            f"router/{tenant_id}", uuid.uuid4().hex, settings.ownership_ttl_seconds, address=settings.advertise_url
+        )
+        # Which routing domains this router acts on: all, or its partitions' (domain_ownership.py).
+        self.domains = OwnedDomains(tenant_id, self.ownership, whole=settings.ownership == WHOLE)
         self.writer = Writer(
             sessionmaker=sessionmaker,
             source=source,
@@ -131,11 +136,14 @@ class RouterService:
         return self.ownership.held
 
     async def start(self) -> None:
-        """Own the state, rebuild it from the database, heal what a crash left behind, start ticking."""
-        await leadership.acquire(self)
-        async with self.writer.lock:
-            await rebuild.from_database(self)
-        await self.tick()  # expired leases are timed out and requeued before anything else happens
+        """Own the state, rebuild it from the database, heal what a crash left behind, start ticking.
+        Sharing the database (``ownership=partitions``), a router owns nothing yet: its domains come
+        with the partitions its consumer is assigned (``domain_ownership.py``)."""
+        if self.domains.whole:
+            await leadership.acquire(self)
+            async with self.writer.lock:
+                await rebuild.from_database(self)
+            await self.tick()  # expired leases are timed out and requeued before anything else happens
         self._task = asyncio.create_task(self._run(), name="router-tick")
 
     async def stop(self) -> None:
@@ -204,8 +212,10 @@ class RouterService:
         state change and outbox in one transaction."""
         await inbound_events.handle_events(self, [envelope])
 
-    async def handle_events(self, envelopes: Sequence[Envelope]) -> None:
-        await inbound_events.handle_events(self, envelopes)
+    async def handle_events(self, envelopes: Sequence[Envelope], partitions: set[int] | None = None) -> None:
+        """A batch of consumed events; ``partitions``: the ``contacts`` partitions they came from (their
+        leases are made sure of first, when several routers share the database)."""
+        await inbound_events.handle_events(self, envelopes, partitions)
 
     # ------------------------------------------------------------------------------------------
     # Offers and assignments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,17 @@ class RouterSettings(BaseSettings):
         5.0, gt=0, description="Lease on the routing state; a standby router takes over after it expires."
     )
     consumer_group: str = Field("router", description="Consumer group on the `contacts` topic.")
+    ownership: Literal["whole", "partitions"] = Field(
+        "whole",
+        description="whole: one active router per database (others are standbys); partitions: several "
+        "active routers, each owning the routing domains of the `contacts` partitions its consumer is "
+        "assigned (Kafka, or the embedded bus's leased partitions). See ownership.py.",
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="Base URL at which the other routers reach this one (ownership=partitions: a request "
+        "for a domain this router does not own is forwarded to its owner's URL). Required in that mode.",
+    )
     callback_url: str = Field(
         "http://127.0.0.1:8003",
         description="Base URL of the callback service; the ops dashboard reads today's promises from it "

@@ -164,4 +164,7 @@ leases = Table(
     Column("owner", String(100), nullable=False),
     Column("expires_at", Double, nullable=False),
     Column("acquired_at", Double, nullable=False),
+    # Where the holder answers (several active routers: a request for a domain owned elsewhere is
+    # forwarded there); None for a router that owns its whole database.
+    Column("address", String(300), nullable=True),
 )

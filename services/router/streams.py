@@ -56,6 +56,18 @@ class StreamHub:
                     queue.get_nowait()
                     queue.put_nowait(None)
 
+    def agent_ids(self) -> list[str]:
+        """Agents with at least one open stream."""
+        return list(self._queues)
+
+    def end(self, agent_id: str) -> None:
+        """Ask the agent's streams to end (its domain moved to another router: the client reconnects)."""
+        for queue in list(self._queues.get(agent_id, ())):
+            with contextlib.suppress(asyncio.QueueFull, asyncio.QueueEmpty):
+                if queue.full():  # a client not reading: make room for the end
+                    queue.get_nowait()
+                queue.put_nowait(None)
+
     def shutdown(self) -> None:
         """Ask every open stream to end (service shutdown)."""
         for queues in list(self._queues.values()):

@@ -163,8 +163,11 @@ class Writer:
             except RouterError:
                 raise  # refused before anything changed: the engine is untouched
             except OwnershipLost:
-                log.error("router.ownership_lost", lease=self._ownership.name)
-                raise  # the engine is rebuilt once ownership is regained
+                log.error("router.ownership_lost", lease=self._ownership.name, still_held=sorted(self._ownership.names))
+                # Rebuilt before the engine is used again: for the leases still held (some domains were
+                # lost), or once ownership is regained.
+                self.stale = True
+                raise
             except BaseException:
                 try:
                     await self._rebuild()

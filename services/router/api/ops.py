@@ -82,8 +82,11 @@ async def get_ownership(service: ServiceDep, _: TrustedDep) -> OwnershipOut:
     return OwnershipOut(
         instance=service.ownership.owner,
         serving=serves,
+        mode=service.settings.ownership,
         lease=service.ownership.name,
         lease_owner=row.owner if row else None,
         lease_expires_at=datetime.fromtimestamp(row.expires_at, UTC) if row else None,
-        domains=["*"] if serves else [],
+        leases=sorted(service.ownership.names),
+        partitions=sorted(service.domains.partitions) if not service.domains.whole else [],
+        domains=service.domains.owned() if serves else [],
     )

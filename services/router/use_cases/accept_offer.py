@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, update
 
 from services.router import metrics
 from services.router.auth import Principal
-from services.router.errors import Conflict
+from services.router.errors import Conflict, NotOwnedHere
 from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
@@ -30,6 +30,8 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
     async def accept(tx: UnitOfWork) -> dict[str, Any] | None:
         row = await offer_for(tx.session, offer_id, who)
         pending = router.open_offers.get(offer_id)
+        if pending is None and row.state == OfferState.PENDING and not router.domains.whole:
+            raise NotOwnedHere("this offer's routing domain is owned by another router now; retry")
         if row.state != OfferState.PENDING or pending is None:
             raise Conflict(f"offer is {row.state}, it can no longer be accepted")
         if pending.expires_at <= tx.now:

@@ -54,6 +54,7 @@ async def register_agent(
     """Create an agent; returns it and its bearer token (shown once, only its hash is kept)."""
     if status not in CHOSEN_STATUSES:
         raise Invalid("an agent starts as available, break or offline")
+    await router.domains.require(profile.site)
     agent_id = agent_id or str(uuid.uuid4())
     issued = router.issue_agent_token(agent_id)
     token = issued.token
@@ -111,8 +112,15 @@ async def register_agent(
 async def update_agent(router: RouterService, agent_id: str, profile: AgentProfile) -> dict[str, Any]:
     async with router.writer.locked(), router.writer.transaction() as tx:
         row = await agent_row(tx.session, agent_id)
+        await router.domains.require(row.site)
         if profile.site != row.site and await has_work(tx.session, agent_id):
             raise Conflict("an agent cannot change site while it has offers or assignments")
+        if not await router.domains.owns(profile.site):
+            # Its new owner would not hear of the agent before its next rebuild.
+            raise Conflict(
+                "the new site's routing domain is owned by another router: register the agent there, or move "
+                "it while one router owns both domains"
+            )
         await tx.session.execute(
             update(agents)
             .where(agents.c.agent_id == agent_id)
@@ -141,6 +149,7 @@ async def rotate_token(router: RouterService, agent_id: str) -> str:
     router.tokens.forget()
     async with router.writer.locked(), router.writer.transaction() as tx:
         row = await agent_row(tx.session, agent_id)
+        await router.domains.require(row.site)
         await tx.session.execute(
             update(agents)
             .where(agents.c.agent_id == agent_id)

@@ -43,6 +43,7 @@ async def change_status(
 
     async def change(tx: UnitOfWork) -> None:
         row = await agent_row(tx.session, agent_id)
+        await router.domains.require(row.site)
         if status is AgentStatus.AVAILABLE:
             await end_wrap_up(router, tx, agent_id)
         if row.status == status.value and reason is None and not row.missed_offers:

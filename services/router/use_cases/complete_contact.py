@@ -52,6 +52,7 @@ async def complete(
             raise NotFound(f"contact {contact_id!r} not found")
         if row.agent_id is None or not who.may_act_for(row.agent_id):
             raise Forbidden("this contact is not assigned to you")
+        await router.domains.require(row.site)
         if row.state != ContactState.ASSIGNED:
             raise Conflict(f"contact is {row.state}, not assigned; nothing to complete")
         attempt = attempt_result

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 
 from services.router.auth import Principal
-from services.router.errors import Conflict
+from services.router.errors import Conflict, NotOwnedHere
 from services.router.rows import offer_for
 from services.router.store import OfferState, agents
 from services.router.unit_of_work import UnitOfWork
@@ -24,6 +24,8 @@ async def decline(router: RouterService, offer_id: str, who: Principal, reason: 
     async def decline(tx: UnitOfWork) -> dict[str, Any]:
         row = await offer_for(tx.session, offer_id, who)
         pending = router.open_offers.get(offer_id)
+        if pending is None and row.state == OfferState.PENDING and not router.domains.whole:
+            raise NotOwnedHere("this offer's routing domain is owned by another router now; retry")
         if row.state != OfferState.PENDING or pending is None:
             raise Conflict(f"offer is {row.state}, it can no longer be declined")
         await close_offer(router, tx, pending, OfferState.DECLINED, reason=reason or "declined")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from services.router import leadership, metrics
+from services.router import domain_ownership, leadership, metrics
 from services.router.errors import RouterError
 from services.router.ownership import OwnershipLost
 from services.router.unit_of_work import UnitOfWork
@@ -53,7 +53,9 @@ EVENT_HANDLERS: dict[type, Handler] = {
 }
 
 
-async def handle_events(router: RouterService, envelopes: Sequence[Envelope]) -> None:
+async def handle_events(
+    router: RouterService, envelopes: Sequence[Envelope], partitions: set[int] | None = None
+) -> None:
     """Consume a batch of events in one transaction (one inbox check each, in order): the batch is
     acknowledged only after this returns, so a crash in the middle replays all of it, deduped."""
     mine = [e for e in envelopes if type(e.payload) in EVENT_HANDLERS and e.source != router.source]
@@ -76,8 +78,11 @@ async def handle_events(router: RouterService, envelopes: Sequence[Envelope]) ->
 
     while True:
         try:
+            if not router.domains.whole:
+                await domain_ownership.hold(router, partitions or set())
             await router.writes.run(apply)
             break
         except OwnershipLost:
-            await leadership.regain(router)  # hold the events (not acknowledged) until this router owns again
+            if router.domains.whole:
+                await leadership.regain(router)  # hold the events (not acknowledged) until this router owns again
     router.wake()

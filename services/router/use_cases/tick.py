@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 async def run(router: RouterService) -> int:
     """One round of housekeeping and routing; returns how many offers were made."""
     if not router.ownership.held:
+        if not router.domains.whole:
+            return 0  # owns no partition (yet): nothing to route
         if not await leadership.try_acquire(router):
             return 0
         log.info("router.owner_again", lease=router.ownership.name)

@@ -1,0 +1,158 @@
+"""Several active routers on one database (``ownership=partitions``): each acts only on the routing
+domains of the partitions whose leases it holds, waits for a partition another router still holds, and
+cannot commit anything once it lost one (fencing per domain) until it has dropped that domain.
+
+In-process routers on one SQLite database, driven through the same calls the bus makes
+(``domain_ownership.take`` / ``give_up`` on assignment and revocation); the real processes on Kafka
+are in ``tests/e2e/test_active_routers.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from services.router import domain_ownership
+from services.router.app import MIGRATIONS
+from services.router.errors import NotOwnedHere
+from services.router.ownership import OwnershipLost
+from services.router.service import RouterService
+from services.router.settings import RouterSettings
+from services.router.store import leases
+from services.router.strategy import load_strategy
+from shared import db
+from shared.events import AgentStatus, make_event
+from shared.topics import routing_domain
+from tests.router.conftest import chat_agent, contact
+
+PARTITIONS = 4
+
+
+async def partition_of(domain: str) -> int:
+    return zlib.crc32(domain.encode()) % PARTITIONS
+
+
+def site_in(partition: int, n: int = 0) -> str:
+    """The n-th site (of s0, s1, ...) whose routing domain lands in ``partition``."""
+    found = [
+        s for s in (f"s{i}" for i in range(200)) if zlib.crc32(routing_domain("default", s).encode()) % 4 == partition
+    ]
+    return found[n]
+
+
+@contextlib.asynccontextmanager
+async def routers(url: str, count: int, **settings: object) -> AsyncIterator[list[RouterService]]:
+    await db.migrate(MIGRATIONS, url)
+    engine = db.make_engine(url)
+    made = []
+    for i in range(count):
+        svc = RouterService(
+            sessionmaker=db.make_sessionmaker(engine),
+            settings=RouterSettings(
+                presence_grace_seconds=1e9,
+                ownership="partitions",
+                advertise_url=f"http://router{i}",
+                **settings,  # type: ignore[arg-type]
+            ),
+            strategy=load_strategy(None),
+        )
+        svc.domains.use(partition_of)
+        made.append(svc)
+    try:
+        yield made
+    finally:
+        for svc in made:
+            await svc.writes.stop()
+        await engine.dispose()
+
+
+async def register(router: RouterService, agent_id: str, site: str) -> None:
+    profile = replace(chat_agent(agent_id), site=site)
+    await router.register_agent(agent_id, profile, AgentStatus.OFFLINE)
+
+
+async def test_each_router_acts_only_on_the_domains_of_its_partitions(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 2) as (a, b):
+        await domain_ownership.take(a, {0, 1})
+        await domain_ownership.take(b, {2, 3})
+        assert a.domains.partitions == {0, 1} and b.domains.partitions == {2, 3}
+        await register(a, "ann", site_in(0))
+        await register(b, "bob", site_in(2))
+        with pytest.raises(NotOwnedHere):
+            await register(a, "cid", site_in(3))  # b's domain: a refuses (requests are forwarded to b)
+        await a.handle_events([make_event(contact("c0", site=site_in(1)), source="t")], {1})
+        await b.handle_events([make_event(contact("c2", site=site_in(3)), source="t")], {3})
+        assert a.engine.agent("ann") is not None and a.engine.agent("bob") is None
+        assert b.engine.agent("bob") is not None and b.engine.agent("ann") is None
+        assert a.engine.waiting_count() == 1 and b.engine.waiting_count() == 1
+        # b hands partition 3 over: a takes it at once (released, not left to expire) with its queue.
+        await domain_ownership.give_up(b, {3})
+        started = time.monotonic()
+        await asyncio.wait_for(domain_ownership.take(a, {3}), timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert a.engine.waiting_count() == 2 and b.engine.waiting_count() == 0
+        assert sorted(a.domains.owned()) == sorted(
+            routing_domain("default", s) for s in {site_in(0), site_in(1), site_in(3)}
+        )
+
+
+async def test_a_partition_held_by_another_router_is_waited_for_until_released(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 2, ownership_ttl_seconds=30.0) as (a, b):
+        await domain_ownership.take(a, {0})
+        await register(a, "ann", site_in(0))
+        taking = asyncio.create_task(domain_ownership.take(b, {0}))
+        await asyncio.sleep(1.0)
+        assert not taking.done() and b.domains.partitions == set()  # a still holds it: b waits
+        await domain_ownership.give_up(a, {0})
+        await asyncio.wait_for(taking, timeout=5)
+        assert b.domains.partitions == {0} and b.engine.agent("ann") is not None
+        assert a.engine.agent("ann") is None and a.domains.partitions == set()
+
+
+async def test_a_router_that_lost_one_partition_commits_nothing_until_it_dropped_that_domain(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 1) as (a,):
+        await domain_ownership.take(a, {0, 1})
+        await register(a, "ann", site_in(1))
+        async with a.sessionmaker() as session, session.begin():
+            await session.execute(  # another router took partition 1 (a was paused past its lease)
+                update(leases)
+                .where(leases.c.name == a.ownership.partition_lease(1))
+                .values(owner="intruder", expires_at=time.time() + 60)
+            )
+        with pytest.raises(OwnershipLost):
+            await register(a, "bea", site_in(0))  # fenced, though partition 0 is still a's
+        assert a.domains.partitions == {0}
+        await register(a, "bea", site_in(0))  # dropped partition 1's domains: a may act on 0 again
+        assert a.engine.agent("bea") is not None
+        assert a.engine.agent("ann") is None  # partition 1's agent left the engine with its domain
+        with pytest.raises(NotOwnedHere):
+            await a.change_status("ann", AgentStatus.AVAILABLE, None)
+
+
+async def test_the_two_modes_exclude_each_other_on_one_database(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 1) as (sharing,):
+        whole = RouterService(
+            sessionmaker=sharing.sessionmaker, settings=RouterSettings(), strategy=load_strategy(None)
+        )
+        from services.router import leadership
+
+        assert await leadership.try_acquire(whole)
+        taking = asyncio.create_task(domain_ownership.take(sharing, {0}))
+        await asyncio.sleep(1.0)
+        assert not taking.done() and not sharing.ownership.held
+        await leadership.hand_over(whole)
+        await asyncio.wait_for(taking, timeout=5)
+        assert sharing.domains.partitions == {0}
+        assert not await leadership.try_acquire(whole)  # and back: no whole lease while a partition is held
