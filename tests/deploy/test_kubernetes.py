@@ -193,7 +193,10 @@ def test_env_names_are_settings_the_code_reads(built: dict[str, list[dict[str, A
     unknown = {k for k in _config(objects) if k not in known}
     for name, spec in _pod_specs(objects):
         for container in spec["containers"]:
-            unknown |= {f"{name}: {e['name']}" for e in container.get("env", []) if e["name"] not in known}
+            env = container.get("env", [])
+            # A variable only there to be expanded into another (``$(POD_IP)``) is read by Kubernetes.
+            expanded = {e["name"] for e in env if any(f"$({e['name']})" in o.get("value", "") for o in env)}
+            unknown |= {f"{name}: {e['name']}" for e in env if e["name"] not in known | expanded}
     assert not unknown, f"no settings class reads {sorted(unknown)}"
 
 
@@ -237,11 +240,28 @@ def test_the_autoscaler_targets_intake_only(built: dict[str, list[dict[str, Any]
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_one_router_replaced_by_recreate(built: dict[str, list[dict[str, Any]]], build: str) -> None:
-    (router,) = [d for d in _of(built[build], "Deployment") if d["metadata"]["name"] == "router"]
-    assert router["spec"]["replicas"] == 1
-    assert router["spec"]["strategy"] == {"type": "Recreate"}
-    assert "scale-out change" in (K8S / "base" / "router.yaml").read_text()
+def test_several_active_routers_each_reachable_at_its_own_address(
+    built: dict[str, list[dict[str, Any]]], build: str
+) -> None:
+    """Routers share the domains (ownership=partitions), roll one pod at a time, and advertise the pod's
+    own address for forwarded requests (not the Service's, which would pick any pod)."""
+    objects = built[build]
+    (router,) = [d for d in _of(objects, "Deployment") if d["metadata"]["name"] == "router"]
+    partitions = int(_config(objects)["SWITCHBOARD_KAFKA_PARTITIONS"])
+    assert 2 <= router["spec"]["replicas"] <= partitions  # a replica beyond the partitions would own nothing
+    assert router["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    (container,) = router["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SWITCHBOARD_ROUTER_OWNERSHIP"]["value"] == "partitions"
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_IP") < names.index("SWITCHBOARD_ROUTER_ADVERTISE_URL")  # $(POD_IP) expands
+    assert env["SWITCHBOARD_ROUTER_ADVERTISE_URL"]["value"] == "http://$(POD_IP):8000"
+    (pdb,) = [p for p in _of(objects, "PodDisruptionBudget") if p["metadata"]["name"] == "router"]
+    assert pdb["spec"]["maxUnavailable"] == 1
 
 
 @pytest.mark.parametrize("build", BUILDS)
