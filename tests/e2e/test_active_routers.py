@@ -1,13 +1,14 @@
-"""Several active routers on Kafka (issue 18): each owns the routing domains of the ``contacts``
-partitions its consumer is assigned; one is killed with ``kill -9`` mid-load.
+"""Several active routers (issue 18): each owns the routing domains of the ``contacts`` partitions its
+consumer is assigned; one is killed with ``kill -9`` mid-load.
 
-Real processes on the real broker and PostgreSQL: two, then three routers with
-``SWITCHBOARD_ROUTER_OWNERSHIP=partitions`` over 10 routing domains (sites) and 12 partitions, 20 agents
-on streams who accept every offer, hold the call briefly and complete, and contacts published at a steady
-rate. Agents reach the routers round-robin, so most of their calls and streams are forwarded to the owner
-of their domain. After the kill the database must say: every contact assigned exactly once, never two
-offers open at once for one contact, no agent ever on more calls than its capacity; and the survivors own
-every partition within a bound. The counts are printed.
+Real processes, on the real broker and PostgreSQL and on the embedded default (the routers share one
+data directory: its SQLite database and the embedded bus's leased partitions): two, then three routers
+with ``SWITCHBOARD_ROUTER_OWNERSHIP=partitions`` over 10 routing domains (sites) and 12 partitions, 20
+agents on streams who accept every offer, hold the call briefly and complete, and contacts published at
+a steady rate. Agents reach the routers round-robin, so most of their calls and streams are forwarded to
+the owner of their domain. After the kill the database must say: every contact assigned exactly once,
+never two offers open at once for one contact, no agent ever on more calls than its capacity; and the
+survivors own every partition within a bound. The counts are printed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ import httpx
 import pytest
 import yaml
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.router.store import OfferState, contacts, offers
 from services.router.strategy import DEFAULT_STRATEGY_PATH
+from shared import db
+from shared.bus import EventBus
+from shared.bus.embedded import EmbeddedBus
 from shared.bus.kafka import KafkaBus
 from shared.events import CallbackRequested, Channel, decode_record
 from shared.topics import CALLBACKS
@@ -54,36 +57,59 @@ TAKEOVER_BOUND = 30.0  # session timeout (6 s) + lease TTL (3 s) + rebalance and
 
 @dataclass
 class Stack:
+    name: str
     env: dict[str, str]
     database_url: str
-    kafka: str
-    prefix: str
+    data_dir: Path | None  # the embedded stack's one data directory (bus and database), shared by the routers
+    make_bus: Callable[[], EventBus]
 
 
-@pytest.fixture
-async def kafka_postgres(tmp_path: Path) -> AsyncIterator[Stack]:
+COMMON_ENV = {
+    "SWITCHBOARD_ROUTER_OWNERSHIP": "partitions",
+    "SWITCHBOARD_ROUTER_OWNERSHIP_TTL_SECONDS": "3",
+    "SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS": "60",
+}
+
+
+@pytest.fixture(params=["kafka+postgres", "embedded"])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """Kafka + PostgreSQL (production), or the embedded default: the routers share one data directory,
+    its SQLite router database and the embedded bus, whose leased partitions they split."""
+    if request.param == "embedded":
+        data = tmp_path / "data"
+        data.mkdir()
+        env = {**COMMON_ENV, "SWITCHBOARD_EMBEDDED_PARTITIONS": str(PARTITIONS)}
+        bus_path = data / "bus.sqlite3"
+        yield Stack(
+            "embedded",
+            env,
+            f"sqlite+aiosqlite:///{data / 'router.sqlite3'}",
+            data,
+            lambda: EmbeddedBus(bus_path, partitions=PARTITIONS),
+        )
+        return
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not kafka or not os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL"):
         pytest.skip(
-            "several active routers need Kafka and PostgreSQL: set KAFKA_BOOTSTRAP_SERVERS and "
+            "several active routers on Kafka need Kafka and PostgreSQL: set KAFKA_BOOTSTRAP_SERVERS and "
             "SWITCHBOARD_TEST_POSTGRES_URL (the bundled broker: ../shared/tools/real-kafka/start.sh)"
         )
     prefix = f"active-{uuid.uuid4().hex[:8]}-"
     async with fresh_database("sb_active_routers") as url:
+        env = {
+            **COMMON_ENV,
+            "SWITCHBOARD_BUS": "kafka",
+            "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "SWITCHBOARD_KAFKA_PARTITIONS": str(PARTITIONS),
+            "SWITCHBOARD_TOPIC_PREFIX": prefix,
+            "SWITCHBOARD_ROUTER_DATABASE_URL": url,
+        }
         yield Stack(
-            env={
-                "SWITCHBOARD_BUS": "kafka",
-                "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka,
-                "SWITCHBOARD_KAFKA_PARTITIONS": str(PARTITIONS),
-                "SWITCHBOARD_TOPIC_PREFIX": prefix,
-                "SWITCHBOARD_ROUTER_DATABASE_URL": url,
-                "SWITCHBOARD_ROUTER_OWNERSHIP": "partitions",
-                "SWITCHBOARD_ROUTER_OWNERSHIP_TTL_SECONDS": "3",
-                "SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS": "60",
-            },
-            database_url=url,
-            kafka=kafka,
-            prefix=prefix,
+            "kafka+postgres",
+            env,
+            url,
+            None,
+            lambda: KafkaBus(bootstrap_servers=kafka, partitions=PARTITIONS, topic_prefix=prefix),
         )
 
 
@@ -103,7 +129,8 @@ def no_wrap_up_strategy(path: Path) -> Path:
 def start_router(stack: Stack, data_dir: Path) -> ServiceProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     strategy = no_wrap_up_strategy(data_dir / "strategy.yaml")
-    router = ServiceProcess("router", data_dir, {**stack.env, "SWITCHBOARD_ROUTER_STRATEGY_PATH": str(strategy)})
+    env = {**stack.env, "SWITCHBOARD_ROUTER_STRATEGY_PATH": str(strategy)}
+    router = ServiceProcess("router", stack.data_dir or data_dir, env)
     router.env["SWITCHBOARD_ROUTER_ADVERTISE_URL"] = router.url
     return router.start(timeout=60)
 
@@ -234,7 +261,7 @@ class Floor:
 
 async def callback_reasons(stack: Stack) -> dict[str, int]:
     """Why the router offered callbacks instead of queueing (``callback.requested`` on ``callbacks``)."""
-    bus = KafkaBus(bootstrap_servers=stack.kafka, partitions=PARTITIONS, topic_prefix=stack.prefix)
+    bus = stack.make_bus()
     await bus.start()
     try:
         records = await bus.read_topic(CALLBACKS)
@@ -249,7 +276,7 @@ async def callback_reasons(stack: Stack) -> dict[str, int]:
 
 
 async def publish_load(stack: Stack, run: str) -> list[str]:
-    bus = KafkaBus(bootstrap_servers=stack.kafka, partitions=PARTITIONS, topic_prefix=stack.prefix)
+    bus = stack.make_bus()
     await bus.start()
     ids: list[str] = []
     try:
@@ -269,15 +296,15 @@ async def publish_load(stack: Stack, run: str) -> list[str]:
 
 @pytest.mark.parametrize("count", [2, 3])
 async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
-    count: int, kafka_postgres: Stack, tmp_path: Path
+    count: int, stack: Stack, tmp_path: Path
 ) -> None:
-    routers = [start_router(kafka_postgres, tmp_path / f"router{i}") for i in range(count)]
+    routers = [start_router(stack, tmp_path / f"router{i}") for i in range(count)]
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             before = await split_settled(client, routers)
             floor = Floor(routers, client)
             await floor.register()
-            load = asyncio.create_task(publish_load(kafka_postgres, uuid.uuid4().hex[:6]))
+            load = asyncio.create_task(publish_load(stack, uuid.uuid4().hex[:6]))
             await asyncio.sleep(KILL_AFTER)
             victim = routers[0]
             victim.kill()
@@ -294,7 +321,7 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
                 await asyncio.to_thread(wait_until, all_done, 90.0, 0.5)
             await floor.stop()
 
-        engine = create_async_engine(kafka_postgres.database_url)
+        engine = db.make_engine(stack.database_url)
         try:
             async with engine.connect() as conn:
                 offer_rows = (
@@ -337,12 +364,12 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
             if row.answered_at is not None:
                 calls[row.agent_id].append((row.answered_at, row.ended_at or float("inf")))
         over_capacity = [a for a, spans in calls.items() for x, y in itertools.pairwise(sorted(spans)) if y[0] < x[1]]
-        diverted = await callback_reasons(kafka_postgres)
+        diverted = await callback_reasons(stack)
         states = defaultdict(int)
         for row in contact_rows:
             states[row.state] += 1
         print(
-            f"\n{count} active routers, killed 1 after {KILL_AFTER:.0f} s: partitions before "
+            f"\n{stack.name}: {count} active routers, killed 1 after {KILL_AFTER:.0f} s: partitions before "
             f"{[sorted(p) for p in before.values()]}, after {[sorted(p) for p in after.values()]}; "
             f"survivors owned all {PARTITIONS} partitions {takeover:.1f} s after the kill\n"
             f"contacts published {len(ids)}, completed {len(set(ids) & floor.completed)}, states {dict(states)}, "
