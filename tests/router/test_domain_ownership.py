@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from services.router import domain_ownership
+from services.router import callback_closures, domain_ownership
 from services.router.app import MIGRATIONS
 from services.router.errors import NotOwnedHere
 from services.router.ownership import OwnershipLost
@@ -29,8 +29,17 @@ from services.router.settings import RouterSettings
 from services.router.store import leases
 from services.router.strategy import load_strategy
 from shared import db
-from shared.events import AgentStatus, make_event
-from shared.topics import routing_domain
+from shared.bus.embedded import EmbeddedBus
+from shared.events import (
+    AgentStatus,
+    AttemptResult,
+    CallbackAttempted,
+    CallbackFulfilled,
+    Customer,
+    decode_record,
+    make_event,
+)
+from shared.topics import CONTACTS, routing_domain
 from tests.router.conftest import chat_agent, contact
 
 PARTITIONS = 4
@@ -156,3 +165,40 @@ async def test_the_two_modes_exclude_each_other_on_one_database(tmp_path: Path) 
         await asyncio.wait_for(taking, timeout=5)
         assert sharing.domains.partitions == {0}
         assert not await leadership.try_acquire(whole)  # and back: no whole lease while a partition is held
+
+
+async def test_a_callback_closure_is_passed_on_to_contacts_under_its_domain_for_the_owner(tmp_path: Path) -> None:
+    """``callbacks`` is keyed by customer, so its consumer is not the domain's owner in general: a closure
+    goes on to ``contacts`` (same event id) under the domain's key, where the owner handles it; the
+    router's own attempts and other callback events are not passed on."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    bus = EmbeddedBus(tmp_path / "bus.sqlite3", partitions=PARTITIONS)
+    await bus.start()
+    try:
+        async with routers(url, 1) as (a,):
+            site = site_in(2)
+            customer = Customer(id="cust-1")
+            closure = make_event(
+                CallbackFulfilled(tenant_id="default", callback_id="cb-1", customer=customer, site=site),
+                source="switchboard/callback",
+            )
+            ours = make_event(
+                CallbackAttempted(
+                    tenant_id="default", callback_id="cb-2", customer=customer, site=site, result=AttemptResult.REACHED
+                ),
+                source=a.source,
+            )
+            elsewhere = make_event(
+                CallbackFulfilled(tenant_id="default", callback_id="cb-4", customer=customer, site=site_in(3)),
+                source="switchboard/callback",
+            )
+            for envelope in (closure, ours, elsewhere):
+                await callback_closures.pass_on(bus, a, envelope)
+            records = await bus.read_topic(CONTACTS)
+            passed = {decode_record(r.value, r.headers).id: r for r in records}
+            assert set(passed) == {closure.id, elsewhere.id}  # not the router's own attempt
+            record = passed[closure.id]
+            assert record.key == routing_domain("default", site)
+            assert record.partition == await bus.partition_of(CONTACTS, routing_domain("default", site))
+    finally:
+        await bus.stop()
