@@ -3,13 +3,16 @@
 A request about one agent, offer or contact belongs to the router that owns its routing domain. Any
 router may receive it (behind a Kubernetes Service or a load balancer); one that does not own the domain
 forwards it to the owner's address, read from the owner's lease (``forwarding.py``). Requests about no
-single domain (lists, the queue, stats, strategy) and unknown ids are answered where they arrive.
+single domain and unknown ids are answered where they arrive: lists and stats read the shared database
+(every domain); the queue without ``?site=`` and agents' presence in lists are the answering router's
+own domains (``GET /v1/router/ownership`` says which), the queue of one site goes to that site's owner.
 """
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
 from sqlalchemy import select
 from starlette.types import Scope
@@ -23,12 +26,16 @@ if TYPE_CHECKING:
     from services.router.service import RouterService
 
 
-async def site_of(service: RouterService, method: str, path: str, body: bytes) -> str | None:
-    """The site of the agent, offer or contact a ``/v1`` request is about (None: no single one)."""
+async def site_of(service: RouterService, method: str, path: str, body: bytes, query_string: bytes = b"") -> str | None:
+    """The site of the agent, offer or contact a ``/v1`` request is about, or the site a queue is asked
+    for (None: no single one)."""
     parts = path.strip("/").split("/")
     if len(parts) < 2 or parts[0] != "v1":
         return None
     kind, ident = parts[1], (parts[2] if len(parts) > 2 else None)
+    if kind == "queue" and ident is None:  # one site's line is in its owner's engine
+        sites = parse_qs(query_string.decode("latin-1")).get("site")
+        return sites[0] if sites else None
     if kind == "agents" and ident is None:
         if method != "POST":
             return None
@@ -52,14 +59,15 @@ async def site_of(service: RouterService, method: str, path: str, body: bytes) -
     else:
         return None
     async with service.sessionmaker() as session:
-        return (await session.execute(query)).scalar()
+        site = (await session.execute(query)).scalar()
+    return None if site is None else str(site)
 
 
 async def owner_url(service: RouterService, scope: Scope, body: bytes) -> str | None:
     """None: answer here; else the base URL of the router that owns the request's domain."""
     if service.domains.whole:
         return None
-    site = await site_of(service, scope["method"], scope["path"], body)
+    site = await site_of(service, scope["method"], scope["path"], body, scope.get("query_string", b""))
     if site is None or await service.domains.owns(site):
         return None
     lease = service.ownership.partition_lease(await service.domains.partition(site))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -19,11 +20,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from starlette.types import Scope
 
 from services.router import callback_closures, domain_ownership
 from services.router.app import MIGRATIONS
 from services.router.errors import NotOwnedHere
+from services.router.forwarding import ForwardingUnavailable
 from services.router.ownership import OwnershipLost
+from services.router.request_owner import owner_url
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
 from services.router.store import leases
@@ -202,3 +206,30 @@ async def test_a_callback_closure_is_passed_on_to_contacts_under_its_domain_for_
             assert record.partition == await bus.partition_of(CONTACTS, routing_domain("default", site))
     finally:
         await bus.stop()
+
+
+async def test_a_request_is_answered_by_the_owner_of_its_domain(tmp_path: Path) -> None:
+    """Which router answers (``request_owner.py``): the owner of the agent's, offer's or contact's domain,
+    of a registration's site, of a queue's site; anything else where it arrives; nobody while a domain
+    is between owners (503, retry)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 2) as (a, b):
+        await domain_ownership.take(a, {0, 1})
+        await domain_ownership.take(b, {2, 3})
+        await register(b, "bob", site_in(2))
+
+        def scope(method: str, path: str, query: str = "") -> Scope:
+            return {"type": "http", "method": method, "path": path, "query_string": query.encode()}
+
+        assert await owner_url(a, scope("GET", "/v1/agents/bob/stream"), b"") == "http://router1"
+        assert await owner_url(b, scope("GET", "/v1/agents/bob/stream"), b"") is None
+        registration = json.dumps({"name": "x", "site": site_in(3)}).encode()
+        assert await owner_url(a, scope("POST", "/v1/agents"), registration) == "http://router1"
+        assert await owner_url(a, scope("GET", "/v1/queue", f"site={site_in(2)}"), b"") == "http://router1"
+        assert await owner_url(a, scope("GET", "/v1/queue"), b"") is None  # its own domains
+        assert await owner_url(a, scope("GET", "/v1/agents"), b"") is None  # the list: the database
+        assert await owner_url(a, scope("GET", "/v1/agents/nobody"), b"") is None  # unknown: 404 here
+        assert await owner_url(a, scope("POST", "/v1/agents"), b"{not json") is None  # 422 here
+        await domain_ownership.give_up(b, {2})  # nobody took it yet
+        with pytest.raises(ForwardingUnavailable):
+            await owner_url(a, scope("GET", "/v1/agents/bob"), b"")
