@@ -40,7 +40,7 @@ from shared.events import (
     EventData,
     schema_url,
 )
-from shared.topics import ALL_TOPICS, KEY_FORMATS, dlq, event_types_on
+from shared.topics import ALL_TOPICS, CHANNEL_NOTES, KEY_FORMATS, dlq, event_types_on
 
 ASYNCAPI_VERSION = "3.0.0"
 # The contract's own version: the major follows the event types' schema version (``.v1``); bump the minor
@@ -205,7 +205,9 @@ def asyncapi_document() -> dict[str, Any]:
         channels[topic] = {
             "address": topic,
             "title": topic,
-            "description": f"Record key: `{_key_description(topic)}`.",
+            "description": " ".join(
+                [f"Record key: `{_key_description(topic)}`.", *filter(None, [CHANNEL_NOTES.get(topic)])]
+            ),
             "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
             "bindings": {"kafka": {"topic": topic, "bindingVersion": KAFKA_BINDING_VERSION}},
         }

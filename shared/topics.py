@@ -14,7 +14,8 @@
 The routing domain (tenant/site) is the unit one router instance owns: it needs every contact *and*
 every agent of its domain to match. ``callback.due`` therefore travels on ``contacts`` keyed by domain,
 so it reaches the router that owns the customer's site. Callback lifecycle events are keyed by customer
-so that duplicate promises to one customer stay in order and can be merged.
+so that duplicate promises to one customer stay in order and can be merged. Routers sharing the domains
+pass the closures of callbacks on to ``contacts`` under the domain's key (``CHANNEL_NOTES``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ KEY_FORMATS: dict[str, str] = {
     CONTACTS: "{data.tenant_id}/{data.site}",
     ROUTING: "{data.tenant_id}/{data.site}",
     CALLBACKS: "{data.tenant_id}/{data.customer.id}",
+}
+
+
+# What else a topic may carry, beyond its own event types (published in docs/asyncapi.yaml).
+CHANNEL_NOTES: dict[str, str] = {
+    CONTACTS: "Routers sharing the routing domains (SWITCHBOARD_ROUTER_OWNERSHIP=partitions) also pass "
+    "callback.attempted / fulfilled / breached from `callbacks` on to here, same event id, under the "
+    "routing domain key, so the domain's owner drops a queued callback (services/router/callback_closures.py).",
 }
 
 
