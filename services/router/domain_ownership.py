@@ -55,7 +55,7 @@ async def take(router: RouterService, partitions: set[int]) -> None:
                 if gained:
                     # Rebuild with what is held now (more may follow): the held partitions' domains
                     # do not wait for a partition whose old owner is slow to let go.
-                    await rebuild.from_database(router)
+                    await _rebuild(router)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -84,7 +84,7 @@ async def give_up(router: RouterService, partitions: set[int]) -> None:
             # Unreachable database: the leases run out by themselves; this router stops using them now.
             router.ownership.names -= names
             log.warning("router.lease_release_failed", leases=sorted(names), exc_info=True)
-        await rebuild.from_database(router)
+        await _rebuild(router)
     log.info("router.partitions_released", partitions=sorted(partitions))
     _end_streams_of_others(router)
 
@@ -95,6 +95,17 @@ async def hold(router: RouterService, partitions: set[int]) -> None:
     missing = {p for p in partitions if router.ownership.partition_lease(p) not in router.ownership.names}
     if missing:
         await take(router, missing)
+
+
+async def _rebuild(router: RouterService) -> None:
+    """The engine for exactly the domains now owned. If the database cannot be read, nothing is used
+    before it was: the writer rebuilds first (``stale``), or a revoked domain's contacts, still in the
+    engine, would be offered under the leases that remain."""
+    try:
+        await rebuild.from_database(router)
+    except Exception:
+        router.writer.stale = True
+        raise
 
 
 def _end_streams_of_others(router: RouterService) -> None:

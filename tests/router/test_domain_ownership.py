@@ -19,10 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from starlette.types import Scope
 
-from services.router import callback_closures, domain_ownership
+from services.router import callback_closures, domain_ownership, rebuild
 from services.router.app import MIGRATIONS
 from services.router.errors import NotOwnedHere
 from services.router.forwarding import ForwardingUnavailable
@@ -30,7 +30,7 @@ from services.router.ownership import OwnershipLost
 from services.router.request_owner import owner_url
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
-from services.router.store import leases
+from services.router.store import leases, offers
 from services.router.strategy import load_strategy
 from shared import db
 from shared.bus.embedded import EmbeddedBus
@@ -233,3 +233,32 @@ async def test_a_request_is_answered_by_the_owner_of_its_domain(tmp_path: Path) 
         await domain_ownership.give_up(b, {2})  # nobody took it yet
         with pytest.raises(ForwardingUnavailable):
             await owner_url(a, scope("GET", "/v1/agents/bob"), b"")
+
+
+async def test_a_partition_given_up_while_the_database_fails_is_not_routed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Giving up a partition releases its lease, then rebuilds the engine without its domains. If that
+    rebuild fails, the engine still holds them: the next use rebuilds first, or the tick would offer the
+    revoked domain's contact under the leases that remain (and the new owner would offer it too)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 1) as (a,):
+        await domain_ownership.take(a, {0, 1})
+        await a.register_agent("ann", replace(chat_agent("ann"), site=site_in(1)), AgentStatus.AVAILABLE)
+        await a.handle_events([make_event(contact("c1", site=site_in(1)), source="t")], {1})
+        real = rebuild.from_database
+        failures = [OSError("database unreachable")]
+
+        async def failing_once(router: RouterService) -> None:
+            if failures:
+                raise failures.pop()
+            await real(router)
+
+        monkeypatch.setattr(rebuild, "from_database", failing_once)
+        with pytest.raises(OSError):
+            await domain_ownership.give_up(a, {1})
+        assert a.engine.agent("ann") is not None  # the failed rebuild left the revoked domain in memory
+        assert await a.tick() == 0  # rebuilt first: nothing of partition 1 is offered
+        assert a.engine.agent("ann") is None
+        async with a.sessionmaker() as session:
+            assert (await session.execute(select(func.count()).select_from(offers))).scalar() == 0
