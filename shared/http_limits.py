@@ -123,7 +123,7 @@ class BodyGuard:
         if error is not None:
             await _invalid(send, *error)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
@@ -187,7 +187,9 @@ def body_error(content_type: bytes, body: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app a body already read, then the server's own messages: for a
+    middleware that had to read the body first (size limits here, the router's request forwarding)."""
     sent = False
 
     async def replay() -> Message:

@@ -28,9 +28,10 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import anyio
 import httpx
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.router import metrics
+from shared.http_limits import replay_body
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +129,7 @@ class DomainForwarding:
             await _unavailable(send, exc.detail)
             return
         if target is None:
-            await self.app(scope, receive if body is None else _replay(body, receive), send)
+            await self.app(scope, receive if body is None else replay_body(body, receive), send)
             return
         if any(name == FORWARDED_BY for name, _ in scope.get("headers", ())):
             metrics.REQUESTS_FORWARDED.labels("loop_refused").inc()
@@ -236,20 +237,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the app the buffered body, then the server's own messages (disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
