@@ -54,11 +54,11 @@ async def register_agent(
     """Create an agent; returns it and its bearer token (shown once, only its hash is kept)."""
     if status not in CHOSEN_STATUSES:
         raise Invalid("an agent starts as available, break or offline")
-    await router.domains.require(profile.site)
     agent_id = agent_id or str(uuid.uuid4())
     issued = router.issue_agent_token(agent_id)
     token = issued.token
     async with router.writer.locked(), router.writer.transaction() as tx:
+        await router.domains.require(profile.site)  # under the writer lock: ownership cannot move meanwhile
         exists = await tx.session.execute(select(agents.c.agent_id).where(agents.c.agent_id == agent_id))
         if exists.first() is not None:
             raise Conflict(f"agent {agent_id!r} already exists")
