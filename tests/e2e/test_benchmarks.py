@@ -8,19 +8,22 @@ passed, which it must at any size.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.conftest import ROOT
 
 
-def run_bench(*args: str, timeout: float = 240) -> str:
+def run_bench(*args: str, timeout: float = 240, returncode: int = 0) -> str:
     proc = subprocess.run(
         [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    assert proc.returncode == returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def test_intake_benchmark_prints_every_row_and_every_202_is_in_the_bus_log() -> None:
@@ -72,3 +75,34 @@ def test_end_to_end_benchmark_offers_every_202_on_both_servers() -> None:
         assert accepted == posted > 0, out  # every post answered 202
         assert offered == accepted and late == 0, out  # every 202 reached an agent's stream in time
     assert re.search(r"^peak sustained \(switchboard", out, re.MULTILINE), out
+
+
+def test_end_to_end_benchmark_refuses_several_routers_on_the_embedded_default() -> None:
+    out = run_bench("bench/bench_e2e.py", "--routers", "1,2", returncode=2)
+    assert "N must be 1 there" in out, out
+
+
+def test_end_to_end_benchmark_with_two_active_routers_offers_every_202() -> None:
+    """``--routers 2`` on Kafka + PostgreSQL: two routers sharing the domains, agents' calls round-robin
+    (so some are proxied to the owner), every 202 offered, the scaling table printed."""
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    postgres = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
+    if not kafka or not postgres:
+        pytest.skip(
+            "several routers need Kafka and PostgreSQL: set KAFKA_BOOTSTRAP_SERVERS and SWITCHBOARD_TEST_POSTGRES_URL"
+        )
+    out = run_bench(
+        "bench/bench_e2e.py",
+        *("--kafka", kafka, "--postgres", postgres, "--routers", "2", "--no-baseline"),
+        *("--agents", "12", "--rates", "4", "--duration", "1.5", "--bound", "10"),
+        timeout=120,
+    )
+    row = next((line.split() for line in out.splitlines() if line.startswith("2 routers ")), None)
+    assert row is not None, out
+    posted, accepted, offered, late = (int(x) for x in row[3:7])
+    assert accepted == posted > 0, out
+    assert offered == accepted and late == 0, out
+    assert re.search(r"^# 2 routers: partitions \[\[[\d, ]+\], \[[\d, ]+\]\]", out, re.MULTILINE), out
+    assert re.search(r"'proxied': [1-9]", out), out  # round-robin reached the non-owner, which proxied
+    assert re.search(r"^throughput scaling", out, re.MULTILINE), out
+    assert re.search(r"^\s+2\s+(4|-) \|", out, re.MULTILINE), out  # the figures are not asserted
