@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import structlog
 
+from shared.bus import base as bus_base
 from shared.bus.base import EventBus, Record, Subscription
 from shared.events import Envelope
 from shared.topics import CONTACTS
@@ -344,7 +346,13 @@ async def test_on_revoked_waits_for_a_delivery_that_outlasts_the_shutdown_grace(
     assert not violations, violations
 
 
-async def test_a_hook_that_raises_does_not_stop_consumption(harness: BusHarness) -> None:
+async def test_a_hook_that_raises_does_not_stop_consumption(
+    harness: BusHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bus's own logger, captured directly: ``structlog.testing.capture_logs`` misses loggers cached
+    # under an earlier configuration (any test that configured logging before this one).
+    logs = structlog.testing.LogCapture()
+    monkeypatch.setattr(bus_base, "log", structlog.wrap_logger(None, processors=[logs]))
     group = harness.unique("g")
     bus_a, bus_b = await harness.new_bus(), await harness.new_bus()
     keys = await keys_for_every_partition(bus_a)
@@ -362,27 +370,26 @@ async def test_a_hook_that_raises_does_not_stop_consumption(harness: BusHarness)
 
     got_a = Collector()
     sent: list[str] = []
-    with structlog.testing.capture_logs() as logs:
-        sub_a = await bus_a.subscribe([CONTACTS], group, got_a, on_assigned=on_assigned, on_revoked=on_revoked)
-        await ready(sub_a)
-        await publish_round(bus_a, keys, sent)
-        await got_a.wait_for(lambda ids: set(ids) >= set(sent))
-        await until(sub_a.consuming, "a consumes despite its hook")
+    sub_a = await bus_a.subscribe([CONTACTS], group, got_a, on_assigned=on_assigned, on_revoked=on_revoked)
+    await ready(sub_a)
+    await publish_round(bus_a, keys, sent)
+    await got_a.wait_for(lambda ids: set(ids) >= set(sent))
+    await until(sub_a.consuming, "a consumes despite its hook")
 
-        # A second member joins: a's on_revoked raises, the hand-over goes on all the same.
-        got_b = Collector()
-        sub_b = await bus_b.subscribe([CONTACTS], group, got_b)
-        await ready(sub_b)
-        await until(lambda: "revoked" in calls, "a was told of a rebalance")
-        await until(lambda: bool(sub_b.assignment()) and bool(sub_a.assignment()), "the partitions are shared")
-        round2 = await publish_round(bus_a, keys, sent)
-        await until(lambda: set(got_a.ids) | set(got_b.ids) >= set(sent), "both handle their share")
-        assert set(got_a.ids) & set(round2) and set(got_b.ids) & set(round2)
-        async with asyncio.timeout(WAIT):
-            await sub_a.stop()  # on_revoked raises once more: a still leaves
-        round3 = await publish_round(bus_a, keys, sent)
-        await got_b.wait_for(lambda ids: set(ids) >= set(round3))
-    failures = [e for e in logs if e["event"] == "bus.partition_hook_failed"]
+    # A second member joins: a's on_revoked raises, the hand-over goes on all the same.
+    got_b = Collector()
+    sub_b = await bus_b.subscribe([CONTACTS], group, got_b)
+    await ready(sub_b)
+    await until(lambda: "revoked" in calls, "a was told of a rebalance")
+    await until(lambda: bool(sub_b.assignment()) and bool(sub_a.assignment()), "the partitions are shared")
+    round2 = await publish_round(bus_a, keys, sent)
+    await until(lambda: set(got_a.ids) | set(got_b.ids) >= set(sent), "both handle their share")
+    assert set(got_a.ids) & set(round2) and set(got_b.ids) & set(round2)
+    async with asyncio.timeout(WAIT):
+        await sub_a.stop()  # on_revoked raises once more: a still leaves
+    round3 = await publish_round(bus_a, keys, sent)
+    await got_b.wait_for(lambda ids: set(ids) >= set(round3))
+    failures = [e for e in logs.entries if e["event"] == "bus.partition_hook_failed"]
     assert {e["hook"] for e in failures} == {"on_assigned", "on_revoked"}
     assert calls.count("revoked") >= 2
 
