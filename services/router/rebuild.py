@@ -3,8 +3,8 @@
 Runs on start (before anything is consumed), after ownership was regained (another router changed
 things), and whenever a transaction failed after the engine already changed. Waiting contacts come back
 in line at their virtual start, offered and assigned ones as reservations of their agent, pending offers
-as leases; who declined or missed a contact recently is skipped as before; the rolling sales-share and
-goodwill windows are replayed.
+as leases; who declined or missed a contact recently is skipped as before; the rolling sales-share window
+is replayed and the goodwill period's grants are read back.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.router import goodwill
 from services.router.handling import HANDLING_OVERRUN, HandlingWatch
 from services.router.leeway import leeway_for, role_of
 from services.router.matching import MatchingEngine
 from services.router.open_offers import PendingOffer
 from services.router.rows import agent_state, offered_role, waiting_contact
 from services.router.store import ContactState, OfferState, agents, contacts, offers, timeline
-from services.router.strategy import GoodwillLedger
 from shared.events import AgentActivity
 
 if TYPE_CHECKING:
@@ -138,9 +138,11 @@ async def _declined_offers(
 
 
 async def _rebuild_counters(router: RouterService, session: AsyncSession, now: float) -> None:
-    """Replay the rolling sales-share and goodwill windows from durable offers and completions."""
+    """Replay the rolling sales-share window from durable offers and completions (of the owned domains:
+    each router keeps its own share under the cap, so the tenant's stays under it too), and read the
+    goodwill period's grants back (every router's: the budget is the tenant's)."""
     sales = router.engine.sales
-    router.goodwill = GoodwillLedger(router.strategy.goodwill)
+    router.goodwill = await goodwill.ledger(session, router.strategy.goodwill, now)
     since = now - router.strategy.sales_share.period_seconds
     rows = (
         await session.execute(
@@ -157,10 +159,9 @@ async def _rebuild_counters(router: RouterService, session: AsyncSession, now: f
         role = role_of(row.explanation)
         if role is not None:
             sales.record_offer(row.contact_id, role, row.made_at, row.site)
-    since = now - max(router.strategy.goodwill.period_seconds, router.strategy.sales_share.period_seconds)
     done = (
         await session.execute(
-            select(contacts.c.contact_id, contacts.c.agent_id, contacts.c.ended_at, contacts.c.outcome, contacts.c.site)
+            select(contacts.c.ended_at, contacts.c.outcome, contacts.c.site)
             .where(contacts.c.state == ContactState.COMPLETED, contacts.c.ended_at > since)
             .order_by(contacts.c.ended_at)
         )
@@ -170,8 +171,4 @@ async def _rebuild_counters(router: RouterService, session: AsyncSession, now: f
         if not router.domains.owns_known(completed.site):
             continue
         outcome = completed.outcome or {}
-        amount = float(outcome.get("goodwill_amount") or 0.0)
-        # per-role budgets need the role the grant was made under (only grants: few reads)
-        role = await offered_role(session, completed.contact_id, completed.agent_id) if amount > 0 else None
-        router.goodwill.record(amount, completed.ended_at, role)
         sales.record_completion(bool(outcome.get("sold")), completed.ended_at, completed.site)

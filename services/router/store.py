@@ -1,4 +1,4 @@
-"""The router's durable state: agents, contacts (the queue), offers (leases), timeline, counters.
+"""The router's durable state: agents, contacts (the queue), offers (leases), timeline, counters, goodwill.
 
 The database is the truth; the in-memory matching engine is an index rebuilt from it on start. Every
 change is written in the same transaction as the events it emits (outbox), so a crash at any instant
@@ -154,6 +154,19 @@ counters = Table(
     Column("period", String(20), primary_key=True),
     Column("name", String(60), primary_key=True),
     Column("value", Double, nullable=False),
+)
+
+# Goodwill granted, one row per completion that granted any: the goodwill period budget is tenant-wide,
+# so routers sharing the domains check it against every router's grants, not only their own.
+goodwill_grants = Table(
+    "router_goodwill_grants",
+    ROUTER_METADATA,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("contact_id", String(100), nullable=False),
+    Column("granted_at", Double, nullable=False),
+    Column("amount", Double, nullable=False),
+    Column("role", String(40), nullable=True),  # the role the contact was offered under (role budgets)
+    Index("ix_router_goodwill_grants_granted_at", "granted_at"),
 )
 
 # Who owns (may change) this router state: one lease row per routing state, renewed in every transaction.

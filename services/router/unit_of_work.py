@@ -69,6 +69,7 @@ class UnitOfWork:
     notes: list[dict[str, Any]] = field(default_factory=list)
     staged: list[dict[str, Any]] = field(default_factory=list)
     bumps: dict[str, float] = field(default_factory=dict)
+    goodwill_synced: bool = False  # the ledger was read back from every router's grants (goodwill.py)
 
     @property
     def dialect(self) -> str:

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.router import staffing
+from services.router import goodwill, staffing
 from services.router.auth import Principal
 from services.router.coverage import FirstOffer, coverage
+from services.router.domains import OwnedDomains
 from services.router.errors import NotFound
 from services.router.leeway import leeway_for, role_of
 from services.router.matching import Decision, MatchingEngine
@@ -64,6 +65,7 @@ class RouterState(Protocol):
     strategy: Strategy
     engine: MatchingEngine
     goodwill: GoodwillLedger
+    domains: OwnedDomains
     presence: Presence
     writer: Writer
     clock: Callable[[], float]
@@ -376,6 +378,12 @@ class RouterViews:
                 r.name: r.value
                 for r in (await session.execute(select(counters).where(counters.c.period == today))).all()
             }
+            # Goodwill is the tenant's: with several routers, every router's grants, not this one's ledger.
+            granted = (
+                self._router.goodwill
+                if self._router.domains.whole
+                else await goodwill.ledger(session, self.strategy.goodwill, now)
+            )
         waiting = [
             {"site": site, "channel": channel, "waiting": n, "oldest_wait_seconds": round(now - oldest, 3)}
             for site, channel, n, oldest in waiting_rows
@@ -424,15 +432,15 @@ class RouterViews:
                 },
             },
             "goodwill": {
-                "spent": round(self._router.goodwill.spent(now), 2),
+                "spent": round(granted.spent(now), 2),
                 "budget": self.strategy.goodwill.period_budget,
-                "remaining": _round2(self._router.goodwill.remaining(now)),
+                "remaining": _round2(granted.remaining(now)),
                 "period_seconds": self.strategy.goodwill.period_seconds,
                 "by_role": {
                     role.value: {
-                        "spent": round(self._router.goodwill.spent_by(role, now), 2),
+                        "spent": round(granted.spent_by(role, now), 2),
                         "budget": budget,
-                        "remaining": _round2(max(budget - self._router.goodwill.spent_by(role, now), 0.0)),
+                        "remaining": _round2(max(budget - granted.spent_by(role, now), 0.0)),
                     }
                     for role, budget in self.strategy.goodwill.role_budgets.items()
                 },

@@ -19,19 +19,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from alembic import command
+from sqlalchemy import delete, func, select, update
 from starlette.types import Scope
 
-from services.router import callback_closures, domain_ownership, rebuild
+from services.router import callback_closures, domain_ownership, goodwill, rebuild
 from services.router.app import MIGRATIONS
-from services.router.errors import NotOwnedHere
+from services.router.auth import Principal
+from services.router.errors import Invalid, NotOwnedHere
 from services.router.forwarding import ForwardingUnavailable
 from services.router.ownership import OwnershipLost
 from services.router.request_owner import owner_url
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
-from services.router.store import leases, offers
-from services.router.strategy import load_strategy
+from services.router.store import goodwill_grants, leases, offers
+from services.router.strategy import GoodwillPolicy, Strategy, load_strategy
 from shared import db
 from shared.bus.embedded import EmbeddedBus
 from shared.events import (
@@ -40,6 +42,9 @@ from shared.events import (
     CallbackAttempted,
     CallbackFulfilled,
     Customer,
+    Intent,
+    Outcome,
+    Role,
     decode_record,
     make_event,
 )
@@ -62,7 +67,9 @@ def site_in(partition: int, n: int = 0) -> str:
 
 
 @contextlib.asynccontextmanager
-async def routers(url: str, count: int, **settings: object) -> AsyncIterator[list[RouterService]]:
+async def routers(
+    url: str, count: int, strategy: Strategy | None = None, **settings: object
+) -> AsyncIterator[list[RouterService]]:
     await db.migrate(MIGRATIONS, url)
     engine = db.make_engine(url)
     made = []
@@ -75,7 +82,7 @@ async def routers(url: str, count: int, **settings: object) -> AsyncIterator[lis
                 advertise_url=f"http://router{i}",
                 **settings,  # type: ignore[arg-type]
             ),
-            strategy=load_strategy(None),
+            strategy=strategy or load_strategy(None),
         )
         svc.domains.use(partition_of)
         made.append(svc)
@@ -262,3 +269,100 @@ async def test_a_partition_given_up_while_the_database_fails_is_not_routed_on(
         assert a.engine.agent("ann") is None
         async with a.sessionmaker() as session:
             assert (await session.execute(select(func.count()).select_from(offers))).scalar() == 0
+
+
+async def ambassador_serves(router: RouterService, agent_id: str, external_id: str, site: str) -> str:
+    """A brand ambassador of ``site`` is offered a complaint there and accepts it: the contact's id."""
+    profile = replace(
+        chat_agent(agent_id), site=site, roles=[Role.BRAND_AMBASSADOR], primary_role=Role.BRAND_AMBASSADOR
+    )
+    if router.engine.agent(agent_id) is None:
+        await router.register_agent(agent_id, profile, AgentStatus.AVAILABLE)
+    complaint = contact(external_id, site=site, intent=Intent.COMPLAINT)
+    await router.handle_events(
+        [make_event(complaint, source="t")], {await partition_of(routing_domain("default", site))}
+    )
+    await router.tick()
+    async with router.sessionmaker() as session:
+        offer_id = (
+            await session.execute(
+                select(offers.c.offer_id).where(
+                    offers.c.contact_id == complaint.contact_id, offers.c.agent_id == agent_id
+                )
+            )
+        ).scalar_one()
+    await router.accept(offer_id, Principal.agent(agent_id))
+    return complaint.contact_id
+
+
+async def check_goodwill_budget_across_routers(url: str) -> None:
+    strategy = load_strategy(None).model_copy(update={"goodwill": GoodwillPolicy(period_budget=60)})
+    async with routers(url, 2, strategy=strategy) as (a, b):
+        await domain_ownership.take(a, {0, 1})
+        await domain_ownership.take(b, {2, 3})
+        on_a = await ambassador_serves(a, "amb-a", "ca1", site_in(0))
+        on_b = await ambassador_serves(b, "amb-b", "cb1", site_in(2))
+        await a.complete(on_a, Principal.agent("amb-a"), Outcome(goodwill_amount=50), None)
+        # b's own ledger knows nothing of a's grant; the budget is the tenant's, so b must refuse.
+        with pytest.raises(Invalid, match=r"10\.0 of 60\.0 left"):
+            await b.complete(on_b, Principal.agent("amb-b"), Outcome(goodwill_amount=50), None)
+        await b.complete(on_b, Principal.agent("amb-b"), Outcome(goodwill_amount=10), None)
+        assert (await b.views.stats())["goodwill"] == (await a.views.stats())["goodwill"]
+        assert (await a.views.stats())["goodwill"]["spent"] == 60
+        # Concurrent grants on both routers that fit alone but not together: exactly one is granted.
+        c = await ambassador_serves(a, "amb-a2", "ca2", site_in(1))  # amb-a and amb-b are in wrap-up
+        d = await ambassador_serves(b, "amb-b2", "cb2", site_in(3))
+        async with a.sessionmaker.begin() as session:  # a fresh period: the grants so far are gone
+            await session.execute(delete(goodwill_grants))
+        both = await asyncio.gather(
+            a.complete(c, Principal.agent("amb-a2"), Outcome(goodwill_amount=40), None),
+            b.complete(d, Principal.agent("amb-b2"), Outcome(goodwill_amount=40), None),
+            return_exceptions=True,
+        )
+        refused = [r for r in both if isinstance(r, BaseException)]
+        assert len(refused) == 1 and isinstance(refused[0], Invalid), both
+        assert "20.0 of 60.0 left" in str(refused[0])
+        async with a.sessionmaker() as session:
+            now = time.time()
+            assert (await goodwill.ledger(session, strategy.goodwill, now)).spent(now) == 40
+
+
+async def test_the_goodwill_period_budget_holds_across_routers(tmp_path: Path) -> None:
+    """The goodwill period budget is the tenant's: each router checks a grant against every router's
+    grants (``goodwill.py``), not its own ledger, or N routers could grant N times the budget."""
+    await check_goodwill_budget_across_routers(f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3")
+
+
+@pytest.mark.postgres
+async def test_the_goodwill_period_budget_holds_across_routers_on_postgres(postgres_url: str) -> None:
+    """The same on PostgreSQL, where two routers' transactions really run at once: the grant lock makes
+    the second check wait for the first grant."""
+    await check_goodwill_budget_across_routers(postgres_url)
+
+
+async def test_grants_made_before_their_table_existed_are_copied_into_it(tmp_path: Path) -> None:
+    """Migration 0007 fills ``router_goodwill_grants`` from the completed contacts' outcomes, with the role
+    each was offered under, so an upgrade in the middle of a period keeps what the period has spent."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    strategy = load_strategy(None).model_copy(update={"goodwill": GoodwillPolicy(period_budget=60)})
+    async with routers(url, 1, strategy=strategy) as (a,):
+        await domain_ownership.take(a, {0, 1, 2, 3})
+        granted = await ambassador_serves(a, "amb", "c1", site_in(0))
+        await a.complete(granted, Principal.agent("amb"), Outcome(goodwill_amount=35), None)
+        plain = await ambassador_serves(a, "amb2", "c2", site_in(1))
+        await a.complete(plain, Principal.agent("amb2"), Outcome(resolved=True), None)
+        async with a.sessionmaker() as session:
+            before = (await session.execute(select(goodwill_grants))).all()
+    assert [(r.contact_id, r.amount, r.role) for r in before] == [(granted, 35.0, "brand_ambassador")]
+    config = db.alembic_config(MIGRATIONS, url)
+    await asyncio.to_thread(command.downgrade, config, "0006_router_lease_address")
+    await asyncio.to_thread(command.upgrade, config, "head")
+    engine = db.make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            after = (await conn.execute(select(goodwill_grants))).all()
+    finally:
+        await engine.dispose()
+    assert [(r.contact_id, r.granted_at, r.amount, r.role) for r in after] == [
+        (r.contact_id, r.granted_at, r.amount, r.role) for r in before
+    ]

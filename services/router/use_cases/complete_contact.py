@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 
-from services.router import metrics
+from services.router import goodwill, metrics
 from services.router.auth import Principal
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound
 from services.router.leeway import leeway_for
@@ -70,9 +70,12 @@ async def complete(
                 f"goodwill_amount {outcome.goodwill_amount} exceeds this contact's budget {budget} "
                 f"(the {leeway.role.value} leeway)"
             )
-        # The period budget holds across agents: checked against the ledger as it stands in this
-        # group's order (an earlier completion in the same transaction already counted), so two
-        # grants that together exceed it cannot both pass.
+        # The period budget holds across agents and routers: checked against the ledger as it stands in
+        # this group's order (an earlier completion in the same transaction already counted), read back
+        # from every router's grants first when several share the domains, so two grants that together
+        # exceed it cannot both pass.
+        if outcome.goodwill_amount > 0:
+            await goodwill.before_grant(router, tx)
         left = router.goodwill.remaining(tx.now)
         if left is not None and outcome.goodwill_amount > left + 1e-9:
             raise Invalid(
@@ -186,7 +189,7 @@ async def _finish(
                 requested_at=to_datetime(tx.now),
             )
         )
-    router.goodwill.record(outcome.goodwill_amount, tx.now, role)
+    await goodwill.grant(router, tx, row.contact_id, outcome.goodwill_amount, role)
     router.engine.sales.record_completion(outcome.sold, tx.now, row.site)
     await tx.bump("completed", 1)
     if outcome.sold:
