@@ -49,6 +49,7 @@ async def check_migration(url: str) -> None:
         "router_timeline",
         "router_counters",
         "router_leases",
+        "router_goodwill_grants",
         "processed_events",
         "outbox",
     } <= tables
