@@ -68,6 +68,7 @@ async def take(router: RouterService, partitions: set[int]) -> None:
         await asyncio.sleep(min(1.0, router.ownership.ttl / 3))
     log.info("router.partitions_owned", partitions=sorted(router.domains.partitions))
     _end_streams_of_others(router)
+    _record_streams_of_ours(router)
     router.wake()
 
 
@@ -106,6 +107,15 @@ async def _rebuild(router: RouterService) -> None:
     except Exception:
         router.writer.stale = True
         raise
+
+
+def _record_streams_of_ours(router: RouterService) -> None:
+    """The streams of a domain's agents were on its last owner, and end with it: recorded as closed now
+    (the other routers' lists count the grace period from here, as this one does) unless open here."""
+    now = router.clock()
+    for agent_id in router.engine.agent_ids():
+        if not router.presence.is_online(agent_id):
+            router.presence_record.note(agent_id, False, now)
 
 
 def _end_streams_of_others(router: RouterService) -> None:

@@ -40,6 +40,7 @@ from services.router.matching import MatchingEngine
 from services.router.open_offers import OpenOffers
 from services.router.ownership import WHOLE, Ownership, OwnershipLost
 from services.router.settings import RouterSettings
+from services.router.shared_presence import PresenceRecorder
 from services.router.strategy import GoodwillLedger, Strategy
 from services.router.streams import Presence, StreamHub
 from services.router.unit_of_work import Clock, UnitOfWork, Writer
@@ -114,6 +115,8 @@ class RouterService:
         # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.
         self.handling = HandlingWatch()
         self.absent: set[str] = set()  # agents the engine was told are not connected
+        # Streams seen here, recorded for the other routers' lists (several active routers only).
+        self.presence_record = PresenceRecorder(sessionmaker, enabled=not self.domains.whole)
         # Offered callbacks whose terms changed (a newer callback.due): requeued from the database row.
         self.refresh_on_release: set[str] = set()
         self._wake = asyncio.Event()
@@ -145,6 +148,7 @@ class RouterService:
                 await rebuild.from_database(self)
             await self.tick()  # expired leases are timed out and requeued before anything else happens
         self._task = asyncio.create_task(self._run(), name="router-tick")
+        self.presence_record.start()
 
     async def stop(self) -> None:
         await self.writes.stop()
@@ -154,6 +158,7 @@ class RouterService:
                 await self._task
             self._task = None
         self.hub.shutdown()
+        await self.presence_record.stop()
         await leadership.hand_over(self)
 
     def wake(self) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 ROUTER_METADATA = MetaData()
@@ -72,6 +73,10 @@ agents = Table(
     Column("activity_since", Double, nullable=True),
     Column("wrap_up_until", Double, nullable=True),
     Column("missed_offers", Integer, nullable=False, default=0),
+    # The agent's stream as its domain's owner last saw it: read by the other routers sharing the
+    # domains, which answer lists and the dashboard too (shared_presence.py); unused by a lone router.
+    Column("stream_open", Boolean, nullable=False, default=False, server_default=false()),
+    Column("stream_changed_at", Double, nullable=True),
     # {channel: contact URI} (shared.contact_uri); null for agents registered before it existed.
     Column("contact_uris", JSON, nullable=True),
     Column("token_hash", String(128), nullable=False),

@@ -32,6 +32,7 @@ from services.router.rows import (
 )
 from services.router.sales_targets import Sale, progress
 from services.router.settings import RouterSettings
+from services.router.shared_presence import StreamSeen
 from services.router.stats import ContactTimes, service_level
 from services.router.store import ContactState, OfferState, agents, contacts, counters, offers, timeline
 from services.router.strategy import GoodwillLedger, Strategy
@@ -106,9 +107,17 @@ class RouterViews:
             "wrap_up_until": to_datetime(row.wrap_up_until) if row.wrap_up_until else None,
             "missed_offers": row.missed_offers,
             "load": {c.value: n for c, n in load.items()},
-            "connected": self._router.presence.is_online(row.agent_id),
-            "present": self._router.presence.is_present(row.agent_id, now),
+            **self._stream(row, now),
         }
+
+    def _stream(self, row: Any, now: float) -> dict[str, bool]:
+        """Connected and present: from this router's streams for the agents it routes, else as the
+        owner of the agent's domain recorded them (several active routers, ``shared_presence.py``)."""
+        presence = self._router.presence
+        if self._router.domains.whole or self._router.engine.agent(row.agent_id) is not None:
+            return {"connected": presence.is_online(row.agent_id), "present": presence.is_present(row.agent_id, now)}
+        seen = StreamSeen(open=row.stream_open, changed_at=row.stream_changed_at)
+        return {"connected": seen.open, "present": seen.present(now, presence.grace)}
 
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
         async with self._router.sessionmaker() as session:

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -32,7 +33,7 @@ from services.router.ownership import OwnershipLost
 from services.router.request_owner import owner_url
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
-from services.router.store import goodwill_grants, leases, offers
+from services.router.store import agents, goodwill_grants, leases, offers
 from services.router.strategy import GoodwillPolicy, Strategy, load_strategy
 from shared import db
 from shared.bus.embedded import EmbeddedBus
@@ -49,7 +50,7 @@ from shared.events import (
     make_event,
 )
 from shared.topics import CONTACTS, routing_domain
-from tests.router.conftest import chat_agent, contact
+from tests.router.conftest import chat_agent, contact, eventually
 
 PARTITIONS = 4
 
@@ -77,10 +78,9 @@ async def routers(
         svc = RouterService(
             sessionmaker=db.make_sessionmaker(engine),
             settings=RouterSettings(
-                presence_grace_seconds=1e9,
+                **{"presence_grace_seconds": 1e9, **settings},  # type: ignore[arg-type]
                 ownership="partitions",
                 advertise_url=f"http://router{i}",
-                **settings,  # type: ignore[arg-type]
             ),
             strategy=strategy or load_strategy(None),
         )
@@ -91,6 +91,7 @@ async def routers(
     finally:
         for svc in made:
             await svc.writes.stop()
+            await svc.presence_record.stop()
         await engine.dispose()
 
 
@@ -366,3 +367,81 @@ async def test_grants_made_before_their_table_existed_are_copied_into_it(tmp_pat
     assert [(r.contact_id, r.granted_at, r.amount, r.role) for r in after] == [
         (r.contact_id, r.granted_at, r.amount, r.role) for r in before
     ]
+
+
+async def test_any_router_shows_the_stream_of_an_agent_another_router_routes(tmp_path: Path) -> None:
+    """Lists and the dashboard are answered by any router, but an agent's stream is open only on the owner
+    of its domain: the owner records it in the agent's row (``shared_presence.py``) and the others read
+    it from there, so nobody shows an agent on a stream as without one."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 2, presence_grace_seconds=60) as (a, b):
+        await domain_ownership.take(a, {0, 1})
+        await domain_ownership.take(b, {2, 3})
+        for svc in (a, b):
+            svc.presence_record.start()
+        await register(a, "ann", site_in(0))
+        await register(b, "bob", site_in(2))
+
+        async def seen_by_a(agent_id: str) -> tuple[bool, bool]:
+            view = await a.views.get_agent(agent_id)
+            return view["connected"], view["present"]
+
+        assert await seen_by_a("bob") == (False, True)  # registered just now: the grace to connect
+        b.stream_opened("bob")
+        await eventually(lambda: _is(seen_by_a("bob"), (True, True)))
+        listed = {v["agent_id"]: v for v in await a.views.list_agents()}
+        assert listed["bob"]["connected"] is True and listed["ann"]["connected"] is False
+        b.stream_opened("bob")  # a second tab: closing one of two streams leaves the agent connected
+        b.stream_closed("bob")
+        await b.presence_record.flush()
+        assert await seen_by_a("bob") == (True, True)
+        b.stream_closed("bob")
+        await eventually(lambda: _is(seen_by_a("bob"), (False, True)))  # gone, within the grace period
+        # A write never goes back in time: a change noted late with an older time leaves the row as is.
+        b.presence_record.note("bob", True, time.time() - 30)
+        await b.presence_record.flush()
+        assert await seen_by_a("bob") == (False, True)
+        # Past the grace period the others see the agent gone, as its owner does.
+        async with a.sessionmaker.begin() as session:
+            await session.execute(update(agents).values(stream_changed_at=time.time() - 61))
+        assert await seen_by_a("bob") == (False, False)
+        # a's own agent is answered from a's streams, whatever the row says.
+        a.stream_opened("ann")
+        assert (await a.views.get_agent("ann"))["connected"] is True
+
+
+async def _is(awaitable: Any, expected: Any) -> bool:
+    return await awaitable == expected
+
+
+async def test_a_presence_write_that_fails_is_made_again(tmp_path: Path) -> None:
+    """The database refusing a presence write loses nothing: the change is written once it answers
+    again, unless a newer one for the same agent was noted meanwhile (then that one is)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/router.sqlite3"
+    async with routers(url, 1) as (a,):
+        await domain_ownership.take(a, {0, 1, 2, 3})
+        await register(a, "ann", site_in(0))
+        attempts: list[float] = []
+
+        class DatabaseDown:
+            def begin(self) -> Any:
+                attempts.append(time.monotonic())
+                raise ConnectionRefusedError("database down")
+
+        working = a.presence_record._sessionmaker
+        a.presence_record._sessionmaker = DatabaseDown()  # type: ignore[assignment]
+        a.presence_record.start()
+        a.stream_opened("ann")
+
+        async def retried() -> bool:
+            return len(attempts) >= 2
+
+        await eventually(retried, timeout=5)
+        a.presence_record._sessionmaker = working  # the database is back
+
+        async def recorded() -> bool:
+            async with a.sessionmaker() as session:
+                query = select(agents.c.stream_open).where(agents.c.agent_id == "ann")
+                return bool((await session.execute(query)).scalar_one())
+
+        await eventually(recorded, timeout=5)

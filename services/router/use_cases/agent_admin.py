@@ -85,6 +85,7 @@ async def register_agent(
                 token_hash=hash_token(token),
                 created_at=tx.now,
                 updated_at=tx.now,
+                stream_changed_at=tx.now,  # no stream yet: the grace period to connect starts now
             )
         )
         router.presence.track(agent_id, tx.now)

@@ -22,6 +22,7 @@ def stream_opened(router: RouterService, agent_id: str) -> None:
     """An agent's stream connected (synchronous: safe from a stream's setup and teardown)."""
     now = router.clock()
     router.presence.connected(agent_id)
+    router.presence_record.note(agent_id, True, now)  # for the other routers' lists
     if agent_id in router.absent and agent_id in router.engine.agent_ids():
         router.absent.discard(agent_id)
         router.engine.set_connected(agent_id, True, now)
@@ -31,7 +32,9 @@ def stream_opened(router: RouterService, agent_id: str) -> None:
 
 def stream_closed(router: RouterService, agent_id: str) -> None:
     """The grace period starts; the tick takes the agent out of routing when it runs out."""
-    router.presence.disconnected(agent_id, router.clock())
+    now = router.clock()
+    router.presence.disconnected(agent_id, now)
+    router.presence_record.note(agent_id, router.presence.is_online(agent_id), now)  # another may be open
     metrics.STREAMS_OPEN.dec()
 
 
