@@ -8,7 +8,8 @@ agents on streams who accept every offer, hold the call briefly and complete, an
 a steady rate. Agents reach the routers round-robin, so most of their calls and streams are forwarded to
 the owner of their domain. After the kill the database must say: every contact assigned exactly once,
 never two offers open at once for one contact, no agent ever on more calls than its capacity; and the
-survivors own every partition within a bound. The counts are printed.
+survivors own every partition within a bound; every router lists every agent on a stream as
+connected. The counts are printed.
 """
 
 from __future__ import annotations
@@ -315,6 +316,25 @@ async def publish_load(stack: Stack, run: str) -> list[str]:
     return ids
 
 
+async def lists_without_streams(
+    client: httpx.AsyncClient, routers: list[ServiceProcess], agent_ids: set[str], within: float = 15.0
+) -> dict[str, list[str]]:
+    """Per router, the agents on streams that its ``GET /v1/agents`` lists as without one (each router
+    answers lists for every domain, while a stream is open only on its domain's owner); waits ``within``
+    seconds for the lists to settle after the reconnects."""
+    deadline = time.monotonic() + within
+    while True:
+        missing: dict[str, list[str]] = {}
+        for router in routers:
+            r = await client.get(f"{router.url}/v1/agents", headers=ADMIN)
+            assert r.status_code == 200, r.text
+            listed = {a["agent_id"]: a for a in r.json()["items"]}
+            missing[router.url] = sorted(a for a in agent_ids if not listed.get(a, {}).get("connected"))
+        if not any(missing.values()) or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(0.5)
+
+
 @pytest.mark.parametrize("count", [2, 3])
 async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
     count: int, stack: Stack, tmp_path: Path
@@ -340,6 +360,7 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
 
             with contextlib.suppress(AssertionError):
                 await asyncio.to_thread(wait_until, all_done, 90.0, 0.5)
+            streamless = await lists_without_streams(client, survivors, set(floor.tokens))
             await floor.stop()
 
         engine = db.make_engine(stack.database_url)
@@ -418,6 +439,7 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
         assert over_capacity == []
         assert floor.most_on_call <= 1
         assert floor.errors == []
+        assert not any(streamless.values()), f"agents on streams listed as without one: {streamless}"
     finally:
         for router in routers:
             router.kill()
