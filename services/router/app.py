@@ -30,6 +30,7 @@ from services.router.api import agents, console, contacts, dashboard, offers, op
 from services.router.errors import RouterError
 from services.router.forwarding import DomainForwarding, default_client
 from services.router.ownership import WHOLE, OwnershipLost
+from services.router.queue_across_routers import QueueAcrossRouters
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
 from services.router.standby import StandbyGuard, serving
@@ -153,6 +154,16 @@ def create_app(
         )
         await runtime.consume([topics.CALLBACKS], pass_on_closure, group=f"{settings.consumer_group}-callbacks")
 
+    admin_token = auth.required_admin_token()
+
+    def peers_client() -> httpx.AsyncClient:
+        """One pool to the other routers (forwarded requests, queue lines), made on first use and closed by
+        the lifespan."""
+        client: httpx.AsyncClient | None = getattr(app.state, "forwarding_client", None)
+        if client is None:
+            client = app.state.forwarding_client = default_client()
+        return client
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
@@ -173,6 +184,9 @@ def create_app(
 
         authenticator.token_check = current_agent_token
         app.state.service = service
+        app.state.read_side = QueueAcrossRouters(
+            service, admin_token=admin_token, instance_id=settings.advertise_url, client=peers_client
+        )
         # The lifespan does not wait for ownership: a standby answers /healthz (and /readyz with 503) at
         # once, so a liveness probe never kills it; /v1 answers 503 until this router owns the state.
         serving = asyncio.create_task(_own_and_serve(service), name="router-own-and-serve")
@@ -209,15 +223,11 @@ def create_app(
             service = getattr(scope["app"].state, "service", None)
             return None if service is None else await request_owner.owner_url(service, scope, body)
 
-        def forwarding_client() -> httpx.AsyncClient:
-            client = app.state.forwarding_client = default_client()  # closed by the lifespan
-            return client
-
         app.add_middleware(
             DomainForwarding,
             prefix="/v1/",
             resolve=owner_of_request,
-            client_factory=forwarding_client,
+            client_factory=peers_client,
             exempt=("/v1/router/ownership",),
             instance_id=settings.advertise_url,
         )

@@ -443,3 +443,61 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
     finally:
         for router in routers:
             router.kill()
+
+
+async def test_every_router_answers_the_queue_of_every_domain(stack: Stack, tmp_path: Path) -> None:
+    """A waiting contact's place in line is in its domain owner's engine, yet any router answers the queue
+    and the dashboard: the one asked adds the other owners' lines (``queue_across_routers.py``). Asked as
+    another router (marked forwarded), a router gives its own line only. With an owner gone, the queue is
+    503 until its domains are taken over, then whole again."""
+    routers = [start_router(stack, tmp_path / f"router{i}") for i in range(2)]
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            await split_settled(client, routers)
+            bus = stack.make_bus()
+            await bus.start()
+            try:
+                waiting = [contact(f"q{n}", site=SITES[n % len(SITES)]) for n in range(30)]  # chat: queues
+                for data in waiting:
+                    await bus.emit(data, source="test/queue")
+            finally:
+                await bus.stop()
+            ids = {c.contact_id for c in waiting}
+
+            async def queue_of(router: ServiceProcess, **headers: str) -> dict[str, Any]:
+                r = await client.get(f"{router.url}/v1/queue", headers={**ADMIN, **headers})
+                assert r.status_code == 200, r.text
+                return r.json()  # type: ignore[no-any-return]
+
+            deadline = time.monotonic() + 30
+            while {i["contact_id"] for i in (await queue_of(routers[0]))["items"]} != ids:
+                assert time.monotonic() < deadline, "the queue never held every contact"
+                await asyncio.sleep(0.3)
+            for router in routers:
+                whole = await queue_of(router)
+                assert {i["contact_id"] for i in whole["items"]} == ids and whole["total"] == len(ids)
+                order = [(-i["priority"], -i["waited_seconds"]) for i in whole["items"]]
+                assert order == sorted(order)
+                two = await queue_of(router, **{"x-switchboard-forwarded-by": "test"})
+                assert 0 < two["total"] < len(ids)  # its own line only
+            lines = [await queue_of(r, **{"x-switchboard-forwarded-by": "test"}) for r in routers]
+            assert sorted(i["contact_id"] for line in lines for i in line["items"]) == sorted(ids)
+            r = await client.get(f"{routers[1].url}/v1/ops/dashboard", headers=ADMIN)
+            assert r.status_code == 200, r.text
+            assert {w["contact_id"] for w in r.json()["waiting"]} == ids
+
+            routers[0].kill()
+            answers = set()
+            deadline = time.monotonic() + TAKEOVER_BOUND
+            while True:
+                r = await client.get(f"{routers[1].url}/v1/queue", headers=ADMIN)
+                answers.add(r.status_code)
+                if r.status_code == 200 and {i["contact_id"] for i in r.json()["items"]} == ids:
+                    break
+                assert r.status_code in (200, 503), r.text
+                assert time.monotonic() < deadline, f"the survivor never answered the whole queue: {answers}"
+                await asyncio.sleep(0.3)
+            print(f"\n{stack.name}: queue of {len(ids)} across 2 routers; after a kill -9 answers {sorted(answers)}")
+    finally:
+        for router in routers:
+            router.kill()

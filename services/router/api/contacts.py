@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from services.router.api.deps import PrincipalDep, ServiceDep, TrustedDep
+from services.router.api.deps import PrincipalDep, ReadSideDep, ServiceDep, TrustedDep
+from services.router.forwarding import FORWARDED_BY
 from services.router.responses import COMMON_ERRORS, INVALID, Completed, QueueOut, Timeline, errors
 from services.router.schemas import CompleteIn
 from shared.events import Channel
@@ -20,15 +21,18 @@ router = APIRouter(prefix="/v1", tags=["contacts"], responses=COMMON_ERRORS)
     summary="Waiting contacts in the order they will be served (supervisor or admin)",
 )
 async def get_queue(
-    service: ServiceDep,
+    request: Request,
+    read_side: ReadSideDep,
     _: TrustedDep,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many, best first")] = 1000,
     site: Annotated[str | None, Query(max_length=100)] = None,
     channel: Channel | None = None,
 ) -> dict[str, Any]:
     """Each with its current priority (aged by waiting time, tier, intent) and waited seconds.
-    ``total`` counts every waiting contact (all sites and channels)."""
-    items, total = await service.views.queue(limit=limit, site=site, channel=channel)
+    ``total`` counts every waiting contact (all sites and channels). With several active routers, every
+    owner's line (``queue_across_routers.py``); asked by another router, this router's own."""
+    local = FORWARDED_BY.decode() in request.headers
+    items, total = await read_side.queue(limit=limit, site=site, channel=channel, local=local)
     return {"items": items, "count": len(items), "total": total}
 
 

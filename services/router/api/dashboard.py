@@ -18,8 +18,8 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from services.router.api.deps import ServiceDep, TrustedDep
-from services.router.dashboard import DashboardSnapshot, build_snapshot
+from services.router.api.deps import ReadSideDep, TrustedDep
+from services.router.dashboard import DashboardSnapshot, Source, build_snapshot
 from services.router.responses import COMMON_ERRORS, as_json
 from services.router.stream_events import (
     DASHBOARD_STREAM_EVENTS,
@@ -29,7 +29,6 @@ from services.router.stream_events import (
     sse_data,
     sse_responses,
 )
-from services.router.views import RouterViews
 from shared.auth import authenticator_of
 
 log = structlog.get_logger(__name__)
@@ -48,7 +47,7 @@ class SnapshotCache:
         self._value: DashboardSnapshot | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self, views: RouterViews) -> DashboardSnapshot:
+    async def get(self, views: Source) -> DashboardSnapshot:
         async with self._lock:
             if self._value is None or time.monotonic() - self._at >= self.max_age:
                 self._value = await build_snapshot(views)
@@ -84,8 +83,8 @@ async def dashboard_page() -> HTMLResponse:
     "goals (supervisor or admin)",
     responses=COMMON_ERRORS,
 )
-async def dashboard_snapshot(request: Request, service: ServiceDep, _: TrustedDep) -> DashboardSnapshot:
-    return await _cache(request).get(service.views)
+async def dashboard_snapshot(request: Request, read_side: ReadSideDep, _: TrustedDep) -> DashboardSnapshot:
+    return await _cache(request).get(read_side)
 
 
 @router.get(
@@ -104,14 +103,14 @@ async def dashboard_snapshot(request: Request, service: ServiceDep, _: TrustedDe
 )
 async def dashboard_stream(
     request: Request,
-    service: ServiceDep,
+    read_side: ReadSideDep,
     _: TrustedDep,
     interval: Annotated[float, Query(ge=0.5, le=60, description="seconds between checks")] = 1.0,
 ) -> EventStreamResponse:
     """The token is checked again every ``REAUTH_SECONDS``: a stream outlives no token (a supervisor's
     expires after its shift); it then ends with an ``unauthorized`` event and the page asks again."""
     cache = _cache(request)
-    first = await cache.get(service.views)  # a standby router answers 503 here, before the stream starts
+    first = await cache.get(read_side)  # a standby router answers 503 here, before the stream starts
     token = request.headers.get("authorization", "").partition(" ")[2]
 
     async def events() -> AsyncIterator[dict[str, str]]:
@@ -133,7 +132,7 @@ async def dashboard_stream(
                     return
                 checked = time.monotonic()
             try:
-                message = sse_data(DASHBOARD_STREAM_EVENTS, "snapshot", await cache.get(service.views))
+                message = sse_data(DASHBOARD_STREAM_EVENTS, "snapshot", await cache.get(read_side))
             except Exception as exc:  # database away, ownership lost: say so, keep the page, try again
                 log.warning("router.dashboard_snapshot_failed", error=type(exc).__name__)
                 yield sse_data(DASHBOARD_STREAM_EVENTS, "unavailable", UnavailableEvent(error=type(exc).__name__))

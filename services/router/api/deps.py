@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
+from services.router.queue_across_routers import QueueAcrossRouters
 from services.router.service import RouterService
 from shared.auth import AdminOnly, Authenticated, Principal, Trusted, authenticator_of, bearer_scheme, forbidden
 
@@ -17,6 +18,14 @@ async def get_service(request: Request) -> RouterService:
 
 
 ServiceDep = Annotated[RouterService, Depends(get_service)]
+
+
+async def get_read_side(request: Request) -> QueueAcrossRouters:
+    """The views with the queue of every domain (several active routers: the other owners' lines too)."""
+    return request.app.state.read_side  # type: ignore[no-any-return]
+
+
+ReadSideDep = Annotated[QueueAcrossRouters, Depends(get_read_side)]
 PrincipalDep = Authenticated
 TrustedDep = Trusted
 AdminDep = AdminOnly
