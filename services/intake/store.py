@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection
 from services.intake.group_commit import GroupCommit
 from shared import db
 from shared.files import private_file
+from shared.sqlite_wal import enable_wal
 
 INTAKE_METADATA = MetaData()
 
@@ -170,7 +171,7 @@ class _SqliteThread:
             conn = sqlite3.connect(
                 self._path, timeout=30, isolation_level=None, check_same_thread=False, cached_statements=256
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring: the bus gates the 202
             conn.execute("PRAGMA busy_timeout=30000")
             self._conn = conn

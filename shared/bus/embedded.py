@@ -62,6 +62,7 @@ from shared.files import private_file
 from shared.observability import (
     BUS_PUBLISH_SECONDS,
 )
+from shared.sqlite_wal import enable_wal
 from shared.topics import dlq
 
 _T = TypeVar("_T")
@@ -228,7 +229,7 @@ class EmbeddedBus(EventBus):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
