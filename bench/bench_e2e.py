@@ -277,7 +277,7 @@ def write_strategy(path: Path, callbacks: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def switchboard(data_dir: Path, extra: dict[str, str]) -> Iterator[Target]:
+def switchboard(data_dir: Path, extra: dict[str, str], label: str = "switchboard") -> Iterator[Target]:
     env = service_env(data_dir, extra)
     procs = [
         Process(name, [sys.executable, "-m", "services.cli", name], env, data_dir / f"{name}.log")
@@ -288,7 +288,7 @@ def switchboard(data_dir: Path, extra: dict[str, str]) -> Iterator[Target]:
             p.start()
         intake, router, _ = procs
         assert router.proc is not None
-        yield Target("switchboard", intake.url, [router.url], [router.proc.pid], {"Authorization": f"Bearer {ADMIN}"})
+        yield Target(label, intake.url, [router.url], [router.proc.pid], {"Authorization": f"Bearer {ADMIN}"})
     finally:
         for p in reversed(procs):
             p.stop()
@@ -846,6 +846,14 @@ async def main_async(args: Any) -> int:
                 (tmp_path / "sb").mkdir()
                 with switchboard(tmp_path / "sb", extra) as target:
                     results["switchboard"] = await measure(target, args)
+                if args.async_writes and not args.kafka:
+                    # The same tree with the router's SQLite writes through aiosqlite's thread, as before
+                    # sqlite_inline.py: the side-by-side baseline of that change, under the same load.
+                    (tmp_path / "sb-async").mkdir()
+                    slow = {**extra, "SWITCHBOARD_ROUTER_SQLITE_INLINE_WRITES": "false"}
+                    label = "switchboard async wr"
+                    with switchboard(tmp_path / "sb-async", slow, label) as target:
+                        results[label] = await measure(target, args)
     print()
     for name, rows in results.items():
         best = peak(rows)
@@ -877,6 +885,12 @@ def main() -> None:
     parser.add_argument("--kafka", help="bootstrap servers: run on Kafka (with --postgres)")
     parser.add_argument("--postgres", help="a PostgreSQL URL whose server gets fresh databases for the run")
     parser.add_argument("--no-baseline", action="store_true", help="skip the relay baseline")
+    parser.add_argument(
+        "--async-writes",
+        action="store_true",
+        help="embedded default: also run the router with its SQLite writes through aiosqlite's thread "
+        "(SWITCHBOARD_ROUTER_SQLITE_INLINE_WRITES=false), side by side",
+    )
     parser.add_argument(
         "--routers",
         type=lambda s: [int(x) for x in s.split(",")],

@@ -10,9 +10,10 @@ strategy's wrap-up set to 0 s, so the agent is free again at once), SQL statemen
 Each round sends ``--group`` contacts at once: they arrive as one consumed batch, are offered by one
 tick, and their agents accept and complete concurrently, so group commit puts each step of a round in
 one transaction (``--group 1`` is a lifecycle alone). Printed per database and group size: statements,
-commits and CPU ms per lifecycle, and the wall time. Side by side, the same on SQLAlchemy's stock
-aiosqlite adapter ("sqlite stock"), which the project's engines replaced with one trip to the driver's
-thread per statement (``shared/sqlite_one_hop.py``).
+commits and CPU ms per lifecycle, and the wall time. Side by side, the same with the writer's statements
+through the async stack instead of inline on the loop's thread (``shared/sqlite_inline.py``): "sqlite
+async", one trip to aiosqlite's thread per statement (``shared/sqlite_one_hop.py``), and "sqlite stock",
+SQLAlchemy's stock aiosqlite adapter with four.
 
     python bench/bench_lifecycle.py [--contacts 400] [--groups 1,20] [--postgres postgresql+asyncpg://...]
     python bench/bench_lifecycle.py --profile 30     # cProfile's top functions by own time, group 20
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.router.auth import Principal  # noqa: E402
 from services.router.service import RouterService  # noqa: E402
+from services.router.settings import RouterSettings  # noqa: E402
 from services.router.strategy import DEFAULT_STRATEGY_PATH  # noqa: E402
 from shared.events import (  # noqa: E402
     AgentStatus,
@@ -103,14 +105,18 @@ async def lifecycles(service: RouterService, contacts: int, group: int, first: i
         )
 
 
-async def measure(url: str, label: str, contacts: int, group: int, directory: Path, **engine_kwargs: Any) -> Row:
-    async with bare_service(url, strategy=no_wrap_up_strategy(directory), **engine_kwargs) as service:
+async def measure(
+    url: str, label: str, contacts: int, group: int, directory: Path, *, inline: bool = True, **engine_kwargs: Any
+) -> Row:
+    settings = RouterSettings(presence_grace_seconds=1e9, sqlite_inline_writes=inline)
+    strategy = no_wrap_up_strategy(directory)
+    async with bare_service(url, strategy=strategy, settings=settings, **engine_kwargs) as service:
         for n in range(max(group, 20)):
             await service.register_agent(f"a{n}", chat_agent(f"a{n}"), AgentStatus.AVAILABLE)
             service.stream_opened(f"a{n}")
         await lifecycles(service, 2 * group, group, first=0)  # warm the statement caches
         counted = {"statements": 0, "commits": 0}
-        sync_engine = service.sessionmaker.kw["bind"].sync_engine
+        sync_engine = service.write_engine
 
         def statement(*_args: object) -> None:
             counted["statements"] += 1
@@ -141,7 +147,7 @@ async def main() -> None:
     parser.add_argument("--contacts", type=int, default=400)
     parser.add_argument("--groups", type=lambda s: [int(x) for x in s.split(",")], default=[1, 20])
     parser.add_argument("--postgres", help="a PostgreSQL URL whose server gets a fresh database for the run")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the stock aiosqlite adapter's rows")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the async-stack rows")
     parser.add_argument("--profile", type=int, default=0, help="print cProfile's top N by own time (SQLite)")
     args = parser.parse_args()
 
@@ -152,10 +158,16 @@ async def main() -> None:
             directory.mkdir()
             url = f"sqlite+aiosqlite:///{directory / 'router.sqlite3'}"
             rows.append(await measure(url, "sqlite", args.contacts, group, directory))
-            if not args.no_baseline:  # the same, on SQLAlchemy's stock aiosqlite adapter (4 trips a statement)
+            if not args.no_baseline:
+                # The same through the async stack: the writer's statements on aiosqlite's thread, one trip
+                # each (shared/sqlite_one_hop.py), then on SQLAlchemy's stock adapter (four trips each).
+                url = f"sqlite+aiosqlite:///{directory / 'async.sqlite3'}"
+                rows.append(await measure(url, "sqlite async", args.contacts, group, directory, inline=False))
                 stock = AsyncAdapt_aiosqlite_dbapi(aiosqlite, sqlite3)
                 url = f"sqlite+aiosqlite:///{directory / 'stock.sqlite3'}"
-                rows.append(await measure(url, "sqlite stock", args.contacts, group, directory, module=stock))
+                rows.append(
+                    await measure(url, "sqlite stock", args.contacts, group, directory, inline=False, module=stock)
+                )
             if args.postgres:
                 from tests.postgres import ENV, fresh_database
 

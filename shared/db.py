@@ -8,18 +8,38 @@ Schema changes go through each service's Alembic migrations, which run at start-
 from __future__ import annotations
 
 import asyncio
+import weakref
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, TypeVarTuple, cast, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Result, Table, event, text
+from sqlalchemy import Connection, CursorResult, Engine, Executable, Result, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from shared import sqlite_one_hop
 from shared.files import private_file
 from shared.sqlite_wal import enable_wal
+
+_Row = TypeVarTuple("_Row")  # a statement's column types (SQLAlchemy 2.1 types rows with a TypeVarTuple)
+
+
+class SqlSession(Protocol):
+    """What a unit of work uses of its session: an ``AsyncSession``, or the inline SQLite writer's
+    (``sqlite_inline.InlineSession``)."""
+
+    @overload
+    async def execute(self, statement: TypedReturnsRows[*_Row], params: Any = None) -> Result[*_Row]: ...
+
+    @overload
+    async def execute(self, statement: Executable, params: Any = None) -> Result[*tuple[Any, ...]]: ...
+
+    def get_bind(self) -> Engine | Connection: ...
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]: ...
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,7 +58,17 @@ def rowcount(result: Result[Any]) -> int:
     return cast("CursorResult[Any]", result).rowcount
 
 
-def make_engine(url: str, *, sqlite_busy_timeout: float = 30.0, **kwargs: Any) -> AsyncEngine:
+# The busy timeout each SQLite engine was made with, for connections opened beside it (sqlite_inline.py).
+_BUSY_TIMEOUTS: weakref.WeakKeyDictionary[AsyncEngine, float] = weakref.WeakKeyDictionary()
+DEFAULT_SQLITE_BUSY_TIMEOUT = 30.0
+
+
+def sqlite_busy_timeout(engine: AsyncEngine) -> float:
+    """The busy timeout ``engine`` was made with (the default for an engine made elsewhere)."""
+    return _BUSY_TIMEOUTS.get(engine, DEFAULT_SQLITE_BUSY_TIMEOUT)
+
+
+def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys so several processes can share it.
 
     ``sqlite_busy_timeout``: how long a statement waits for another connection's write lock before it
@@ -56,6 +86,7 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = 30.0, **kwargs: Any) -
         kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
+        _BUSY_TIMEOUTS[engine] = sqlite_busy_timeout
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

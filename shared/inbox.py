@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, String, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import MESSAGING_METADATA, dialect_insert, rowcount
+from shared.db import MESSAGING_METADATA, SqlSession, dialect_insert, rowcount
 from shared.events import utcnow
 
 processed_events = Table(
@@ -25,7 +24,7 @@ processed_events = Table(
 Index("processed_events_processed_at", processed_events.c.processed_at)
 
 
-async def first_time(session: AsyncSession, consumer: str, event_id: str) -> bool:
+async def first_time(session: SqlSession, consumer: str, event_id: str) -> bool:
     """Mark ``event_id`` handled by ``consumer`` in the caller's transaction.
 
     True the first time; False when it was already handled (the caller then skips its effect).
@@ -33,7 +32,7 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
     return bool(await first_times(session, consumer, [event_id]))
 
 
-async def first_times(session: AsyncSession, consumer: str, event_ids: Sequence[str]) -> set[str]:
+async def first_times(session: SqlSession, consumer: str, event_ids: Sequence[str]) -> set[str]:
     """Mark a batch of events handled by ``consumer`` in one statement (the caller's transaction).
 
     The ids seen for the first time; an id already handled, or given twice, is in it at most once, so a
@@ -49,7 +48,7 @@ async def first_times(session: AsyncSession, consumer: str, event_ids: Sequence[
     return set(result.scalars().all())
 
 
-async def was_processed(session: AsyncSession, consumer: str, event_id: str) -> bool:
+async def was_processed(session: SqlSession, consumer: str, event_id: str) -> bool:
     row = await session.execute(
         select(processed_events.c.event_id).where(
             processed_events.c.consumer == consumer, processed_events.c.event_id == event_id
@@ -58,7 +57,7 @@ async def was_processed(session: AsyncSession, consumer: str, event_id: str) -> 
     return row.first() is not None
 
 
-async def purge(session: AsyncSession, older_than: datetime) -> int:
+async def purge(session: SqlSession, older_than: datetime) -> int:
     """Forget ids handled before ``older_than``. Safe once the bus can no longer redeliver them: keep the
     window longer than the bus's retention (embedded: 7 days; Kafka: the topic's ``retention.ms``)."""
     result = await session.execute(delete(processed_events).where(processed_events.c.processed_at < older_than))

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.store import goodwill_grants
 from services.router.strategy import GoodwillLedger, GoodwillPolicy
+from shared.db import SqlSession
 from shared.events import Role
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ GRANTS_SINCE = (
 )
 
 
-async def ledger(session: AsyncSession, policy: GoodwillPolicy, now: float) -> GoodwillLedger:
+async def ledger(session: SqlSession, policy: GoodwillPolicy, now: float) -> GoodwillLedger:
     """The grants of the rolling period ending ``now``, every router's, as a ledger."""
     book = GoodwillLedger(policy)
     rows = await session.execute(GRANTS_SINCE, {"since": now - policy.period_seconds})

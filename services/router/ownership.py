@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.store import leases
-from shared.db import rowcount
+from shared.db import SqlSession, rowcount
 
 WHOLE = "whole"
 PARTITIONS = "partitions"
@@ -65,7 +64,7 @@ class Ownership:
         prefix = f"{self.name}/contacts/"
         return {int(n[len(prefix) :]) for n in self.names if n.startswith(prefix)}
 
-    async def try_acquire(self, session: AsyncSession, now: float, name: str | None = None) -> bool:
+    async def try_acquire(self, session: SqlSession, now: float, name: str | None = None) -> bool:
         """Take one lease (default: the whole one) if it is free, expired or already ours (call inside a
         transaction)."""
         name = name or self.name
@@ -98,7 +97,7 @@ class Ownership:
         self.names.add(name)
         return True
 
-    async def _other_mode_live(self, session: AsyncSession, name: str, now: float) -> bool:
+    async def _other_mode_live(self, session: SqlSession, name: str, now: float) -> bool:
         """Is a lease of the other mode held by another router (whole vs partitions on one database)?"""
         other = (
             leases.c.name.startswith(f"{self.name}/", autoescape=True)
@@ -110,7 +109,7 @@ class Ownership:
         )
         return found.first() is not None
 
-    async def renew(self, session: AsyncSession, now: float) -> None:
+    async def renew(self, session: SqlSession, now: float) -> None:
         """Extend every lease held within the caller's transaction; raise :class:`OwnershipLost` if any
         is not ours any more (then ``names`` keeps only the ones still ours)."""
         names = sorted(self.names)
@@ -131,7 +130,7 @@ class Ownership:
             self.names -= lost
             raise OwnershipLost(f"router leases {sorted(lost)} are held by another instance")
 
-    async def release(self, session: AsyncSession, names: set[str] | None = None) -> None:
+    async def release(self, session: SqlSession, names: set[str] | None = None) -> None:
         """Let others take these leases (default: all held) at once, instead of after their expiry."""
         names = set(self.names) if names is None else names
         if names:
@@ -142,7 +141,7 @@ class Ownership:
             )
         self.names -= names
 
-    async def holders(self, session: AsyncSession, now: float) -> dict[str, tuple[str, str | None]]:
+    async def holders(self, session: SqlSession, now: float) -> dict[str, tuple[str, str | None]]:
         """Every live lease under this router's name: lease -> (owner, address)."""
         rows = await session.execute(
             select(leases.c.name, leases.c.owner, leases.c.address).where(

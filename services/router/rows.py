@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.agent_work import routable_status
 from services.router.auth import Principal
@@ -18,6 +17,7 @@ from services.router.errors import Forbidden, NotFound
 from services.router.leeway import role_of
 from services.router.matching import AgentState, WaitingContact
 from services.router.store import ContactState, OfferState, agents, contacts, offers
+from shared.db import SqlSession
 from shared.events import AgentStatus, Channel, Intent, Role, Tier
 
 
@@ -94,25 +94,25 @@ ACCEPTED_OFFER_EXPLANATION = (
 )
 
 
-async def agent_row(session: AsyncSession, agent_id: str) -> Any:
+async def agent_row(session: SqlSession, agent_id: str) -> Any:
     row = (await session.execute(AGENT_BY_ID, {"agent_id": agent_id})).first()
     if row is None:
         raise NotFound(f"agent {agent_id!r} not found")
     return row
 
 
-async def contact_row(session: AsyncSession, contact_id: str) -> Any:
+async def contact_row(session: SqlSession, contact_id: str) -> Any:
     return (await session.execute(CONTACT_BY_ID, {"contact_id": contact_id})).first()
 
 
-async def update_contact(session: AsyncSession, contact_id: str, **values: Any) -> Any:
+async def update_contact(session: SqlSession, contact_id: str, **values: Any) -> Any:
     """Change a contact's row and get it back as changed, in one statement (``UPDATE .. RETURNING``, which
     SQLite has since 3.35): the use cases that change a contact also need its details."""
     stmt = update(contacts).where(contacts.c.contact_id == contact_id).values(**values).returning(*contacts.c)
     return (await session.execute(stmt)).first()
 
 
-async def offer_for(session: AsyncSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
+async def offer_for(session: SqlSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
     """The offer row, if ``who`` may act on it (or, with ``read``, see it)."""
     row = (await session.execute(OFFER_BY_ID, {"offer_id": offer_id})).first()
     if row is None:
@@ -122,14 +122,14 @@ async def offer_for(session: AsyncSession, offer_id: str, who: Principal, *, rea
     return row
 
 
-async def offered_role(session: AsyncSession, contact_id: str, agent_id: str) -> Role | None:
+async def offered_role(session: SqlSession, contact_id: str, agent_id: str) -> Role | None:
     """The role under which the agent was offered (and accepted) the contact: its leeway's source."""
     params = {"contact_id": contact_id, "agent_id": agent_id}
     explanation = (await session.execute(ACCEPTED_OFFER_EXPLANATION, params)).scalar_one_or_none()
     return role_of(explanation)
 
 
-async def loads_by_agent(session: AsyncSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
+async def loads_by_agent(session: SqlSession, agent_id: str | None = None) -> dict[str, dict[Channel, int]]:
     """Reserved + assigned contacts per agent and channel, as the database knows them."""
     stmt = (
         select(contacts.c.agent_id, contacts.c.channel, func.count())
@@ -145,7 +145,7 @@ async def loads_by_agent(session: AsyncSession, agent_id: str | None = None) -> 
     return out
 
 
-async def has_assignment(session: AsyncSession, agent_id: str) -> bool:
+async def has_assignment(session: SqlSession, agent_id: str) -> bool:
     """Whether the agent is on a contact now. An open offer is not work yet: it may time out."""
     n = (
         await session.execute(
@@ -157,7 +157,7 @@ async def has_assignment(session: AsyncSession, agent_id: str) -> bool:
     return n > 0
 
 
-async def has_work(session: AsyncSession, agent_id: str) -> bool:
+async def has_work(session: SqlSession, agent_id: str) -> bool:
     """Whether the agent has offers or assignments."""
     n = (
         await session.execute(

@@ -24,9 +24,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.router import leadership, rebuild
@@ -58,6 +59,7 @@ from services.router.use_cases import (
 )
 from services.router.use_cases.agent_admin import AgentProfile
 from services.router.views import RouterViews
+from shared import sqlite_inline
 from shared.events import AgentStatus, AttemptResult, Envelope, Outcome
 
 log = structlog.get_logger(__name__)
@@ -98,6 +100,10 @@ class RouterService:
         )
         # Which routing domains this router acts on: all, or its partitions' (domain_ownership.py).
         self.domains = OwnedDomains(tenant_id, self.ownership, whole=settings.ownership == WHOLE)
+        # SQLite: the writer's statements run on this thread once it holds the write lock (sqlite_inline.py).
+        self.inline_writes = (
+            sqlite_inline.for_engine(sessionmaker.kw["bind"]) if settings.sqlite_inline_writes else None
+        )
         self.writer = Writer(
             sessionmaker=sessionmaker,
             source=source,
@@ -107,6 +113,7 @@ class RouterService:
             notify=notify,
             publish=self.hub.publish,
             settle=lambda tx: settle_work.settle(self, tx),
+            inline=self.inline_writes,
         )
         # Agent actions and batches of consumed events share transactions (see group_commit.py).
         self.writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
@@ -132,6 +139,13 @@ class RouterService:
     @property
     def offer_timeout(self) -> float:
         return self.settings.offer_timeout_seconds or self.strategy.offer_timeout_seconds
+
+    @property
+    def write_engine(self) -> Engine:
+        """The engine the writer's statements go through: its events see every write (tests, benchmarks)."""
+        if self.inline_writes is not None:
+            return self.inline_writes.engine
+        return cast(Engine, self.sessionmaker.kw["bind"].sync_engine)
 
     @property
     def active(self) -> bool:
@@ -160,6 +174,12 @@ class RouterService:
         self.hub.shutdown()
         await self.presence_record.stop()
         await leadership.hand_over(self)
+        self.close()
+
+    def close(self) -> None:
+        """Give back what the service opened beside the engine it was given (the inline writer's)."""
+        if self.inline_writes is not None:
+            self.inline_writes.dispose()
 
     def wake(self) -> None:
         """Route now rather than at the next tick (a contact arrived, an agent became free)."""

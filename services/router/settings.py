@@ -31,6 +31,11 @@ class RouterSettings(BaseSettings):
     tick_interval_seconds: float = Field(
         0.25, gt=0, description="Period of the loop that expires offers, ends wrap-up and routes."
     )
+    sqlite_inline_writes: bool = Field(
+        True,
+        description="SQLite: run the writer's statements on the event loop's thread once the write lock is "
+        "held (lock and commit on a worker thread); false: every statement through aiosqlite's thread.",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0, description="SSE heartbeat (ping) interval.")
     service_level_window_seconds: float = Field(
         900.0, gt=0, description="Recent window over which /v1/stats computes service level and abandonment."

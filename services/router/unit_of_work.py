@@ -27,9 +27,10 @@ from services.router.ownership import Ownership, OwnershipLost
 from services.router.rows import period_of
 from services.router.store import counters, timeline
 from services.router.stream_events import AGENT_STREAM_EVENTS, checked
-from shared.db import dialect_insert
+from shared.db import SqlSession, dialect_insert
 from shared.events import Envelope, EventData
 from shared.outbox import INSERT_OUTBOX, outbox_row
+from shared.sqlite_inline import InlineWrites
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ class UnitOfWork:
     within a transaction, and a group of a hundred changes costs three statements instead of hundreds.
     """
 
-    session: AsyncSession
+    session: SqlSession
     source: str
     now: float
     pushes: list[tuple[str, str, BaseModel]] = field(default_factory=list)
@@ -127,8 +128,10 @@ class Writer:
         notify: Callable[[], None],
         publish: Publish,
         settle: Callable[[UnitOfWork], Awaitable[None]] | None = None,
+        inline: InlineWrites | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._inline = inline  # SQLite: statements on the loop's thread, lock and fsync on a worker
         self._source = source
         self._clock = clock
         self._ownership = ownership
@@ -149,35 +152,47 @@ class Writer:
             yield
 
     @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[SqlSession]:
+        """A session in a transaction, committed when the block ends (rolled back if it raises)."""
+        if self._inline is not None:
+            async with self._inline.transaction() as inline:
+                yield inline
+        else:
+            async with self._sessionmaker() as session, session.begin():
+                yield session
+
+    @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """A transaction; on failure the engine is rebuilt from the database (it may hold the change)."""
-        async with self._sessionmaker() as session:
-            tx = UnitOfWork(session=session, source=self._source, now=self._clock())
+        now = self._clock()
+        tx: UnitOfWork | None = None
+        try:
+            async with self._session() as session:
+                tx = UnitOfWork(session=session, source=self._source, now=now)
+                # Fencing: a router that no longer owns the state cannot commit anything.
+                await self._ownership.renew(session, tx.now)
+                yield tx
+                if self._settle is not None:
+                    await self._settle(tx)
+                await tx.flush()
+        except RouterError:
+            raise  # refused before anything changed: the engine is untouched
+        except OwnershipLost:
+            log.error("router.ownership_lost", lease=self._ownership.name, still_held=sorted(self._ownership.names))
+            # Rebuilt before the engine is used again: for the leases still held (some domains were
+            # lost), or once ownership is regained.
+            self.stale = True
+            raise
+        except BaseException:
             try:
-                async with session.begin():
-                    # Fencing: a router that no longer owns the state cannot commit anything.
-                    await self._ownership.renew(session, tx.now)
-                    yield tx
-                    if self._settle is not None:
-                        await self._settle(tx)
-                    await tx.flush()
-            except RouterError:
-                raise  # refused before anything changed: the engine is untouched
-            except OwnershipLost:
-                log.error("router.ownership_lost", lease=self._ownership.name, still_held=sorted(self._ownership.names))
-                # Rebuilt before the engine is used again: for the leases still held (some domains were
-                # lost), or once ownership is regained.
+                await self._rebuild()
+            except Exception:
+                # The database is unreachable: rebuild before the engine is used again, or a
+                # reservation the database never saw would stay stuck in memory.
                 self.stale = True
-                raise
-            except BaseException:
-                try:
-                    await self._rebuild()
-                except Exception:
-                    # The database is unreachable: rebuild before the engine is used again, or a
-                    # reservation the database never saw would stay stuck in memory.
-                    self.stale = True
-                    log.exception("router.rebuild_failed")
-                raise
+                log.exception("router.rebuild_failed")
+            raise
+        assert tx is not None
         self.renewed_at = tx.now
         if tx.emitted:
             self._notify()

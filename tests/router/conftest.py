@@ -189,7 +189,7 @@ async def running_router(
 
 @contextlib.asynccontextmanager
 async def bare_service(
-    database_url: str, *, strategy: Path | None = None, **engine_kwargs: Any
+    database_url: str, *, strategy: Path | None = None, settings: RouterSettings | None = None, **engine_kwargs: Any
 ) -> AsyncIterator[RouterService]:
     """A RouterService on a migrated database, owner of its state and rebuilt, without HTTP or a bus: for
     tests (and bench/bench_lifecycle.py) that drive the use cases and the writer directly."""
@@ -202,7 +202,7 @@ async def bare_service(
     engine = db.make_engine(database_url, **engine_kwargs)
     svc = RouterService(
         sessionmaker=db.make_sessionmaker(engine),
-        settings=RouterSettings(presence_grace_seconds=1e9),
+        settings=settings or RouterSettings(presence_grace_seconds=1e9),
         strategy=load_strategy(strategy),
     )
     try:
@@ -212,6 +212,7 @@ async def bare_service(
         yield svc
     finally:
         await svc.writes.stop()
+        svc.close()
         await engine.dispose()
 
 

@@ -45,7 +45,7 @@ def requested(n: int) -> ContactRequested:
 def statements_on(service: RouterService, verb: str = "INSERT") -> Counter[str]:
     """INSERT (or UPDATE) statements by table, as the driver receives them (an executemany counts once)."""
     seen: Counter[str] = Counter()
-    engine = service.sessionmaker.kw["bind"].sync_engine
+    engine = service.write_engine
 
     @event.listens_for(engine, "before_cursor_execute")
     def count(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
