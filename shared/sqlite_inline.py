@@ -14,6 +14,9 @@ synchronously, on the thread that already holds the use case:
   left is SQLite's own work, microseconds.
 - **The commit runs on the worker thread** too: with ``synchronous=FULL`` it waits for an fsync.
 
+One connection serves every transaction (the writer is one at a time); a failed begin or commit gives it
+up, and the next transaction opens another.
+
 Errors are SQLAlchemy's own (``OperationalError`` for "database is locked", ``IntegrityError``, ...), as on
 the async path, so callers classify them the same way. An in-memory database, which another connection
 cannot see, and PostgreSQL keep the async path (:func:`for_engine` answers ``None``).
@@ -81,28 +84,42 @@ class InlineWrites:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, or "database is locked"
 
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._held: Connection | None = None  # the writer's connection, opened by the worker on first use
 
     def _open(self) -> Connection:
-        """On the worker: a pooled connection, in a transaction that holds the write lock."""
-        conn = self.engine.connect()
+        """On the worker: the writer's connection (kept between transactions: no pool check-out and
+        reset-rollback each time), in a transaction that holds the write lock."""
+        conn = self._held
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._held = self.engine.connect()
         try:
             conn.begin()
         except BaseException:
-            conn.close()
+            self._drop(conn)
             raise
         return conn
 
-    @staticmethod
-    def _commit(conn: Connection) -> None:
-        """On the worker: commit (the fsync), and give the connection back (rolled back if the commit failed)."""
+    def _commit(self, conn: Connection) -> None:
+        """On the worker: commit (the fsync). A failed commit gives the connection up (rolled back)."""
         try:
             conn.commit()
-        finally:
-            conn.close()
+        except BaseException:
+            self._drop(conn)
+            raise
 
-    @staticmethod
-    def _discard(conn: Connection) -> None:
-        conn.close()  # rolls back the open transaction: nothing to wait for, the write lock is ours
+    def _discard(self, conn: Connection) -> None:
+        """Roll back, on the loop's thread: nothing to wait for, the write lock is ours."""
+        try:
+            conn.rollback()
+        except BaseException:
+            self._drop(conn)
+            raise
+
+    def _drop(self, conn: Connection) -> None:
+        """Give the connection up: closed (rolling back what is open), a new one for the next transaction."""
+        if self._held is conn:
+            self._held = None
+        conn.close()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[InlineSession]:
@@ -111,26 +128,27 @@ class InlineWrites:
         try:
             conn = await asyncio.wrap_future(opening)
         except asyncio.CancelledError:
-            # The worker may still open it: give it back once it has, or the write lock stays held.
-            opening.add_done_callback(_close_when_opened)
+            # The worker may still open it: give it up once it has, or the write lock stays held.
+            opening.add_done_callback(self._drop_when_opened)
             raise
         try:
             yield InlineSession(conn)
         except BaseException:
             self._discard(conn)
             raise
-        # Cancelled while committing: the worker still ends it (commit, then close); the caller learns of
-        # the cancellation and treats the outcome as unknown, as with any interrupted commit.
+        # Cancelled while committing: the worker still commits (the next transaction queues behind it);
+        # the caller learns of the cancellation and treats the outcome as unknown, as with any commit.
         await asyncio.wrap_future(self._worker.submit(self._commit, conn))
 
+    def _drop_when_opened(self, opening: Future[Connection]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._drop(opening.result())
+
     def dispose(self) -> None:
+        if self._held is not None:
+            self._worker.submit(self._drop, self._held).result()
         self._worker.shutdown(wait=True)
         self.engine.dispose()
-
-
-def _close_when_opened(opening: Future[Connection]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
 
 
 def for_engine(engine: AsyncEngine) -> InlineWrites | None:

@@ -5,7 +5,7 @@ the write lock as another process would:
 - only the lock and the commit leave the loop's thread; a transaction's statements do not;
 - while another connection holds the write lock, the event loop keeps running, and after the busy timeout
   the transaction fails with SQLAlchemy's "database is locked" ``OperationalError`` (transient);
-- a block that raises leaves nothing written and the write lock free;
+- a block that raises leaves nothing written and the write lock free, and the writer goes on;
 - a transaction cancelled while it waits for the lock never leaves the lock held;
 - what an ended block wrote is committed, for every other connection to read;
 - a savepoint rolls back alone.
@@ -97,16 +97,19 @@ async def test_the_loop_runs_while_another_writer_holds_the_lock_then_locked_is_
             async with writes.transaction() as session:
                 await session.execute(text("INSERT INTO t VALUES ('b', 1)"))
         waited = time.monotonic() - started
-    finally:
         running.cancel()
         holder.execute("ROLLBACK")
+        async with writes.transaction() as session:  # the writer recovers once the lock is free
+            await session.execute(text("INSERT INTO t VALUES ('b2', 1)"))
+    finally:
+        running.cancel()
         holder.close()
         writes.dispose()
     assert "database is locked" in str(locked.value)
     assert faults.is_transient(locked.value)
     assert 0.9 <= waited < 5
     assert ticks >= 30, f"the event loop ran {ticks} times in {waited:.2f} s: it waited for the lock"
-    assert rows(database) == {}
+    assert rows(database) == {"b2": 1}
 
 
 async def test_a_block_that_raises_writes_nothing_and_frees_the_lock(database: Path) -> None:
@@ -120,9 +123,11 @@ async def test_a_block_that_raises_writes_nothing_and_frees_the_lock(database: P
         other.execute("BEGIN IMMEDIATE")  # at once: the failed transaction holds nothing
         other.execute("ROLLBACK")
         other.close()
+        async with writes.transaction() as session:  # the same connection serves the next one
+            await session.execute(text("INSERT INTO t VALUES ('c2', 1)"))
     finally:
         writes.dispose()
-    assert rows(database) == {}
+    assert rows(database) == {"c2": 1}
 
 
 async def test_cancelled_while_waiting_for_the_lock_it_never_keeps_it(database: Path) -> None:
