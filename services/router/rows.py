@@ -105,11 +105,33 @@ async def contact_row(session: SqlSession, contact_id: str) -> Any:
     return (await session.execute(CONTACT_BY_ID, {"contact_id": contact_id})).first()
 
 
-async def update_contact(session: SqlSession, contact_id: str, **values: Any) -> Any:
-    """Change a contact's row and get it back as changed, in one statement (``UPDATE .. RETURNING``, which
-    SQLite has since 3.35): the use cases that change a contact also need its details."""
-    stmt = update(contacts).where(contacts.c.contact_id == contact_id).values(**values).returning(*contacts.c)
-    return (await session.execute(stmt)).first()
+# A contact offered or assigned, changed and read back in one statement (``UPDATE .. RETURNING``, which
+# SQLite has since 3.35): the use cases that change it also need its details. Built once, like the reads
+# above: a statement built per call is keyed for SQLAlchemy's compiled cache on every execution.
+_THIS_CONTACT = contacts.c.contact_id == bindparam("the_contact")
+OFFER_CONTACT = (
+    update(contacts)
+    .where(_THIS_CONTACT)
+    .values(state=ContactState.OFFERED, agent_id=bindparam("to_agent"), offers_made=contacts.c.offers_made + 1)
+    .returning(*contacts.c)
+)
+ASSIGN_CONTACT = (
+    update(contacts)
+    .where(_THIS_CONTACT)
+    .values(state=ContactState.ASSIGNED, agent_id=bindparam("to_agent"), answered_at=bindparam("at"))
+    .returning(*contacts.c)
+)
+
+
+async def offer_contact(session: SqlSession, contact_id: str, agent_id: str) -> Any:
+    """The contact is offered to the agent (one more offer made); its row as changed."""
+    return (await session.execute(OFFER_CONTACT, {"the_contact": contact_id, "to_agent": agent_id})).first()
+
+
+async def assign_contact(session: SqlSession, contact_id: str, agent_id: str, at: float) -> Any:
+    """The contact is assigned to the agent, answered ``at``; its row as changed."""
+    params = {"the_contact": contact_id, "to_agent": agent_id, "at": at}
+    return (await session.execute(ASSIGN_CONTACT, params)).first()
 
 
 async def offer_for(session: SqlSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:

@@ -15,8 +15,8 @@ from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
 from services.router.responses import Assignment
-from services.router.rows import agent_row, offer_for, to_datetime, update_contact, waiting_contact
-from services.router.store import ContactState, OfferState, agents, offers
+from services.router.rows import agent_row, assign_contact, offer_for, to_datetime, waiting_contact
+from services.router.store import OfferState, agents, offers
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.offer_timeout import time_out
 from services.router.use_cases.settle_work import end_wrap_up
@@ -59,9 +59,7 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, ex
     router.open_offers.untrack(offer.offer_id)
     router.engine.accept(offer.contact_id)
     await tx.session.execute(ACCEPT_OFFER, {"id": offer.offer_id, "now": tx.now})
-    contact = await update_contact(
-        tx.session, offer.contact_id, state=ContactState.ASSIGNED, agent_id=offer.agent_id, answered_at=tx.now
-    )
+    contact = await assign_contact(tx.session, offer.contact_id, offer.agent_id, tx.now)
     agent = await agent_row(tx.session, offer.agent_id)
     if agent.missed_offers:
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))

@@ -14,7 +14,7 @@ from services.router.leeway import role_of
 from services.router.matching import Decision
 from services.router.open_offers import PendingOffer
 from services.router.responses import OpenOffer
-from services.router.rows import agent_row, contact_row, to_datetime, update_contact, waiting_contact
+from services.router.rows import agent_row, contact_row, offer_contact, to_datetime, waiting_contact
 from services.router.store import ContactState, OfferState, contacts, offers
 from services.router.stream_events import OfferClosedEvent
 from services.router.unit_of_work import UnitOfWork
@@ -47,13 +47,7 @@ async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) 
             reason=None,
         ),
     )
-    row = await update_contact(
-        tx.session,
-        decision.contact_id,
-        state=ContactState.OFFERED,
-        agent_id=decision.agent_id,
-        offers_made=contacts.c.offers_made + 1,
-    )
+    row = await offer_contact(tx.session, decision.contact_id, decision.agent_id)
     router.open_offers.track(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
     # The role the engine counted it under for the sales cap; the agent's primary one if it named none.
     role = role_of(explanation) or Role((await agent_row(tx.session, decision.agent_id)).primary_role)
