@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -92,25 +92,21 @@ class InlineWrites:
         conn = self._held
         if conn is None or conn.closed or conn.invalidated:
             conn = self._held = self.engine.connect()
-        try:
-            conn.begin()
-        except BaseException:
-            self._drop(conn)
-            raise
+        self._or_drop(conn, conn.begin)
         return conn
 
     def _commit(self, conn: Connection) -> None:
-        """On the worker: commit (the fsync). A failed commit gives the connection up (rolled back)."""
-        try:
-            conn.commit()
-        except BaseException:
-            self._drop(conn)
-            raise
+        """On the worker: commit (the fsync)."""
+        self._or_drop(conn, conn.commit)
 
     def _discard(self, conn: Connection) -> None:
         """Roll back, on the loop's thread: nothing to wait for, the write lock is ours."""
+        self._or_drop(conn, conn.rollback)
+
+    def _or_drop(self, conn: Connection, step: Callable[[], object]) -> None:
+        """``step`` (begin, commit, rollback); if it fails, the connection is given up."""
         try:
-            conn.rollback()
+            step()
         except BaseException:
             self._drop(conn)
             raise
