@@ -90,14 +90,21 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            enable_wal(cur)
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+            sqlite_pragmas(dbapi_conn, busy_ms)
 
     return engine
+
+
+def sqlite_pragmas(dbapi_conn: Any, busy_ms: int) -> None:
+    """What every SQLite connection of a service gets on opening: WAL, ``synchronous=FULL`` (a commit
+    survives a power loss), the busy timeout and foreign keys. Shared by the async engines and the
+    router's inline writer (``sqlite_inline.py``), so the two cannot drift apart."""
+    cur = dbapi_conn.cursor()
+    enable_wal(cur)
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, Executable, Result, create_engine, ev
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import sqlite_busy_timeout as db_busy_timeout
-from shared.sqlite_wal import enable_wal
+from shared.db import sqlite_pragmas
 
 
 class InlineSession:
@@ -74,10 +74,7 @@ class InlineWrites:
         @event.listens_for(self.engine, "connect")
         def _connected(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # the driver begins nothing by itself: "begin" below does
-            enable_wal(dbapi_conn)
-            dbapi_conn.execute("PRAGMA synchronous=FULL")
-            dbapi_conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            sqlite_pragmas(dbapi_conn, busy_ms)
 
         @event.listens_for(self.engine, "begin")
         def _begin(conn: Connection) -> None:
