@@ -7,15 +7,19 @@ SQLAlchemy around them. The same statement through SQLAlchemy's synchronous engi
 transaction is a handful of such statements, so for the router's single writer this module runs them
 synchronously, on the thread that already holds the use case:
 
-- **The write lock is taken first, on a worker thread** (``BEGIN IMMEDIATE``): it is the one step that can
-  wait for another connection (the busy timeout, up to seconds), and the loop must not wait with it.
+- **The write lock is taken first** (``BEGIN IMMEDIATE``), the one step that can wait for another
+  connection (the busy timeout, up to seconds). It is tried on the loop's thread without waiting (the
+  connection's own busy timeout is 0); only if another connection holds the lock is it taken on a worker
+  thread with the busy timeout, and the loop runs on meanwhile. The lock is free almost every time (the
+  router is its database's one writer; the outbox relay's deletes are the other), so most transactions
+  make one trip to the worker, for the commit, instead of two.
 - **Then every statement runs inline.** A connection that holds SQLite's write lock in WAL mode never
   waits for a lock again before it commits: readers do not block it and it is the only writer. What is
   left is SQLite's own work, microseconds.
 - **The commit runs on the worker thread** too: with ``synchronous=FULL`` it waits for an fsync.
 
-One connection serves every transaction (the writer is one at a time); a failed begin or commit gives it
-up, and the next transaction opens another.
+One connection serves every transaction (the writer is one at a time); a failed commit, or a begin that
+failed for another reason than a held lock, gives it up, and the next transaction opens another.
 
 Errors are SQLAlchemy's own (``OperationalError`` for "database is locked", ``IntegrityError``, ...), as on
 the async path, so callers classify them the same way. An in-memory database, which another connection
@@ -28,10 +32,11 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import sqlite_busy_timeout as db_busy_timeout
@@ -69,28 +74,66 @@ class InlineWrites:
             # Connections are opened, begun and committed on the worker thread and used on the loop's.
             connect_args={"timeout": busy_timeout, "check_same_thread": False},
         )
+        self.busy_timeout = busy_timeout  # how long a transaction waits for another connection's lock
         busy_ms = int(busy_timeout * 1000)
 
         @event.listens_for(self.engine, "connect")
         def _connected(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # the driver begins nothing by itself: "begin" below does
-            sqlite_pragmas(dbapi_conn, busy_ms)
-
-        @event.listens_for(self.engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, or "database is locked"
+            dbapi_conn.isolation_level = None  # the driver begins nothing by itself: _lock below does
+            sqlite_pragmas(dbapi_conn, busy_ms)  # WAL may wait for another connection: with the timeout
+            dbapi_conn.execute("PRAGMA busy_timeout=0")  # from now on a held lock answers at once
 
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._held: Connection | None = None  # the writer's connection, opened by the worker on first use
 
-    def _open(self) -> Connection:
-        """On the worker: the writer's connection (kept between transactions: no pool check-out and
-        reset-rollback each time), in a transaction that holds the write lock."""
+    def _connect(self) -> Connection:
+        """On the worker: the writer's connection, kept between transactions (no pool check-out and
+        reset-rollback each time, and SQLite's page cache stays warm)."""
         conn = self._held
         if conn is None or conn.closed or conn.invalidated:
             conn = self._held = self.engine.connect()
-        self._or_drop(conn, conn.begin)
         return conn
+
+    @staticmethod
+    def _lock(conn: Connection) -> None:
+        """``BEGIN IMMEDIATE``: the write lock now, or SQLAlchemy's "database is locked" error. SQLAlchemy's
+        own begin (autobegin) emits nothing on this driver; the commit and rollback end both."""
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            conn.rollback()  # SQLAlchemy's autobegun transaction; SQLite has none open
+            raise
+
+    def _lock_waiting(self, conn: Connection) -> Connection:
+        """On the worker: the write lock, waiting for it up to the busy timeout. Failing (after the
+        timeout, or otherwise), the connection is given up."""
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        try:
+            raw.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            try:
+                self._lock(conn)
+            finally:
+                raw.execute("PRAGMA busy_timeout=0")
+        except BaseException:
+            self._drop(conn)
+            raise
+        return conn
+
+    def _lock_now(self, conn: Connection) -> bool:
+        """On the loop's thread: the write lock if it is free (no wait: the busy timeout is 0); ``False``
+        if another connection holds it. Any other failure gives the connection up and is raised."""
+        try:
+            self._lock(conn)
+        except OperationalError as exc:
+            if _is_busy(exc):
+                return False
+            self._drop(conn)
+            raise
+        except BaseException:
+            self._drop(conn)
+            raise
+        return True
 
     def _commit(self, conn: Connection) -> None:
         """On the worker: commit (the fsync)."""
@@ -101,7 +144,7 @@ class InlineWrites:
         self._or_drop(conn, conn.rollback)
 
     def _or_drop(self, conn: Connection, step: Callable[[], object]) -> None:
-        """``step`` (begin, commit, rollback); if it fails, the connection is given up."""
+        """``step`` (commit, rollback); if it fails, the connection is given up."""
         try:
             step()
         except BaseException:
@@ -114,16 +157,30 @@ class InlineWrites:
             self._held = None
         conn.close()
 
+    async def _begin(self) -> Connection:
+        """The writer's connection, holding the write lock: taken on this thread when free, else waited
+        for on the worker."""
+        conn = self._held
+        if conn is None or conn.closed or conn.invalidated:
+            conn = await asyncio.wrap_future(self._worker.submit(self._connect))
+        if self._lock_now(conn):
+            return conn
+        locking = self._worker.submit(self._lock_waiting, conn)
+        try:
+            return await asyncio.wrap_future(locking)
+        except asyncio.CancelledError:
+            # The worker may still take the lock on this connection: it is no longer the writer's (the
+            # next transaction opens its own) and is closed once the worker is done with it, or the
+            # write lock would stay held.
+            if self._held is conn:
+                self._held = None
+            locking.add_done_callback(lambda _done: conn.close())
+            raise
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[InlineSession]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        opening = self._worker.submit(self._open)
-        try:
-            conn = await asyncio.wrap_future(opening)
-        except asyncio.CancelledError:
-            # The worker may still open it: give it up once it has, or the write lock stays held.
-            opening.add_done_callback(self._drop_when_opened)
-            raise
+        conn = await self._begin()
         try:
             yield InlineSession(conn)
         except BaseException:
@@ -133,15 +190,17 @@ class InlineWrites:
         # the caller learns of the cancellation and treats the outcome as unknown, as with any commit.
         await asyncio.wrap_future(self._worker.submit(self._commit, conn))
 
-    def _drop_when_opened(self, opening: Future[Connection]) -> None:
-        if not opening.cancelled() and opening.exception() is None:
-            self._drop(opening.result())
-
     def dispose(self) -> None:
         if self._held is not None:
             self._worker.submit(self._drop, self._held).result()
         self._worker.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY (another connection holds the lock), extended codes included."""
+    orig = exc.orig
+    return isinstance(orig, sqlite3.Error) and orig.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def for_engine(engine: AsyncEngine) -> InlineWrites | None:

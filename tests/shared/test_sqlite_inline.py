@@ -2,7 +2,8 @@
 
 What it must guarantee, each checked against a real SQLite file and a second connection that competes for
 the write lock as another process would:
-- only the lock and the commit leave the loop's thread; a transaction's statements do not;
+- only the commit, and the lock when another connection holds it, leave the loop's thread: a free lock is
+  taken inline without waiting, and a transaction's statements run inline;
 - while another connection holds the write lock, the event loop keeps running, and after the busy timeout
   the transaction fails with SQLAlchemy's "database is locked" ``OperationalError`` (transient);
 - a block that raises leaves nothing written and the write lock free, and the writer goes on;
@@ -51,31 +52,75 @@ def writes_for(path: Path, busy_timeout: float = 5.0) -> sqlite_inline.InlineWri
     return writes
 
 
-async def test_only_the_lock_and_the_commit_leave_the_loops_thread(database: Path) -> None:
-    writes = writes_for(database)
-    threads: dict[str, set[str]] = {"statements": set(), "commit": set()}
+def thread_log(writes: sqlite_inline.InlineWrites) -> dict[str, list[str]]:
+    """Which thread ran each ``BEGIN``, each other statement and each commit, in order."""
+    threads: dict[str, list[str]] = {"begin": [], "statements": [], "commit": []}
 
     @event.listens_for(writes.engine, "before_cursor_execute")
     def statement(_c, _cur, sql, _p, _ctx, _many):  # type: ignore[no-untyped-def]
-        kind = "begin" if sql.startswith("BEGIN") else "statements"
-        threads.setdefault(kind, set()).add(threading.current_thread().name)
+        threads["begin" if sql.startswith("BEGIN") else "statements"].append(threading.current_thread().name)
 
     @event.listens_for(writes.engine, "commit")
     def commit(_conn):  # type: ignore[no-untyped-def]
-        threads["commit"].add(threading.current_thread().name)
+        threads["commit"].append(threading.current_thread().name)
 
+    return threads
+
+
+async def test_a_free_lock_is_taken_inline_and_only_the_commit_leaves_the_loops_thread(database: Path) -> None:
+    writes = writes_for(database)
+    threads = thread_log(writes)
     try:
-        async with writes.transaction() as session:
-            await session.execute(text("INSERT INTO t VALUES ('a', 1)"))
-            await session.execute(text("UPDATE t SET v = v + 1 WHERE k = 'a'"))
-            assert (await session.execute(text("SELECT v FROM t WHERE k = 'a'"))).scalar_one() == 2
+        for value in (1, 2):
+            async with writes.transaction() as session:
+                await session.execute(text("INSERT OR REPLACE INTO t VALUES ('a', :v)"), {"v": value})
+                await session.execute(text("UPDATE t SET v = v + 1 WHERE k = 'a'"))
+                assert (await session.execute(text("SELECT v FROM t WHERE k = 'a'"))).scalar_one() == value + 1
     finally:
         writes.dispose()
     loop_thread = threading.current_thread().name
-    assert threads["statements"] == {loop_thread}
-    assert len(threads["begin"]) == 1 and loop_thread not in threads["begin"]
-    assert threads["commit"] == threads["begin"]
-    assert rows(database) == {"a": 2}
+    assert threads["begin"] == [loop_thread, loop_thread]
+    assert set(threads["statements"]) == {loop_thread}
+    assert len(threads["commit"]) == 2 and loop_thread not in threads["commit"]
+    assert rows(database) == {"a": 3}
+
+
+async def test_a_held_lock_is_waited_for_on_the_worker_on_the_same_connection(database: Path) -> None:
+    writes = writes_for(database)
+    threads = thread_log(writes)
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    try:
+        async with writes.transaction() as session:  # opens the writer's connection
+            await session.execute(text("INSERT INTO t VALUES ('w', 0)"))
+        connection = writes._held
+        holder.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.5, holder.execute, ("ROLLBACK",)).start()  # another process lets go in 0.5 s
+        running = asyncio.create_task(ticker())
+        started = time.monotonic()
+        async with writes.transaction() as session:
+            waited = time.monotonic() - started
+            await session.execute(text("UPDATE t SET v = 1 WHERE k = 'w'"))
+        running.cancel()
+        assert writes._held is connection  # a held lock is no failure: the connection and its cache stay
+    finally:
+        holder.close()
+        writes.dispose()
+    loop_thread = threading.current_thread().name
+    # Tried inline first (busy at once), then taken on the worker once the other connection let go.
+    assert threads["begin"][1:] == [loop_thread, threads["commit"][0]]
+    assert threads["commit"][0] != loop_thread
+    assert set(threads["statements"]) == {loop_thread}
+    assert 0.4 <= waited < 3
+    assert ticks >= 20, f"the event loop ran {ticks} times in {waited:.2f} s: it waited for the lock"
+    assert rows(database) == {"w": 1}
 
 
 async def test_the_loop_runs_while_another_writer_holds_the_lock_then_locked_is_transient(database: Path) -> None:
@@ -180,8 +225,10 @@ def test_only_a_sqlite_file_gets_inline_writes(tmp_path: Path) -> None:
     assert writes is not None
     try:
         assert writes.engine.url.database == str(tmp_path / "r.db")
-        with writes.engine.connect() as conn:  # the async engine's busy timeout, not the default
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 2000
+        assert writes.busy_timeout == 2  # the async engine's busy timeout, not the default
+        with writes.engine.connect() as conn:
+            # The connection itself never waits: a held lock is waited for on the worker, with the timeout.
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 0
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
     finally:
         writes.dispose()
