@@ -13,7 +13,7 @@ import contextlib
 from typing import Any
 
 import structlog
-from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, String, Table, delete, select
+from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, String, Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.base import BusUnavailable, EventBus
@@ -42,6 +42,10 @@ def outbox_row(data: EventData, *, source: str, event_id: str | None = None) -> 
 
 
 INSERT_OUTBOX = outbox.insert()  # built once: executed with a list of rows it is one executemany
+# The relay's statements, built once too: a statement built per call is keyed for SQLAlchemy's compiled
+# cache on every execution, and the relay runs after every commit that emitted.
+OLDEST_FIRST = select(outbox).order_by(outbox.c.seq).limit(bindparam("batch", type_=Integer))
+DELETE_PUBLISHED = delete(outbox).where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
 
 
 async def stage(session: AsyncSession, data: EventData, *, source: str, event_id: str | None = None) -> Envelope:
@@ -96,7 +100,7 @@ class OutboxRelay:
 
     async def _relay_batch(self) -> int:
         async with self._sessionmaker() as session:
-            rows = (await session.execute(select(outbox).order_by(outbox.c.seq).limit(self._batch))).all()
+            rows = (await session.execute(OLDEST_FIRST, {"batch": self._batch})).all()
             if not rows:
                 return 0
             done: list[int] = []
@@ -106,7 +110,7 @@ class OutboxRelay:
                     done.append(row.seq)
             finally:
                 if done:
-                    await session.execute(delete(outbox).where(outbox.c.seq.in_(done)))
+                    await session.execute(DELETE_PUBLISHED, {"seqs": done})
                     await session.commit()
             return len(rows)
 
