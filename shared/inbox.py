@@ -6,10 +6,13 @@ transaction as its state change; a redelivered event finds its id and is skipped
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, String, Table, delete, select
+from sqlalchemy.sql.dml import ReturningInsert
 
 from shared.db import MESSAGING_METADATA, SqlSession, dialect_insert, rowcount
 from shared.events import utcnow
@@ -40,12 +43,17 @@ async def first_times(session: SqlSession, consumer: str, event_ids: Sequence[st
     """
     if not event_ids:
         return set()
-    dialect = session.get_bind().dialect.name
-    insert = dialect_insert(processed_events, dialect)
     now = utcnow()
     rows = [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in dict.fromkeys(event_ids)]
-    result = await session.execute(insert.on_conflict_do_nothing().returning(processed_events.c.event_id), rows)
+    result = await session.execute(_mark_handled(session.get_bind().dialect.name), rows)
     return set(result.scalars().all())
+
+
+@functools.cache
+def _mark_handled(dialect: str) -> ReturningInsert[Any]:
+    """``INSERT .. ON CONFLICT DO NOTHING RETURNING event_id`` for the dialect, built once: every consumed
+    batch runs it, and a statement built per call is keyed for SQLAlchemy's compiled cache each time."""
+    return dialect_insert(processed_events, dialect).on_conflict_do_nothing().returning(processed_events.c.event_id)
 
 
 async def was_processed(session: SqlSession, consumer: str, event_id: str) -> bool:

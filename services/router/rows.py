@@ -122,6 +122,16 @@ ASSIGN_CONTACT = (
     .returning(*contacts.c)
 )
 
+COMPLETE_CONTACT = (
+    update(contacts)
+    .where(_THIS_CONTACT)
+    .values(
+        state=ContactState.COMPLETED,
+        ended_at=bindparam("at"),
+        outcome=bindparam("outcome", type_=contacts.c.outcome.type),
+    )
+)
+
 
 async def offer_contact(session: SqlSession, contact_id: str, agent_id: str) -> Any:
     """The contact is offered to the agent (one more offer made); its row as changed."""
@@ -132,6 +142,11 @@ async def assign_contact(session: SqlSession, contact_id: str, agent_id: str, at
     """The contact is assigned to the agent, answered ``at``; its row as changed."""
     params = {"the_contact": contact_id, "to_agent": agent_id, "at": at}
     return (await session.execute(ASSIGN_CONTACT, params)).first()
+
+
+async def complete_contact(session: SqlSession, contact_id: str, at: float, outcome: dict[str, Any]) -> None:
+    """The contact is completed ``at`` with ``outcome`` (its JSON document)."""
+    await session.execute(COMPLETE_CONTACT, {"the_contact": contact_id, "at": at, "outcome": outcome})
 
 
 async def offer_for(session: SqlSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-
 from services.router import goodwill, metrics
 from services.router.auth import Principal
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound
 from services.router.leeway import leeway_for
-from services.router.rows import contact_row, offered_role, to_datetime, waiting_contact
-from services.router.store import ContactState, contacts
+from services.router.rows import complete_contact, contact_row, offered_role, to_datetime, waiting_contact
+from services.router.store import ContactState
 from services.router.stream_events import AssignmentCompletedEvent
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.dialing_outcomes import dialled_attempt
@@ -131,11 +129,7 @@ async def _finish(
     outcome_doc = outcome.model_dump(mode="json")
     if attempt is not None:
         outcome_doc["attempt_result"] = attempt.value
-    await tx.session.execute(
-        update(contacts)
-        .where(contacts.c.contact_id == row.contact_id)
-        .values(state=ContactState.COMPLETED, ended_at=tx.now, outcome=outcome_doc)
-    )
+    await complete_contact(tx.session, row.contact_id, tx.now, outcome_doc)
     router.engine.finish(row.contact_id, tx.now)
     router.handling.forget(row.contact_id)
     handled = tx.now - row.answered_at if row.answered_at else None
