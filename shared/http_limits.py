@@ -56,7 +56,9 @@ class HttpServerSettings(BaseSettings):
         10.0, gt=0, description="A connection that has not sent a complete request head within this is closed."
     )
     max_header_bytes: int = Field(
-        16 * 1024, ge=1024, description="Request line + headers larger than this are refused (h11 limit)."
+        16 * 1024,
+        ge=1024,
+        description="A request head (request line + headers) still incomplete after this many bytes: 431.",
     )
     graceful_shutdown_seconds: float = Field(
         10.0,

@@ -128,7 +128,7 @@ def test_a_422_quotes_only_a_short_excerpt_of_the_input(stack: dict[str, Service
 
 
 def test_a_malformed_content_length_is_a_400(stack: dict[str, ServiceProcess]) -> None:
-    """h11 refuses it before the app for us; the guard would too: never a 500."""
+    """The HTTP parser refuses it before the app for us; the guard would too: never a 500."""
     import socket
 
     with socket.create_connection(("127.0.0.1", stack["callback"].port), timeout=10) as s:
