@@ -52,6 +52,13 @@ def writes_for(path: Path, busy_timeout: float = 5.0) -> sqlite_inline.InlineWri
     return writes
 
 
+async def ticker(ticks: list[int]) -> None:
+    """Counts the event loop's turns, 10 ms apart: few in a second means the loop was held."""
+    while True:
+        await asyncio.sleep(0.01)
+        ticks[0] += 1
+
+
 def thread_log(writes: sqlite_inline.InlineWrites) -> dict[str, list[str]]:
     """Which thread ran each ``BEGIN``, each other statement and each commit, in order."""
     threads: dict[str, list[str]] = {"begin": [], "statements": [], "commit": []}
@@ -89,21 +96,14 @@ async def test_a_held_lock_is_waited_for_on_the_worker_on_the_same_connection(da
     writes = writes_for(database)
     threads = thread_log(writes)
     holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
+    ticks = [0]
     try:
         async with writes.transaction() as session:  # opens the writer's connection
             await session.execute(text("INSERT INTO t VALUES ('w', 0)"))
         connection = writes._held
         holder.execute("BEGIN IMMEDIATE")
         threading.Timer(0.5, holder.execute, ("ROLLBACK",)).start()  # another process lets go in 0.5 s
-        running = asyncio.create_task(ticker())
+        running = asyncio.create_task(ticker(ticks))
         started = time.monotonic()
         async with writes.transaction() as session:
             waited = time.monotonic() - started
@@ -119,7 +119,7 @@ async def test_a_held_lock_is_waited_for_on_the_worker_on_the_same_connection(da
     assert threads["commit"][0] != loop_thread
     assert set(threads["statements"]) == {loop_thread}
     assert 0.4 <= waited < 3
-    assert ticks >= 20, f"the event loop ran {ticks} times in {waited:.2f} s: it waited for the lock"
+    assert ticks[0] >= 20, f"the event loop ran {ticks[0]} times in {waited:.2f} s: it waited for the lock"
     assert rows(database) == {"w": 1}
 
 
@@ -127,15 +127,8 @@ async def test_the_loop_runs_while_another_writer_holds_the_lock_then_locked_is_
     writes = writes_for(database, busy_timeout=1.0)
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    running = asyncio.create_task(ticker())
+    ticks = [0]
+    running = asyncio.create_task(ticker(ticks))
     started = time.monotonic()
     try:
         with pytest.raises(OperationalError) as locked:
@@ -153,7 +146,7 @@ async def test_the_loop_runs_while_another_writer_holds_the_lock_then_locked_is_
     assert "database is locked" in str(locked.value)
     assert faults.is_transient(locked.value)
     assert 0.9 <= waited < 5
-    assert ticks >= 30, f"the event loop ran {ticks} times in {waited:.2f} s: it waited for the lock"
+    assert ticks[0] >= 30, f"the event loop ran {ticks[0]} times in {waited:.2f} s: it waited for the lock"
     assert rows(database) == {"b2": 1}
 
 
