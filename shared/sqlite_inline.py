@@ -87,12 +87,10 @@ class InlineWrites:
         self._held: Connection | None = None  # the writer's connection, opened by the worker on first use
 
     def _connect(self) -> Connection:
-        """On the worker: the writer's connection, kept between transactions (no pool check-out and
-        reset-rollback each time, and SQLite's page cache stays warm)."""
-        conn = self._held
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._held = self.engine.connect()
-        return conn
+        """On the worker: a new connection for the writer, kept between transactions (no pool check-out
+        and reset-rollback each time, and SQLite's page cache stays warm)."""
+        self._held = self.engine.connect()
+        return self._held
 
     @staticmethod
     def _lock(conn: Connection) -> None:
