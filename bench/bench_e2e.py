@@ -8,7 +8,9 @@ open-loop Poisson at each rate (a slow server does not slow the arrivals down, a
 for it), each contact a new external id.
 
 Printed per rate: 202s, offered, not offered within ``--bound`` seconds, p50/p99/max of post -> 202 and
-of 202 -> offer on the stream, and the router's CPU (user+system, all threads) per contact. The *peak
+of 202 -> offer on the stream, and the router's CPU (user+system, all threads) per contact. Beside it,
+what says whether the server under test or the machine set the pace: intake's CPU per contact, the load
+generator's own CPU (this process: posts and agents) and how busy the whole machine was. The *peak
 sustained* rate is the highest rate whose p99 202 -> offer stays <= 100 ms with every contact offered.
 
 Side by side, in the same run and under the same load generator, a **baseline**: a bare relay server
@@ -61,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +72,7 @@ WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS_OPEN = json.dumps({"default": {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in WEEK}}})
 PEAK_P99_MS = 100.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None)  # an agent's stream stays open
 TENANT = "default"  # the services' tenant (SWITCHBOARD_TENANT_ID is not set): routing domain = tenant/site
 
 # The floor: what HTTP in, one SSE push out, and the agent's two calls cost with no work in between.
@@ -155,6 +159,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat: whether the
+    machine itself ran out of CPU at a rate (every process here shares it: services, load, broker)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / CLK_TCK, sum(ticks[:8]) / CLK_TCK
+
+
 @dataclass
 class Process:
     name: str
@@ -226,6 +238,7 @@ class Target:
     admin_headers: dict[str, str]
     sites: list[str] = field(default_factory=list)
     owners: dict[str, str] = field(default_factory=dict)
+    intake_pid: int | None = None  # None: the relay answers the posts itself
 
     @property
     def router(self) -> str:
@@ -288,7 +301,15 @@ def switchboard(data_dir: Path, extra: dict[str, str], label: str = "switchboard
             p.start()
         intake, router, _ = procs
         assert router.proc is not None
-        yield Target(label, intake.url, [router.url], [router.proc.pid], {"Authorization": f"Bearer {ADMIN}"})
+        assert intake.proc is not None
+        yield Target(
+            label,
+            intake.url,
+            [router.url],
+            [router.proc.pid],
+            {"Authorization": f"Bearer {ADMIN}"},
+            intake_pid=intake.proc.pid,
+        )
     finally:
         for p in reversed(procs):
             p.stop()
@@ -395,7 +416,16 @@ def active_routers(data_dir: Path, extra: dict[str, str], count: int, sites: lis
             router.wait_ready(timeout=90)
         pids = [r.proc.pid for r in routers if r.proc is not None]
         label = f"{count} router{'s' if count > 1 else ''}"
-        yield Target(label, intake.url, [r.url for r in routers], pids, {"Authorization": f"Bearer {ADMIN}"}, sites)
+        assert intake.proc is not None
+        yield Target(
+            label,
+            intake.url,
+            [r.url for r in routers],
+            pids,
+            {"Authorization": f"Bearer {ADMIN}"},
+            sites,
+            intake_pid=intake.proc.pid,
+        )
     finally:
         stop_all(routers)
         stop_all([callback, intake])
@@ -449,7 +479,7 @@ class Tally:
     answered: dict[str, float] = field(default_factory=dict)  # contact id -> 202 time
     post_ms: list[float] = field(default_factory=list)
     offered: dict[str, float] = field(default_factory=dict)  # contact id -> first offer time
-    rejected: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)  # posts not answered 202: status -> count
     errors: int = 0
 
 
@@ -460,7 +490,7 @@ class Agents:
     load balancer, or with ``direct`` to the owner of the agent's site (``Target.owners``). One router:
     always that one. A stream that ends (its owner gave the domain up) is opened again."""
 
-    def __init__(self, target: Target, count: int, client: httpx.AsyncClient, direct: bool = False) -> None:
+    def __init__(self, target: Target, count: int, client: aiohttp.ClientSession, direct: bool = False) -> None:
         self.target = target
         self.count = count
         self.client = client
@@ -494,9 +524,10 @@ class Agents:
             }
             if self.target.sites:
                 body["site"] = self.site[agent_id] = self.target.sites[i % len(self.target.sites)]
-            r = await self.client.post(f"{self.router()}/v1/agents", headers=self.target.admin_headers, json=body)
-            r.raise_for_status()
-            self.tokens[agent_id] = {"Authorization": f"Bearer {r.json()['token']}"}
+            url = f"{self.router()}/v1/agents"
+            async with self.client.post(url, headers=self.target.admin_headers, json=body) as r:
+                r.raise_for_status()
+                self.tokens[agent_id] = {"Authorization": f"Bearer {(await r.json())['token']}"}
         for agent_id in self.tokens:
             self.tasks.append(asyncio.create_task(self._work(agent_id)))
         deadline = time.monotonic() + 30
@@ -515,22 +546,23 @@ class Agents:
         while True:
             url = f"{self.router(agent_id)}/v1/agents/{agent_id}/stream"
             try:
-                async with self.client.stream("GET", url, headers=headers, timeout=None) as resp:
-                    if resp.status_code != 200:
-                        self.failures.append(f"{agent_id}: stream {resp.status_code}")
+                async with self.client.get(url, headers=headers, timeout=STREAM_TIMEOUT) as resp:
+                    if resp.status != 200:
+                        self.failures.append(f"{agent_id}: stream {resp.status}")
                     else:
                         self.opened.add(agent_id)
                         await self._read(agent_id, headers, resp)
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             except asyncio.CancelledError:
                 return
             self.reopened += 1
             await asyncio.sleep(0.3)
 
-    async def _read(self, agent_id: str, headers: dict[str, str], resp: httpx.Response) -> None:
+    async def _read(self, agent_id: str, headers: dict[str, str], resp: aiohttp.ClientResponse) -> None:
         event, data = "message", ""
-        async for line in resp.aiter_lines():
+        async for raw in resp.content:  # one line at a time
+            line = raw.decode().rstrip("\r\n")
             if line.startswith("event:"):
                 event = line[6:].strip()
             elif line.startswith("data:"):
@@ -549,14 +581,15 @@ class Agents:
 
     async def _call(self, agent_id: str, path: str, headers: dict[str, str], body: Any = None) -> None:
         try:
-            r = await self.client.post(f"{self.router(agent_id)}{path}", headers=headers, json=body)
-            if r.status_code >= 500:
-                self.tally.errors += 1
-        except httpx.HTTPError:
+            async with self.client.post(f"{self.router(agent_id)}{path}", headers=headers, json=body) as r:
+                await r.read()
+                if r.status >= 500:
+                    self.tally.errors += 1
+        except (aiohttp.ClientError, TimeoutError):
             self.tally.errors += 1
 
 
-async def post_contact(client: httpx.AsyncClient, target: Target, tally: Tally, n: int, run: str) -> None:
+async def post_contact(client: aiohttp.ClientSession, target: Target, tally: Tally, n: int, run: str) -> None:
     external_id = f"{run}-{n}"
     body: dict[str, Any] = {
         "external_id": external_id,
@@ -571,16 +604,18 @@ async def post_contact(client: httpx.AsyncClient, target: Target, tally: Tally, 
     t0 = time.perf_counter()
     tally.posted[external_id] = t0
     try:
-        r = await client.post(f"{target.intake}/v1/contacts", json=body)
-    except httpx.HTTPError:
+        async with client.post(f"{target.intake}/v1/contacts", json=body) as r:
+            answer = await r.json() if r.status == 202 else None
+            status = r.status
+    except (aiohttp.ClientError, TimeoutError):
         tally.errors += 1
         return
     t1 = time.perf_counter()
-    if r.status_code == 202:
-        tally.answered[r.json()["contact_id"]] = t1
+    if answer is not None:
+        tally.answered[answer["contact_id"]] = t1
         tally.post_ms.append((t1 - t0) * 1000)
     else:
-        tally.rejected += 1
+        tally.rejected[status] = tally.rejected.get(status, 0) + 1
 
 
 @dataclass
@@ -595,7 +630,11 @@ class Row:
     offer_ms: list[float]
     cpu_ms_per_contact: float
     group: float | None = None  # router changes per commit (group commit); None for the baseline
+    intake_ms_per_contact: float | None = None  # None for the baseline (the relay answers posts itself)
+    generator_pct: float = 0.0  # this process (load generator and agents), % of one core
+    machine_pct: float = 0.0  # the whole machine, % of all its cores
     errors: int = 0  # posts, accepts and completes that failed (transport error or 5xx)
+    rejected: dict[int, int] = field(default_factory=dict)  # posts answered otherwise than 202, by status
 
     @property
     def sustained(self) -> bool:
@@ -609,17 +648,18 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-async def group_commits(client: httpx.AsyncClient, target: Target) -> tuple[float, float] | None:
+async def group_commits(client: aiohttp.ClientSession, target: Target) -> tuple[float, float] | None:
     """(changes, commits) so far from the routers' group-commit histograms, summed over the routers;
     None where there is none."""
     total: tuple[float, float] | None = None
     for router in target.routers:
         try:
-            r = await client.get(f"{router}/metrics")
-        except httpx.HTTPError:
+            async with client.get(f"{router}/metrics") as r:
+                text = await r.text() if r.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError):
             return None
         found: dict[str, float] = {}
-        for line in r.text.splitlines() if r.status_code == 200 else ():
+        for line in text.splitlines():
             for part in ("sum", "count"):
                 if line.startswith(f"switchboard_router_group_commit_size_{part} "):
                     found[part] = float(line.split()[1])
@@ -636,11 +676,13 @@ def routers_cpu(target: Target) -> float:
     return sum(cpu_seconds(pid) for pid in target.cpu_pids)
 
 
-async def run_rate(target: Target, agents: Agents, client: httpx.AsyncClient, rate: float, args: Any) -> Row:
+async def run_rate(target: Target, agents: Agents, client: aiohttp.ClientSession, rate: float, args: Any) -> Row:
     tally = agents.tally = Tally()
     run = uuid.uuid4().hex[:8]
     groups0 = await group_commits(client, target)
     cpu0 = routers_cpu(target)
+    intake0 = cpu_seconds(target.intake_pid) if target.intake_pid else 0.0
+    generator0, (busy0, total0) = time.process_time(), machine_cpu()
     rng = random.Random(int(rate * 1000))
     posts: list[asyncio.Task[None]] = []
     start = time.perf_counter()
@@ -658,6 +700,10 @@ async def run_rate(target: Target, agents: Agents, client: httpx.AsyncClient, ra
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)  # the last accepts and completes land before the CPU is read
     cpu = routers_cpu(target) - cpu0
+    intake = cpu_seconds(target.intake_pid) - intake0 if target.intake_pid else None
+    busy1, total1 = machine_cpu()
+    generator = time.process_time() - generator0
+    wall = (total1 - total0) / max(1, os.cpu_count() or 1)
     groups1 = await group_commits(client, target)
     group = None
     if groups0 is not None and groups1 is not None and groups1[1] > groups0[1]:
@@ -675,15 +721,21 @@ async def run_rate(target: Target, agents: Agents, client: httpx.AsyncClient, ra
         offer_ms=offer_ms,
         cpu_ms_per_contact=cpu * 1000 / max(1, len(tally.answered)),
         group=group,
+        intake_ms_per_contact=None if intake is None else intake * 1000 / max(1, len(tally.answered)),
+        generator_pct=100 * generator / max(wall, 1e-9),
+        machine_pct=100 * (busy1 - busy0) / max(total1 - total0, 1e-9),
         errors=tally.errors,
+        rejected=tally.rejected,
     )
 
 
 async def measure(target: Target, args: Any, after: Callable[[], Awaitable[None]] | None = None) -> list[Row]:
     """The rates one after the other on one set of agents; ``after`` runs once they are done, before the
     agents' streams close."""
-    limits = httpx.Limits(max_connections=args.agents + 256, max_keepalive_connections=args.agents + 256)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
+    # aiohttp, not httpx, for the load: here it takes 0.15-0.3 ms of CPU per request against httpx's
+    # 1.2-2.7 ms, and the load generator shares the machine with the servers it measures.
+    connector = aiohttp.TCPConnector(limit=args.agents + 256)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
         agents = Agents(target, args.agents, client, direct=args.direct)
         await agents.start()
         rows = []
@@ -703,6 +755,7 @@ async def measure(target: Target, args: Any, after: Callable[[], Awaitable[None]
 HEADER = (
     f"{'server':<22}{'rate/s':>7}{'posted':>8}{'202s':>7}{'offered':>8}{'late':>6}"
     f"{'202 p50':>9}{'p99':>8}{'max':>8}{'offer p50':>11}{'p99':>8}{'max':>8}{'CPU ms/c':>10}{'per commit':>11}"
+    f"{'intake ms/c':>12}{'gen %':>7}{'machine %':>10}"
 )
 
 
@@ -711,11 +764,15 @@ def print_row(r: Row) -> None:
         f"{r.label:<22}{r.rate:>7g}{r.posted:>8}{r.accepted:>7}{r.offered:>8}{r.unoffered:>6}"
         f"{pct(r.post_ms, 50):>9.1f}{pct(r.post_ms, 99):>8.1f}{max(r.post_ms, default=float('nan')):>8.1f}"
         f"{pct(r.offer_ms, 50):>11.1f}{pct(r.offer_ms, 99):>8.1f}{max(r.offer_ms, default=float('nan')):>8.1f}"
-        f"{r.cpu_ms_per_contact:>10.2f}{'-' if r.group is None else f'{r.group:.1f}':>11}",
+        f"{r.cpu_ms_per_contact:>10.2f}{'-' if r.group is None else f'{r.group:.1f}':>11}"
+        f"{'-' if r.intake_ms_per_contact is None else f'{r.intake_ms_per_contact:.2f}':>12}"
+        f"{r.generator_pct:>7.0f}{r.machine_pct:>10.0f}",
         flush=True,
     )
     if r.errors:
         print(f"{'':<22}({r.errors} client calls failed: transport error or 5xx)", flush=True)
+    if r.rejected:
+        print(f"{'':<22}(posts answered otherwise than 202, by status: {dict(sorted(r.rejected.items()))})", flush=True)
 
 
 def peak(rows: list[Row]) -> float | None:
@@ -727,7 +784,9 @@ def print_intro(args: Any, stack: str) -> None:
     print(f"bench_e2e: {args.agents} agents, {args.duration:g} s per rate, bound {args.bound:g} s, {stack}")
     print(
         "times in ms; late = not offered within the bound; CPU = the router's (baseline: the relay's); "
-        "per commit = state changes the router committed together (group commit)"
+        "per commit = state changes the router committed together (group commit); intake ms/c = intake's "
+        "CPU per contact; gen % = this load generator's CPU, % of one core; machine % = the whole machine "
+        "busy, % of all its cores (from 90 % the machine, not the server under test, sets the pace)"
     )
     if args.routers is not None:
         how = "each to the owner of its site (--direct)" if args.direct else "round-robin over the routers"

@@ -74,6 +74,11 @@ def test_end_to_end_benchmark_offers_every_202_on_both_servers() -> None:
         posted, accepted, offered, late = (int(x) for x in cells[words + 1 : words + 5])
         assert accepted == posted > 0, out  # every post answered 202
         assert offered == accepted and late == 0, out  # every 202 reached an agent's stream in time
+        # Who set the pace: intake's CPU per contact (the relay has no intake), the load generator's
+        # and the machine's share of CPU, read from /proc.
+        intake, generator, machine = cells[words + 13 :]
+        assert (intake == "-") == (label == "baseline relay") and (intake == "-" or float(intake) > 0), out
+        assert float(generator) >= 0 and 0 < float(machine) <= 100, out
     assert re.search(r"^peak sustained \(switchboard", out, re.MULTILINE), out
 
 
