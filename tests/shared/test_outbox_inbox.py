@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from shared import db, inbox, outbox, topics
-from shared.bus.base import Record
+from shared.bus.base import BusUnavailable, Record
 from shared.bus.embedded import EmbeddedBus
 from shared.events import AgentStatus, AgentStatusChanged, Envelope
 
@@ -113,6 +114,65 @@ async def test_outbox_rows_survive_until_the_bus_takes_them(database_url: str, t
         await sub.stop()
     finally:
         await relay.stop()
+        await bus.stop()
+        await engine.dispose()
+
+
+class DiesMidList(EmbeddedBus):
+    """The real embedded bus, except that its first ``publish_many`` takes the first ``taken`` records
+    and refuses the rest, as a bus that went away in the middle of a list; it records each list."""
+
+    def __init__(self, path: Path, taken: int) -> None:
+        super().__init__(path, partitions=1)
+        self.taken = taken
+        self.lists: list[int] = []
+
+    async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
+        self.lists.append(len(records))
+        if len(self.lists) > 1:
+            return await super().publish_many(records)
+        head = await super().publish_many(records[: self.taken])
+        return [*head, *[BusUnavailable("gone mid-list")] * (len(records) - self.taken)]
+
+
+async def test_the_relay_publishes_a_batch_as_one_list_and_keeps_only_what_the_bus_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A batch is one ``publish_many`` (one bus commit, one Kafka round trip), not one wait per row. When
+    the bus refuses part of it, the rows it took are deleted and the rest go out on the next pass, in
+    order and once each: no key's events overtake, none is lost, none is sent twice."""
+    engine = await _engine(database_url)
+    sm = db.make_sessionmaker(engine)
+    bus = DiesMidList(tmp_path / "bus.sqlite3", taken=2)
+    await bus.start()
+    received: list[Envelope] = []
+
+    async def handler(env: Envelope, _rec: Record) -> None:
+        received.append(env)
+
+    sub = await bus.subscribe([topics.ROUTING], "observer", handler)
+    relay = outbox.OutboxRelay(sm, bus, idle_interval=0.05)
+    try:
+        async with sm() as s, s.begin():
+            staged = [
+                await outbox.stage(
+                    s, AgentStatusChanged(agent_id="a1", status=AgentStatus.AVAILABLE, reason=f"n{i}"), source="t"
+                )
+                for i in range(5)
+            ]
+        await relay.start()
+        relay.notify()
+        async with asyncio.timeout(10):
+            while len(received) < 5:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert [e.id for e in received] == [e.id for e in staged]
+        assert bus.lists[:2] == [5, 3]  # all five in one list; then the three refused, again in one
+        async with sm() as s:
+            assert (await s.execute(select(func.count()).select_from(outbox.outbox))).scalar() == 0
+    finally:
+        await relay.stop()
+        await sub.stop()
         await bus.stop()
         await engine.dispose()
 
