@@ -21,6 +21,7 @@ from services.callback.migrations_path import MIGRATIONS
 from services.callback.scheduler import Scheduler
 from services.callback.service import CallbackService
 from services.callback.settings import CallbackSettings
+from shared import sqlite_inline
 from shared.auth import Authenticator, AuthSettings, Principal, install_auth
 from shared.bus import EventBus
 from shared.http_limits import HttpServerSettings, install_input_limits
@@ -68,6 +69,9 @@ def create_app(
             notify=runtime.relay.notify,
             batch_size=settings.batch_size,
             release_without_presence=settings.release_without_presence,
+            inline_writes=sqlite_inline.for_engine(runtime.engine)
+            if settings.sqlite_inline_writes and runtime.engine is not None
+            else None,
         )
         app.state.service = service
         app.state.runtime = runtime
@@ -89,6 +93,7 @@ def create_app(
         finally:
             await scheduler.stop()
             await runtime.stop()
+            service.close()
 
     app = FastAPI(
         title="Switchboard callback",

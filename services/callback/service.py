@@ -11,6 +11,7 @@ restart at any moment loses nothing: what was due, at risk or breached is found 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -21,12 +22,13 @@ from services.callback.clock import Clock
 from services.callback.errors import AttemptBeforeRequest, AttemptTooSoon, CommitmentClosed, CommitmentNotFound
 from services.callback.lifecycle import Policy, callable_windows, evaluate
 from services.callback.store import Commitment
-from services.callback.unit_of_work import UnitOfWork, unit_of_work
+from services.callback.unit_of_work import UnitOfWork, inline_unit_of_work, unit_of_work
 from services.callback.use_cases import record_attempt, request_callback, tick
 from services.callback.use_cases.tick import TickReport
 from services.callback.views import CallbackViews, ListFilter, SiteSummary, Summary
 from shared.business_hours import BusinessCalendars, Interval
 from shared.events import AttemptResult, CallbackRequested
+from shared.sqlite_inline import InlineWrites
 
 __all__ = [
     "AttemptBeforeRequest",
@@ -57,8 +59,13 @@ class CallbackService:
         notify: Callable[[], None] = lambda: None,
         batch_size: int = 200,
         release_without_presence: bool = False,
+        inline_writes: InlineWrites | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # SQLite: units of work with their statements on this thread (``inline_unit_of_work``), one at a
+        # time on the writer's one connection; None: each through the sessionmaker (PostgreSQL).
+        self.inline_writes = inline_writes
+        self._one_writer = asyncio.Lock()
         self.calendars = calendars
         self.policy = policy
         self.clock = clock
@@ -75,6 +82,11 @@ class CallbackService:
         """Called after changes that may allow a release (new commitment, free agent, retry)."""
         self._wake_listeners.append(listener)
 
+    def close(self) -> None:
+        """Give back the inline writer's connection and thread (after the last unit of work)."""
+        if self.inline_writes is not None:
+            self.inline_writes.dispose()
+
     def committed(self) -> None:
         """After a commit: publish the outbox now and let the scheduler look again."""
         self.notify()
@@ -84,7 +96,13 @@ class CallbackService:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """A unit of work; the caller says :meth:`committed` after it, when others should hear of it."""
-        async with unit_of_work(self.sessionmaker, self.source) as tx:
+        if self.inline_writes is None:
+            async with unit_of_work(self.sessionmaker, self.source) as tx:
+                yield tx
+            return
+        # The API, the consumer and the scheduler share the writer's one connection: one at a time, as
+        # SQLite's write lock would have them anyway.
+        async with self._one_writer, inline_unit_of_work(self.inline_writes, self.source) as tx:
             yield tx
 
     def now(self) -> datetime:

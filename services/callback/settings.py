@@ -53,6 +53,11 @@ class CallbackSettings(BaseSettings):
         description="Release due callbacks without agent presence (only if no agent.status_changed flows).",
     )
     scheduler_enabled: bool = Field(True, description="Run the scheduler loop in this process.")
+    sqlite_inline_writes: bool = Field(
+        True,
+        description="SQLite: run each unit of work's statements on the event loop's thread once the write "
+        "lock is held (lock and commit on a worker thread); false: every statement through aiosqlite's thread.",
+    )
 
     def calendars(self, common: CommonSettings | None = None) -> BusinessCalendars:
         """Callback's own sites config if set, else the deployment's (``SWITCHBOARD_SITES_FILE``/``_JSON``)."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from services.callback.clock import ManualClock
 from services.callback.lifecycle import Policy
 from services.callback.migrations_path import MIGRATIONS
 from services.callback.service import CallbackService
-from shared import db
+from shared import db, sqlite_inline
 from shared.business_hours import BusinessCalendars
 from shared.events import Envelope, decode_event
 from shared.outbox import outbox
@@ -88,19 +88,28 @@ ServiceFactory = Callable[..., CallbackService]
 @pytest.fixture
 def make_service(
     sessionmaker: async_sessionmaker[AsyncSession], calendars: BusinessCalendars, policy: Policy, clock: ManualClock
-) -> ServiceFactory:
-    """A service over the test database; call again to get a 'restarted' one (no shared memory)."""
+) -> Iterator[ServiceFactory]:
+    """A service over the test database; call again to get a 'restarted' one (no shared memory). On SQLite
+    its units of work run inline, as the app runs them (``inline_writes=None``: through aiosqlite)."""
+    made: list[CallbackService] = []
 
     def make(**kwargs: Any) -> CallbackService:
-        return CallbackService(
-            sessionmaker,
-            kwargs.pop("calendars", calendars),
-            kwargs.pop("policy", policy),
-            kwargs.pop("clock", clock),
-            **kwargs,
+        if "inline_writes" not in kwargs:
+            kwargs["inline_writes"] = sqlite_inline.for_engine(sessionmaker.kw["bind"])
+        made.append(
+            CallbackService(
+                sessionmaker,
+                kwargs.pop("calendars", calendars),
+                kwargs.pop("policy", policy),
+                kwargs.pop("clock", clock),
+                **kwargs,
+            )
         )
+        return made[-1]
 
-    return make
+    yield make
+    for service in made:
+        service.close()
 
 
 @pytest.fixture
