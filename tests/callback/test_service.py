@@ -57,6 +57,19 @@ async def test_redelivery_and_repeated_request_ids_have_no_effect(
     assert await staged.take_types() == ["callback.scheduled"]
 
 
+async def test_a_batch_is_checked_against_the_inbox_at_once_and_applies_each_event_once(
+    consumer: CallbackConsumer, service: CallbackService, staged: Outbox
+) -> None:
+    """One inbox statement for the whole batch: an event repeated inside the batch, or redelivered in a
+    later one, has no second effect."""
+    first = requested("cust-1", berlin(2026, 3, 25, 10, 0))
+    second = requested("cust-2", berlin(2026, 3, 25, 10, 1))
+    assert await consumer.handle_many([first, second, first]) == 2
+    assert await count(service) == 2
+    assert await consumer.handle_many([second, first]) == 0
+    assert await staged.take_types() == ["callback.scheduled", "callback.scheduled"]
+
+
 async def test_duplicate_requests_for_one_customer_merge(
     consumer: CallbackConsumer, service: CallbackService, staged: Outbox
 ) -> None:

@@ -31,7 +31,7 @@ from shared.events import (
     OfferDeclined,
     OfferTimedOut,
 )
-from shared.inbox import first_time
+from shared.inbox import first_times
 
 if TYPE_CHECKING:
     from services.callback.service import CallbackService
@@ -68,8 +68,12 @@ async def handle_events(callbacks: CallbackService, envs: Sequence[Envelope], co
         return 0
     applied = 0
     async with callbacks.transaction() as tx:
+        # The whole batch against the inbox in one statement (one per event was a fifth of the service's
+        # CPU under load); an id handled before, or repeated in the batch, is applied at most once.
+        fresh = await first_times(tx.session, consumer, [env.id for env in mine])
         for env in mine:
-            if await first_time(tx.session, consumer, env.id):
+            if env.id in fresh:
+                fresh.discard(env.id)
                 await EVENT_HANDLERS[type(env.payload)](callbacks, tx, env)
                 applied += 1
     if applied:
