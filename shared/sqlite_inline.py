@@ -4,8 +4,9 @@ Through the async stack (``AsyncSession`` on aiosqlite) a short statement costs 
 a greenlet per call, the hand-over to aiosqlite's thread and back through the event loop's self-pipe, and
 SQLAlchemy around them. The same statement through SQLAlchemy's synchronous engine on the standard
 ``sqlite3`` driver costs about 25 µs (``bench/bench_lifecycle.py`` prints both side by side). A router
-transaction is a handful of such statements, so for the router's single writer this module runs them
-synchronously, on the thread that already holds the use case:
+transaction is a handful of such statements, so for the router's single writer (and the callback
+service's units of work, ``services/callback/unit_of_work.py``) this module runs them synchronously, on
+the thread that already holds the use case:
 
 - **The write lock is taken first** (``BEGIN IMMEDIATE``), the one step that can wait for another
   connection (the busy timeout, up to seconds). It is tried on the loop's thread without waiting (the
