@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import db, inbox, outbox, topics
 from shared.bus.base import BusUnavailable, Record
@@ -42,12 +44,14 @@ async def test_inbox_marks_an_event_once_per_consumer(database_url: str) -> None
         await engine.dispose()
 
 
-async def test_outbox_relay_publishes_committed_events_in_order_and_only_those(
-    database_url: str, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def observed_relay(
+    database_url: str, bus: EmbeddedBus, **relay_options: float
+) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], list[Envelope], outbox.OutboxRelay]]:
+    """A fresh outbox database, its relay (not started) onto ``bus`` (started here), and the events an
+    observer of ``routing`` received; everything stopped afterwards."""
     engine = await _engine(database_url)
     sm = db.make_sessionmaker(engine)
-    bus = EmbeddedBus(tmp_path / "bus.sqlite3", partitions=2)
     await bus.start()
     received: list[Envelope] = []
 
@@ -55,8 +59,36 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_only_those(
         received.append(env)
 
     sub = await bus.subscribe([topics.ROUTING], "observer", handler)
-    relay = outbox.OutboxRelay(sm, bus)
+    relay = outbox.OutboxRelay(sm, bus, **relay_options)
     try:
+        yield sm, received, relay
+    finally:
+        await relay.stop()
+        await sub.stop()
+        await bus.stop()
+        await engine.dispose()
+
+
+async def relay_until(relay: outbox.OutboxRelay, received: list[Envelope], count: int) -> None:
+    """Start the relay and wait until ``count`` events arrived, and a little longer for any extra one."""
+    await relay.start()
+    relay.notify()
+    async with asyncio.timeout(10):
+        while len(received) < count:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+
+
+async def outbox_rows(sm: async_sessionmaker[AsyncSession]) -> int:
+    async with sm() as s:
+        return int((await s.execute(select(func.count()).select_from(outbox.outbox))).scalar_one())
+
+
+async def test_outbox_relay_publishes_committed_events_in_order_and_only_those(
+    database_url: str, tmp_path: Path
+) -> None:
+    bus = EmbeddedBus(tmp_path / "bus.sqlite3", partitions=2)
+    async with observed_relay(database_url, bus) as (sm, received, relay):
         staged = []
         async with sm() as s, s.begin():
             for i in range(5):
@@ -69,21 +101,10 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_only_those(
         # Nothing goes out before the relay runs: the outbox is the only path to the bus.
         await asyncio.sleep(0.05)
         assert received == []
-        await relay.start()
-        relay.notify()
-        async with asyncio.timeout(10):
-            while len(received) < 5:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        await relay_until(relay, received, 5)
         assert [e.id for e in received] == [e.id for e in staged]
         assert [e.payload.reason for e in received] == [f"n{i}" for i in range(5)]  # type: ignore[attr-defined]
-        async with sm() as s:
-            assert (await s.execute(select(func.count()).select_from(outbox.outbox))).scalar() == 0
-    finally:
-        await relay.stop()
-        await sub.stop()
-        await bus.stop()
-        await engine.dispose()
+        assert await outbox_rows(sm) == 0
 
 
 async def test_outbox_rows_survive_until_the_bus_takes_them(database_url: str, tmp_path: Path) -> None:
@@ -97,8 +118,7 @@ async def test_outbox_rows_survive_until_the_bus_takes_them(database_url: str, t
             env = await outbox.stage(s, AgentStatusChanged(agent_id="a9", status=AgentStatus.OFFLINE), source="t")
         await relay.start()
         await asyncio.sleep(0.3)
-        async with sm() as s:
-            assert (await s.execute(select(func.count()).select_from(outbox.outbox))).scalar() == 1
+        assert await outbox_rows(sm) == 1
         await bus.start()
         got: list[str] = []
 
@@ -141,18 +161,8 @@ async def test_the_relay_publishes_a_batch_as_one_list_and_keeps_only_what_the_b
     """A batch is one ``publish_many`` (one bus commit, one Kafka round trip), not one wait per row. When
     the bus refuses part of it, the rows it took are deleted and the rest go out on the next pass, in
     order and once each: no key's events overtake, none is lost, none is sent twice."""
-    engine = await _engine(database_url)
-    sm = db.make_sessionmaker(engine)
     bus = DiesMidList(tmp_path / "bus.sqlite3", taken=2)
-    await bus.start()
-    received: list[Envelope] = []
-
-    async def handler(env: Envelope, _rec: Record) -> None:
-        received.append(env)
-
-    sub = await bus.subscribe([topics.ROUTING], "observer", handler)
-    relay = outbox.OutboxRelay(sm, bus, idle_interval=0.05)
-    try:
+    async with observed_relay(database_url, bus, idle_interval=0.05) as (sm, received, relay):
         async with sm() as s, s.begin():
             staged = [
                 await outbox.stage(
@@ -160,21 +170,10 @@ async def test_the_relay_publishes_a_batch_as_one_list_and_keeps_only_what_the_b
                 )
                 for i in range(5)
             ]
-        await relay.start()
-        relay.notify()
-        async with asyncio.timeout(10):
-            while len(received) < 5:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
+        await relay_until(relay, received, 5)
         assert [e.id for e in received] == [e.id for e in staged]
         assert bus.lists[:2] == [5, 3]  # all five in one list; then the three refused, again in one
-        async with sm() as s:
-            assert (await s.execute(select(func.count()).select_from(outbox.outbox))).scalar() == 0
-    finally:
-        await relay.stop()
-        await sub.stop()
-        await bus.stop()
-        await engine.dispose()
+        assert await outbox_rows(sm) == 0
 
 
 async def test_inbox_purge_forgets_only_ids_older_than_the_window(database_url: str) -> None:
