@@ -260,7 +260,7 @@ def service_env(
         SWITCHBOARD_ADMIN_TOKEN=ADMIN,
         SWITCHBOARD_ROUTER_STRATEGY_PATH=str(strategy),
         SWITCHBOARD_ROUTER_PRESENCE_GRACE_SECONDS="60",
-        SWITCHBOARD_INTAKE_RATE_LIMIT_ENABLED="false",
+        SWITCHBOARD_INTAKE_RATE_LIMITS_ENABLED="false",
         **extra,
     )
     return env

@@ -26,6 +26,18 @@ def run_bench(*args: str, timeout: float = 240, returncode: int = 0) -> str:
     return proc.stdout + proc.stderr
 
 
+def test_every_setting_a_benchmark_sets_is_one_the_services_read() -> None:
+    """A misspelt variable is silently ignored: ``bench_e2e`` once meant to turn intake's rate limits off
+    with ``..._RATE_LIMIT_ENABLED`` (the setting is ``rate_limits_enabled``), and from 100/s intake
+    answered its posts 429."""
+    from tests.deploy.support import known_env_names
+
+    known = known_env_names()
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        names = set(re.findall(r"SWITCHBOARD_[A-Z_]*[A-Z](?![A-Z_*])", path.read_text()))
+        assert not names - known, f"{path.name}: no settings class reads {sorted(names - known)}"
+
+
 def test_intake_benchmark_prints_every_row_and_every_202_is_in_the_bus_log() -> None:
     out = run_bench("bench/bench_intake.py", "--seconds", "0.5", "--rounds", "1", "--connections", "8")
     for label in (
