@@ -147,12 +147,16 @@ def test_a_generated_admin_token_is_owner_only_and_kept(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "admin-token").stat().st_mode) == 0o600
 
 
-async def test_debug_logs_contain_no_full_phone_number(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["through-aiosqlite", "inline"])
+async def test_debug_logs_contain_no_full_phone_number(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path, inline: bool
+) -> None:
     """Without the masking processor this fails: at DEBUG, aiosqlite logs the SQL parameters (the
-    customer's phone among them) of the callback service's writes."""
+    customer's phone among them) of the callback service's writes when they go through it
+    (``sqlite_inline_writes=False``). Inline, on the standard driver, nothing logs them at all."""
     common = CommonSettings(data_dir=tmp_path / "dbg", log_json=True, log_level="DEBUG")
     intake_app = create_intake(IntakeSettings(listen_host="127.0.0.1"), common)
-    callback_app = create_callback(common, CallbackSettings(scheduler_enabled=False))
+    callback_app = create_callback(common, CallbackSettings(scheduler_enabled=False, sqlite_inline_writes=inline))
     async with asgi(intake_app, "http://intake") as intake, asgi(callback_app, "http://callback") as callback:
         form = b"phone=%2B4930901820&name=Ada&message=call+me"
         r = await intake.post(
@@ -173,7 +177,8 @@ async def test_debug_logs_contain_no_full_phone_number(capfd: pytest.CaptureFixt
     assert '"level": "debug"' in logs  # DEBUG was on, and libraries logged at it
     for shape in ("4930901820", "30901820", "901820"):
         assert shape not in logs, shape
-    assert "****20" in logs  # the numbers were there, masked
+    if not inline:
+        assert "****20" in logs  # the numbers were there, masked
 
 
 def test_docker_compose_has_no_built_in_token() -> None:
