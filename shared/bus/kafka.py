@@ -345,70 +345,53 @@ class KafkaBus(EventBus):
     async def publish_raw(
         self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = STRUCTURED_HEADERS
     ) -> None:
+        await self._send([(topic, key, value, headers)])
+
+    async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
+        """One wait for the whole list (the outbox relay publishes its batches here); all or nothing: if
+        any record is not acknowledged, every record is answered with the error (some may be in the
+        topic; publishing them again gives the same event ids, which consumers drop)."""
+        if not records:
+            return []
+        try:
+            await self._send([(topic, key, value, STRUCTURED_HEADERS) for topic, key, value in records])
+        except BusUnavailable as exc:
+            return [exc] * len(records)
+        return [None] * len(records)
+
+    async def _send(self, records: Sequence[tuple[str, str | None, bytes, Sequence[tuple[str, bytes]]]]) -> None:
+        """Every record handed to the producer in list order, then one wait for all acknowledgements.
+
+        ``send`` puts a record in its partition's batch when it returns, and the idempotent producer keeps
+        that order on the wire: order per key holds by construction, and a list costs one round trip
+        instead of one per record. Raises :class:`BusUnavailable` unless every record was acknowledged.
+        """
         if self._stopped:
             raise BusUnavailable("kafka bus is stopped")
-        physical = self.physical(topic)
+        physical = [self.physical(topic) for topic, _, _, _ in records]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.publish_timeout):
                 producer = await self._ensure_producer()
-                await self.ensure_topics([physical])
-                await producer.send_and_wait(
-                    physical,
-                    value=value,
-                    key=key.encode() if key is not None else None,
-                    headers=list(headers) or None,
-                )
+                await self.ensure_topics(sorted(set(physical)))
+                acks = [
+                    await producer.send(
+                        name, value=value, key=key.encode() if key is not None else None, headers=list(headers) or None
+                    )
+                    for name, (_, key, value, headers) in zip(physical, records, strict=True)
+                ]
+                await asyncio.gather(*acks)
         except TimeoutError as exc:
             raise BusUnavailable(
                 f"kafka at {self.bootstrap_servers} did not acknowledge within {self.publish_timeout}s"
             ) from exc
         except (KafkaError, OSError) as exc:
             # The topic may be gone (deleted, or a wiped cluster): check/create it again next time.
-            self._known_topics.discard(physical)
+            self._known_topics.difference_update(physical)
             raise BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}") from exc
-        BUS_PUBLISH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
-
-    async def publish_many(self, records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
-        """Every record handed to the producer in list order, then one wait for all acknowledgements.
-
-        ``send`` puts a record in its partition's batch when it returns, and the idempotent producer keeps
-        that order on the wire: order per key holds by construction, and a list costs one round trip
-        instead of one per record (the outbox relay publishes its batches here). All or nothing: if any
-        record is not acknowledged, every record is answered with the error (some may be in the topic;
-        publishing them again gives the same event ids, which consumers drop).
-        """
-        if not records:
-            return []
-        if self._stopped:
-            return [BusUnavailable("kafka bus is stopped")] * len(records)
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                producer = await self._ensure_producer()
-                await self.ensure_topics(sorted({self.physical(topic) for topic, _, _ in records}))
-                acks = [
-                    await producer.send(
-                        self.physical(topic),
-                        value=value,
-                        key=key.encode() if key is not None else None,
-                        headers=list(STRUCTURED_HEADERS) or None,
-                    )
-                    for topic, key, value in records
-                ]
-                await asyncio.gather(*acks)
-        except TimeoutError:
-            error = BusUnavailable(
-                f"kafka at {self.bootstrap_servers} did not acknowledge within {self.publish_timeout}s"
-            )
-            return [error] * len(records)
-        except (KafkaError, OSError) as exc:
-            self._known_topics.difference_update({self.physical(topic) for topic, _, _ in records})
-            return [BusUnavailable(f"kafka at {self.bootstrap_servers}: {exc!r}")] * len(records)
         elapsed = time.perf_counter() - started
         for _ in records:
             BUS_PUBLISH_SECONDS.labels("kafka").observe(elapsed)
-        return [None] * len(records)
 
     # ---------------------------------------------------------------------------------- partitions
 
