@@ -14,6 +14,7 @@ from services.callback.consumers import CallbackConsumer
 from services.callback.lifecycle import Status
 from services.callback.service import CallbackService, CommitmentClosed, ListFilter
 from services.callback.store import Commitment
+from services.callback.use_cases.agent_presence import Presence, free_agents, presence_in
 from shared.events import AgentActivity, AgentStatus, AttemptResult, CallbackBreached, CallbackDue, CallbackScheduled
 from tests.callback.conftest import Outbox, ServiceFactory, berlin
 from tests.callback.helpers import accepted, agent_status, agent_work, attempted, completed, declined, requested
@@ -147,6 +148,9 @@ async def test_releases_never_exceed_free_agents(
     first = (await service.get(dues[0].callback_id)).customer_id
     assert first == "cust-0"
     assert dues[0].virtual_start_time == t - timedelta(minutes=10)
+    # An acceptance flagged as not a callback is skipped without a lookup, even under a callback's id.
+    assert not await consumer.handle(accepted(dues[0].callback_id, "a1", t, is_callback=False))
+    assert (await service.get(dues[0].callback_id)).status == Status.RELEASED
     # Agent a1 accepts: the callback is in progress and no longer waits for an agent; a1 is busy now.
     await consumer.handle(accepted(dues[0].callback_id, "a1", t))
     await consumer.handle(agent_status("a1", AgentStatus.BUSY, t + timedelta(seconds=1)))
@@ -354,7 +358,8 @@ async def test_completed_without_an_attempt_goes_back_in_line(
     await consumer.handle(requested("cust-1", t))
     await service.tick()
     [c] = await service.list(ListFilter())
-    await consumer.handle(accepted(c.id, "a1", t))
+    await consumer.handle(accepted(c.id, "a1", t, is_callback=None))  # from a router before the flag
+    assert (await service.get(c.id)).status == Status.IN_PROGRESS  # looked up, and applied
     await consumer.handle(completed(c.id, "a1", t + timedelta(minutes=3)))
     c = await service.get(c.id)
     assert c.status == Status.PENDING and c.not_before == t + timedelta(minutes=8)
@@ -524,6 +529,51 @@ async def test_a_free_agent_is_available_and_idle_status_apart_from_work(
     await consumer.handle(agent_work("a1", AgentActivity.IDLE, t + timedelta(seconds=3)))
     await consumer.handle(agent_work("a1", AgentActivity.OFFERED, t + timedelta(seconds=2, milliseconds=500)))
     assert len((await service.tick()).released) == 1  # idle; the late "offered" did not win
+
+
+async def test_reports_of_one_agent_in_one_batch_keep_the_newest_of_status_and_of_work_apart(
+    consumer: CallbackConsumer, service: CallbackService, clock: ManualClock
+) -> None:
+    """A consumed batch often holds several reports of one agent, out of order, each written as one
+    conditional upsert. Within the batch as across batches: an agent first heard of by its work has no
+    status (not free); the newest status and the newest work each win apart; a legacy ``busy`` carries
+    work, which an older work report does not undo."""
+    t = berlin(2026, 3, 25, 9, 0)
+    clock.set(t)
+    s = timedelta(seconds=1)
+    applied = await consumer.handle_many(
+        [
+            agent_work("a1", AgentActivity.ON_CONTACT, t + s),  # first heard of by its work
+            agent_status("a1", AgentStatus.AVAILABLE, t),
+            agent_work("a1", AgentActivity.IDLE, t + 3 * s),
+            agent_work("a1", AgentActivity.OFFERED, t + 2 * s),  # older than idle: does not win
+            agent_status("a1", AgentStatus.OFFLINE, t - 300 * s),  # older than available: does not win
+            agent_status("a2", AgentStatus.BUSY, t + s),  # legacy: available, on a contact
+            agent_work("a2", AgentActivity.IDLE, t),  # older than the legacy busy's work
+            agent_work("a3", AgentActivity.IDLE, t),  # no status yet
+        ]
+    )
+    assert applied == 8
+    async with service.sessionmaker() as session:
+        known = await presence_in(session, "default", "main")
+    assert known == {
+        "a1": Presence("available", "idle"),
+        "a2": Presence("available", "on_contact"),
+        "a3": Presence(None, "idle"),
+    }
+    assert free_agents(known) == ["a1"]
+    # A later batch: a2 is idle now, a1 goes on a break; an old available of a1's does not undo it. a3's
+    # first status is a legacy busy older than its work: the status counts, its work does not.
+    await consumer.handle_many(
+        [
+            agent_work("a2", AgentActivity.IDLE, t + 4 * s),
+            agent_status("a1", AgentStatus.BREAK, t + 5 * s),
+            agent_status("a1", AgentStatus.AVAILABLE, t + 4 * s),
+            agent_status("a3", AgentStatus.BUSY, t - 10 * s),
+        ]
+    )
+    async with service.sessionmaker() as session:
+        assert sorted(free_agents(await presence_in(session, "default", "main"))) == ["a2", "a3"]
 
 
 async def test_a_router_from_before_the_split_is_still_understood(
