@@ -263,6 +263,9 @@ class OfferAccepted(EventData):
     contact_uri: str | None = None  # the agent's address on that channel (shared.contact_uri), if any
     source: str | None = None  # contact.requested's source and external_id: the caller's call to bridge
     external_id: str | None = None
+    # Added within v1: whether the contact is a released callback (its id is the callback's), so the
+    # callback service skips every other acceptance without a lookup; absent from older routers' events.
+    is_callback: bool | None = None
 
 
 class OfferDeclined(EventData):

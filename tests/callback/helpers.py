@@ -77,9 +77,12 @@ def attempted(callback_id: str, result: AttemptResult, at: datetime, agent_id: s
     )
 
 
-def accepted(callback_id: str, agent_id: str, at: datetime) -> Envelope:
+def accepted(callback_id: str, agent_id: str, at: datetime, is_callback: bool | None = True) -> Envelope:
+    """``is_callback=None``: as a router from before the flag wrote it."""
     return make_event(
-        OfferAccepted(offer_id=str(uuid.uuid4()), contact_id=callback_id, agent_id=agent_id, at=at),
+        OfferAccepted(
+            offer_id=str(uuid.uuid4()), contact_id=callback_id, agent_id=agent_id, at=at, is_callback=is_callback
+        ),
         source="switchboard/router",
     )
 

@@ -73,3 +73,4 @@ async def test_offer_accepted_carries_the_agents_address_for_the_channel(router:
     assert (event.contact_id, event.agent_id) == (call.contact_id, "alice")
     assert event.channel is Channel.VOICE and event.contact_uri == "client:alice"
     assert (event.source, event.external_id) == ("test", "CA123")  # which call to bridge
+    assert event.is_callback is False  # the callback service skips it without a lookup

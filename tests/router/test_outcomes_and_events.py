@@ -130,7 +130,10 @@ async def test_callback_due_keeps_its_place_and_its_attempt_is_reported(router: 
         deadline=now + timedelta(hours=2),
         virtual_start_time=now - timedelta(minutes=10),  # waited 10 minutes before the callback was offered
     )
-    async with collect_events(router.bus, topics.CALLBACKS, "test-callbacks-due") as callbacks:
+    async with (
+        collect_events(router.bus, topics.CALLBACKS, "test-callbacks-due") as callbacks,
+        collect_events(router.bus, topics.ROUTING, "test-routing-due") as routing,
+    ):
         await router.emit(due)
 
         async def two_waiting() -> list:
@@ -157,7 +160,13 @@ async def test_callback_due_keeps_its_place_and_its_attempt_is_reported(router: 
             return [e for e in callbacks if isinstance(e, CallbackAttempted)]
 
         (attempt,) = await eventually(attempted)
+
+        async def acceptance() -> list[OfferAccepted]:
+            return [e for e in routing if isinstance(e, OfferAccepted)]
+
+        (taken,) = await eventually(acceptance)
     assert attempt.callback_id == "cb-1" and attempt.result.value == "no_answer" and attempt.agent_id == "alice"
+    assert taken.contact_id == "cb-1" and taken.is_callback  # the callback service looks up only these
     assert work_id == "cb-1"  # offers for a callback carry the callback id (the callback service's contract)
     assert (await router.timeline(work_id))[-1]["kind"] == "completed"
 

@@ -57,7 +57,11 @@ def is_ours(callbacks: CallbackService, env: Envelope) -> bool:
     data = env.payload
     if type(data) not in EVENT_HANDLERS or env.source == callbacks.source:
         return False
-    return not (isinstance(data, AssignmentCompleted) and data.callback_id is None)  # not a callback
+    if isinstance(data, AssignmentCompleted):
+        return data.callback_id is not None  # not a callback otherwise
+    if isinstance(data, OfferAccepted):
+        return data.is_callback is not False  # None: a router from before the flag (the lookup decides)
+    return True
 
 
 async def handle_events(callbacks: CallbackService, envs: Sequence[Envelope], consumer: str) -> int:

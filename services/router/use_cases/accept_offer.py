@@ -73,6 +73,7 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, ex
             agent_id=offer.agent_id,
             site=contact.site,
             at=to_datetime(tx.now),
+            is_callback=contact.callback_id is not None,
             **reach_of(agent, contact),
         )
     )
