@@ -453,6 +453,8 @@ async def postgres_databases(url: str, names: list[str]) -> AsyncIterator[dict[s
     from sqlalchemy.ext.asyncio import create_async_engine
 
     base = make_url(url)
+    if base.drivername in ("postgresql", "postgres"):
+        base = base.set(drivername="postgresql+asyncpg")  # the services' driver (psycopg is not installed)
     admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
     suffix = uuid.uuid4().hex[:8]
     made = {name: f"sb_bench_{name}_{suffix}" for name in names}
