@@ -162,8 +162,16 @@ class Floor:
     routers: list[ServiceProcess]
     client: httpx.AsyncClient
     tokens: dict[str, dict[str, str]] = field(default_factory=dict)
-    on_call: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    on_call: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     most_on_call: int = 0
+    # Every time a client held two contacts at once. The database's spans judge capacity; this is the
+    # clients' view, which counts where two of the contacts held had their completes answered (below).
+    overlaps: list[frozenset[str]] = field(default_factory=list)
+    # Contacts whose complete was once left without an outcome: a dead connection, or a 503 from a
+    # router whose forward to the owner died. An owner killed after committing the complete took the
+    # answer with it, and the client, retrying, still held the contact while the agent, free again, got
+    # the next offer.
+    answer_lost: set[str] = field(default_factory=set)
     offers_seen: int = 0
     completed: set[str] = field(default_factory=set)
     working: set[str] = field(default_factory=set)  # contacts an agent took up (completed or not yet)
@@ -246,26 +254,42 @@ class Floor:
         if contact_id in self.working:
             return
         self.working.add(contact_id)
-        self.on_call[agent_id] += 1
-        self.most_on_call = max(self.most_on_call, self.on_call[agent_id])
+        held = self.on_call[agent_id]
+        held.add(contact_id)
+        self.most_on_call = max(self.most_on_call, len(held))
+        if len(held) > 1:
+            self.overlaps.append(frozenset(held))
         asyncio.create_task(self._complete(agent_id, contact_id))
 
     async def _complete(self, agent_id: str, contact_id: str) -> None:
         await asyncio.sleep(0.3)
-        if await self._call(agent_id, f"/v1/contacts/{contact_id}/complete", {"resolved": True}) is not None:
+        path = f"/v1/contacts/{contact_id}/complete"
+        if await self._call(agent_id, path, {"resolved": True}, lost=self.answer_lost, key=contact_id) is not None:
             self.completed.add(contact_id)
-        self.on_call[agent_id] -= 1
+        self.on_call[agent_id].discard(contact_id)
 
-    async def _call(self, agent_id: str, path: str, body: Any = None) -> dict[str, Any] | None:
+    def overlaps_not_explained(self) -> list[frozenset[str]]:
+        """Times a client held two contacts whose completes were both answered: the agent was offered work
+        while its client knew it busy. Where a complete's outcome was lost, the client could not know."""
+        return [held for held in self.overlaps if len(held - self.answer_lost) > 1]
+
+    async def _call(
+        self, agent_id: str, path: str, body: Any = None, lost: set[str] | None = None, key: str = ""
+    ) -> dict[str, Any] | None:
         """POST through any living router; retried while ownership moves (503) or a router dies. The
-        answer's body when it succeeded, else None (409: someone else's offer, or it ran out)."""
+        answer's body when it succeeded, else None (409: someone else's offer, or it ran out). ``key`` goes
+        into ``lost`` when an attempt ended without an outcome (it may have taken effect all the same)."""
         for _ in range(60):
             try:
                 r = await self.client.post(f"{self.living().url}{path}", json=body, headers=self.tokens[agent_id])
             except httpx.HTTPError:
+                if lost is not None:
+                    lost.add(key)
                 await asyncio.sleep(0.5)
                 continue
             if r.status_code == 503:
+                if lost is not None:
+                    lost.add(key)
                 await asyncio.sleep(0.5)
                 continue
             if r.status_code >= 400 and r.status_code != 409:
@@ -437,7 +461,9 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
             f"offers {len(offer_rows)} ({len(offer_rows) - len(by_contact)} re-offers), offers seen on streams "
             f"{floor.offers_seen}; assigned once {sum(1 for n in accepted.values() if n == 1)}, more than once "
             f"{sum(1 for n in accepted.values() if n > 1)}; overlapping offers {len(overlapping)}; agent over "
-            f"capacity {len(over_capacity)} (most on call at once, as seen by clients: {floor.most_on_call}); "
+            f"capacity {len(over_capacity)} (most on call at once, as seen by clients: {floor.most_on_call}, "
+            f"{len(floor.overlaps)} times, all but {len(floor.overlaps_not_explained())} after a complete whose "
+            f"answer was lost with a router); "
             f"stream reconnects {floor.reconnects}; client errors {len(floor.errors)} {floor.errors[:3]}"
         )
         assert takeover <= TAKEOVER_BOUND
@@ -455,7 +481,7 @@ async def test_active_routers_share_the_domains_and_survive_a_kill_9_mid_load(
         assert all(accepted.get(c) == 1 for c in ids)
         assert overlapping == []
         assert over_capacity == []
-        assert floor.most_on_call <= 1
+        assert floor.overlaps_not_explained() == []
         assert floor.errors == []
         assert not any(streamless.values()), f"agents on streams listed as without one: {streamless}"
     finally:
