@@ -204,7 +204,7 @@ class Authenticator:
         known = self._verified.get(token)
         if known is not None:
             principal, expires = known
-            if expires is not None and self._clock() > expires + LEEWAY_SECONDS:
+            if self._expired(expires):
                 del self._verified[token]
                 raise TokenError("ExpiredSignatureError")
             return principal
@@ -237,9 +237,13 @@ class Authenticator:
         if scope is Scope.SUPERVISOR and "exp" not in claims:
             raise TokenError("supervisor token without expiry")
         expires = claims.get("exp")
-        if expires is not None and self._clock() > expires + LEEWAY_SECONDS:
+        if self._expired(expires):
             raise TokenError("ExpiredSignatureError")  # by this authenticator's clock, as when kept
         return Principal(scope, claims["sub"], claims["jti"]), expires
+
+    def _expired(self, expires: float | None) -> bool:
+        """Past its expiry by this authenticator's clock, beyond the allowed skew (None: never expires)."""
+        return expires is not None and self._clock() > expires + LEEWAY_SECONDS
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
