@@ -7,13 +7,13 @@ database, as ``tests/router/conftest.py::bare_service`` does) and counts what a 
 service core alone: the consumed ``contact.requested``, the offer, the accept and the complete (the
 strategy's wrap-up set to 0 s, so the agent is free again at once), SQL statements and CPU seconds.
 
-Each round sends ``--group`` contacts at once: they arrive as one consumed batch, are offered by one
-tick, and their agents accept and complete concurrently, so group commit puts each step of a round in
-one transaction (``--group 1`` is a lifecycle alone). Printed per database and group size: statements,
-commits and CPU ms per lifecycle, and the wall time. Side by side, the same with the writer's statements
-through the async stack instead of inline on the loop's thread (``shared/sqlite_inline.py``): "sqlite
-async", one trip to aiosqlite's thread per statement (``shared/sqlite_one_hop.py``), and "sqlite stock",
-SQLAlchemy's stock aiosqlite adapter with four.
+Each round sends ``--group`` contacts at once: they arrive as one consumed batch, are offered at the end
+of that batch's own transaction, and their agents accept and complete concurrently, so group commit puts
+each step of a round in one transaction (``--group 1`` is a lifecycle alone). Printed per database and
+group size: statements, commits and CPU ms per lifecycle, and the wall time. Side by side, the same with
+the writer's statements through the async stack instead of inline on the loop's thread
+(``shared/sqlite_inline.py``): "sqlite async", one trip to aiosqlite's thread per statement
+(``shared/sqlite_one_hop.py``), and "sqlite stock", SQLAlchemy's stock aiosqlite adapter with four.
 
     python bench/bench_lifecycle.py [--contacts 400] [--groups 1,20] [--postgres postgresql+asyncpg://...]
     python bench/bench_lifecycle.py --profile 30     # cProfile's top functions by own time, group 20
@@ -78,7 +78,7 @@ def no_wrap_up_strategy(directory: Path) -> Path:
 
 
 async def lifecycles(service: RouterService, contacts: int, group: int, first: int) -> None:
-    """``contacts`` lifecycles, ``group`` at a time: one batch in, one tick, accepts and completes at once."""
+    """``contacts`` lifecycles, ``group`` at a time: one batch in and offered, accepts and completes at once."""
     for start in range(first, first + contacts, group):
         batch = [
             make_event(
@@ -94,8 +94,7 @@ async def lifecycles(service: RouterService, contacts: int, group: int, first: i
             )
             for n in range(start, min(start + group, first + contacts))
         ]
-        await service.handle_events(batch)
-        await service.tick()
+        await service.handle_events(batch)  # the group's offers are made in its transaction
         offers = service.open_offers.values()
         if len(offers) != len(batch):
             raise RuntimeError(f"{len(offers)} offers for {len(batch)} contacts: not enough free agents")

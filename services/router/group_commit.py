@@ -10,6 +10,11 @@ An operation that is *refused* (it raises one of ``refusals`` before it changed 
 router's convention) answers its caller with the refusal and the others still commit. Any other failure
 rolls the group back; the operations are then run again each in a unit of work of its own (unless the
 failure is an outage, which they would all meet again), so one bad operation fails alone.
+
+A group may end with a ``finish`` step in the same transaction: the router's routing, which offers what
+the group queued or freed, so a consumed contact is recorded and offered in one commit instead of two.
+``finish`` is never what fails an operation: a group that fails once it ran is run again without it
+(one by one, as above), and ``finish_dropped`` is told, so the step can be retried on its own.
 """
 
 from __future__ import annotations
@@ -49,9 +54,13 @@ class GroupCommit(Generic[Tx]):
         *,
         refusals: tuple[type[BaseException], ...] = (),
         max_group: int = MAX_GROUP,
+        finish: Callable[[Tx], Awaitable[object]] | None = None,
+        finish_dropped: Callable[[], None] = lambda: None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._refusals = refusals
+        self._finish = finish
+        self._finish_dropped = finish_dropped
         self._max_group = max_group
         self._queue: list[_Queued[Tx]] = []
         self._queued = asyncio.Event()
@@ -101,8 +110,9 @@ class GroupCommit(Generic[Tx]):
                 finally:
                     self._committing = False
 
-    async def _commit(self, group: list[_Queued[Tx]]) -> None:
+    async def _commit(self, group: list[_Queued[Tx]], *, finish: bool = True) -> None:
         answers: list[tuple[_Queued[Tx], Any, BaseException | None]] = []
+        finished = False  # the finish step ran in this attempt: a failure from here on may be its doing
         try:
             async with self._unit_of_work() as tx:
                 for item in group:
@@ -110,11 +120,16 @@ class GroupCommit(Generic[Tx]):
                         answers.append((item, await item.operation(tx), None))
                     except self._refusals as refused:
                         answers.append((item, None, refused))
+                if finish and self._finish is not None:
+                    finished = True
+                    await self._finish(tx)
         except Exception as exc:
-            if len(group) > 1 and not is_transient(exc):
-                log.warning("router.group_failed_one_by_one", size=len(group), error=repr(exc))
+            if not is_transient(exc) and (finished or len(group) > 1):
+                log.warning("router.group_failed_one_by_one", size=len(group), after_finish=finished, error=repr(exc))
                 for item in group:
-                    await self._commit([item])
+                    await self._commit([item], finish=False)
+                if self._finish is not None:
+                    self._finish_dropped()
                 return
             for item in group:
                 if not item.future.done():

@@ -115,8 +115,14 @@ class RouterService:
             settle=lambda tx: settle_work.settle(self, tx),
             inline=self.inline_writes,
         )
-        # Agent actions and batches of consumed events share transactions (see group_commit.py).
-        self.writes: GroupCommit[UnitOfWork] = GroupCommit(self.writer.unit_of_work, refusals=(RouterError,))
+        # Agent actions and batches of consumed events share transactions, each group ending with the
+        # offers it made possible; if those fail, the group commits without them and the tick offers.
+        self.writes: GroupCommit[UnitOfWork] = GroupCommit(
+            self.writer.unit_of_work,
+            refusals=(RouterError,),
+            finish=lambda tx: tick.route(self, tx),
+            finish_dropped=self.wake,
+        )
         self.open_offers = OpenOffers()
         self.work = AgentWork()  # the router's view of each agent's work, apart from their status
         # Assigned contacts not yet past their allowed handling time: contact -> when it runs out.

@@ -201,7 +201,7 @@ class Writer:
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """A group's transaction under the writer lock. Routing is not part of it: the tick offers what a
-        group freed in a transaction of its own, so a failing offer never holds back consumed events."""
+        """A group's transaction under the writer lock (``group_commit.py``; it ends with the offers the
+        group made possible, ``tick.route``)."""
         async with self.locked(), self.transaction() as tx:
             yield tx

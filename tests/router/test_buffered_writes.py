@@ -61,9 +61,10 @@ def statements_on(service: RouterService, verb: str = "INSERT") -> Counter[str]:
 async def test_the_work_of_a_groups_agents_is_written_in_one_update_each_row_its_own(service: RouterService) -> None:
     for n in range(12):
         await service.register_agent(f"a{n:02d}", chat_agent(f"a{n}"), AgentStatus.AVAILABLE)
-    await service.handle_events([make_event(requested(n), source="t") for n in range(8)])
     updates = statements_on(service, "UPDATE")
-    await service.tick()  # 8 offers in one transaction: 8 agents move from idle to offered
+    # 8 contacts consumed and offered in one transaction (the group ends with its offers): 8 agents
+    # move from idle to offered in one statement.
+    await service.handle_events([make_event(requested(n), source="t") for n in range(8)])
     assert updates["router_agents"] == 1
     offered = {o.agent_id for o in service.open_offers.values()}
     assert len(offered) == 8

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from services.router.errors import Conflict
 from services.router.group_commit import GroupCommit
 from services.router.service import RouterService
 from services.router.store import contacts
 from services.router.use_cases.inbound_events import EVENT_HANDLERS
-from shared.events import ContactRequested, make_event
-from tests.router.conftest import Router, contact
+from shared.events import AgentStatus, ContactRequested, make_event
+from tests.router.conftest import Router, bare_service, chat_agent, contact
 
 
 class FakeTx:
@@ -140,3 +141,78 @@ async def test_stopping_lets_the_group_in_flight_commit() -> None:
     await writes.stop()  # while the group is inside its transaction
     assert await pending == "done"
     assert log == ["begin", "commit:slow"]
+
+
+def finishing(log: list[str], fail: list[bool]):  # type: ignore[no-untyped-def]
+    """A finish step that writes "finish" into the group's transaction, failing while ``fail`` says so."""
+
+    async def finish(tx: FakeTx) -> None:
+        if fail and fail.pop(0):
+            raise ValueError("the finish step failed")
+        tx.writes.append("finish")
+
+    return finish
+
+
+async def test_the_finish_step_ends_each_group_in_its_transaction() -> None:
+    log: list[str] = []
+    writes: GroupCommit[FakeTx] = GroupCommit(recording_unit_of_work(log, []), finish=finishing(log, []))
+
+    async def op(tx: FakeTx) -> str:
+        tx.writes.append("op")
+        return "ok"
+
+    assert await asyncio.gather(writes.run(op), writes.run(op)) == ["ok", "ok"]
+    assert log == ["begin", "commit:op,op,finish"]  # one commit for the changes and what they made possible
+    await writes.stop()
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_a_failing_finish_step_never_fails_the_operations_of_its_group(size: int) -> None:
+    log: list[str] = []
+    dropped: list[bool] = []
+    writes: GroupCommit[FakeTx] = GroupCommit(
+        recording_unit_of_work(log, []), finish=finishing(log, [True]), finish_dropped=lambda: dropped.append(True)
+    )
+
+    async def op(tx: FakeTx) -> str:
+        tx.writes.append("op")
+        return "ok"
+
+    assert await asyncio.gather(*(writes.run(op) for _ in range(size))) == ["ok"] * size
+    # The group failed in its finish step: each operation commits again alone, without it, and the
+    # owner of the step hears that it was dropped (the router's tick then routes on its own).
+    assert log == ["begin"] + ["begin", "commit:op"] * size
+    assert dropped == [True]
+    await writes.stop()
+
+
+async def test_a_failing_commit_after_the_finish_step_commits_the_operations_without_it() -> None:
+    """The commit may fail because of what the finish step wrote: a lone operation is tried once more
+    without it, rather than failing for the step's sake."""
+    log: list[str] = []
+    writes: GroupCommit[FakeTx] = GroupCommit(recording_unit_of_work(log, [True]), finish=finishing(log, []))
+
+    async def op(tx: FakeTx) -> str:
+        tx.writes.append("op")
+        return "ok"
+
+    assert await writes.run(op) == "ok"
+    assert log == ["begin", "rollback", "begin", "commit:op"]
+    await writes.stop()
+
+
+async def test_a_consumed_contact_is_offered_in_the_commit_that_records_it(tmp_path: Path) -> None:
+    """With an agent free, the contact and its offer are one commit: no second transaction (and fsync)
+    between the event and the offer on the agent's stream."""
+    async with bare_service(f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}") as service:
+        await service.register_agent("alice", chat_agent("A"), AgentStatus.AVAILABLE)
+        commits: list[str] = []
+        event.listen(service.write_engine, "commit", lambda _conn: commits.append("commit"))
+        stream = service.hub.open("alice")
+        await service.handle_event(make_event(contact("c1"), source="t"))
+        assert commits == ["commit"]
+        message = stream.get_nowait()  # pushed once that commit is done, before any tick
+        assert message is not None and message.event == "offer"
+        async with service.sessionmaker() as s:
+            assert (await s.execute(select(contacts.c.state))).scalar_one() == "offered"

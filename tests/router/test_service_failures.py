@@ -39,9 +39,11 @@ async def test_a_failed_offer_transaction_leaves_no_phantom_reservation(
         return real_outbox_row(data, **kwargs)
 
     monkeypatch.setattr(unit_of_work, "outbox_row", broken_outbox_row)
-    await service.handle_event(make_event(event, source="t"))  # queued: no offer event staged here...
+    # The group that records the contact ends with its offer, which fails: the group is rolled back
+    # and committed again without it, so the contact is queued and the caller hears success...
+    await service.handle_event(make_event(event, source="t"))
     with pytest.raises(RuntimeError):
-        await service.tick()  # ...the engine reserved alice, then the transaction failed
+        await service.tick()  # ...then the tick's own try: the engine reserved alice, the transaction failed
     assert service.engine.is_waiting("c1") and service.engine.reserved_agent("c1") is None
     assert service.engine.agent("alice").load.get(Channel.CHAT, 0) == 0
     assert service.open_offers.by_id == {}
@@ -62,7 +64,6 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
     event = ContactRequested(
         contact_id="c1", source="t", external_id="1", channel=Channel.CHAT, customer=Customer(id="x")
     )
-    await service.handle_event(make_event(event, source="t"))
     real_outbox_row, real_rebuild = unit_of_work.outbox_row, rebuild.from_database
 
     def broken_outbox_row(data, **kwargs):  # type: ignore[no-untyped-def]
@@ -74,11 +75,14 @@ async def test_when_even_the_rebuild_fails_the_engine_is_rebuilt_before_its_next
     monkeypatch.setattr(unit_of_work, "outbox_row", broken_outbox_row)
     monkeypatch.setattr(rebuild, "from_database", broken_rebuild)
     with pytest.raises(RuntimeError):
-        await service.tick()
+        # The contact is queued and offered in memory, the transaction fails, the rebuild fails, and
+        # the retry without the offer cannot start: the engine is stale.
+        await service.handle_event(make_event(event, source="t"))
     assert service.engine.reserved_agent("c1") == "alice"  # a phantom: the database never saw it
     monkeypatch.setattr(unit_of_work, "outbox_row", real_outbox_row)
     monkeypatch.setattr(rebuild, "from_database", real_rebuild)
-    assert await service.tick() == 1  # the engine was rebuilt first, then the offer really made
+    await service.handle_event(make_event(event, source="t"))  # redelivered: rebuilt first, then applied
+    assert service.engine.reserved_agent("c1") == "alice"
     async with service.sessionmaker() as s:
         assert (await s.execute(select(contacts.c.state))).scalar_one() == "offered"
         assert len((await s.execute(select(offers))).all()) == 1

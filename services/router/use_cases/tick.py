@@ -2,7 +2,9 @@
 
 Expired offers are timed out, offers to agents gone beyond the presence grace handed on, ended wrap-ups
 made available and handling overruns noted; then the engine's decisions are offered, all in one
-transaction. Routing runs only here, so a failing offer never holds back consumed events or answers.
+transaction. What a group commit queued or freed is offered at its end, in its own transaction
+(:func:`route`); a group that fails there commits without it and the tick offers instead, so a failing
+offer never holds back consumed events or answers.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ async def run(router: RouterService) -> int:
             for decision in decisions:
                 await make_offer(router, tx, decision)
         return len(decisions)
+
+
+async def route(router: RouterService, tx: UnitOfWork) -> None:
+    """Offer what the engine decides now, in the caller's transaction: the end of every group commit,
+    so a contact consumed while an agent is free is recorded and offered in one commit."""
+    for decision in router.engine.decide(tx.now):
+        await make_offer(router, tx, decision)
 
 
 async def _handling_overrun(router: RouterService, tx: UnitOfWork, watched: Watched) -> None:
