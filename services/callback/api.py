@@ -105,7 +105,7 @@ async def create_callback(
     check_untrusted_create(who, body)
     if not service.calendars.is_configured(body.site):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"loc": ["body", "site"], "msg": service.calendars.unknown_site_error(body.site), "type": "value_error"}],
         )
     now = service.clock.now()
@@ -132,7 +132,7 @@ async def create_callback(
         commitment, created = await service.request(req, accepted=False)
     except NoCallbackPossible as exc:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [
                 {
                     "loc": ["body", "customer", "timezone"],
@@ -259,7 +259,7 @@ async def record_attempt(
         ) from None
     except AttemptBeforeRequest as exc:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"loc": ["body", "at"], "msg": str(exc), "type": "value_error"}],
         ) from None
     return _detail(await _commitment(callback_id, service))
