@@ -71,6 +71,14 @@ def test_routing_benchmark_prints_its_table() -> None:
     assert re.search(r"^\s+1000\s+\d+\s+\d+\s+\d+", out, re.MULTILINE), out
 
 
+def test_http_stack_benchmark_prints_every_way() -> None:
+    """Each way answered every request 200 (the benchmark stops on any other status), through the real
+    app: its lifespan, an agent registered over the API and that agent's own token."""
+    out = run_bench("bench/bench_http_stack.py", "--requests", "20", "--rounds", "1")
+    for way in ("router app", "without own middleware", "floor: bare Starlette"):
+        assert re.search(rf"^{re.escape(way)}\s+\d+\s+\d+\s+\d+$", out, re.MULTILINE), out
+
+
 def test_end_to_end_benchmark_offers_every_202_on_both_servers() -> None:
     """The whole path (intake -> router -> agent's stream) as real processes, and the relay baseline."""
     out = run_bench("bench/bench_e2e.py", "--agents", "3", "--rates", "4", "--duration", "1.5", "--bound", "10")
