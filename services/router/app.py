@@ -269,10 +269,12 @@ def create_app(
         service = getattr(app.state, "service", None)
         return serving(service)
 
+    install_unavailable_handler(app)
+    # FastAPI tries the routes in the order they were included, twice a request, so the agents' two calls
+    # of every contact come first (accept, complete), then the rest of the agents' API, then the others.
+    for module in (offers, contacts, agents, ops, tokens, dashboard, promises, console):
+        app.include_router(module.router)
     install_operations(
         app, {**runtime.checks(consumers=True), "routing_owner": routing_owner}, timeout=common.readiness_timeout
     )
-    install_unavailable_handler(app)
-    for module in (agents, offers, contacts, ops, tokens, dashboard, promises, console):
-        app.include_router(module.router)
     return app
