@@ -2,7 +2,7 @@
 
 FastAPI tries an app's routes in the order they were included, and twice a request (to pick the route,
 then to handle it). Every contact costs two agent requests, accept and complete, so their routers come
-first (``bench/bench_http_stack.py``: 10–18 % less CPU per request than with the agents' and the health
+first (``bench/bench_http_stack.py``: 9–19 % less CPU per request than with the agents' and the health
 routes in front). That order may be chosen for speed only because no two routes can answer the same
 request; this checks both.
 """
