@@ -8,6 +8,7 @@ Schema changes go through each service's Alembic migrations, which run at start-
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Protocol, TypeVarTuple, cast, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, CursorResult, Engine, Executable, Result, Table, event, text
+from sqlalchemy import Connection, CursorResult, Engine, Executable, Result, Table, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
@@ -68,11 +69,53 @@ def sqlite_busy_timeout(engine: AsyncEngine) -> float:
     return _BUSY_TIMEOUTS.get(engine, DEFAULT_SQLITE_BUSY_TIMEOUT)
 
 
-def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT, **kwargs: Any) -> AsyncEngine:
+# A pooled PostgreSQL connection idle this long is pinged before use (``ping_after_idle``).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def ping_after_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Ping a pooled connection before use only if it sat in the pool for ``idle_seconds`` or more.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout; on asyncpg that is three round trips (BEGIN,
+    a ping, ROLLBACK) before each transaction, and the router's writer runs its transactions one after
+    another (on Kafka + PostgreSQL at 50/s, a tenth of its time per change went with them). Under load a
+    connection goes back to work within milliseconds; one that a database restart broke sat in the pool
+    at least as long as the restart took, so it is still found and replaced before use. A connection
+    killed on a live server and reused within the second fails its transaction instead: a transient
+    error (consumers retry, the API answers 503), and the whole pool is renewed at once.
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # new, or back from work a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # As pool_pre_ping does: this connection and every one pooled before it are replaced.
+            raise exc.InvalidatePoolError(f"a connection idle for {idle_seconds} s or more failed its ping") from error
+
+
+def make_engine(
+    url: str,
+    *,
+    sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
+    ping_idle_seconds: float = PING_AFTER_IDLE_SECONDS,
+    **kwargs: Any,
+) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys so several processes can share it.
 
     ``sqlite_busy_timeout``: how long a statement waits for another connection's write lock before it
     fails with "database is locked" (a transient error: consumers retry, the API answers 503).
+    ``ping_idle_seconds``: PostgreSQL connections idle this long in the pool are pinged before use
+    (``ping_after_idle``).
     """
     busy_ms = int(sqlite_busy_timeout * 1000)
     if is_sqlite(url):
@@ -82,9 +125,9 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
         kwargs.setdefault("connect_args", {"timeout": sqlite_busy_timeout})
         if url.startswith("sqlite+aiosqlite") and (one_hop := sqlite_one_hop.dbapi()) is not None:
             kwargs.setdefault("module", one_hop)  # one trip to aiosqlite's thread per statement
-    else:
-        kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(url, **kwargs)
+    if not is_sqlite(url) and not kwargs.get("pool_pre_ping"):
+        ping_after_idle(engine, ping_idle_seconds)
     if is_sqlite(url):
         _BUSY_TIMEOUTS[engine] = sqlite_busy_timeout
 
