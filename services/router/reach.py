@@ -18,9 +18,10 @@ def contact_uris_values(uris: dict[Channel, str] | None) -> dict[str, Any]:
     return {"contact_uris": {c.value: u for c, u in uris.items()}}
 
 
-def reach_of(agent_row: Any, contact_row: Any) -> dict[str, Any]:
-    """The ``offer.accepted`` fields: the contact's channel and origin, the agent's address on it."""
-    uris = getattr(agent_row, "contact_uris", None) or {}
+def reach_of(agent_uris: dict[str, str] | None, contact_row: Any) -> dict[str, Any]:
+    """The ``offer.accepted`` fields: the contact's channel and origin, the agent's address on it
+    (``agent_uris``: the agent row's ``contact_uris``)."""
+    uris = agent_uris or {}
     return {
         "channel": Channel(contact_row.channel),
         "contact_uri": uris.get(contact_row.channel),

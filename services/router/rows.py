@@ -94,6 +94,35 @@ ACCEPTED_OFFER_EXPLANATION = (
 )
 
 
+# An accept reads the offer and, in the same round trip, what it needs of the offer's agent (its missed
+# offers and its contact addresses): on PostgreSQL every statement is a round trip the writer waits for.
+OFFER_WITH_AGENT = (
+    select(
+        *offers.c,
+        agents.c.agent_id.label("agent_known"),
+        agents.c.missed_offers.label("agent_missed_offers"),
+        agents.c.contact_uris.label("agent_contact_uris"),
+    )
+    .select_from(offers.outerjoin(agents, agents.c.agent_id == offers.c.agent_id))
+    .where(offers.c.offer_id == bindparam("offer_id"))
+)
+# A completion reads the contact and the explanation of the offer its agent accepted (the role whose
+# leeway applies) in one statement: the correlated subquery is ACCEPTED_OFFER_EXPLANATION's.
+CONTACT_WITH_ACCEPTED_EXPLANATION = select(
+    *contacts.c,
+    select(offers.c.explanation)
+    .where(
+        offers.c.contact_id == contacts.c.contact_id,
+        offers.c.agent_id == contacts.c.agent_id,
+        offers.c.state == OfferState.ACCEPTED,
+    )
+    .order_by(offers.c.resolved_at.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("accepted_explanation"),
+).where(contacts.c.contact_id == bindparam("contact_id"))
+
+
 async def agent_row(session: SqlSession, agent_id: str) -> Any:
     row = (await session.execute(AGENT_BY_ID, {"agent_id": agent_id})).first()
     if row is None:
@@ -152,11 +181,26 @@ async def complete_contact(session: SqlSession, contact_id: str, at: float, outc
 async def offer_for(session: SqlSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
     """The offer row, if ``who`` may act on it (or, with ``read``, see it)."""
     row = (await session.execute(OFFER_BY_ID, {"offer_id": offer_id})).first()
+    return _may_act(who, row, offer_id, read=read)
+
+
+def _may_act(who: Principal, row: Any, offer_id: str, *, read: bool = False) -> Any:
     if row is None:
         raise NotFound(f"offer {offer_id!r} not found")
     if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
         raise Forbidden("this offer belongs to another agent")
     return row
+
+
+async def offer_to_accept(session: SqlSession, offer_id: str, who: Principal) -> Any:
+    """The offer row, if ``who`` may act on it, with its agent's ``agent_missed_offers`` and
+    ``agent_contact_uris`` (``agent_known`` is None if the agent is gone)."""
+    return _may_act(who, (await session.execute(OFFER_WITH_AGENT, {"offer_id": offer_id})).first(), offer_id)
+
+
+async def contact_to_complete(session: SqlSession, contact_id: str) -> Any:
+    """The contact row with ``accepted_explanation``: that of the offer its agent accepted, if any."""
+    return (await session.execute(CONTACT_WITH_ACCEPTED_EXPLANATION, {"contact_id": contact_id})).first()
 
 
 async def offered_role(session: SqlSession, contact_id: str, agent_id: str) -> Role | None:

@@ -202,6 +202,32 @@ async def test_timeout_reoffers_and_counts_a_miss(tmp_path: Path) -> None:
         assert "timed_out" in kinds(await router.timeline(c.contact_id))
 
 
+async def test_an_accept_ends_the_run_of_misses(tmp_path: Path) -> None:
+    """The accept reads the agent's misses with the offer (one statement) and clears them in the row."""
+    async with running_router(tmp_path / "data", offer_timeout_seconds=1.0) as router:
+        _, alice = await router.register("alice", capacity={"chat": 2})
+
+        async def counted() -> bool:
+            me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
+            return bool(me["missed_offers"] == 1)
+
+        await router.emit(contact("c1"))
+        missed = await router.wait_offer("alice", alice)
+        await eventually(counted)  # the lease ran out: one miss
+        await router.emit(contact("c2"))
+
+        async def fresh() -> dict | None:
+            return next(
+                (o for o in await router.offers_of("alice", alice) if o["offer_id"] != missed["offer_id"]), None
+            )
+
+        offer = await eventually(fresh)
+        r = await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)
+        assert r.status_code == 200, r.text
+        me = (await router.client.get("/v1/agents/alice", headers=alice)).json()
+        assert me["missed_offers"] == 0
+
+
 async def test_repeated_misses_send_the_agent_to_break(tmp_path: Path) -> None:
     async with running_router(tmp_path / "data", offer_timeout_seconds=0.4) as router:
         _, alice = await router.register("alice", capacity={"chat": 3})

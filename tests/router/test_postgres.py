@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from services.router.auth import Principal
+from services.router.errors import Forbidden, NotFound
+from services.router.leeway import role_of
+from services.router.rows import agent_row, contact_to_complete, offer_to_accept, offered_role
+from shared.events import Role
 from tests.router.conftest import ADMIN, contact, eventually, running_router
 
 pytestmark = pytest.mark.postgres
@@ -56,3 +61,40 @@ async def test_routing_on_postgres_survives_a_restart(tmp_path: Path, postgres_u
             return kinds == ["received", "queued", "offered", "declined", "requeued", "offered"]
 
         await eventually(events_on_timeline)
+
+
+async def test_the_merged_reads_answer_as_the_lookups_they_replace(tmp_path: Path, postgres_url: str) -> None:
+    """An accept reads the offer with its agent's columns, a completion the contact with the accepted
+    offer's explanation, each in one statement (a round trip less on PostgreSQL): on asyncpg the joined
+    and correlated columns come back decoded, as the separate lookups return them."""
+    async with running_router(tmp_path / "data", database_url=postgres_url) as router:
+        _, alice = await router.register("alice", contact_uris={"voice": "client:alice"})
+        c = contact("pg-merged")
+        await router.emit(c)
+        offer = await router.wait_offer("alice", alice)
+        sessionmaker = router.app.state.runtime.sessionmaker
+        async with sessionmaker() as session:
+            row = await offer_to_accept(session, offer["offer_id"], Principal.agent("alice"))
+            agent = await agent_row(session, "alice")
+            assert row.explanation == offer["explanation"]
+            assert (row.agent_known, row.agent_missed_offers, row.agent_contact_uris) == (
+                "alice",
+                agent.missed_offers,
+                {"voice": "client:alice"},
+            )
+            with pytest.raises(Forbidden):
+                await offer_to_accept(session, offer["offer_id"], Principal.agent("bob"))
+            with pytest.raises(NotFound):
+                await offer_to_accept(session, "no-such-offer", Principal.agent("alice"))
+            before = await contact_to_complete(session, c.contact_id)
+            assert before.accepted_explanation is None  # offered, not accepted yet
+        r = await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)
+        assert r.status_code == 200, r.text
+        async with sessionmaker() as session:
+            row = await contact_to_complete(session, c.contact_id)
+            assert row.state == "assigned" and row.agent_id == "alice"
+            assert row.accepted_explanation == offer["explanation"]
+            assert role_of(row.accepted_explanation) == await offered_role(session, c.contact_id, "alice")
+            assert role_of(row.accepted_explanation) is Role.SERVICE
+        r = await router.client.post(f"/v1/contacts/{c.contact_id}/complete", json={}, headers=alice)
+        assert r.status_code == 200, r.text

@@ -10,12 +10,12 @@ from sqlalchemy import bindparam, update
 
 from services.router import metrics
 from services.router.auth import Principal
-from services.router.errors import Conflict, NotOwnedHere
+from services.router.errors import Conflict, NotFound, NotOwnedHere
 from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
 from services.router.responses import Assignment
-from services.router.rows import agent_row, assign_contact, offer_for, to_datetime, waiting_contact
+from services.router.rows import assign_contact, offer_to_accept, to_datetime, waiting_contact
 from services.router.store import OfferState, agents, offers
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.offer_timeout import time_out
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[str, Any]:
     async def accept(tx: UnitOfWork) -> dict[str, Any] | None:
-        row = await offer_for(tx.session, offer_id, who)
+        row = await offer_to_accept(tx.session, offer_id, who)
         pending = router.open_offers.get(offer_id)
         if pending is None and row.state == OfferState.PENDING and not router.domains.whole:
             raise NotOwnedHere("this offer's routing domain is owned by another router now; retry")
@@ -37,7 +37,7 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
         if pending.expires_at <= tx.now:
             await time_out(router, tx, pending)  # committed: the contact goes to the next agent
             return None
-        return await _assign(router, tx, pending, row.explanation)
+        return await _assign(router, tx, pending, row)
 
     assignment = await router.writes.run(accept)
     if assignment is None:
@@ -54,14 +54,17 @@ ACCEPT_OFFER = (
 )
 
 
-async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, explanation: Any) -> dict[str, Any]:
-    """``explanation``: the offer row's, read with it (the role it was offered under is in it)."""
+async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, row: Any) -> dict[str, Any]:
+    """``row``: the offer's, read with its agent's columns (``offer_to_accept``); the role it was offered
+    under is in its explanation."""
+    if row.agent_known is None:
+        raise NotFound(f"agent {offer.agent_id!r} not found")
+    explanation = row.explanation
     router.open_offers.untrack(offer.offer_id)
     router.engine.accept(offer.contact_id)
     await tx.session.execute(ACCEPT_OFFER, {"id": offer.offer_id, "now": tx.now})
     contact = await assign_contact(tx.session, offer.contact_id, offer.agent_id, tx.now)
-    agent = await agent_row(tx.session, offer.agent_id)
-    if agent.missed_offers:
+    if row.agent_missed_offers:
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
     # An offer made before the last contact ended may be taken in wrap-up: that ends the wrap-up.
     await end_wrap_up(router, tx, offer.agent_id)
@@ -74,7 +77,7 @@ async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, ex
             site=contact.site,
             at=to_datetime(tx.now),
             is_callback=contact.callback_id is not None,
-            **reach_of(agent, contact),
+            **reach_of(row.agent_contact_uris, contact),
         )
     )
     waited = tx.now - contact.virtual_start

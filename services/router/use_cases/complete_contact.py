@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from services.router import goodwill, metrics
 from services.router.auth import Principal
 from services.router.errors import Conflict, Forbidden, Invalid, NotFound
-from services.router.leeway import leeway_for
-from services.router.rows import complete_contact, contact_row, offered_role, to_datetime, waiting_contact
+from services.router.leeway import leeway_for, role_of
+from services.router.rows import complete_contact, contact_to_complete, to_datetime, waiting_contact
 from services.router.store import ContactState
 from services.router.stream_events import AssignmentCompletedEvent
 from services.router.unit_of_work import UnitOfWork
@@ -45,7 +45,7 @@ async def complete(
     attempt_result: AttemptResult | None,
 ) -> dict[str, Any]:
     async def complete(tx: UnitOfWork) -> Any:
-        row = await contact_row(tx.session, contact_id)
+        row = await contact_to_complete(tx.session, contact_id)
         if row is None:
             raise NotFound(f"contact {contact_id!r} not found")
         if row.agent_id is None or not who.may_act_for(row.agent_id):
@@ -61,7 +61,7 @@ async def complete(
         if row.callback_id is None and attempt is not None:
             raise Invalid("attempt_result applies only to callback assignments")
         plan = router.strategy.plan(waiting_contact(row))
-        leeway = leeway_for(router.strategy, plan, await offered_role(tx.session, contact_id, row.agent_id))
+        leeway = leeway_for(router.strategy, plan, role_of(row.accepted_explanation))
         budget = leeway.goodwill_budget
         if outcome.goodwill_amount > budget + 1e-9:
             raise Invalid(

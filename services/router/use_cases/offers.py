@@ -24,28 +24,37 @@ if TYPE_CHECKING:
     from services.router.service import RouterService
 
 
-INSERT_OFFER = offers.insert()  # built once, executed with each offer's values
+INSERT_OFFER = offers.insert()  # built once, executed with every offer's values
 
 
-async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) -> None:
+async def make_offers(router: RouterService, tx: UnitOfWork, decisions: list[Decision]) -> None:
+    """Offer each decision; their offer rows are inserted in one statement, after the contacts' updates.
+
+    One statement, not one per offer: on PostgreSQL each is a round trip the writer waits for. Nothing
+    between the first offer and the insert reads ``router_offers``, and all of it is one transaction.
+    """
+    rows = [await _make_offer(router, tx, decision) for decision in decisions]
+    if rows:
+        await tx.session.execute(INSERT_OFFER, rows)
+
+
+async def _make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) -> dict[str, object]:
+    """The offer's contact, events, timeline and stream message; returns the offer row to insert."""
     offer_id = str(uuid.uuid4())
     expires = tx.now + router.offer_timeout
     explanation = dict(decision.explanation)
-    await tx.session.execute(
-        INSERT_OFFER,
-        dict(
-            offer_id=offer_id,
-            contact_id=decision.contact_id,
-            agent_id=decision.agent_id,
-            state=OfferState.PENDING,
-            made_at=tx.now,
-            expires_at=expires,
-            resolved_at=None,
-            rule=decision.rule,
-            score=float(decision.score),
-            explanation=explanation,
-            reason=None,
-        ),
+    offer = dict(
+        offer_id=offer_id,
+        contact_id=decision.contact_id,
+        agent_id=decision.agent_id,
+        state=OfferState.PENDING,
+        made_at=tx.now,
+        expires_at=expires,
+        resolved_at=None,
+        rule=decision.rule,
+        score=float(decision.score),
+        explanation=explanation,
+        reason=None,
     )
     row = await offer_contact(tx.session, decision.contact_id, decision.agent_id)
     router.open_offers.track(PendingOffer(offer_id, decision.contact_id, decision.agent_id, expires))
@@ -85,6 +94,7 @@ async def make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) 
         "offer",
         OpenOffer.model_validate(router.views.offer_payload(offer_id, row, decision, expires)),
     )
+    return offer
 
 
 async def close_offer(

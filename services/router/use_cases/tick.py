@@ -21,7 +21,7 @@ from services.router.stream_events import HandlingOverrunEvent
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.agent_presence import apply_presence
 from services.router.use_cases.offer_timeout import time_out
-from services.router.use_cases.offers import close_offer, make_offer
+from services.router.use_cases.offers import close_offer, make_offers
 from services.router.use_cases.settle_work import end_wrap_up
 
 if TYPE_CHECKING:
@@ -67,16 +67,14 @@ async def run(router: RouterService) -> int:
                 await _handling_overrun(router, tx, watched)
             if expired or orphaned or wrapped:
                 decisions += router.engine.decide(tx.now)
-            for decision in decisions:
-                await make_offer(router, tx, decision)
+            await make_offers(router, tx, decisions)
         return len(decisions)
 
 
 async def route(router: RouterService, tx: UnitOfWork) -> None:
     """Offer what the engine decides now, in the caller's transaction: the end of every group commit,
     so a contact consumed while an agent is free is recorded and offered in one commit."""
-    for decision in router.engine.decide(tx.now):
-        await make_offer(router, tx, decision)
+    await make_offers(router, tx, router.engine.decide(tx.now))
 
 
 async def _handling_overrun(router: RouterService, tx: UnitOfWork, watched: Watched) -> None:
