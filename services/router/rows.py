@@ -94,18 +94,6 @@ ACCEPTED_OFFER_EXPLANATION = (
 )
 
 
-# An accept reads the offer and, in the same round trip, what it needs of the offer's agent (its missed
-# offers and its contact addresses): on PostgreSQL every statement is a round trip the writer waits for.
-OFFER_WITH_AGENT = (
-    select(
-        *offers.c,
-        agents.c.agent_id.label("agent_known"),
-        agents.c.missed_offers.label("agent_missed_offers"),
-        agents.c.contact_uris.label("agent_contact_uris"),
-    )
-    .select_from(offers.outerjoin(agents, agents.c.agent_id == offers.c.agent_id))
-    .where(offers.c.offer_id == bindparam("offer_id"))
-)
 # A completion reads the contact and the explanation of the offer its agent accepted (the role whose
 # leeway applies) in one statement: the correlated subquery is ACCEPTED_OFFER_EXPLANATION's.
 CONTACT_WITH_ACCEPTED_EXPLANATION = select(
@@ -178,24 +166,40 @@ async def complete_contact(session: SqlSession, contact_id: str, at: float, outc
     await session.execute(COMPLETE_CONTACT, {"the_contact": contact_id, "at": at, "outcome": outcome})
 
 
+# An accept changes the offer and reads back what it needs of it and of its agent, in one statement: only
+# an offer still pending whose agent still exists is taken (else nothing changes, and the caller reads
+# why). On PostgreSQL every statement is a round trip the router's one writer waits for.
+_OFFERS_AGENT = agents.c.agent_id == offers.c.agent_id
+TAKE_OFFER = (
+    update(offers)
+    .where(
+        offers.c.offer_id == bindparam("the_offer"),
+        offers.c.state == OfferState.PENDING,
+        select(agents.c.agent_id).where(_OFFERS_AGENT).exists(),
+    )
+    .values(state=OfferState.ACCEPTED, resolved_at=bindparam("at"))
+    .returning(
+        offers.c.explanation,
+        select(agents.c.missed_offers).where(_OFFERS_AGENT).scalar_subquery().label("agent_missed_offers"),
+        select(agents.c.contact_uris).where(_OFFERS_AGENT).scalar_subquery().label("agent_contact_uris"),
+    )
+)
+
+
+async def take_offer(session: SqlSession, offer_id: str, at: float) -> Any:
+    """Accept the offer if it is pending and its agent exists; returns its ``explanation`` with the
+    agent's ``agent_missed_offers`` and ``agent_contact_uris``, or None (nothing changed)."""
+    return (await session.execute(TAKE_OFFER, {"the_offer": offer_id, "at": at})).first()
+
+
 async def offer_for(session: SqlSession, offer_id: str, who: Principal, *, read: bool = False) -> Any:
     """The offer row, if ``who`` may act on it (or, with ``read``, see it)."""
     row = (await session.execute(OFFER_BY_ID, {"offer_id": offer_id})).first()
-    return _may_act(who, row, offer_id, read=read)
-
-
-def _may_act(who: Principal, row: Any, offer_id: str, *, read: bool = False) -> Any:
     if row is None:
         raise NotFound(f"offer {offer_id!r} not found")
     if not (who.may_see(row.agent_id) if read else who.may_act_for(row.agent_id)):
         raise Forbidden("this offer belongs to another agent")
     return row
-
-
-async def offer_to_accept(session: SqlSession, offer_id: str, who: Principal) -> Any:
-    """The offer row, if ``who`` may act on it, with its agent's ``agent_missed_offers`` and
-    ``agent_contact_uris`` (``agent_known`` is None if the agent is gone)."""
-    return _may_act(who, (await session.execute(OFFER_WITH_AGENT, {"offer_id": offer_id})).first(), offer_id)
 
 
 async def contact_to_complete(session: SqlSession, contact_id: str) -> Any:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
-from services.router.auth import Principal
-from services.router.errors import Forbidden, NotFound
 from services.router.leeway import role_of
-from services.router.rows import agent_row, contact_to_complete, offer_to_accept, offered_role
+from services.router.rows import agent_row, contact_to_complete, offered_role, take_offer
+from services.router.store import agents
 from shared.events import Role
 from tests.router.conftest import ADMIN, contact, eventually, running_router
 
@@ -63,31 +63,29 @@ async def test_routing_on_postgres_survives_a_restart(tmp_path: Path, postgres_u
         await eventually(events_on_timeline)
 
 
-async def test_the_merged_reads_answer_as_the_lookups_they_replace(tmp_path: Path, postgres_url: str) -> None:
-    """An accept reads the offer with its agent's columns, a completion the contact with the accepted
-    offer's explanation, each in one statement (a round trip less on PostgreSQL): on asyncpg the joined
-    and correlated columns come back decoded, as the separate lookups return them."""
+async def test_the_merged_statements_answer_as_the_lookups_they_replace(tmp_path: Path, postgres_url: str) -> None:
+    """An accept takes the offer and reads its agent's columns in one UPDATE, a completion reads the
+    contact with the accepted offer's explanation in one SELECT (a round trip less each on PostgreSQL):
+    on asyncpg the correlated columns come back decoded, as the separate lookups return them."""
     async with running_router(tmp_path / "data", database_url=postgres_url) as router:
         _, alice = await router.register("alice", contact_uris={"voice": "client:alice"})
         c = contact("pg-merged")
         await router.emit(c)
         offer = await router.wait_offer("alice", alice)
         sessionmaker = router.app.state.runtime.sessionmaker
-        async with sessionmaker() as session:
-            row = await offer_to_accept(session, offer["offer_id"], Principal.agent("alice"))
-            agent = await agent_row(session, "alice")
-            assert row.explanation == offer["explanation"]
-            assert (row.agent_known, row.agent_missed_offers, row.agent_contact_uris) == (
-                "alice",
-                agent.missed_offers,
-                {"voice": "client:alice"},
-            )
-            with pytest.raises(Forbidden):
-                await offer_to_accept(session, offer["offer_id"], Principal.agent("bob"))
-            with pytest.raises(NotFound):
-                await offer_to_accept(session, "no-such-offer", Principal.agent("alice"))
+        async with sessionmaker() as session:  # never committed: rolled back when it closes
             before = await contact_to_complete(session, c.contact_id)
             assert before.accepted_explanation is None  # offered, not accepted yet
+            taken = await take_offer(session, offer["offer_id"], 1.0)
+            agent = await agent_row(session, "alice")
+            assert taken.explanation == offer["explanation"]
+            assert (taken.agent_missed_offers, taken.agent_contact_uris) == (agent.missed_offers, agent.contact_uris)
+            assert taken.agent_contact_uris == {"voice": "client:alice"}
+            assert await take_offer(session, offer["offer_id"], 2.0) is None  # accepted: not pending any more
+            assert await take_offer(session, "no-such-offer", 2.0) is None
+        async with sessionmaker() as session:
+            await session.execute(delete(agents).where(agents.c.agent_id == "alice"))
+            assert await take_offer(session, offer["offer_id"], 1.0) is None  # its agent is gone: not taken
         r = await router.client.post(f"/v1/offers/{offer['offer_id']}/accept", headers=alice)
         assert r.status_code == 200, r.text
         async with sessionmaker() as session:

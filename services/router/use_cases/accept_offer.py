@@ -4,9 +4,9 @@ unless the lease ran out first; then it is timed out, offered again, and the age
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import update
 
 from services.router import metrics
 from services.router.auth import Principal
@@ -15,8 +15,8 @@ from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
 from services.router.responses import Assignment
-from services.router.rows import assign_contact, offer_to_accept, to_datetime, waiting_contact
-from services.router.store import OfferState, agents, offers
+from services.router.rows import assign_contact, offer_for, take_offer, to_datetime, waiting_contact
+from services.router.store import OfferState, agents
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.offer_timeout import time_out
 from services.router.use_cases.settle_work import end_wrap_up
@@ -28,16 +28,17 @@ if TYPE_CHECKING:
 
 async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[str, Any]:
     async def accept(tx: UnitOfWork) -> dict[str, Any] | None:
-        row = await offer_to_accept(tx.session, offer_id, who)
         pending = router.open_offers.get(offer_id)
-        if pending is None and row.state == OfferState.PENDING and not router.domains.whole:
-            raise NotOwnedHere("this offer's routing domain is owned by another router now; retry")
-        if row.state != OfferState.PENDING or pending is None:
-            raise Conflict(f"offer is {row.state}, it can no longer be accepted")
+        if pending is None or not who.may_act_for(pending.agent_id):
+            await _refuse(router, tx, offer_id, who, pending)
+        assert pending is not None
         if pending.expires_at <= tx.now:
             await time_out(router, tx, pending)  # committed: the contact goes to the next agent
             return None
-        return await _assign(router, tx, pending, row)
+        taken = await take_offer(tx.session, offer_id, tx.now)
+        if taken is None:  # the database disagrees with the open offers (its agent is gone): say why
+            await _refuse(router, tx, offer_id, who, pending)
+        return await _assign(router, tx, pending, taken)
 
     assignment = await router.writes.run(accept)
     if assignment is None:
@@ -46,23 +47,24 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
     return assignment
 
 
-# Built once: a construct reused keeps its cache key (not rebuilt and re-keyed per accept).
-ACCEPT_OFFER = (
-    update(offers)
-    .where(offers.c.offer_id == bindparam("id"))
-    .values(state=OfferState.ACCEPTED, resolved_at=bindparam("now"))
-)
+async def _refuse(
+    router: RouterService, tx: UnitOfWork, offer_id: str, who: Principal, pending: PendingOffer | None
+) -> NoReturn:
+    """Why the offer cannot be accepted, read from its row (nothing was changed)."""
+    row = await offer_for(tx.session, offer_id, who)  # 404 unknown, 403 another agent's
+    if pending is None and row.state == OfferState.PENDING and not router.domains.whole:
+        raise NotOwnedHere("this offer's routing domain is owned by another router now; retry")
+    if row.state != OfferState.PENDING or pending is None:
+        raise Conflict(f"offer is {row.state}, it can no longer be accepted")
+    raise NotFound(f"agent {row.agent_id!r} not found")
 
 
 async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, row: Any) -> dict[str, Any]:
-    """``row``: the offer's, read with its agent's columns (``offer_to_accept``); the role it was offered
-    under is in its explanation."""
-    if row.agent_known is None:
-        raise NotFound(f"agent {offer.agent_id!r} not found")
+    """``row``: what ``take_offer`` returned (the offer's explanation, with the role it was offered under,
+    and its agent's misses and contact addresses); the offer row is accepted already."""
     explanation = row.explanation
     router.open_offers.untrack(offer.offer_id)
     router.engine.accept(offer.contact_id)
-    await tx.session.execute(ACCEPT_OFFER, {"id": offer.offer_id, "now": tx.now})
     contact = await assign_contact(tx.session, offer.contact_id, offer.agent_id, tx.now)
     if row.agent_missed_offers:
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
