@@ -78,6 +78,7 @@ class ServiceRuntime:
         batch_handler: BatchHandler | None = None,
         on_assigned: PartitionsChanged | None = None,
         on_revoked: PartitionsChanged | None = None,
+        gather: float = 0.0,
     ) -> Subscription:
         sub = await self.bus.subscribe(
             list(topics),
@@ -86,6 +87,7 @@ class ServiceRuntime:
             batch_handler=batch_handler,
             on_assigned=on_assigned,
             on_revoked=on_revoked,
+            gather=gather,
         )
         self.subscriptions.append(sub)
         return sub

@@ -84,7 +84,9 @@ def create_app(
         scheduler = Scheduler(service, interval=settings.poll_interval_seconds)
         app.state.scheduler = scheduler
         consumer = CallbackConsumer(service)
-        await runtime.consume([CALLBACKS, ROUTING], consumer, batch_handler=consumer.batch)
+        await runtime.consume(
+            [CALLBACKS, ROUTING], consumer, batch_handler=consumer.batch, gather=settings.consume_gather_seconds
+        )
         if settings.scheduler_enabled:
             await scheduler.start()
         log.info("callback.ready", sites=sorted(calendars.sites), default_timezone=calendars.default.tz.key)

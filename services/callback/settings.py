@@ -46,6 +46,14 @@ class CallbackSettings(BaseSettings):
         description="A released callback not accepted within this stops holding a free agent: it waits in the "
         "router's line like any contact, and another callback may be released.",
     )
+    consume_gather_seconds: float = Field(
+        0.2,
+        ge=0,
+        le=5,
+        description="How long the events the service consumes may wait for more before they are handled: "
+        "fewer, larger transactions under a steady flow (its view of agents and promises is then up to this "
+        "much later); 0: each fetch at once.",
+    )
     poll_interval_seconds: float = Field(1.0, gt=0, description="Scheduler polling interval.")
     batch_size: int = Field(200, ge=1, description="Commitments handled per scheduler transaction.")
     release_without_presence: bool = Field(

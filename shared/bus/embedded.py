@@ -516,6 +516,7 @@ class EmbeddedBus(EventBus):
         batch_handler: BatchHandler | None = None,
         on_assigned: PartitionsChanged | None = None,
         on_revoked: PartitionsChanged | None = None,
+        gather: float = 0.0,
     ) -> Subscription:
         if not self._started:
             await self.start()
@@ -528,6 +529,7 @@ class EmbeddedBus(EventBus):
             batch_handler=batch_handler,
             on_assigned=on_assigned,
             on_revoked=on_revoked,
+            gather=gather,
         )
         stopping = asyncio.Event()
         wakeup = member.wakeup
@@ -864,6 +866,7 @@ class EmbeddedBus(EventBus):
         last_version: int | None = None  # the reader's data_version at the last fetch
         peeked: int | None = None  # the loop's own connection's, at its last look (_peek_version)
         dirty = True  # something may be there: read without waiting for a version change
+        backlog = False  # the last fetch filled a whole batch: more is waiting, fetch it at once
         while not stopping.is_set():
             try:
                 if not _leases_fresh():
@@ -890,11 +893,19 @@ class EmbeddedBus(EventBus):
                         version = await self._run_read(self._version)
                         dirty = version != last_version or wakeup.is_set()
                 if dirty:
+                    if sub.gather and not backlog:
+                        # Let records gather into one batch (subscribe's ``gather``); a stop cuts it short.
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(sub.gather):
+                                await stopping.wait()
+                        if stopping.is_set():
+                            continue
                     wakeup.clear()
                     positions = list(member.position.items())
                     last_version, batches = await self._run_read(self._fetch, positions, last_version)
                     sub.recover()  # the log answers again (a handler's stall ends inside _deliver)
                     dirty = False
+                    backlog = any(len(rows) >= self.fetch_batch for _, rows in batches)
                     if batches:
                         step = MAX_BATCH if sub.batch_handler is not None else 1
                         for tp, rows in batches:

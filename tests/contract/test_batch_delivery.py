@@ -95,3 +95,34 @@ async def test_a_batch_waits_out_an_outage_and_nothing_is_dead_lettered(harness:
     await wait_until(lambda: len(batched.ids) >= len(events), "all delivered after the outage")
     assert batched.ids == [e.id for e in events] and single.ids == []
     assert await harness.dead_letters(CONTACTS) == []
+
+
+async def test_a_gathering_subscription_takes_a_steady_flow_in_fewer_batches(harness: BusHarness) -> None:
+    """``gather``: records that arrive one by one wait a moment for more (the callback service's
+    consumer, to which a fifth of a second costs nothing), so a steady flow is handled in fewer, larger
+    batches than by a subscription that takes each fetch at once; still each once and in order."""
+    bus = await harness.new_bus()
+    plain, gathered = BatchCollector(), BatchCollector()
+
+    def alone(batches: BatchCollector):  # type: ignore[no-untyped-def]
+        async def one(env: Envelope, record: Record) -> None:  # a record fetched alone: a batch of one
+            await batches([(env, record)])
+
+        return one
+
+    subs = [
+        await bus.subscribe([CONTACTS], harness.unique("plain"), alone(plain), batch_handler=plain),
+        await bus.subscribe(
+            [CONTACTS], harness.unique("gathered"), alone(gathered), batch_handler=gathered, gather=0.4
+        ),
+    ]
+    for sub in subs:
+        await ready(sub)
+    events = [event(n) for n in range(12)]
+    for e in events:  # a steady flow: one every 40 ms, about half a second in all
+        await bus.publish(CONTACTS, e, "one-key")
+        await asyncio.sleep(0.04)
+    await wait_until(lambda: len(plain.ids) == len(gathered.ids) == len(events), "all delivered to both")
+    assert plain.ids == gathered.ids == [e.id for e in events]  # each once, in publish order
+    assert len(gathered.batches) <= 4, gathered.batches
+    assert len(gathered.batches) < len(plain.batches), (gathered.batches, plain.batches)
