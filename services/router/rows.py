@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, literal_column, select, update
 
 from services.router.agent_work import routable_status
 from services.router.auth import Principal
@@ -169,7 +169,10 @@ async def complete_contact(session: SqlSession, contact_id: str, at: float, outc
 # An accept changes the offer and reads back what it needs of it and of its agent, in one statement: only
 # an offer still pending whose agent still exists is taken (else nothing changes, and the caller reads
 # why). On PostgreSQL every statement is a round trip the router's one writer waits for.
-_OFFERS_AGENT = agents.c.agent_id == offers.c.agent_id
+# The offer's side is written out: SQLAlchemy renders RETURNING's columns without their table on SQLite,
+# which would turn a column comparison into ``agent_id = agent_id`` (true for every agent). Inside the
+# subquery the bare ``agent_id`` is the agent's (the innermost table), the qualified one the offer's.
+_OFFERS_AGENT = agents.c.agent_id == literal_column("router_offers.agent_id")
 TAKE_OFFER = (
     update(offers)
     .where(
