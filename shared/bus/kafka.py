@@ -206,14 +206,20 @@ class KafkaBus(EventBus):
                 if done is None:
                     done = await consumer.position(tp)
                 out.lag[key] = out.lag.get(key, 0) + max(0, high - done)
+            dlq_tps: dict[str, list[TopicPartition]] = {}
             for topic in c.sub.topics:
                 physical = self.physical(dlq(topic))
                 parts = cluster.partitions_for_topic(physical) if cluster is not None else None
-                if not parts:
-                    out.dlq[topic] = 0
-                    continue
-                tps = [TopicPartition(physical, p) for p in parts]
-                begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+                dlq_tps[topic] = [TopicPartition(physical, p) for p in parts or ()]
+            every = [tp for tps in dlq_tps.values() for tp in tps]
+            begin: dict[TopicPartition, int] = {}
+            end: dict[TopicPartition, int] = {}
+            if every:
+                # Both asked at once, for every DLQ partition: the broker answers a connection's requests
+                # in order, behind the fetch it holds (up to a gathering subscription's wait), so asked one
+                # after another they would wait that long each.
+                begin, end = await asyncio.gather(consumer.beginning_offsets(every), consumer.end_offsets(every))
+            for topic, tps in dlq_tps.items():
                 out.dlq[topic] = sum(end[tp] - begin[tp] for tp in tps)
         return out
 
