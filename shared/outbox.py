@@ -65,11 +65,15 @@ class OutboxRelay:
         *,
         idle_interval: float = 0.25,
         batch: int = 200,
+        gather: float = 0.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._bus = bus
         self._idle = idle_interval
         self._batch = batch
+        # After a drain that published, the rows committed within this wait go out together: one
+        # transaction and one bus round trip for them, not one per commit (0: at once).
+        self._gather = gather
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -125,8 +129,10 @@ class OutboxRelay:
             # next one (cleared after, its rows waited for the idle poll).
             self._wake.clear()
             try:
-                await self.drain()
+                sent = await self.drain()
                 backoff = self._idle
+                if sent and self._gather and not self._stopping:
+                    await asyncio.sleep(self._gather)
             except BusUnavailable as exc:
                 log.warning("outbox.bus_unavailable", error=str(exc))
                 backoff = min(backoff * 2, 5.0)

@@ -64,7 +64,7 @@ class ServiceRuntime:
             self.sessionmaker = db.make_sessionmaker(self.engine)
         await self.bus.start()
         if self.sessionmaker is not None:
-            self.relay = OutboxRelay(self.sessionmaker, self.bus)
+            self.relay = OutboxRelay(self.sessionmaker, self.bus, gather=self.common.outbox_gather_seconds)
             await self.relay.start()
             self._housekeeping = asyncio.create_task(self._prune_inbox_forever(), name=f"{self.name}-inbox-prune")
         log.info("service.started", service=self.name, bus=self.common.bus, database=self.database_url)

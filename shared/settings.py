@@ -90,6 +90,14 @@ class CommonSettings(BaseSettings):
     inbox_retention_days: float = Field(
         8.0, gt=0, description="How long consumers remember handled event ids; keep it above the bus retention."
     )
+    outbox_gather_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=5,
+        description="After the outbox relay published, how long the next rows may wait so that the commits "
+        "of that time go to the bus together (one transaction, one bus round trip); 0: each commit at once. "
+        "An agent hears of an offer on its stream directly, not through this.",
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")

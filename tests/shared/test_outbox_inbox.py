@@ -107,6 +107,43 @@ async def test_outbox_relay_publishes_committed_events_in_order_and_only_those(
         assert await outbox_rows(sm) == 0
 
 
+async def test_a_gathering_relay_sends_the_commits_of_its_wait_together(database_url: str, tmp_path: Path) -> None:
+    """``gather``: after a drain that published, commits made within the wait go to the bus in one batch
+    (one transaction and one bus round trip), in order; with no wait each went alone."""
+    bus = EmbeddedBus(tmp_path / "bus.sqlite3", partitions=2)
+    async with observed_relay(database_url, bus, gather=0.6) as (sm, received, relay):
+        batches: list[int] = []
+        publish_many = bus.publish_many
+
+        async def counted(records: Sequence[tuple[str, str | None, bytes]]) -> list[BaseException | None]:
+            batches.append(len(records))
+            return await publish_many(records)
+
+        bus.publish_many = counted  # type: ignore[method-assign]
+        staged: list[Envelope] = []
+
+        async def commit(i: int) -> None:
+            async with sm() as s, s.begin():
+                data = AgentStatusChanged(agent_id="a1", status=AgentStatus.AVAILABLE, reason=f"n{i}")
+                staged.append(await outbox.stage(s, data, source="test"))
+            relay.notify()
+
+        await commit(0)
+        await relay.start()
+        async with asyncio.timeout(10):
+            while not batches:
+                await asyncio.sleep(0.01)
+        for i in range(1, 5):  # a commit every 40 ms, all within the wait
+            await commit(i)
+            await asyncio.sleep(0.04)
+        async with asyncio.timeout(10):
+            while len(received) < 5:
+                await asyncio.sleep(0.01)
+        assert batches == [1, 4]
+        assert [e.id for e in received] == [e.id for e in staged]
+        assert await outbox_rows(sm) == 0
+
+
 async def test_outbox_rows_survive_until_the_bus_takes_them(database_url: str, tmp_path: Path) -> None:
     """Bus down: rows stay; once the bus is back, the same events (same ids) go out."""
     engine = await _engine(database_url)
