@@ -82,32 +82,24 @@ def agent_state(row: Any, load: dict[Channel, int], *, connected: bool) -> Agent
 AGENT_BY_ID = select(agents).where(agents.c.agent_id == bindparam("agent_id"))
 CONTACT_BY_ID = select(contacts).where(contacts.c.contact_id == bindparam("contact_id"))
 OFFER_BY_ID = select(offers).where(offers.c.offer_id == bindparam("offer_id"))
-ACCEPTED_OFFER_EXPLANATION = (
-    select(offers.c.explanation)
-    .where(
-        offers.c.contact_id == bindparam("contact_id"),
-        offers.c.agent_id == bindparam("agent_id"),
-        offers.c.state == OfferState.ACCEPTED,
+
+
+def _accepted_explanation(contact_id: Any, agent_id: Any) -> Any:
+    """The explanation of the offer of ``contact_id`` that ``agent_id`` accepted last (its role)."""
+    return (
+        select(offers.c.explanation)
+        .where(offers.c.contact_id == contact_id, offers.c.agent_id == agent_id, offers.c.state == OfferState.ACCEPTED)
+        .order_by(offers.c.resolved_at.desc())
+        .limit(1)
     )
-    .order_by(offers.c.resolved_at.desc())
-    .limit(1)
-)
 
 
+ACCEPTED_OFFER_EXPLANATION = _accepted_explanation(bindparam("contact_id"), bindparam("agent_id"))
 # A completion reads the contact and the explanation of the offer its agent accepted (the role whose
-# leeway applies) in one statement: the correlated subquery is ACCEPTED_OFFER_EXPLANATION's.
+# leeway applies) in one statement, correlated to the contact's row.
 CONTACT_WITH_ACCEPTED_EXPLANATION = select(
     *contacts.c,
-    select(offers.c.explanation)
-    .where(
-        offers.c.contact_id == contacts.c.contact_id,
-        offers.c.agent_id == contacts.c.agent_id,
-        offers.c.state == OfferState.ACCEPTED,
-    )
-    .order_by(offers.c.resolved_at.desc())
-    .limit(1)
-    .scalar_subquery()
-    .label("accepted_explanation"),
+    _accepted_explanation(contacts.c.contact_id, contacts.c.agent_id).scalar_subquery().label("accepted_explanation"),
 ).where(contacts.c.contact_id == bindparam("contact_id"))
 
 
