@@ -116,13 +116,25 @@ class Ownership:
         )
         return found.first() is not None
 
-    async def renew(self, session: SqlSession, now: float) -> None:
-        """Extend every lease held within the caller's transaction; raise :class:`OwnershipLost` if any
-        is not ours any more (then ``names`` keeps only the ones still ours)."""
+    def renewal(self, now: float) -> tuple[list[str], float]:
+        """The leases to extend and until when; raises :class:`OwnershipLost` if none is held."""
         names = sorted(self.names)
         if not names:
             raise OwnershipLost(f"router {self.owner} holds no lease under {self.name!r}")
-        expires_at = now + self.ttl
+        return names, now + self.ttl
+
+    def confirm(self, names: list[str], renewed: set[str]) -> None:
+        """Raise :class:`OwnershipLost` if a lease of ``names`` was not renewed (``names`` keeps the rest)."""
+        lost = set(names) - renewed
+        if lost:
+            self.names -= lost
+            raise OwnershipLost(f"router leases {sorted(lost)} are held by another instance")
+
+    async def renew(self, session: SqlSession, now: float) -> None:
+        """Extend every lease held within the caller's transaction; raise :class:`OwnershipLost` if any
+        is not ours any more (then ``names`` keeps only the ones still ours). On PostgreSQL a
+        transaction renews in its closing statement instead (``closing_statement.py``)."""
+        names, expires_at = self.renewal(now)
         if len(names) == 1:
             params = {"lease_name": names[0], "lease_owner": self.owner, "expires_at": expires_at}
             result = await session.execute(RENEW_ONE, params)
@@ -138,9 +150,7 @@ class Ownership:
                     )
                 ).scalars()
             )
-            lost = set(names) - ours
-            self.names -= lost
-            raise OwnershipLost(f"router leases {sorted(lost)} are held by another instance")
+            self.confirm(names, ours)
 
     async def release(self, session: SqlSession, names: set[str] | None = None) -> None:
         """Let others take these leases (default: all held) at once, instead of after their expiry."""

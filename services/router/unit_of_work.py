@@ -22,6 +22,7 @@ import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.router.closing_statement import close
 from services.router.errors import RouterError
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.rows import period_of
@@ -169,12 +170,18 @@ class Writer:
         try:
             async with self._session() as session:
                 tx = UnitOfWork(session=session, source=self._source, now=now)
-                # Fencing: a router that no longer owns the state cannot commit anything.
-                await self._ownership.renew(session, tx.now)
+                # Fencing: a router that no longer owns the state cannot commit anything. On PostgreSQL
+                # the lease is renewed in the transaction's closing statement, with what it buffered.
+                closes_in_one = tx.dialect == "postgresql"
+                if not closes_in_one:
+                    await self._ownership.renew(session, tx.now)
                 yield tx
                 if self._settle is not None:
                     await self._settle(tx)
-                await tx.flush()
+                if closes_in_one:
+                    await close(tx, self._ownership)
+                else:
+                    await tx.flush()
         except RouterError:
             raise  # refused before anything changed: the engine is untouched
         except OwnershipLost:

@@ -1,0 +1,96 @@
+"""On PostgreSQL a transaction ends with one statement: its lease renewed, its timeline entries, counters
+and outbox rows written, where it took four round trips.
+
+Each statement on PostgreSQL is a round trip, and the router has one writer: at 100 contacts/s on this
+machine the writer was busy 93 % of the time, a group's transaction taking 9–18 ms of which the fixed
+statements were about a third, so changes queued behind it. Data-modifying CTEs over arrays (``unnest``)
+put the four in one statement, the same for every transaction whatever it holds (an empty array writes
+nothing), so the server keeps one prepared statement for it.
+
+The lease is renewed last, in that statement, rather than first: fencing holds the same. The commit
+follows only if every lease was still this router's; if another router took one meanwhile, the statement
+says so (the names it renewed), :class:`~services.router.ownership.OwnershipLost` is raised and the whole
+transaction rolls back. A router that takes a lease over does so in its own committed ``UPDATE`` on the
+lease row, so of two transactions one sees the other's owner and finds nothing to renew.
+
+SQLite keeps its statements (``unit_of_work.py``): they are calls on the loop's thread, not round trips.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from services.router.rows import period_of
+from services.router.store import counters, leases, timeline
+from shared.outbox import outbox
+
+if TYPE_CHECKING:
+    from services.router.ownership import Ownership
+    from services.router.unit_of_work import UnitOfWork
+
+CLOSING_STATEMENT = text(
+    f"""
+WITH renewed AS (
+    UPDATE {leases.name} SET expires_at = :expires_at
+    WHERE name = ANY(CAST(:lease_names AS text[])) AND owner = :lease_owner
+    RETURNING name
+), noted AS (
+    INSERT INTO {timeline.name} (contact_id, at, kind, agent_id, detail)
+    SELECT contact_id, at, kind, agent_id, CAST(detail AS json)
+    FROM unnest(
+        CAST(:note_contacts AS text[]), CAST(:note_ats AS float8[]), CAST(:note_kinds AS text[]),
+        CAST(:note_agents AS text[]), CAST(:note_details AS text[])
+    ) WITH ORDINALITY AS n(contact_id, at, kind, agent_id, detail, ord)
+    ORDER BY ord
+), counted AS (
+    INSERT INTO {counters.name} (period, name, value)
+    SELECT CAST(:period AS text), name, value
+    FROM unnest(CAST(:counter_names AS text[]), CAST(:counter_values AS float8[])) AS c(name, value)
+    ON CONFLICT (period, name) DO UPDATE SET value = {counters.name}.value + excluded.value
+), staged AS (
+    INSERT INTO {outbox.name} (topic, key, payload, created_at)
+    SELECT topic, key, payload, created_at
+    FROM unnest(
+        CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:payloads AS bytea[]),
+        CAST(:created AS timestamptz[])
+    ) WITH ORDINALITY AS o(topic, key, payload, created_at, ord)
+    ORDER BY ord
+)
+SELECT array_agg(name) FROM renewed
+"""
+)
+
+
+def closing_parameters(tx: UnitOfWork, names: list[str], owner: str, expires_at: float) -> dict[str, Any]:
+    """The statement's arrays, a column each, in the order the transaction noted and staged them."""
+    notes, staged = tx.notes, tx.staged
+    return {
+        "expires_at": expires_at,
+        "lease_names": names,
+        "lease_owner": owner,
+        "note_contacts": [n["contact_id"] for n in notes],
+        "note_ats": [float(n["at"]) for n in notes],
+        "note_kinds": [n["kind"] for n in notes],
+        "note_agents": [n["agent_id"] for n in notes],
+        "note_details": [json.dumps(n["detail"]) for n in notes],
+        "period": period_of(tx.now),
+        "counter_names": list(tx.bumps),
+        "counter_values": [float(v) for v in tx.bumps.values()],
+        "topics": [r["topic"] for r in staged],
+        "keys": [r["key"] for r in staged],
+        "payloads": [r["payload"] for r in staged],
+        "created": [r["created_at"] for r in staged],
+    }
+
+
+async def close(tx: UnitOfWork, ownership: Ownership) -> None:
+    """Renew the leases and write what ``tx`` buffered, in one round trip; raises ``OwnershipLost``
+    (before the commit, which then never happens) if a lease is not this router's any more."""
+    names, expires_at = ownership.renewal(tx.now)
+    params = closing_parameters(tx, names, ownership.owner, expires_at)
+    renewed = (await tx.session.execute(CLOSING_STATEMENT, params)).scalar()
+    tx.notes, tx.bumps, tx.staged = [], {}, []
+    ownership.confirm(names, set(renewed or ()))

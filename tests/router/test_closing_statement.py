@@ -1,0 +1,123 @@
+"""Fencing where the lease is renewed: first in the transaction (SQLite), or last, in the closing
+statement that also writes the timeline, counters and outbox (PostgreSQL, ``closing_statement.py``).
+Either way a router whose lease was taken, before its transaction or while it ran, commits nothing, and
+one that still holds it extends it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from services.router.ownership import OwnershipLost
+from services.router.service import RouterService
+from services.router.store import agents, counters, leases, timeline
+from shared.events import AgentStatus, Channel, ContactRequested, Customer
+from shared.outbox import outbox
+from tests.postgres import fresh_database
+from tests.router.conftest import bare_service, chat_agent
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RouterService]:
+    if request.param == "sqlite":
+        async with bare_service(f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}") as svc:
+            yield svc
+    else:
+        async with fresh_database("sb_closing") as url, bare_service(url) as svc:
+            yield svc
+
+
+def requested(n: int) -> ContactRequested:
+    return ContactRequested(
+        contact_id=f"c{n}", source="t", external_id=str(n), channel=Channel.CHAT, customer=Customer(id=f"x{n}")
+    )
+
+
+async def take_lease(service: RouterService, name: str) -> None:
+    """Another router takes ``name`` over, in its own committed transaction."""
+    async with service.sessionmaker() as s, s.begin():
+        await s.execute(update(leases).where(leases.c.name == name).values(owner="intruder", expires_at=1e12))
+
+
+async def written(service: RouterService) -> tuple[list[str], dict[str, float], int, list[str]]:
+    """Timeline kinds, counters, outbox rows and agents, as committed."""
+    async with service.sessionmaker() as s:
+        kinds = list((await s.execute(select(timeline.c.kind).order_by(timeline.c.seq))).scalars())
+        values = {name: value for name, value in (await s.execute(select(counters.c.name, counters.c.value))).all()}
+        staged = len((await s.execute(select(outbox.c.seq))).all())
+        registered = list((await s.execute(select(agents.c.agent_id))).scalars())
+    return kinds, values, staged, registered
+
+
+async def test_a_transaction_extends_the_lease_and_writes_what_it_buffered_in_order(service: RouterService) -> None:
+    (name,) = service.ownership.names
+    async with service.sessionmaker() as s:
+        before = (await s.execute(select(leases.c.expires_at).where(leases.c.name == name))).scalar_one()
+    await asyncio.sleep(0.01)
+    async with service.writer.transaction() as tx:
+        for kind in ("first", "second", "third"):
+            await tx.note("c1", kind, detail={"nested": [1, "two"]})
+        await tx.bump("sold", 2)
+        await tx.emit(requested(1))
+        await tx.emit(requested(2))
+    async with service.writer.transaction() as tx:
+        await tx.bump("sold", 3)
+    async with service.sessionmaker() as s:
+        after = (await s.execute(select(leases.c.expires_at).where(leases.c.name == name))).scalar_one()
+        details = list((await s.execute(select(timeline.c.detail).order_by(timeline.c.seq))).scalars())
+        payloads = list((await s.execute(select(outbox.c.payload).order_by(outbox.c.seq))).scalars())
+    assert after > before
+    kinds, values, _, _ = await written(service)
+    assert kinds == ["first", "second", "third"]
+    assert details == [{"detail": {"nested": [1, "two"]}}] * 3
+    assert values == {"sold": 5}
+    assert [b'"contact_id":"c1"' in p for p in payloads] == [True, False]  # staged order kept
+
+
+@pytest.mark.postgres
+async def test_a_lease_taken_while_the_transaction_ran_commits_none_of_it(tmp_path: Path) -> None:
+    """PostgreSQL only: on SQLite the lease is renewed first and the transaction holds the file's one
+    write lock, so nobody takes the lease meanwhile."""
+    async with fresh_database("sb_closing") as url, bare_service(url) as service:
+        (name,) = service.ownership.names
+        with pytest.raises(OwnershipLost):
+            async with service.writer.transaction() as tx:
+                await tx.note("c1", "received")
+                await tx.bump("sold", 1)
+                await tx.emit(requested(1))
+                await take_lease(service, name)  # committed while this one runs: its close finds it gone
+        assert await written(service) == ([], {}, 0, [])
+        assert service.writer.stale  # rebuilt before the engine is used again
+        assert not service.ownership.held
+
+
+async def test_a_lease_taken_before_the_transaction_fences_a_whole_group(service: RouterService) -> None:
+    (name,) = service.ownership.names
+    await take_lease(service, name)
+    with pytest.raises(Exception, match="group commit failed|held by another|no lease"):
+        await service.register_agent("alice", chat_agent("alice"), AgentStatus.AVAILABLE)
+    assert await written(service) == ([], {}, 0, [])
+    assert not service.ownership.held
+
+
+async def test_one_lost_lease_of_several_is_named_and_the_others_kept(service: RouterService) -> None:
+    (whole,) = service.ownership.names
+    other = f"{whole}/contacts/0"
+    async with service.sessionmaker() as s, s.begin():
+        await s.execute(
+            leases.insert().values(name=other, owner=service.ownership.owner, expires_at=1e12, acquired_at=0)
+        )
+    service.ownership.names.add(other)
+    async with service.writer.transaction() as tx:
+        await tx.note("c1", "both held")
+    await take_lease(service, other)
+    with pytest.raises(OwnershipLost, match="contacts/0"):
+        async with service.writer.transaction() as tx:
+            await tx.note("c1", "one lost")
+    assert service.ownership.names == {whole}
+    kinds, _, _, _ = await written(service)
+    assert kinds == ["both held"]
