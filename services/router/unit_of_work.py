@@ -71,6 +71,8 @@ class UnitOfWork:
     notes: list[dict[str, Any]] = field(default_factory=list)
     staged: list[dict[str, Any]] = field(default_factory=list)
     bumps: dict[str, float] = field(default_factory=dict)
+    # PostgreSQL: the agents' settled work, ``new_<column>`` per row (settle_work.py), for the closing statement
+    work: list[dict[str, Any]] = field(default_factory=list)
     goodwill_synced: bool = False  # the ledger was read back from every router's grants (goodwill.py)
 
     @property

@@ -67,7 +67,10 @@ async def test_the_work_of_a_groups_agents_is_written_in_one_update_each_row_its
     # 8 contacts consumed and offered in one transaction (the group ends with its offers): 8 agents
     # move from idle to offered in one statement.
     await service.handle_events([make_event(requested(n), source="t") for n in range(8)])
-    assert updates["router_agents"] == 1
+    if service.write_engine.dialect.name == "postgresql":  # in the transaction's closing statement
+        assert updates["closing statement"] == 1 and not updates["router_agents"]
+    else:
+        assert updates["router_agents"] == 1
     offered = {o.agent_id for o in service.open_offers.values()}
     assert len(offered) == 8
     async with service.sessionmaker() as s:

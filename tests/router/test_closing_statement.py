@@ -12,23 +12,29 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from services.router.auth import Principal
 from services.router.ownership import OwnershipLost
 from services.router.service import RouterService
 from services.router.store import agents, counters, leases, timeline
-from shared.events import AgentStatus, Channel, ContactRequested, Customer
+from shared.events import AgentStatus, Channel, ContactRequested, Customer, Outcome, make_event
 from shared.outbox import outbox
 from tests.postgres import fresh_database
-from tests.router.conftest import bare_service, chat_agent
+from tests.router.conftest import bare_service, chat_agent, write_strategy
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RouterService]:
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
-        async with bare_service(f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}") as svc:
-            yield svc
+        yield f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
     else:
-        async with fresh_database("sb_closing") as url, bare_service(url) as svc:
-            yield svc
+        async with fresh_database("sb_closing") as url:
+            yield url
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[RouterService]:
+    async with bare_service(database_url) as svc:
+        yield svc
 
 
 def requested(n: int) -> ContactRequested:
@@ -121,3 +127,64 @@ async def test_one_lost_lease_of_several_is_named_and_the_others_kept(service: R
     assert service.ownership.names == {whole}
     kinds, _, _, _ = await written(service)
     assert kinds == ["both held"]
+
+
+async def test_each_agents_settled_work_moves_only_the_columns_that_moved(database_url: str, tmp_path: Path) -> None:
+    """Settled work is written per agent, some rows with the activity, some with the wrap-up's end, some
+    with both (on PostgreSQL in the closing statement): a column a row does not name stays as it was."""
+    strategy = write_strategy(tmp_path / "s.yaml", channels={"chat": {"wrap_up_seconds": 600}})
+    async with bare_service(database_url, strategy=strategy) as service:
+        for name in ("alice", "bob"):
+            await service.register_agent(name, chat_agent(name), AgentStatus.AVAILABLE)
+
+        async def row(agent_id: str) -> tuple[str, float | None, float | None]:
+            async with service.sessionmaker() as s:
+                found = await s.execute(
+                    select(agents.c.activity, agents.c.activity_since, agents.c.wrap_up_until).where(
+                        agents.c.agent_id == agent_id
+                    )
+                )
+                activity, since, until = found.one()
+            return activity, since, until
+
+        bob_before = await row("bob")
+        await service.handle_events([make_event(requested(1), source="t")])
+        (offer,) = service.open_offers.values()
+        agent = offer.agent_id
+        other = "bob" if agent == "alice" else "alice"
+        await service.accept(offer.offer_id, Principal.agent(agent))
+        on_contact = await row(agent)
+        assert on_contact[0] == "on_contact" and on_contact[2] is None
+        await service.complete("c1", Principal.agent(agent), Outcome(resolved=True), None)
+        activity, since, until = await row(agent)  # activity and wrap-up's end in one row
+        assert activity == "wrap_up" and until is not None and until > since and since >= on_contact[1]
+        await service.change_status(agent, AgentStatus.AVAILABLE, None)  # ends the wrap-up
+        assert (await row(agent))[0::2] == ("idle", None)
+        if other == "bob":
+            assert await row("bob") == bob_before  # never named: untouched
+
+
+@pytest.mark.postgres
+async def test_the_closing_statement_moves_only_the_work_columns_a_row_names(tmp_path: Path) -> None:
+    """PostgreSQL's one UPDATE for all of a group's agents (SQLite runs one per set of columns)."""
+    async with fresh_database("sb_closing") as url, bare_service(url) as service:
+        for name in ("alice", "bob", "carol"):
+            await service.register_agent(name, chat_agent(name), AgentStatus.AVAILABLE)
+        async with service.sessionmaker() as s, s.begin():
+            await s.execute(update(agents).values(activity="wrap_up", activity_since=1.0, wrap_up_until=50.0))
+        async with service.writer.transaction() as tx:
+            tx.work.extend(
+                [
+                    {"agent": "alice", "new_activity": "offered", "new_activity_since": 5.0},
+                    {"agent": "bob", "new_wrap_up_until": 99.0},
+                    {"agent": "carol", "new_activity": "idle", "new_activity_since": 7.0, "new_wrap_up_until": None},
+                ]
+            )
+        async with service.sessionmaker() as s:
+            rows = {
+                r.agent_id: (r.activity, r.activity_since, r.wrap_up_until)
+                for r in await s.execute(
+                    select(agents.c.agent_id, agents.c.activity, agents.c.activity_since, agents.c.wrap_up_until)
+                )
+            }
+    assert rows == {"alice": ("offered", 5.0, 50.0), "bob": ("wrap_up", 1.0, 99.0), "carol": ("idle", 7.0, None)}
