@@ -348,3 +348,20 @@ async def collect_events(bus: EventBus, topic: str, group: str) -> AsyncIterator
 async def postgres_url() -> AsyncIterator[str]:
     async with fresh_database("sb_router") as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh router database on each of the two: a SQLite file, and PostgreSQL when it is there."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
+    else:
+        async with fresh_database("sb_router") as url:
+            yield url
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[RouterService]:
+    """A bare router service (``bare_service``) on ``database_url``."""
+    async with bare_service(database_url) as svc:
+        yield svc

@@ -6,8 +6,6 @@ of the timeline inside a group sees what the group noted before it."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select
@@ -17,23 +15,7 @@ from services.router.service import RouterService
 from services.router.store import agents, counters, timeline
 from shared.events import AgentStatus, Channel, ContactRequested, Customer, make_event
 from shared.outbox import outbox
-from tests.postgres import fresh_database
-from tests.router.conftest import bare_service, chat_agent
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
-    else:
-        async with fresh_database("sb_buffered") as url:
-            yield url
-
-
-@pytest.fixture
-async def service(database_url: str) -> AsyncIterator[RouterService]:
-    async with bare_service(database_url) as svc:
-        yield svc
+from tests.router.conftest import chat_agent
 
 
 def requested(n: int) -> ContactRequested:

@@ -6,7 +6,6 @@ one that still holds it extends it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,6 @@ from shared.events import AgentStatus, Channel, ContactRequested, Customer, Outc
 from shared.outbox import outbox
 from tests.postgres import fresh_database
 from tests.router.conftest import bare_service, chat_agent, write_strategy
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'router.sqlite3'}"
-    else:
-        async with fresh_database("sb_closing") as url:
-            yield url
-
-
-@pytest.fixture
-async def service(database_url: str) -> AsyncIterator[RouterService]:
-    async with bare_service(database_url) as svc:
-        yield svc
 
 
 def requested(n: int) -> ContactRequested:
