@@ -322,7 +322,9 @@ class EmbeddedBus(EventBus):
         if self._rconn is None:
             return Backlog()
         pairs = sorted({(sub.group, t) for sub in self._subscriptions for t in sub.topics})
-        handled = {(m.group, *tp): offset for m in self._members for tp, offset in m.handled.items()}
+        handled = {  # partitions a local member consumes now (one it lost is counted from the commit)
+            (m.group, *tp): offset for m in self._members for tp, offset in m.handled.items() if tp in m.position
+        }
         conn = self._rconn
 
         def read() -> Backlog:
