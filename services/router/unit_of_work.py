@@ -71,7 +71,9 @@ class UnitOfWork:
     notes: list[dict[str, Any]] = field(default_factory=list)
     staged: list[dict[str, Any]] = field(default_factory=list)
     bumps: dict[str, float] = field(default_factory=dict)
-    # PostgreSQL: the agents' settled work, ``new_<column>`` per row (settle_work.py), for the closing statement
+    # The transaction ends with the closing statement (PostgreSQL, set by the Writer): the agents' settled
+    # work waits in ``work``, ``new_<column>`` per row (settle_work.py), to be written by it.
+    closes_in_one: bool = False
     work: list[dict[str, Any]] = field(default_factory=list)
     goodwill_synced: bool = False  # the ledger was read back from every router's grants (goodwill.py)
 
@@ -174,13 +176,13 @@ class Writer:
                 tx = UnitOfWork(session=session, source=self._source, now=now)
                 # Fencing: a router that no longer owns the state cannot commit anything. On PostgreSQL
                 # the lease is renewed in the transaction's closing statement, with what it buffered.
-                closes_in_one = tx.dialect == "postgresql"
-                if not closes_in_one:
+                tx.closes_in_one = tx.dialect == "postgresql"
+                if not tx.closes_in_one:
                     await self._ownership.renew(session, tx.now)
                 yield tx
                 if self._settle is not None:
                     await self._settle(tx)
-                if closes_in_one:
+                if tx.closes_in_one:
                     await close(tx, self._ownership)
                 else:
                     await tx.flush()

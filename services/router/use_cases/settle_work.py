@@ -92,7 +92,7 @@ async def settle(router: RouterService, tx: UnitOfWork) -> None:
                 wrap_up_until=wrap_until,
             ),
         )
-    if tx.dialect == "postgresql":  # written by the transaction's closing statement (closing_statement.py)
+    if tx.closes_in_one:  # written by the transaction's closing statement (closing_statement.py)
         tx.work.extend(row for rows in writes.values() for row in rows)
         return
     for columns, rows in writes.items():  # the group's agents in one executemany per set of columns
