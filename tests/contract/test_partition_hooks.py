@@ -14,7 +14,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,11 +69,20 @@ class Member:
     def ids(self) -> list[str]:
         return [i for i, _ in self.handled]
 
-    async def subscribe(self, bus: EventBus) -> Subscription:
+    async def subscribe(self, bus: EventBus, *, batched: bool = False) -> Subscription:
         self.sub = await bus.subscribe(
-            [CONTACTS], self.group, self.handle, on_assigned=self.on_assigned, on_revoked=self.on_revoked
+            [CONTACTS],
+            self.group,
+            self.handle,
+            on_assigned=self.on_assigned,
+            on_revoked=self.on_revoked,
+            batch_handler=self.handle_batch if batched else None,
         )
         return self.sub
+
+    async def handle_batch(self, batch: Sequence[tuple[Envelope, Record]]) -> None:
+        for envelope, record in batch:
+            await self.handle(envelope, record)
 
     async def on_assigned(self, tps: frozenset[TP]) -> None:
         self.calls.append(("assigned", tps, time.monotonic()))
@@ -225,6 +234,38 @@ async def test_two_members_split_the_partitions_and_hand_them_over_when_one_stop
     await until(lambda: set(a.ids) | set(b.ids) >= set(sent), "every record is handled")
     await until(lambda: set(b.ids) >= set(round4), "b handles everything after a left")
     assert not violations, violations
+
+
+async def test_records_taken_ahead_before_a_rebalance_go_to_their_next_owner(harness: BusHarness) -> None:
+    """A batch handler is busy while records arrive (Kafka's consumer takes them ahead, for the next
+    batch) and a member joins: what was taken ahead and not handled is neither handed to the old owner
+    once its partitions were revoked nor lost; the next owner of each partition handles it."""
+    group = harness.unique("g")
+    violations: list[str] = []
+    peers: list[Member] = []
+    a = Member("a", group, harness, peers, violations)
+    b = Member("b", group, harness, peers, violations)
+    bus_a, bus_b = await harness.new_bus(), await harness.new_bus()
+    everything = {(CONTACTS, p) for p in range(await bus_a.partition_count(CONTACTS))}
+    keys = await keys_for_every_partition(bus_a)
+    sent: list[str] = []
+
+    await a.subscribe(bus_a, batched=True)
+    await until(lambda: a.active == everything, "a alone holds every partition")
+    a.block_once = 1.5
+    await publish_round(bus_a, keys[:1], sent)
+    await until(lambda: a.in_flight > 0, "a is busy with a batch")
+    for _ in range(3):  # arriving one round at a time while a is busy: taken ahead
+        await publish_round(bus_a, keys, sent)
+        await asyncio.sleep(0.1)
+    await b.subscribe(bus_b, batched=True)
+    await until(lambda: settled([a, b], everything), "a and b share the partitions")
+    await until(lambda: set(a.ids) | set(b.ids) >= set(sent), "every record is handled")
+    assert not violations, violations
+    for member in (a, b):  # each partition's records in offset order, by whoever handled them
+        for tp in everything:
+            offsets = [r.offset for _, r in member.handled if (r.topic, r.partition) == tp]
+            assert offsets == sorted(offsets), (member.name, tp, offsets)
 
 
 async def test_on_assigned_is_awaited_before_any_record_of_its_partitions_is_delivered(harness: BusHarness) -> None:
