@@ -1,10 +1,10 @@
-"""On PostgreSQL a transaction ends with one statement: its lease renewed, its agents' settled work, its
-timeline entries, counters and outbox rows written, where it took five round trips.
+"""On PostgreSQL a transaction ends with one statement: its lease renewed, its agents' settled work, the
+offers it made, its timeline entries, counters and outbox rows written, where it took six round trips.
 
 Each statement on PostgreSQL is a round trip, and the router has one writer: at 100 contacts/s on this
 machine the writer was busy 93 % of the time, a group's transaction taking 9–18 ms of which the fixed
 statements were about a third, so changes queued behind it. Data-modifying CTEs over arrays (``unnest``)
-put the five in one statement, the same for every transaction whatever it holds (an empty array writes
+put them in one statement, the same for every transaction whatever it holds (an empty array writes
 nothing), so the server keeps one prepared statement for it.
 
 The lease is renewed last, in that statement, rather than first: fencing holds the same. The commit
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from services.router.rows import period_of
-from services.router.store import agents, counters, leases, timeline
+from services.router.store import agents, counters, leases, offers, timeline
 from shared.outbox import outbox
 
 if TYPE_CHECKING:
@@ -60,6 +60,18 @@ WITH renewed AS (
         CAST(:work_since AS float8[]), CAST(:work_set_until AS bool[]), CAST(:work_until AS float8[])
     ) AS w(agent_id, set_activity, activity, activity_since, set_until, wrap_up_until)
     WHERE a.agent_id = w.agent_id
+), offered AS (
+    INSERT INTO {offers.name} (
+        offer_id, contact_id, agent_id, state, made_at, expires_at, resolved_at, rule, score, explanation, reason
+    )
+    SELECT offer_id, contact_id, agent_id, state, made_at, expires_at, resolved_at, rule, score,
+        CAST(explanation AS json), reason
+    FROM unnest(
+        CAST(:offer_ids AS text[]), CAST(:offer_contacts AS text[]), CAST(:offer_agents AS text[]),
+        CAST(:offer_states AS text[]), CAST(:offer_made AS float8[]), CAST(:offer_expires AS float8[]),
+        CAST(:offer_resolved AS float8[]), CAST(:offer_rules AS text[]), CAST(:offer_scores AS float8[]),
+        CAST(:offer_explanations AS text[]), CAST(:offer_reasons AS text[])
+    ) AS f(offer_id, contact_id, agent_id, state, made_at, expires_at, resolved_at, rule, score, explanation, reason)
 ), staged AS (
     INSERT INTO {outbox.name} (topic, key, payload, created_at)
     SELECT topic, key, payload, created_at
@@ -76,7 +88,7 @@ SELECT array_agg(name) FROM renewed
 
 def closing_parameters(tx: UnitOfWork, names: list[str], owner: str, expires_at: float) -> dict[str, Any]:
     """The statement's arrays, a column each, in the order the transaction noted and staged them."""
-    notes, staged, work = tx.notes, tx.staged, tx.work
+    notes, staged, work, made = tx.notes, tx.staged, tx.work, tx.offers
     return {
         "expires_at": expires_at,
         "lease_names": names,
@@ -96,6 +108,17 @@ def closing_parameters(tx: UnitOfWork, names: list[str], owner: str, expires_at:
         "work_since": [w.get("new_activity_since") for w in work],
         "work_set_until": [("new_wrap_up_until" in w) for w in work],
         "work_until": [w.get("new_wrap_up_until") for w in work],
+        "offer_ids": [o["offer_id"] for o in made],
+        "offer_contacts": [o["contact_id"] for o in made],
+        "offer_agents": [o["agent_id"] for o in made],
+        "offer_states": [str(o["state"]) for o in made],
+        "offer_made": [o["made_at"] for o in made],
+        "offer_expires": [o["expires_at"] for o in made],
+        "offer_resolved": [o["resolved_at"] for o in made],
+        "offer_rules": [o["rule"] for o in made],
+        "offer_scores": [float(o["score"]) for o in made],
+        "offer_explanations": [json.dumps(o["explanation"]) for o in made],
+        "offer_reasons": [o["reason"] for o in made],
         "topics": [r["topic"] for r in staged],
         "keys": [r["key"] for r in staged],
         "payloads": [r["payload"] for r in staged],
@@ -109,5 +132,5 @@ async def close(tx: UnitOfWork, ownership: Ownership) -> None:
     names, expires_at = ownership.renewal(tx.now)
     params = closing_parameters(tx, names, ownership.owner, expires_at)
     renewed = (await tx.session.execute(CLOSING_STATEMENT, params)).scalar()
-    tx.notes, tx.bumps, tx.staged, tx.work = [], {}, [], []
+    tx.notes, tx.bumps, tx.staged, tx.work, tx.offers = [], {}, [], [], []
     ownership.confirm(names, set(renewed or ()))

@@ -26,7 +26,7 @@ from services.router.closing_statement import close
 from services.router.errors import RouterError
 from services.router.ownership import Ownership, OwnershipLost
 from services.router.rows import period_of
-from services.router.store import counters, timeline
+from services.router.store import counters, offers, timeline
 from services.router.stream_events import AGENT_STREAM_EVENTS, checked
 from shared.db import SqlSession, dialect_insert
 from shared.events import Envelope, EventData
@@ -51,6 +51,7 @@ def _add_to_counters(dialect: str) -> Any:
 # Built once: the statements every transaction writes (a construct reused keeps its cache key, so it is
 # neither rebuilt nor re-keyed per execution), each executed with a list of rows (one executemany).
 INSERT_NOTES = timeline.insert()
+INSERT_OFFER = offers.insert()
 ADD_TO_COUNTERS = {dialect: _add_to_counters(dialect) for dialect in ("sqlite", "postgresql")}
 
 
@@ -75,6 +76,7 @@ class UnitOfWork:
     # work waits in ``work``, ``new_<column>`` per row (settle_work.py), to be written by it.
     closes_in_one: bool = False
     work: list[dict[str, Any]] = field(default_factory=list)
+    offers: list[dict[str, Any]] = field(default_factory=list)  # new offer rows, for the closing statement
     goodwill_synced: bool = False  # the ledger was read back from every router's grants (goodwill.py)
 
     @property
@@ -98,6 +100,14 @@ class UnitOfWork:
     async def bump(self, name: str, amount: float) -> None:
         """Add to today's counter ``name`` (``/v1/stats`` ``today``)."""
         self.bumps[name] = self.bumps.get(name, 0.0) + amount
+
+    async def insert_offers(self, rows: list[dict[str, Any]]) -> None:
+        """New offer rows: inserted now in one statement, or on PostgreSQL by the closing statement.
+        Offers are made last in a transaction (``offers.make_offers``) and nothing after reads them."""
+        if self.closes_in_one:
+            self.offers.extend(rows)
+        elif rows:
+            await self.session.execute(INSERT_OFFER, rows)
 
     def push(self, agent_id: str, event: str, data: BaseModel) -> None:
         """A message for the agent's stream, sent after the commit: ``data`` is the model of ``event``

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from services.router.auth import Principal
 from services.router.ownership import OwnershipLost
 from services.router.service import RouterService
-from services.router.store import agents, counters, leases, timeline
+from services.router.store import OfferState, agents, counters, leases, offers, timeline
 from shared.events import AgentStatus, Channel, ContactRequested, Customer, Outcome, make_event
 from shared.outbox import outbox
 from tests.postgres import fresh_database
@@ -79,10 +79,52 @@ async def test_a_lease_taken_while_the_transaction_ran_commits_none_of_it(tmp_pa
                 await tx.note("c1", "received")
                 await tx.bump("sold", 1)
                 await tx.emit(requested(1))
+                await tx.insert_offers([offer_row("o1", "c1", "alice")])
                 await take_lease(service, name)  # committed while this one runs: its close finds it gone
         assert await written(service) == ([], {}, 0, [])
+        async with service.sessionmaker() as s:
+            assert (await s.execute(select(offers.c.offer_id))).all() == []
         assert service.writer.stale  # rebuilt before the engine is used again
         assert not service.ownership.held
+
+
+def offer_row(offer_id: str, contact_id: str, agent_id: str) -> dict[str, object]:
+    return {
+        "offer_id": offer_id,
+        "contact_id": contact_id,
+        "agent_id": agent_id,
+        "state": OfferState.PENDING,
+        "made_at": 1.0,
+        "expires_at": 31.0,
+        "resolved_at": None,
+        "rule": "default",
+        "score": 0.5,
+        "explanation": {"role": "service"},
+        "reason": None,
+    }
+
+
+async def test_the_offers_a_group_makes_are_written_with_it_column_for_column(service: RouterService) -> None:
+    """A group's offers are its last writes: on PostgreSQL the closing statement inserts them, on SQLite
+    one insert does; either way every column as made, and the agent can take the offer from the row."""
+    for name in ("alice", "bob"):
+        await service.register_agent(name, chat_agent(name), AgentStatus.AVAILABLE)
+    await service.handle_events([make_event(requested(n), source="t") for n in (1, 2)])
+    made = {o.offer_id: o for o in service.open_offers.values()}
+    assert len(made) == 2
+    async with service.sessionmaker() as s:
+        rows = {r.offer_id: r for r in await s.execute(select(offers))}
+    assert rows.keys() == made.keys()
+    for offer_id, pending in made.items():
+        row = rows[offer_id]
+        assert (row.contact_id, row.agent_id, row.state) == (pending.contact_id, pending.agent_id, "pending")
+        assert row.expires_at == pending.expires_at and row.made_at < row.expires_at
+        assert row.resolved_at is None and row.reason is None
+        assert row.rule and isinstance(row.score, float)
+        assert isinstance(row.explanation, dict) and row.explanation  # JSON, not its text
+    offer = next(iter(made.values()))
+    assignment = await service.accept(offer.offer_id, Principal.agent(offer.agent_id))
+    assert assignment["contact_id"] == offer.contact_id
 
 
 async def test_a_lease_taken_before_the_transaction_fences_a_whole_group(service: RouterService) -> None:

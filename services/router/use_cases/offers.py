@@ -24,18 +24,15 @@ if TYPE_CHECKING:
     from services.router.service import RouterService
 
 
-INSERT_OFFER = offers.insert()  # built once, executed with every offer's values
-
-
 async def make_offers(router: RouterService, tx: UnitOfWork, decisions: list[Decision]) -> None:
-    """Offer each decision; their offer rows are inserted in one statement, after the contacts' updates.
+    """Offer each decision; their offer rows are inserted together, after the contacts' updates.
 
-    One statement, not one per offer: on PostgreSQL each is a round trip the writer waits for. Nothing
-    between the first offer and the insert reads ``router_offers``, and all of it is one transaction.
+    Not one statement per offer: on PostgreSQL each is a round trip the writer waits for, and there the
+    rows go with the transaction's closing statement (``closing_statement.py``). Offers are the last
+    thing a transaction makes (the end of a group, the end of a tick): nothing after them reads
+    ``router_offers``, and all of it is one transaction.
     """
-    rows = [await _make_offer(router, tx, decision) for decision in decisions]
-    if rows:
-        await tx.session.execute(INSERT_OFFER, rows)
+    await tx.insert_offers([await _make_offer(router, tx, decision) for decision in decisions])
 
 
 async def _make_offer(router: RouterService, tx: UnitOfWork, decision: Decision) -> dict[str, object]:
