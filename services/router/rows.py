@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal_column, select, update
+from sqlalchemy import bindparam, exists, func, literal_column, select, true, update
 
 from services.router.agent_work import routable_status
 from services.router.auth import Principal
@@ -179,6 +179,28 @@ TAKE_OFFER = (
         select(agents.c.contact_uris).where(_OFFERS_AGENT).scalar_subquery().label("agent_contact_uris"),
     )
 )
+
+
+# PostgreSQL: the accept's two changes in one statement (data-modifying CTEs; SQLite has none): the offer
+# taken as above, and its contact assigned only if it was. One row with both, or none (nothing changed).
+_TAKEN = TAKE_OFFER.cte("taken")
+_ASSIGNED = (
+    update(contacts)
+    .where(_THIS_CONTACT, exists(select(_TAKEN.c.explanation)))
+    .values(state=ContactState.ASSIGNED, agent_id=bindparam("to_agent"), answered_at=bindparam("at"))
+    .returning(*contacts.c)
+    .cte("assigned")
+)
+TAKE_OFFER_AND_ASSIGN = select(
+    _TAKEN.c.explanation, _TAKEN.c.agent_missed_offers, _TAKEN.c.agent_contact_uris, *_ASSIGNED.c
+).select_from(_TAKEN.outerjoin(_ASSIGNED, true()))
+
+
+async def take_offer_and_assign(session: SqlSession, offer_id: str, contact_id: str, agent_id: str, at: float) -> Any:
+    """PostgreSQL: :func:`take_offer`, then :func:`assign_contact` if it took the offer, in one round trip;
+    the row has what each returns (the contact's columns beside the offer's three), or is None."""
+    params = {"the_offer": offer_id, "the_contact": contact_id, "to_agent": agent_id, "at": at}
+    return (await session.execute(TAKE_OFFER_AND_ASSIGN, params)).first()
 
 
 async def take_offer(session: SqlSession, offer_id: str, at: float) -> Any:

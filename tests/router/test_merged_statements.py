@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import delete
 
 from services.router.leeway import role_of
-from services.router.rows import agent_row, contact_to_complete, offered_role, take_offer
+from services.router.rows import (
+    agent_row,
+    contact_row,
+    contact_to_complete,
+    offered_role,
+    take_offer,
+    take_offer_and_assign,
+)
 from services.router.store import agents
 from shared.events import Role
 from tests.router.conftest import contact, running_router
@@ -56,3 +63,33 @@ async def test_the_merged_statements_answer_as_the_lookups_they_replace(
             assert role_of(row.accepted_explanation) is Role.SERVICE
         r = await router.client.post(f"/v1/contacts/{c.contact_id}/complete", json={}, headers=alice)
         assert r.status_code == 200, r.text
+
+
+@pytest.mark.postgres
+async def test_taking_an_offer_and_assigning_its_contact_in_one_statement_changes_both_or_neither(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """PostgreSQL's accept: the offer taken and its contact assigned in one round trip, answering what
+    ``take_offer`` and ``assign_contact`` would; an offer not taken leaves the contact as it was."""
+    async with running_router(tmp_path / "data", database_url=postgres_url) as router:
+        await router.register("zoe", status="offline", contact_uris={"voice": "client:zoe"})
+        _, alice = await router.register("alice", contact_uris={"voice": "client:alice"})
+        c = contact("both")
+        await router.emit(c)
+        offer = await router.wait_offer("alice", alice)
+        sessionmaker = router.app.state.runtime.sessionmaker
+        async with sessionmaker() as session:  # never committed: rolled back when it closes
+            await session.execute(agents.update().where(agents.c.agent_id == "alice").values(missed_offers=2))
+            both = await take_offer_and_assign(session, offer["offer_id"], c.contact_id, "alice", 5.0)
+            assert both.explanation == offer["explanation"]
+            assert (both.agent_missed_offers, both.agent_contact_uris) == (2, {"voice": "client:alice"})
+            assigned = (both.contact_id, both.state, both.agent_id, both.answered_at)
+            assert assigned == (c.contact_id, "assigned", "alice", 5.0)
+            assert both.customer == (await contact_row(session, c.contact_id)).customer  # the contact's own columns
+            assert await take_offer_and_assign(session, offer["offer_id"], c.contact_id, "alice", 6.0) is None
+            assert (await contact_row(session, c.contact_id)).answered_at == 5.0  # the second changed nothing
+        async with sessionmaker() as session:
+            await session.execute(delete(agents).where(agents.c.agent_id == "alice"))
+            assert await take_offer_and_assign(session, offer["offer_id"], c.contact_id, "alice", 5.0) is None
+            row = await contact_row(session, c.contact_id)
+            assert (row.state, row.answered_at) == ("offered", None)  # its agent is gone: neither changed

@@ -15,7 +15,14 @@ from services.router.leeway import leeway_for, role_of
 from services.router.open_offers import PendingOffer
 from services.router.reach import reach_of
 from services.router.responses import Assignment
-from services.router.rows import assign_contact, offer_for, take_offer, to_datetime, waiting_contact
+from services.router.rows import (
+    assign_contact,
+    offer_for,
+    take_offer,
+    take_offer_and_assign,
+    to_datetime,
+    waiting_contact,
+)
 from services.router.store import OfferState, agents
 from services.router.unit_of_work import UnitOfWork
 from services.router.use_cases.offer_timeout import time_out
@@ -35,10 +42,15 @@ async def accept(router: RouterService, offer_id: str, who: Principal) -> dict[s
         if pending.expires_at <= tx.now:
             await time_out(router, tx, pending)  # committed: the contact goes to the next agent
             return None
-        taken = await take_offer(tx.session, offer_id, tx.now)
+        if tx.dialect == "postgresql":  # one round trip for both changes (each is one the writer waits for)
+            taken = await take_offer_and_assign(tx.session, offer_id, pending.contact_id, pending.agent_id, tx.now)
+            assigned = taken
+        else:
+            taken = await take_offer(tx.session, offer_id, tx.now)
+            assigned = None
         if taken is None:  # the database disagrees with the open offers (its agent is gone): say why
             await _refuse(router, tx, offer_id, who, pending)
-        return await _assign(router, tx, pending, taken)
+        return await _assign(router, tx, pending, taken, assigned)
 
     assignment = await router.writes.run(accept)
     if assignment is None:
@@ -59,13 +71,18 @@ async def _refuse(
     raise NotFound(f"agent {row.agent_id!r} not found")
 
 
-async def _assign(router: RouterService, tx: UnitOfWork, offer: PendingOffer, row: Any) -> dict[str, Any]:
+async def _assign(
+    router: RouterService, tx: UnitOfWork, offer: PendingOffer, row: Any, assigned: Any | None
+) -> dict[str, Any]:
     """``row``: what ``take_offer`` returned (the offer's explanation, with the role it was offered under,
-    and its agent's misses and contact addresses); the offer row is accepted already."""
+    and its agent's misses and contact addresses); the offer row is accepted already. ``assigned``: the
+    contact's row if it was assigned in the same statement, else it is assigned here."""
     explanation = row.explanation
     router.open_offers.untrack(offer.offer_id)
     router.engine.accept(offer.contact_id)
-    contact = await assign_contact(tx.session, offer.contact_id, offer.agent_id, tx.now)
+    contact = (
+        assigned if assigned is not None else await assign_contact(tx.session, offer.contact_id, offer.agent_id, tx.now)
+    )
     if row.agent_missed_offers:
         await tx.session.execute(update(agents).where(agents.c.agent_id == offer.agent_id).values(missed_offers=0))
     # An offer made before the last contact ended may be taken in wrap-up: that ends the wrap-up.
