@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,13 @@ class RouterSettings(BaseSettings):
         "held (lock and commit on a worker thread); false: every statement through aiosqlite's thread.",
     )
     heartbeat_seconds: float = Field(5.0, gt=0, description="SSE heartbeat (ping) interval.")
+    gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (20_000, 50, 50),
+        description="The cyclic collector's thresholds once the engine is rebuilt (gc.set_threshold; "
+        "Python's default is [700, 10, 10]). A young generation of 20,000 objects makes the full passes, "
+        "which paused the router for up to 40 ms every few seconds at 300 contacts/s, rare: bench_e2e's "
+        "p99 202 -> offer at 300/s went from 101-310 ms to 46-68 ms, memory unchanged.",
+    )
     service_level_window_seconds: float = Field(
         900.0, gt=0, description="Recent window over which /v1/stats computes service level and abandonment."
     )
