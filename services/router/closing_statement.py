@@ -111,7 +111,7 @@ def closing_parameters(tx: UnitOfWork, names: list[str], owner: str, expires_at:
         "offer_ids": [o["offer_id"] for o in made],
         "offer_contacts": [o["contact_id"] for o in made],
         "offer_agents": [o["agent_id"] for o in made],
-        "offer_states": [str(o["state"]) for o in made],
+        "offer_states": [o["state"] for o in made],
         "offer_made": [o["made_at"] for o in made],
         "offer_expires": [o["expires_at"] for o in made],
         "offer_resolved": [o["resolved_at"] for o in made],

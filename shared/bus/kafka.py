@@ -765,8 +765,6 @@ class _Consumer(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
                     fetching = None
                     break
                 got, fetching = fetching, None
-                if got.cancelled():
-                    break
                 if got.exception() is not None:
                     failure = got.exception()  # raised once the handler returned
                     await asyncio.wait({handling})

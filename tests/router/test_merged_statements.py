@@ -5,6 +5,7 @@ completion reads the contact with the accepted offer's explanation in one SELECT
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete
@@ -19,8 +20,8 @@ from services.router.rows import (
     take_offer_and_assign,
 )
 from services.router.store import agents
-from shared.events import Role
-from tests.router.conftest import contact, running_router
+from shared.events import ContactRequested, Role
+from tests.router.conftest import Router, contact, running_router
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -28,16 +29,21 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")  # type: ignore[no-any-return]
 
 
+async def offered_to_alice(router: Router, name: str) -> tuple[ContactRequested, dict[str, Any], dict[str, str]]:
+    """A contact offered to alice (her headers with it), zoe registered first: a subquery that lost its
+    correlation to the offer would answer hers."""
+    await router.register("zoe", status="offline", contact_uris={"voice": "client:zoe"})
+    _, alice = await router.register("alice", contact_uris={"voice": "client:alice"})
+    c = contact(name)
+    await router.emit(c)
+    return c, await router.wait_offer("alice", alice), alice
+
+
 async def test_the_merged_statements_answer_as_the_lookups_they_replace(
     tmp_path: Path, database_url: str | None
 ) -> None:
     async with running_router(tmp_path / "data", database_url=database_url) as router:
-        # Another agent first: a subquery that lost its correlation to the offer would answer hers.
-        await router.register("zoe", status="offline", contact_uris={"voice": "client:zoe"})
-        _, alice = await router.register("alice", contact_uris={"voice": "client:alice"})
-        c = contact("merged")
-        await router.emit(c)
-        offer = await router.wait_offer("alice", alice)
+        c, offer, alice = await offered_to_alice(router, "merged")
         sessionmaker = router.app.state.runtime.sessionmaker
         async with sessionmaker() as session:  # never committed: rolled back when it closes
             before = await contact_to_complete(session, c.contact_id)
@@ -72,11 +78,7 @@ async def test_taking_an_offer_and_assigning_its_contact_in_one_statement_change
     """PostgreSQL's accept: the offer taken and its contact assigned in one round trip, answering what
     ``take_offer`` and ``assign_contact`` would; an offer not taken leaves the contact as it was."""
     async with running_router(tmp_path / "data", database_url=postgres_url) as router:
-        await router.register("zoe", status="offline", contact_uris={"voice": "client:zoe"})
-        _, alice = await router.register("alice", contact_uris={"voice": "client:alice"})
-        c = contact("both")
-        await router.emit(c)
-        offer = await router.wait_offer("alice", alice)
+        c, offer, _ = await offered_to_alice(router, "both")
         sessionmaker = router.app.state.runtime.sessionmaker
         async with sessionmaker() as session:  # never committed: rolled back when it closes
             await session.execute(agents.update().where(agents.c.agent_id == "alice").values(missed_offers=2))
